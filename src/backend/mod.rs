@@ -1,0 +1,3 @@
+//! Compute backends. Only the CPU backend exists so far; GPU backends will sit beside it.
+
+pub mod cpu;

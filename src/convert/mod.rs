@@ -1,0 +1,1 @@
+//! Turning files into latte's GGUF: re-quantizing a GGUF (`latte quantize`).

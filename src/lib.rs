@@ -1,0 +1,17 @@
+//! latte: an inference engine for LaTtE-Flow models (a frozen Qwen2-VL that understands images, and a
+//! flow-matching replica whose layer groups are experts for ranges of timesteps).
+//!
+//! Data flows one way through the modules, and nothing below reaches up:
+//!
+//! ```text
+//! gguf (file) → tensor (views) → quant (block formats) → backend::cpu (kernels, ops) → convert / CLI
+//! ```
+//!
+//! `docs/ARCHITECTURE.md` is the map.
+
+pub mod backend;
+pub mod convert;
+pub mod dtype;
+pub mod gguf;
+pub mod quant;
+pub mod tensor;
