@@ -13,5 +13,6 @@ pub mod backend;
 pub mod convert;
 pub mod dtype;
 pub mod gguf;
+pub mod model;
 pub mod quant;
 pub mod tensor;

@@ -1,0 +1,211 @@
+//! `latte info FILE [--json]`: the metadata, the tensor table, totals per name prefix and, for a file
+//! with expert groups, each group's byte range.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use latte::gguf::{GgufFile, MetadataArray, MetadataValue};
+use latte::model::expert_groups::{GroupLayout, GroupRange};
+use serde_json::{json, Value};
+
+use super::human_bytes;
+
+/// Show what a GGUF file holds.
+#[derive(Args)]
+pub struct InfoArgs {
+    /// The GGUF file.
+    file: PathBuf,
+    /// Print one JSON document instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Array elements shown in the text form (the JSON form has them all).
+const SHOWN_ELEMENTS: usize = 8;
+
+pub fn run(args: InfoArgs) -> Result<()> {
+    let file = GgufFile::open(&args.file)?;
+    let groups = match GroupLayout::from_file(&file)
+        .and_then(|layout| layout.map(|l| l.ranges(file.tensor_infos())).transpose())
+    {
+        Ok(groups) => groups.unwrap_or_default(),
+        Err(error) => Err(error).with_context(|| args.file.display().to_string())?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&as_json(&args, &file, &groups))?);
+    } else {
+        print_text(&args, &file, &groups);
+    }
+    Ok(())
+}
+
+/// The first dot-separated component of a tensor name (`blk`, `token_embd`, `v`, `flow`).
+fn prefix(name: &str) -> &str {
+    name.split('.').next().unwrap_or(name)
+}
+
+/// Tensor count and bytes per name prefix, sorted by prefix.
+fn prefix_totals(file: &GgufFile) -> BTreeMap<&str, (usize, u64)> {
+    let mut totals = BTreeMap::new();
+    for info in file.tensor_infos() {
+        let entry = totals.entry(prefix(&info.name)).or_insert((0, 0));
+        entry.0 += 1;
+        entry.1 += info.n_bytes;
+    }
+    totals
+}
+
+fn print_text(args: &InfoArgs, file: &GgufFile, groups: &[GroupRange]) {
+    println!(
+        "{}: GGUF v{}, {}, alignment {}, tensor data at byte {}",
+        args.file.display(),
+        file.version(),
+        human_bytes(file.bytes().len() as u64),
+        file.alignment(),
+        file.data_offset()
+    );
+
+    println!("\nmetadata: {} keys", file.metadata().len());
+    let key_width = file.metadata().iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (key, value) in file.metadata() {
+        println!("  {key:key_width$}  {}", describe(value));
+    }
+
+    let infos = file.tensor_infos();
+    println!("\ntensors: {}", infos.len());
+    let name_width = infos.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
+    println!(
+        "  {:>5}  {:name_width$}  {:7}  {:24}  {:>12}  {:>12}",
+        "#", "name", "type", "shape", "bytes", "offset"
+    );
+    for (index, info) in infos.iter().enumerate() {
+        println!(
+            "  {index:>5}  {:name_width$}  {:7}  {:24}  {:>12}  {:>12}",
+            info.name,
+            info.ty.name(),
+            format!("{:?}", info.dims),
+            info.n_bytes,
+            info.offset
+        );
+    }
+
+    println!("\ntotals by prefix:");
+    for (prefix, (count, bytes)) in prefix_totals(file) {
+        println!("  {prefix:16}  {count:>6} tensors  {:>12}", human_bytes(bytes));
+    }
+
+    if !groups.is_empty() {
+        println!("\nexpert groups: {}", groups.len());
+        for group in groups {
+            println!(
+                "  group {}  layers {:>3}..{:<3}  bytes {:>12}..{:<12}  {:>12}  {} tensors",
+                group.group,
+                group.layers.start,
+                group.layers.end,
+                group.bytes.start,
+                group.bytes.end,
+                human_bytes(group.bytes.end - group.bytes.start),
+                group.tensors.len()
+            );
+        }
+    }
+}
+
+fn as_json(args: &InfoArgs, file: &GgufFile, groups: &[GroupRange]) -> Value {
+    let metadata: serde_json::Map<String, Value> = file
+        .metadata()
+        .iter()
+        .map(|(key, value)| (key.clone(), value_json(value)))
+        .collect();
+    let tensors: Vec<Value> = file
+        .tensor_infos()
+        .iter()
+        .map(|t| {
+            json!({"name": t.name, "type": t.ty.name(), "shape": t.dims, "bytes": t.n_bytes, "offset": t.offset})
+        })
+        .collect();
+    let totals: Vec<Value> = prefix_totals(file)
+        .into_iter()
+        .map(|(prefix, (count, bytes))| json!({"prefix": prefix, "tensors": count, "bytes": bytes}))
+        .collect();
+    let groups: Vec<Value> = groups
+        .iter()
+        .map(|g| {
+            json!({
+                "group": g.group,
+                "layers": [g.layers.start, g.layers.end],
+                "byte_range": [g.bytes.start, g.bytes.end],
+                "bytes": g.bytes.end - g.bytes.start,
+                "tensors": g.tensors.len(),
+            })
+        })
+        .collect();
+    json!({
+        "file": args.file.display().to_string(),
+        "version": file.version(),
+        "file_bytes": file.bytes().len(),
+        "alignment": file.alignment(),
+        "data_offset": file.data_offset(),
+        "metadata": metadata,
+        "tensors": tensors,
+        "prefix_totals": totals,
+        "expert_groups": groups,
+    })
+}
+
+fn value_json(value: &MetadataValue) -> Value {
+    match value {
+        MetadataValue::U8(v) => json!(v),
+        MetadataValue::I8(v) => json!(v),
+        MetadataValue::U16(v) => json!(v),
+        MetadataValue::I16(v) => json!(v),
+        MetadataValue::U32(v) => json!(v),
+        MetadataValue::I32(v) => json!(v),
+        MetadataValue::F32(v) => json!(v),
+        MetadataValue::Bool(v) => json!(v),
+        MetadataValue::String(v) => json!(v),
+        MetadataValue::U64(v) => json!(v),
+        MetadataValue::I64(v) => json!(v),
+        MetadataValue::F64(v) => json!(v),
+        MetadataValue::Array(array) => {
+            Value::Array((0..array.len()).filter_map(|i| array.get(i)).map(|v| value_json(&v)).collect())
+        }
+    }
+}
+
+/// A value as one line: scalars as they are, strings quoted and cut, arrays as `[type; n] [first...]`.
+fn describe(value: &MetadataValue) -> String {
+    match value {
+        MetadataValue::String(s) => quote(s),
+        MetadataValue::Array(array) => describe_array(array),
+        scalar => value_json(scalar).to_string(),
+    }
+}
+
+fn describe_array(array: &MetadataArray) -> String {
+    let shown: Vec<String> = (0..array.len().min(SHOWN_ELEMENTS))
+        .filter_map(|i| array.get(i))
+        .map(|v| describe(&v))
+        .collect();
+    let more = if array.len() > SHOWN_ELEMENTS { ", ..." } else { "" };
+    format!(
+        "[{}; {}] [{}{more}]",
+        array.elem_type().name(),
+        array.len(),
+        shown.join(", ")
+    )
+}
+
+/// A string quoted with escapes, cut to 60 characters (a chat template is kilobytes long).
+fn quote(s: &str) -> String {
+    const MAX: usize = 60;
+    let escaped: String = s.escape_debug().collect();
+    if escaped.chars().count() <= MAX {
+        format!("\"{escaped}\"")
+    } else {
+        let cut: String = escaped.chars().take(MAX).collect();
+        format!("\"{cut}\"... ({} bytes)", s.len())
+    }
+}

@@ -1,0 +1,55 @@
+//! Command-line parsing and dispatch. Each subcommand lives in its own file and only translates
+//! arguments into library calls and results into text; errors become one line on stderr and a
+//! non-zero exit code.
+
+mod info;
+mod quantize;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "latte", version, about = "Inference engine for LaTtE-Flow models (one GGUF file: understand and generate images)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Info(info::InfoArgs),
+    Quantize(quantize::QuantizeArgs),
+}
+
+/// Runs the command line and maps failures to exit code 1 (clap uses 2 for usage errors).
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(args) => info::run(args),
+        Command::Quantize(args) => quantize::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("latte: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Bytes in binary units, as llama.cpp prints sizes.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.2} {}", UNITS[unit])
+    }
+}

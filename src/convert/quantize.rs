@@ -1,0 +1,326 @@
+//! Re-quantizing a GGUF file (`latte quantize`), the way `llama-quantize` does it without an
+//! importance matrix: every tensor of two or more dimensions becomes the target type (or the type of the
+//! first `--tensor-type` rule that matches its name), 1-D tensors (norms, biases) become F32, and a
+//! tensor whose rows do not fit the type's block falls back to a type whose block fits.
+//!
+//! The output is written through [`GgufWriter`], so a failure leaves no file behind; expert groups keep
+//! their 16 KiB-aligned byte ranges. This module decides types and moves bytes; the formats themselves
+//! are `crate::quant`'s.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use rayon::prelude::*;
+use regex::Regex;
+use thiserror::Error;
+
+use crate::dtype::TensorType;
+use crate::gguf::{GgufError, GgufFile, GgufWriter, MetadataValue, TensorInfo};
+use crate::model::expert_groups::{GroupLayout, GroupLayoutError, GROUP_ALIGNMENT};
+use crate::quant::{self, QuantError};
+
+#[derive(Debug, Error)]
+pub enum QuantizeError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("{path}: {source}")]
+    Layout { path: PathBuf, source: GroupLayoutError },
+    #[error("{path}: tensor '{name}': {source}")]
+    Quant { path: PathBuf, name: String, source: QuantError },
+    #[error("{path}: tensor '{name}' has type {ty}, which latte cannot convert")]
+    Unconvertible { path: PathBuf, name: String, ty: TensorType },
+    #[error("type {0} cannot be a quantization target (choose one of {1})")]
+    BadTarget(TensorType, String),
+    #[error("'{0}' is not a tensor-type rule: expected REGEX=TYPE, e.g. 'ffn_down=q6_k'")]
+    BadRule(String),
+    #[error("bad regex in tensor-type rule '{rule}': {source}")]
+    BadRegex { rule: String, source: regex::Error },
+    #[error("'{0}' is not a tensor type (expected one of {1})")]
+    UnknownType(String, String),
+    #[error("input and output are the same file: {0}")]
+    SameFile(PathBuf),
+}
+
+/// `REGEX=TYPE`: tensors whose name matches REGEX (anywhere in the name) become TYPE.
+#[derive(Clone, Debug)]
+pub struct TensorTypeRule {
+    pub pattern: Regex,
+    pub ty: TensorType,
+}
+
+impl FromStr for TensorTypeRule {
+    type Err = QuantizeError;
+
+    fn from_str(rule: &str) -> Result<Self, Self::Err> {
+        let (pattern, ty) = rule
+            .rsplit_once('=')
+            .ok_or_else(|| QuantizeError::BadRule(rule.into()))?;
+        if pattern.is_empty() {
+            return Err(QuantizeError::BadRule(rule.into()));
+        }
+        let pattern = Regex::new(pattern)
+            .map_err(|source| QuantizeError::BadRegex { rule: rule.into(), source })?;
+        Ok(TensorTypeRule { pattern, ty: parse_target_type(ty)? })
+    }
+}
+
+/// A target type by name (`q4_k`, `F16`), one of the computable types.
+pub fn parse_target_type(name: &str) -> Result<TensorType, QuantizeError> {
+    let names = || {
+        TensorType::COMPUTABLE
+            .iter()
+            .map(|t| t.name().to_lowercase())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let ty = TensorType::from_name(name)
+        .ok_or_else(|| QuantizeError::UnknownType(name.into(), names()))?;
+    if !ty.is_computable() {
+        return Err(QuantizeError::BadTarget(ty, names()));
+    }
+    Ok(ty)
+}
+
+/// f32 elements converted per chunk (16 MiB): bounds memory whatever the tensor size.
+const CHUNK_ELEMENTS: usize = 4 << 20;
+
+/// What to quantize to.
+#[derive(Clone, Debug)]
+pub struct QuantizeOptions {
+    pub target: TensorType,
+    pub rules: Vec<TensorTypeRule>,
+}
+
+/// The type chosen for one tensor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorPlan {
+    pub name: String,
+    pub source: TensorType,
+    /// What the options asked for.
+    pub requested: TensorType,
+    /// What the tensor gets (differs from `requested` after a fallback).
+    pub target: TensorType,
+}
+
+impl TensorPlan {
+    pub fn fell_back(&self) -> bool {
+        self.requested != self.target
+    }
+}
+
+/// What a finished run did.
+#[derive(Clone, Debug)]
+pub struct QuantizeReport {
+    pub plans: Vec<TensorPlan>,
+    pub input_bytes: u64,
+    pub output_bytes: u64,
+}
+
+/// The type a row of `row_len` elements gets when `wanted`'s block does not divide it: llama-quantize's
+/// fallbacks (Q4_K→Q5_0, Q5_K→Q5_1, Q6_K→Q8_0), then F16 when even that block does not fit.
+pub fn fallback_type(wanted: TensorType, row_len: u64) -> TensorType {
+    if row_len % wanted.block_size() as u64 == 0 {
+        return wanted;
+    }
+    let next = match wanted {
+        TensorType::Q4_K => TensorType::Q5_0,
+        TensorType::Q5_K => TensorType::Q5_1,
+        TensorType::Q6_K => TensorType::Q8_0,
+        _ => TensorType::F16,
+    };
+    if row_len % next.block_size() as u64 == 0 {
+        next
+    } else {
+        TensorType::F16
+    }
+}
+
+/// The type one tensor gets under `options`.
+pub fn plan_tensor(info: &TensorInfo, options: &QuantizeOptions) -> TensorPlan {
+    let requested = if info.dims.len() < 2 {
+        TensorType::F32
+    } else {
+        options
+            .rules
+            .iter()
+            .find(|rule| rule.pattern.is_match(&info.name))
+            .map_or(options.target, |rule| rule.ty)
+    };
+    TensorPlan {
+        name: info.name.clone(),
+        source: info.ty,
+        requested,
+        target: fallback_type(requested, info.dims[0]),
+    }
+}
+
+/// llama.cpp's `general.file_type` (`llama_ftype`) for a file mostly of type `ty`.
+pub fn llama_file_type(ty: TensorType) -> u32 {
+    match ty {
+        TensorType::F32 => 0,
+        TensorType::F16 => 1,
+        TensorType::Q4_0 => 2,
+        TensorType::Q4_1 => 3,
+        TensorType::Q8_0 => 7,
+        TensorType::Q5_0 => 8,
+        TensorType::Q5_1 => 9,
+        TensorType::Q4_K => 14, // MOSTLY_Q4_K_S: every tensor Q4_K, no mix
+        TensorType::Q5_K => 16, // MOSTLY_Q5_K_S
+        TensorType::Q6_K => 18,
+        TensorType::BF16 => 32,
+        _ => 0,
+    }
+}
+
+/// Re-quantizes `input` into `output` (written atomically) and reports what each tensor became.
+pub fn quantize_gguf(
+    input: &Path,
+    output: &Path,
+    options: &QuantizeOptions,
+) -> Result<QuantizeReport, QuantizeError> {
+    if same_file(input, output) {
+        return Err(QuantizeError::SameFile(output.to_path_buf()));
+    }
+    let file = GgufFile::open(input)?;
+    let layout_error = |source| QuantizeError::Layout { path: input.to_path_buf(), source };
+    let group_starts = group_starts(&file).map_err(layout_error)?;
+    let plans: Vec<TensorPlan> =
+        file.tensor_infos().iter().map(|info| plan_tensor(info, options)).collect();
+    for plan in &plans {
+        if plan.source != plan.target && !plan.source.is_computable() {
+            return Err(QuantizeError::Unconvertible {
+                path: input.to_path_buf(),
+                name: plan.name.clone(),
+                ty: plan.source,
+            });
+        }
+    }
+
+    let mut writer = GgufWriter::new(file.alignment());
+    for (key, value) in file.metadata() {
+        if key != "general.alignment" {
+            writer.set(key, value.clone());
+        }
+    }
+    writer.set("general.file_type", MetadataValue::U32(llama_file_type(options.target)));
+    if plans.iter().any(|p| p.target.is_quantized()) {
+        writer.set("general.quantization_version", MetadataValue::U32(2));
+    }
+    for (index, (info, plan)) in file.tensor_infos().iter().zip(&plans).enumerate() {
+        let start_on = group_starts.contains(&index).then_some(GROUP_ALIGNMENT);
+        writer.add_tensor(&info.name, plan.target, &info.dims, start_on)?;
+    }
+
+    let mut out = writer.create(output)?;
+    let mut rows = Vec::new();
+    let mut converted = Vec::new();
+    for plan in &plans {
+        let view = file.tensor(&plan.name).expect("planned from the file's own tensor list");
+        if plan.source == plan.target {
+            out.write_tensor_data(view.bytes())?;
+            continue;
+        }
+        let quant_error = |source| QuantizeError::Quant {
+            path: input.to_path_buf(),
+            name: plan.name.clone(),
+            source,
+        };
+        // Convert a bounded number of rows at a time, so memory stays near CHUNK_ELEMENTS f32s even
+        // for a 150k-row embedding.
+        let row_len = view.row_len();
+        let in_row_bytes = view.row_bytes();
+        let out_row_bytes = plan.target.row_bytes(row_len as u64).expect("fallback fits") as usize;
+        let rows_per_chunk = (CHUNK_ELEMENTS / row_len.max(1)).max(1);
+        for chunk in view.bytes().chunks(in_row_bytes * rows_per_chunk) {
+            let n_rows = chunk.len() / in_row_bytes;
+            rows.resize(n_rows * row_len, 0.0f32);
+            quant::dequantize(plan.source, chunk, &mut rows).map_err(quant_error)?;
+            converted.resize(n_rows * out_row_bytes, 0u8);
+            converted
+                .par_chunks_mut(out_row_bytes)
+                .zip(rows.par_chunks(row_len))
+                .try_for_each(|(dst, src)| quant::quantize(plan.target, src, dst))
+                .map_err(quant_error)?;
+            out.write_tensor_data(&converted)?;
+        }
+    }
+    let output_bytes = out.finish()?;
+    Ok(QuantizeReport { plans, input_bytes: file.bytes().len() as u64, output_bytes })
+}
+
+/// Indices of the tensors that open an expert group: they start on a 16 KiB boundary.
+fn group_starts(file: &GgufFile) -> Result<Vec<usize>, GroupLayoutError> {
+    let Some(layout) = GroupLayout::from_file(file)? else {
+        return Ok(Vec::new());
+    };
+    Ok(layout
+        .ranges(file.tensor_infos())?
+        .iter()
+        .filter_map(|range| range.tensors.first().copied())
+        .collect())
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(name: &str, dims: &[u64]) -> TensorInfo {
+        TensorInfo {
+            name: name.into(),
+            ty: TensorType::F16,
+            dims: dims.to_vec(),
+            offset: 0,
+            n_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn fallbacks_follow_llama_quantize() {
+        assert_eq!(fallback_type(TensorType::Q4_K, 512), TensorType::Q4_K);
+        assert_eq!(fallback_type(TensorType::Q4_K, 96), TensorType::Q5_0);
+        assert_eq!(fallback_type(TensorType::Q5_K, 96), TensorType::Q5_1);
+        assert_eq!(fallback_type(TensorType::Q6_K, 96), TensorType::Q8_0);
+        assert_eq!(fallback_type(TensorType::Q6_K, 100), TensorType::F16);
+        assert_eq!(fallback_type(TensorType::Q4_0, 100), TensorType::F16);
+        assert_eq!(fallback_type(TensorType::BF16, 7), TensorType::BF16);
+    }
+
+    #[test]
+    fn plans_keep_vectors_f32_and_apply_rules_in_order() {
+        let options = QuantizeOptions {
+            target: TensorType::Q4_0,
+            rules: vec![
+                "ffn_down=q6_k".parse().unwrap(),
+                "ffn=q8_0".parse().unwrap(),
+            ],
+        };
+        let plan = |name, dims: &[u64]| plan_tensor(&info(name, dims), &options).target;
+        assert_eq!(plan("blk.0.attn_norm.weight", &[1536]), TensorType::F32);
+        assert_eq!(plan("blk.0.attn_q.weight", &[1536, 1536]), TensorType::Q4_0);
+        assert_eq!(plan("blk.0.ffn_down.weight", &[8960, 1536]), TensorType::Q6_K);
+        assert_eq!(plan("blk.0.ffn_up.weight", &[1536, 8960]), TensorType::Q8_0);
+        let fell = plan_tensor(&info("blk.0.ffn_down.weight", &[96, 4]), &options);
+        assert!(fell.fell_back());
+        assert_eq!(fell.target, TensorType::Q8_0);
+    }
+
+    #[test]
+    fn rules_and_types_parse_with_clear_errors() {
+        assert!("=q4_0".parse::<TensorTypeRule>().is_err());
+        assert!("attn".parse::<TensorTypeRule>().is_err());
+        assert!(matches!(
+            "attn(=q4_0".parse::<TensorTypeRule>(),
+            Err(QuantizeError::BadRegex { .. })
+        ));
+        assert!(matches!(parse_target_type("q9_9"), Err(QuantizeError::UnknownType(..))));
+        assert!(matches!(parse_target_type("q2_k"), Err(QuantizeError::BadTarget(..))));
+        assert_eq!(parse_target_type("Q4_K").unwrap(), TensorType::Q4_K);
+    }
+}

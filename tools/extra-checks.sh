@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The checks that need more than the Rust toolchain. Installs what they need (Debian packages, the
+# aarch64 Rust target, gguf-py), then runs:
+#   1. clippy and the tests with the ggml peer (ggml's own C code as the oracle, feature `ggml-peer`);
+#   2. the whole test suite for aarch64 (NEON kernels) under qemu;
+#   3. gguf-py reading the files latte writes;
+#   4. the fuzz target compiles (running it needs cargo-fuzz; see fuzz/README.md).
+# Run from the repository root: `bash tools/extra-checks.sh`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+need_apt=()
+command -v cmake >/dev/null || need_apt+=(cmake)
+[ -e /usr/lib/llvm-14/lib/libclang.so ] || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+command -v qemu-aarch64 >/dev/null || need_apt+=(qemu-user)
+command -v clang >/dev/null || need_apt+=(clang)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+rustup target add aarch64-unknown-linux-gnu
+python3 -m pip install -q -r tools/requirements-ci.txt
+
+echo "== ggml peer: clippy and tests against ggml's C code"
+cargo clippy --all-targets --features ggml-peer -- -D warnings
+cargo test --features ggml-peer
+
+echo "== aarch64 (NEON) under qemu"
+CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
+  cargo test --target aarch64-unknown-linux-gnu
+
+echo "== gguf-py reads what latte writes"
+python3 tools/gguf_py_check.py
+
+echo "== fuzz target builds"
+cargo check --manifest-path fuzz/Cargo.toml
