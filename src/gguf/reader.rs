@@ -464,15 +464,16 @@ fn tensor_bytes(
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
         .ok_or_else(overflow)?;
     let row_len = dims.first().copied().unwrap_or(1);
-    let row_bytes = ty
-        .row_bytes(row_len)
-        .ok_or_else(|| FormatError::RowNotBlockMultiple {
+    if row_len % ty.block_size() as u64 != 0 {
+        return Err(FormatError::RowNotBlockMultiple {
             tensor: name.into(),
             ty,
             row_len,
             block_size: ty.block_size(),
             offset: type_offset,
-        })?;
+        });
+    }
+    let row_bytes = ty.row_bytes(row_len).ok_or_else(overflow)?;
     let rows = dims.iter().skip(1).product::<u64>(); // the full product did not overflow
     row_bytes.checked_mul(rows).ok_or_else(overflow)
 }
