@@ -229,10 +229,7 @@ fn hostile_counts_and_lengths() {
     ));
     assert!(matches!(
         err(&Raw::header(3, 0, u64::MAX)),
-        FormatError::CountTooLarge {
-            offset: 16,
-            ..
-        }
+        FormatError::CountTooLarge { offset: 16, .. }
     ));
     // A count that the bytes that remain could not hold, even if small.
     let mut r = Raw::header(3, 0, 2);
@@ -243,12 +240,18 @@ fn hostile_counts_and_lengths() {
     r.u64(u64::MAX).u64(0).u64(0);
     assert!(matches!(
         err(&r),
-        FormatError::Truncated { offset: 24, needed: u64::MAX, .. }
+        FormatError::Truncated {
+            offset: 24,
+            needed: u64::MAX,
+            ..
+        }
     ));
     // A string value whose length runs past the end names its key.
     let mut r = Raw::header(3, 0, 1);
     r.str(b"name").u32(8).u64(1 << 40).u64(0);
-    assert!(matches!(err(&r), FormatError::Truncated { ref field, offset: 40, .. } if field == "name"));
+    assert!(
+        matches!(err(&r), FormatError::Truncated { ref field, offset: 40, .. } if field == "name")
+    );
     // Array counts are bounded by the bytes left.
     let mut r = Raw::header(3, 0, 1);
     r.str(b"arr").u32(9).u32(10).u64(u64::MAX / 2).u64(0);
@@ -268,7 +271,14 @@ fn hostile_shapes_and_types() {
     ));
     let mut r = Raw::header(3, 1, 0);
     r.tensor("t", &[4, 0], 0, 0).data(32, 16);
-    assert!(matches!(err(&r), FormatError::ZeroDim { axis: 1, offset: 45, .. }));
+    assert!(matches!(
+        err(&r),
+        FormatError::ZeroDim {
+            axis: 1,
+            offset: 45,
+            ..
+        }
+    ));
     let mut r = Raw::header(3, 1, 0);
     r.tensor("t", &[1 << 32, 1 << 32, 2], 0, 0).data(32, 4);
     assert!(matches!(err(&r), FormatError::ShapeOverflow { .. }));
@@ -284,11 +294,14 @@ fn hostile_shapes_and_types() {
         );
     }
     let mut r = Raw::header(3, 1, 0);
-    r.tensor("t", &[33], TensorType::Q4_0.id(), 0)
-        .data(32, 64);
+    r.tensor("t", &[33], TensorType::Q4_0.id(), 0).data(32, 64);
     assert!(matches!(
         err(&r),
-        FormatError::RowNotBlockMultiple { row_len: 33, block_size: 32, .. }
+        FormatError::RowNotBlockMultiple {
+            row_len: 33,
+            block_size: 32,
+            ..
+        }
     ));
 }
 
@@ -328,7 +341,9 @@ fn hostile_offsets() {
 #[test]
 fn duplicates() {
     let mut r = Raw::header(3, 2, 0);
-    r.tensor("a", &[8], 0, 0).tensor("a", &[8], 0, 32).data(32, 64);
+    r.tensor("a", &[8], 0, 0)
+        .tensor("a", &[8], 0, 32)
+        .data(32, 64);
     assert!(matches!(err(&r), FormatError::DuplicateTensor { ref tensor, .. } if tensor == "a"));
     let mut r = Raw::header(3, 0, 2);
     r.kv_u32("k", 1).kv_u32("k", 2);
@@ -352,7 +367,10 @@ fn alignment_rules() {
     r.str(b"general.alignment").u32(10).u64(32);
     assert!(matches!(
         err(&r),
-        FormatError::AlignmentNotU32 { found: latte::gguf::ValueType::U64, .. }
+        FormatError::AlignmentNotU32 {
+            found: latte::gguf::ValueType::U64,
+            ..
+        }
     ));
     // Alignment 1 is a power of two.
     let mut r = Raw::header(3, 1, 1);
@@ -398,7 +416,10 @@ fn invalid_utf8_anywhere() {
     let bad = [0x66, 0xff, 0x66];
     let mut r = Raw::header(3, 0, 1);
     r.str(&bad).u32(4).u32(1);
-    assert!(matches!(err(&r), FormatError::InvalidUtf8 { offset: 24, .. }));
+    assert!(matches!(
+        err(&r),
+        FormatError::InvalidUtf8 { offset: 24, .. }
+    ));
     let mut r = Raw::header(3, 0, 1);
     r.str(b"s").u32(8).str(&bad);
     assert!(matches!(err(&r), FormatError::InvalidUtf8 { ref field, offset: 37 } if field == "s"));
@@ -407,7 +428,10 @@ fn invalid_utf8_anywhere() {
     assert!(matches!(err(&r), FormatError::InvalidUtf8 { .. }));
     let mut r = Raw::header(3, 1, 0);
     r.str(&bad).u32(1).u64(1).u32(0).u64(0).data(32, 4);
-    assert!(matches!(err(&r), FormatError::InvalidUtf8 { offset: 24, .. }));
+    assert!(matches!(
+        err(&r),
+        FormatError::InvalidUtf8 { offset: 24, .. }
+    ));
 }
 
 #[test]
@@ -416,7 +440,11 @@ fn unknown_value_types_and_bad_bools() {
     r.str(b"k").u32(13).u32(0);
     assert!(matches!(
         err(&r),
-        FormatError::UnknownValueType { type_id: 13, offset: 33, .. }
+        FormatError::UnknownValueType {
+            type_id: 13,
+            offset: 33,
+            ..
+        }
     ));
     let mut r = Raw::header(3, 0, 1);
     r.str(b"k").u32(9).u32(99).u64(0);
@@ -426,7 +454,14 @@ fn unknown_value_types_and_bad_bools() {
     ));
     let mut r = Raw::header(3, 0, 1);
     r.str(b"k").u32(7).u8(2);
-    assert!(matches!(err(&r), FormatError::InvalidBool { value: 2, offset: 37, .. }));
+    assert!(matches!(
+        err(&r),
+        FormatError::InvalidBool {
+            value: 2,
+            offset: 37,
+            ..
+        }
+    ));
     let mut r = Raw::header(3, 0, 1);
     r.str(b"k").u32(9).u32(7).u64(2).u8(1).u8(9);
     assert!(matches!(err(&r), FormatError::InvalidBool { value: 9, .. }));

@@ -46,11 +46,9 @@ fn expected_array(elem: &str, values: &Value) -> MetadataArray {
         "f32" => MetadataArray::F32(vs.iter().map(|v| v.as_f64().unwrap() as f32).collect()),
         "f64" => MetadataArray::F64(vs.iter().map(|v| v.as_f64().unwrap()).collect()),
         "bool" => MetadataArray::Bool(vs.iter().map(|v| v.as_bool().unwrap()).collect()),
-        "string" => MetadataArray::String(
-            vs.iter()
-                .map(|v| v.as_str().unwrap().to_owned())
-                .collect(),
-        ),
+        "string" => {
+            MetadataArray::String(vs.iter().map(|v| v.as_str().unwrap().to_owned()).collect())
+        }
         "array" => MetadataArray::Array(
             vs.iter()
                 .map(|inner| expected_array(inner["elem"].as_str().unwrap(), &inner["value"]))
@@ -82,12 +80,14 @@ fn expected_value(entry: &Value) -> MetadataValue {
 
 #[test]
 fn reads_every_key_and_tensor_written_by_gguf_py() {
-    let manifest: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("gguf_py_sample.json")).unwrap(),
-    )
-    .unwrap();
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("gguf_py_sample.json")).unwrap())
+            .unwrap();
     let f = GgufFile::open(fixture("gguf_py_sample.gguf")).unwrap();
-    assert_eq!(u64::from(f.version()), manifest["version"].as_u64().unwrap());
+    assert_eq!(
+        u64::from(f.version()),
+        manifest["version"].as_u64().unwrap()
+    );
     assert_eq!(f.alignment(), manifest["alignment"].as_u64().unwrap());
 
     let kv = manifest["metadata"].as_array().unwrap();
@@ -122,7 +122,11 @@ fn reads_every_key_and_tensor_written_by_gguf_py() {
         assert_eq!(info.dims, dims, "{name}");
         assert_eq!(info.offset % f.alignment(), 0);
         let view = f.tensor(name).unwrap();
-        assert_eq!(view.bytes(), &unhex(t["hex"].as_str().unwrap())[..], "{name}");
+        assert_eq!(
+            view.bytes(),
+            &unhex(t["hex"].as_str().unwrap())[..],
+            "{name}"
+        );
     }
     // The F32 tensor, typed: np.arange(12) * 0.5 - 3 in the script.
     let w = f.tensor("w.f32").unwrap();
