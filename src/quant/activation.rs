@@ -10,7 +10,7 @@
 use super::blocks::{BlockQ8K, BlockQ8_1, QK};
 use super::float::{f16_to_f32, f32_to_f16};
 use super::legacy::absmax;
-use super::round::nearest_int;
+use super::round::{c_float_to_int, nearest_int};
 use crate::dtype::QK_K;
 
 /// `quantize_row_q8_1_ref`: as Q8_0 (`d = amax / 127`, `q = roundf(x/d)`), plus `s = d · Σq`.
@@ -26,7 +26,7 @@ pub fn quantize_row_q8_1(src: &[f32], dst: &mut [BlockQ8_1]) {
         y.d = f32_to_f16(d);
         let mut sum = 0i32;
         for (q, &v) in y.qs.iter_mut().zip(x) {
-            *q = (v * id).round() as i8;
+            *q = c_float_to_int((v * id).round()) as i8;
             sum += *q as i32;
         }
         y.s = f32_to_f16(sum as f32 * d);
