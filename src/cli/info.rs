@@ -22,6 +22,14 @@ pub struct InfoArgs {
     json: bool,
 }
 
+/// `println!` into a `String` (formatting into memory cannot fail).
+macro_rules! line {
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
 /// Array elements shown in the text form (the JSON form has them all).
 const SHOWN_ELEMENTS: usize = 8;
 
@@ -33,12 +41,21 @@ pub fn run(args: InfoArgs) -> Result<()> {
         Ok(groups) => groups.unwrap_or_default(),
         Err(error) => Err(error).with_context(|| args.file.display().to_string())?,
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&as_json(&args, &file, &groups))?);
+    let text = if args.json {
+        serde_json::to_string_pretty(&as_json(&args, &file, &groups))? + "\n"
     } else {
-        print_text(&args, &file, &groups);
+        render_text(&args, &file, &groups)
+    };
+    write_stdout(&text)
+}
+
+/// Writes to stdout; a closed pipe (`latte info ... | head`) is not an error.
+fn write_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => Ok(result?),
     }
-    Ok(())
 }
 
 /// The first dot-separated component of a tensor name (`blk`, `token_embd`, `v`, `flow`).
@@ -57,8 +74,10 @@ fn prefix_totals(file: &GgufFile) -> BTreeMap<&str, (usize, u64)> {
     totals
 }
 
-fn print_text(args: &InfoArgs, file: &GgufFile, groups: &[GroupRange]) {
-    println!(
+fn render_text(args: &InfoArgs, file: &GgufFile, groups: &[GroupRange]) -> String {
+    let mut out = String::new();
+    line!(
+        out,
         "{}: GGUF v{}, {}, alignment {}, tensor data at byte {}",
         args.file.display(),
         file.version(),
@@ -67,21 +86,33 @@ fn print_text(args: &InfoArgs, file: &GgufFile, groups: &[GroupRange]) {
         file.data_offset()
     );
 
-    println!("\nmetadata: {} keys", file.metadata().len());
-    let key_width = file.metadata().iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    line!(out, "\nmetadata: {} keys", file.metadata().len());
+    let key_width = file
+        .metadata()
+        .iter()
+        .map(|(k, _)| k.len())
+        .max()
+        .unwrap_or(0);
     for (key, value) in file.metadata() {
-        println!("  {key:key_width$}  {}", describe(value));
+        line!(out, "  {key:key_width$}  {}", describe(value));
     }
 
     let infos = file.tensor_infos();
-    println!("\ntensors: {}", infos.len());
+    line!(out, "\ntensors: {}", infos.len());
     let name_width = infos.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
-    println!(
+    line!(
+        out,
         "  {:>5}  {:name_width$}  {:7}  {:24}  {:>12}  {:>12}",
-        "#", "name", "type", "shape", "bytes", "offset"
+        "#",
+        "name",
+        "type",
+        "shape",
+        "bytes",
+        "offset"
     );
     for (index, info) in infos.iter().enumerate() {
-        println!(
+        line!(
+            out,
             "  {index:>5}  {:name_width$}  {:7}  {:24}  {:>12}  {:>12}",
             info.name,
             info.ty.name(),
@@ -91,15 +122,20 @@ fn print_text(args: &InfoArgs, file: &GgufFile, groups: &[GroupRange]) {
         );
     }
 
-    println!("\ntotals by prefix:");
+    line!(out, "\ntotals by prefix:");
     for (prefix, (count, bytes)) in prefix_totals(file) {
-        println!("  {prefix:16}  {count:>6} tensors  {:>12}", human_bytes(bytes));
+        line!(
+            out,
+            "  {prefix:16}  {count:>6} tensors  {:>12}",
+            human_bytes(bytes)
+        );
     }
 
     if !groups.is_empty() {
-        println!("\nexpert groups: {}", groups.len());
+        line!(out, "\nexpert groups: {}", groups.len());
         for group in groups {
-            println!(
+            line!(
+                out,
                 "  group {}  layers {:>3}..{:<3}  bytes {:>12}..{:<12}  {:>12}  {} tensors",
                 group.group,
                 group.layers.start,
@@ -111,6 +147,7 @@ fn print_text(args: &InfoArgs, file: &GgufFile, groups: &[GroupRange]) {
             );
         }
     }
+    out
 }
 
 fn as_json(args: &InfoArgs, file: &GgufFile, groups: &[GroupRange]) -> Value {
@@ -169,9 +206,12 @@ fn value_json(value: &MetadataValue) -> Value {
         MetadataValue::U64(v) => json!(v),
         MetadataValue::I64(v) => json!(v),
         MetadataValue::F64(v) => json!(v),
-        MetadataValue::Array(array) => {
-            Value::Array((0..array.len()).filter_map(|i| array.get(i)).map(|v| value_json(&v)).collect())
-        }
+        MetadataValue::Array(array) => Value::Array(
+            (0..array.len())
+                .filter_map(|i| array.get(i))
+                .map(|v| value_json(&v))
+                .collect(),
+        ),
     }
 }
 
@@ -189,7 +229,11 @@ fn describe_array(array: &MetadataArray) -> String {
         .filter_map(|i| array.get(i))
         .map(|v| describe(&v))
         .collect();
-    let more = if array.len() > SHOWN_ELEMENTS { ", ..." } else { "" };
+    let more = if array.len() > SHOWN_ELEMENTS {
+        ", ..."
+    } else {
+        ""
+    };
     format!(
         "[{}; {}] [{}{more}]",
         array.elem_type().name(),

@@ -10,7 +10,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "latte", version, about = "Inference engine for LaTtE-Flow models (one GGUF file: understand and generate images)")]
+#[command(
+    name = "latte",
+    version,
+    about = "Inference engine for LaTtE-Flow models (one GGUF file: understand and generate images)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -4,9 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use latte::convert::quantize::{
-    parse_target_type, quantize_gguf, QuantizeOptions, TensorTypeRule,
-};
+use latte::convert::quantize::{parse_target_type, quantize_gguf, QuantizeOptions, TensorTypeRule};
 
 use super::human_bytes;
 
@@ -37,7 +35,10 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     let report = quantize_gguf(&args.input, &args.output, &options)?;
     let fallbacks: Vec<_> = report.plans.iter().filter(|p| p.fell_back()).collect();
     if !fallbacks.is_empty() {
-        eprintln!("{} tensors fell back (rows do not fit the type's block):", fallbacks.len());
+        eprintln!(
+            "{} tensors fell back (rows do not fit the type's block):",
+            fallbacks.len()
+        );
         for plan in fallbacks {
             eprintln!("  {}: {} -> {}", plan.name, plan.requested, plan.target);
         }

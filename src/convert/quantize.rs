@@ -15,20 +15,35 @@ use regex::Regex;
 use thiserror::Error;
 
 use crate::dtype::TensorType;
-use crate::gguf::{GgufError, GgufFile, GgufWriter, MetadataValue, TensorInfo};
+use crate::gguf::{
+    GgufBuilder, GgufError, GgufFile, MetadataValue, TensorInfo, WriteError, ALIGNMENT_KEY,
+};
 use crate::model::expert_groups::{GroupLayout, GroupLayoutError, GROUP_ALIGNMENT};
 use crate::quant::{self, QuantError};
 
 #[derive(Debug, Error)]
 pub enum QuantizeError {
     #[error(transparent)]
-    Gguf(#[from] GgufError),
+    Read(#[from] GgufError),
     #[error("{path}: {source}")]
-    Layout { path: PathBuf, source: GroupLayoutError },
+    Write { path: PathBuf, source: WriteError },
+    #[error("{path}: {source}")]
+    Layout {
+        path: PathBuf,
+        source: GroupLayoutError,
+    },
     #[error("{path}: tensor '{name}': {source}")]
-    Quant { path: PathBuf, name: String, source: QuantError },
+    Quant {
+        path: PathBuf,
+        name: String,
+        source: QuantError,
+    },
     #[error("{path}: tensor '{name}' has type {ty}, which latte cannot convert")]
-    Unconvertible { path: PathBuf, name: String, ty: TensorType },
+    Unconvertible {
+        path: PathBuf,
+        name: String,
+        ty: TensorType,
+    },
     #[error("type {0} cannot be a quantization target (choose one of {1})")]
     BadTarget(TensorType, String),
     #[error("'{0}' is not a tensor-type rule: expected REGEX=TYPE, e.g. 'ffn_down=q6_k'")]
@@ -58,9 +73,14 @@ impl FromStr for TensorTypeRule {
         if pattern.is_empty() {
             return Err(QuantizeError::BadRule(rule.into()));
         }
-        let pattern = Regex::new(pattern)
-            .map_err(|source| QuantizeError::BadRegex { rule: rule.into(), source })?;
-        Ok(TensorTypeRule { pattern, ty: parse_target_type(ty)? })
+        let pattern = Regex::new(pattern).map_err(|source| QuantizeError::BadRegex {
+            rule: rule.into(),
+            source,
+        })?;
+        Ok(TensorTypeRule {
+            pattern,
+            ty: parse_target_type(ty)?,
+        })
     }
 }
 
@@ -80,6 +100,11 @@ pub fn parse_target_type(name: &str) -> Result<TensorType, QuantizeError> {
     }
     Ok(ty)
 }
+
+const KEY_FILE_TYPE: &str = "general.file_type";
+const KEY_QUANTIZATION_VERSION: &str = "general.quantization_version";
+/// ggml's current quantization format version (`GGML_QNT_VERSION`).
+const QUANTIZATION_VERSION: u32 = 2;
 
 /// f32 elements converted per chunk (16 MiB): bounds memory whatever the tensor size.
 const CHUNK_ELEMENTS: usize = 4 << 20;
@@ -135,9 +160,16 @@ pub fn fallback_type(wanted: TensorType, row_len: u64) -> TensorType {
     }
 }
 
-/// The type one tensor gets under `options`.
+/// The type one tensor gets under `options`. Integer tensors (positions, ids) are not weights: they
+/// are copied as they are.
 pub fn plan_tensor(info: &TensorInfo, options: &QuantizeOptions) -> TensorPlan {
-    let requested = if info.dims.len() < 2 {
+    let is_integer = matches!(
+        info.ty,
+        TensorType::I8 | TensorType::I16 | TensorType::I32 | TensorType::I64
+    );
+    let requested = if is_integer {
+        info.ty
+    } else if info.dims.len() < 2 {
         TensorType::F32
     } else {
         options
@@ -182,10 +214,16 @@ pub fn quantize_gguf(
         return Err(QuantizeError::SameFile(output.to_path_buf()));
     }
     let file = GgufFile::open(input)?;
-    let layout_error = |source| QuantizeError::Layout { path: input.to_path_buf(), source };
+    let layout_error = |source| QuantizeError::Layout {
+        path: input.to_path_buf(),
+        source,
+    };
     let group_starts = group_starts(&file).map_err(layout_error)?;
-    let plans: Vec<TensorPlan> =
-        file.tensor_infos().iter().map(|info| plan_tensor(info, options)).collect();
+    let plans: Vec<TensorPlan> = file
+        .tensor_infos()
+        .iter()
+        .map(|info| plan_tensor(info, options))
+        .collect();
     for plan in &plans {
         if plan.source != plan.target && !plan.source.is_computable() {
             return Err(QuantizeError::Unconvertible {
@@ -196,28 +234,53 @@ pub fn quantize_gguf(
         }
     }
 
-    let mut writer = GgufWriter::new(file.alignment());
+    let write_error = |source| QuantizeError::Write {
+        path: output.to_path_buf(),
+        source,
+    };
+    let mut builder = GgufBuilder::new();
+    builder
+        .set_alignment(file.alignment() as u32)
+        .map_err(write_error)?;
     for (key, value) in file.metadata() {
-        if key != "general.alignment" {
-            writer.set(key, value.clone());
+        if !matches!(
+            key.as_str(),
+            ALIGNMENT_KEY | KEY_FILE_TYPE | KEY_QUANTIZATION_VERSION
+        ) {
+            builder
+                .push_metadata(key.as_str(), value.clone())
+                .map_err(write_error)?;
         }
     }
-    writer.set("general.file_type", MetadataValue::U32(llama_file_type(options.target)));
+    let file_type = MetadataValue::U32(llama_file_type(options.target));
+    builder
+        .push_metadata(KEY_FILE_TYPE, file_type)
+        .map_err(write_error)?;
     if plans.iter().any(|p| p.target.is_quantized()) {
-        writer.set("general.quantization_version", MetadataValue::U32(2));
+        let version = MetadataValue::U32(QUANTIZATION_VERSION);
+        builder
+            .push_metadata(KEY_QUANTIZATION_VERSION, version)
+            .map_err(write_error)?;
     }
     for (index, (info, plan)) in file.tensor_infos().iter().zip(&plans).enumerate() {
-        let start_on = group_starts.contains(&index).then_some(GROUP_ALIGNMENT);
-        writer.add_tensor(&info.name, plan.target, &info.dims, start_on)?;
+        if group_starts.contains(&index) {
+            builder.push_tensor_on_boundary(&info.name, plan.target, &info.dims, GROUP_ALIGNMENT)
+        } else {
+            builder.push_tensor(&info.name, plan.target, &info.dims)
+        }
+        .map_err(write_error)?;
     }
 
-    let mut out = writer.create(output)?;
+    let mut out = builder.create(output).map_err(write_error)?;
     let mut rows = Vec::new();
     let mut converted = Vec::new();
     for plan in &plans {
-        let view = file.tensor(&plan.name).expect("planned from the file's own tensor list");
+        let view = file
+            .tensor(&plan.name)
+            .expect("planned from the file's own tensor list");
         if plan.source == plan.target {
-            out.write_tensor_data(view.bytes())?;
+            out.write_tensor(&plan.name, view.bytes())
+                .map_err(write_error)?;
             continue;
         }
         let quant_error = |source| QuantizeError::Quant {
@@ -229,7 +292,10 @@ pub fn quantize_gguf(
         // for a 150k-row embedding.
         let row_len = view.row_len();
         let in_row_bytes = view.row_bytes();
-        let out_row_bytes = plan.target.row_bytes(row_len as u64).expect("fallback fits") as usize;
+        let out_row_bytes = plan
+            .target
+            .row_bytes(row_len as u64)
+            .expect("fallback fits") as usize;
         let rows_per_chunk = (CHUNK_ELEMENTS / row_len.max(1)).max(1);
         for chunk in view.bytes().chunks(in_row_bytes * rows_per_chunk) {
             let n_rows = chunk.len() / in_row_bytes;
@@ -241,11 +307,24 @@ pub fn quantize_gguf(
                 .zip(rows.par_chunks(row_len))
                 .try_for_each(|(dst, src)| quant::quantize(plan.target, src, dst))
                 .map_err(quant_error)?;
-            out.write_tensor_data(&converted)?;
+            out.write_tensor_chunk(&plan.name, &converted)
+                .map_err(write_error)?;
         }
     }
-    let output_bytes = out.finish()?;
-    Ok(QuantizeReport { plans, input_bytes: file.bytes().len() as u64, output_bytes })
+    out.finish().map_err(write_error)?;
+    let output_bytes = std::fs::metadata(output)
+        .map_err(|source| {
+            write_error(WriteError::Io {
+                path: output.to_path_buf(),
+                source,
+            })
+        })?
+        .len();
+    Ok(QuantizeReport {
+        plans,
+        input_bytes: file.bytes().len() as u64,
+        output_bytes,
+    })
 }
 
 /// Indices of the tensors that open an expert group: they start on a 16 KiB boundary.
@@ -303,8 +382,16 @@ mod tests {
         };
         let plan = |name, dims: &[u64]| plan_tensor(&info(name, dims), &options).target;
         assert_eq!(plan("blk.0.attn_norm.weight", &[1536]), TensorType::F32);
+        let positions = TensorInfo {
+            ty: TensorType::I32,
+            ..info("pos", &[64, 2])
+        };
+        assert_eq!(plan_tensor(&positions, &options).target, TensorType::I32);
         assert_eq!(plan("blk.0.attn_q.weight", &[1536, 1536]), TensorType::Q4_0);
-        assert_eq!(plan("blk.0.ffn_down.weight", &[8960, 1536]), TensorType::Q6_K);
+        assert_eq!(
+            plan("blk.0.ffn_down.weight", &[8960, 1536]),
+            TensorType::Q6_K
+        );
         assert_eq!(plan("blk.0.ffn_up.weight", &[1536, 8960]), TensorType::Q8_0);
         let fell = plan_tensor(&info("blk.0.ffn_down.weight", &[96, 4]), &options);
         assert!(fell.fell_back());
@@ -319,8 +406,14 @@ mod tests {
             "attn(=q4_0".parse::<TensorTypeRule>(),
             Err(QuantizeError::BadRegex { .. })
         ));
-        assert!(matches!(parse_target_type("q9_9"), Err(QuantizeError::UnknownType(..))));
-        assert!(matches!(parse_target_type("q2_k"), Err(QuantizeError::BadTarget(..))));
+        assert!(matches!(
+            parse_target_type("q9_9"),
+            Err(QuantizeError::UnknownType(..))
+        ));
+        assert!(matches!(
+            parse_target_type("q2_k"),
+            Err(QuantizeError::BadTarget(..))
+        ));
         assert_eq!(parse_target_type("Q4_K").unwrap(), TensorType::Q4_K);
     }
 }

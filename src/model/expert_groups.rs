@@ -26,9 +26,17 @@ pub enum GroupLayoutError {
     #[error("{layers} replica layers cannot be split into {groups} equal groups")]
     Uneven { layers: u64, groups: u64 },
     #[error("tensor '{name}' names layer {layer}, but the file has {layers} replica layers")]
-    LayerOutOfRange { name: String, layer: u64, layers: u64 },
+    LayerOutOfRange {
+        name: String,
+        layer: u64,
+        layers: u64,
+    },
     #[error("tensor '{name}' names group {group}, but the file has {groups} groups")]
-    GroupOutOfRange { name: String, group: u64, groups: u64 },
+    GroupOutOfRange {
+        name: String,
+        group: u64,
+        groups: u64,
+    },
     #[error("expert group {group} is not contiguous: tensor '{name}' lies outside its run")]
     NotContiguous { group: usize, name: String },
 }
@@ -55,11 +63,15 @@ impl GroupLayout {
         let Some(groups) = file.get(KEY_GROUP_COUNT) else {
             return Ok(None);
         };
-        let groups = groups.as_u64().ok_or(GroupLayoutError::BadKey { key: KEY_GROUP_COUNT })?;
-        let layers = file
-            .get(KEY_LAYER_COUNT)
-            .and_then(|v| v.as_u64())
-            .ok_or(GroupLayoutError::BadKey { key: KEY_LAYER_COUNT })?;
+        let groups = groups.as_u64().ok_or(GroupLayoutError::BadKey {
+            key: KEY_GROUP_COUNT,
+        })?;
+        let layers =
+            file.get(KEY_LAYER_COUNT)
+                .and_then(|v| v.as_u64())
+                .ok_or(GroupLayoutError::BadKey {
+                    key: KEY_LAYER_COUNT,
+                })?;
         if groups == 0 || layers == 0 || layers % groups != 0 {
             return Err(GroupLayoutError::Uneven { layers, groups });
         }
@@ -78,14 +90,22 @@ impl GroupLayout {
         if let Some(layer) = index_after(name, "flow.blk.") {
             let layers = self.layer_count() as u64;
             if layer >= layers {
-                return Err(GroupLayoutError::LayerOutOfRange { name: name.into(), layer, layers });
+                return Err(GroupLayoutError::LayerOutOfRange {
+                    name: name.into(),
+                    layer,
+                    layers,
+                });
             }
             return Ok(Some(layer as usize / self.layers_per_group));
         }
         if let Some(group) = index_after(name, "flow.group.") {
             let groups = self.group_count as u64;
             if group >= groups {
-                return Err(GroupLayoutError::GroupOutOfRange { name: name.into(), group, groups });
+                return Err(GroupLayoutError::GroupOutOfRange {
+                    name: name.into(),
+                    group,
+                    groups,
+                });
             }
             return Ok(Some(group as usize));
         }
@@ -104,11 +124,16 @@ impl GroupLayout {
             })
             .collect();
         for (index, info) in tensors.iter().enumerate() {
-            let Some(group) = self.group_of(&info.name)? else { continue };
+            let Some(group) = self.group_of(&info.name)? else {
+                continue;
+            };
             let range = &mut ranges[group];
             if let Some(&last) = range.tensors.last() {
                 if last + 1 != index {
-                    return Err(GroupLayoutError::NotContiguous { group, name: info.name.clone() });
+                    return Err(GroupLayoutError::NotContiguous {
+                        group,
+                        name: info.name.clone(),
+                    });
                 }
             } else {
                 range.bytes.start = info.offset;
@@ -146,7 +171,10 @@ mod tests {
 
     #[test]
     fn names_map_to_groups() {
-        let layout = GroupLayout { group_count: 4, layers_per_group: 2 };
+        let layout = GroupLayout {
+            group_count: 4,
+            layers_per_group: 2,
+        };
         assert_eq!(layout.group_of("flow.blk.0.attn_q.weight"), Ok(Some(0)));
         assert_eq!(layout.group_of("flow.blk.7.ffn_up.weight"), Ok(Some(3)));
         assert_eq!(layout.group_of("flow.group.2.head.weight"), Ok(Some(2)));
@@ -159,7 +187,10 @@ mod tests {
 
     #[test]
     fn ranges_span_contiguous_runs() {
-        let layout = GroupLayout { group_count: 2, layers_per_group: 1 };
+        let layout = GroupLayout {
+            group_count: 2,
+            layers_per_group: 1,
+        };
         let tensors = vec![
             info("token_embd.weight", 0, 64),
             info("flow.blk.0.a", 16384, 32),
@@ -171,7 +202,11 @@ mod tests {
         assert_eq!(ranges[0].tensors, vec![1, 2]);
         assert_eq!(ranges[1].bytes, 32768..32800);
 
-        let broken = vec![info("flow.blk.0.a", 0, 4), info("x", 4, 4), info("flow.blk.0.b", 8, 4)];
+        let broken = vec![
+            info("flow.blk.0.a", 0, 4),
+            info("x", 4, 4),
+            info("flow.blk.0.b", 8, 4),
+        ];
         assert!(matches!(
             layout.ranges(&broken),
             Err(GroupLayoutError::NotContiguous { group: 0, .. })

@@ -1,0 +1,264 @@
+//! `latte quantize` and `latte info` end to end, through the binary: types chosen per tensor, fallbacks,
+//! metadata, expert-group placement, byte equality with the reference quantizers (which
+//! `tests/ggml_peer_quant.rs` and `tests/quant_gguf_py.rs` check against ggml and gguf-py), and the
+//! error contract (one line naming the file, non-zero exit, no output left behind).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use latte::dtype::TensorType;
+use latte::gguf::{GgufBuilder, GgufFile, MetadataValue};
+use latte::model::expert_groups::{GROUP_ALIGNMENT, KEY_GROUP_COUNT, KEY_LAYER_COUNT};
+use latte::quant;
+
+/// (name, dims in ggml order) of the input model: F32 weights of assorted shapes.
+const TENSORS: &[(&str, &[u64])] = &[
+    ("token_embd.weight", &[512, 6]),
+    ("blk.0.attn_norm.weight", &[512]),
+    ("blk.0.attn_q.weight", &[512, 4]),
+    ("blk.0.ffn_down.weight", &[96, 3]), // rows of 96: no K-quant block fits
+    ("blk.0.odd.weight", &[40, 2]),      // rows of 40: no block fits at all
+    ("flow.blk.0.attn_q.weight", &[256, 2]),
+    ("flow.blk.0.attn_norm.weight", &[256]),
+    ("flow.blk.1.attn_q.weight", &[256, 2]),
+    ("flow.head.weight", &[256, 3]),
+];
+
+fn values(seed: usize, n: usize) -> Vec<f32> {
+    // Deterministic, varied magnitudes, both signs.
+    (0..n)
+        .map(|i| {
+            let x = ((i * 7919 + seed * 104729) % 1000) as f32 / 1000.0 - 0.5;
+            x * (1.0 + (i % 13) as f32)
+        })
+        .collect()
+}
+
+fn write_input(dir: &Path) -> PathBuf {
+    let path = dir.join("model-f32.gguf");
+    let mut builder = GgufBuilder::new();
+    builder
+        .push_metadata(
+            "general.architecture",
+            MetadataValue::String("latte-flow".into()),
+        )
+        .unwrap();
+    builder
+        .push_metadata(KEY_LAYER_COUNT, MetadataValue::U32(2))
+        .unwrap();
+    builder
+        .push_metadata(KEY_GROUP_COUNT, MetadataValue::U32(2))
+        .unwrap();
+    for (name, dims) in TENSORS {
+        if name.starts_with("flow.blk.") && name.ends_with("attn_q.weight") {
+            builder
+                .push_tensor_on_boundary(*name, TensorType::F32, dims, GROUP_ALIGNMENT)
+                .unwrap();
+        } else {
+            builder.push_tensor(*name, TensorType::F32, dims).unwrap();
+        }
+    }
+    let mut writer = builder.create(&path).unwrap();
+    for (seed, (name, dims)) in TENSORS.iter().enumerate() {
+        let data = values(seed, dims.iter().product::<u64>() as usize);
+        writer
+            .write_tensor(name, bytemuck::cast_slice(&data))
+            .unwrap();
+    }
+    writer.finish().unwrap();
+    path
+}
+
+fn latte(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_latte"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn quantize_matches_reference_quantizers_tensor_by_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path());
+    let output = dir.path().join("model-q4_k.gguf");
+    let run = latte(&[
+        "quantize",
+        path_str(&input),
+        path_str(&output),
+        "--type",
+        "q4_k",
+        "--tensor-type",
+        "attn_q=q8_0",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("blk.0.ffn_down.weight: Q4_K -> Q5_0"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("blk.0.odd.weight: Q4_K -> F16"), "{stderr}");
+
+    let source = GgufFile::open(&input).unwrap();
+    let result = GgufFile::open(&output).unwrap();
+    let expected_types = [
+        TensorType::Q4_K,
+        TensorType::F32,
+        TensorType::Q8_0,
+        TensorType::Q5_0,
+        TensorType::F16,
+        TensorType::Q8_0,
+        TensorType::F32,
+        TensorType::Q8_0,
+        TensorType::Q4_K,
+    ];
+    for ((name, _), ty) in TENSORS.iter().zip(expected_types) {
+        let before = source.tensor(name).unwrap();
+        let after = result.tensor(name).unwrap();
+        assert_eq!(after.ty(), ty, "{name}");
+        assert_eq!(after.dims(), before.dims(), "{name}");
+        let mut expected = vec![0u8; after.bytes().len()];
+        for (row, dst) in expected.chunks_mut(after.row_bytes()).enumerate() {
+            let src = &before.as_f32().unwrap()[row * before.row_len()..][..before.row_len()];
+            quant::quantize(ty, src, dst).unwrap();
+        }
+        assert!(
+            after.bytes() == expected.as_slice(),
+            "{name}: bytes differ from the reference"
+        );
+    }
+
+    // Metadata is carried over, with the file type and quantization version set.
+    assert_eq!(
+        result.get("general.architecture").and_then(|v| v.as_str()),
+        Some("latte-flow")
+    );
+    assert_eq!(
+        result.get("general.file_type").and_then(|v| v.as_u32()),
+        Some(14)
+    );
+    assert_eq!(
+        result
+            .get("general.quantization_version")
+            .and_then(|v| v.as_u32()),
+        Some(2)
+    );
+
+    // Each expert group still starts on a 16 KiB boundary.
+    for name in ["flow.blk.0.attn_q.weight", "flow.blk.1.attn_q.weight"] {
+        let info = result.tensor_info(name).unwrap();
+        assert_eq!(
+            info.offset % GROUP_ALIGNMENT,
+            0,
+            "{name} at {}",
+            info.offset
+        );
+    }
+}
+
+#[test]
+fn info_shows_tensors_prefixes_and_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path());
+    let run = latte(&["info", path_str(&input)]);
+    assert!(run.status.success());
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(text.contains("tensors: 9"), "{text}");
+    assert!(text.contains("blk.0.ffn_down.weight"), "{text}");
+    assert!(text.contains("expert groups: 2"), "{text}");
+
+    let run = latte(&["info", "--json", path_str(&input)]);
+    assert!(run.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let groups = json["expert_groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2);
+    for group in groups {
+        let start = group["byte_range"][0].as_u64().unwrap();
+        assert_eq!(start % GROUP_ALIGNMENT, 0);
+    }
+    let totals = json["prefix_totals"].as_array().unwrap();
+    let flow = totals.iter().find(|t| t["prefix"] == "flow").unwrap();
+    assert_eq!(flow["tensors"], 4);
+    assert_eq!(json["metadata"][KEY_GROUP_COUNT], 2);
+}
+
+#[test]
+fn errors_name_the_file_exit_non_zero_and_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path());
+    let output = dir.path().join("out.gguf");
+    let listing = |dir: &Path| {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing(dir.path());
+
+    let missing = dir.path().join("missing.gguf");
+    let run = latte(&[
+        "quantize",
+        path_str(&missing),
+        path_str(&output),
+        "--type",
+        "q4_0",
+    ]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("missing.gguf"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+
+    let corrupt = dir.path().join("corrupt.gguf");
+    let mut bytes = std::fs::read(&input).unwrap();
+    bytes.truncate(bytes.len() - 100);
+    std::fs::write(&corrupt, &bytes).unwrap();
+    let run = latte(&[
+        "quantize",
+        path_str(&corrupt),
+        path_str(&output),
+        "--type",
+        "q4_0",
+    ]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("corrupt.gguf"));
+
+    for bad in [
+        vec!["--type", "q9_9"],
+        vec!["--type", "q2_k"],
+        vec!["--type", "q4_0", "--tensor-type", "x"],
+    ] {
+        let mut args = vec!["quantize", path_str(&input), path_str(&output)];
+        args.extend(bad.iter().copied());
+        let run = latte(&args);
+        assert!(!run.status.success(), "{bad:?}");
+    }
+
+    let run = latte(&[
+        "quantize",
+        path_str(&input),
+        path_str(&input),
+        "--type",
+        "q4_0",
+    ]);
+    assert!(
+        !run.status.success(),
+        "overwriting the input must be refused"
+    );
+
+    let run = latte(&["info", path_str(&corrupt)]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("corrupt.gguf"));
+
+    let mut after = listing(dir.path());
+    after.retain(|name| name != "corrupt.gguf");
+    assert_eq!(after, before, "no output or temporary file may remain");
+}
