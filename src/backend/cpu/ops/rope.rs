@@ -31,7 +31,7 @@ use super::error::{check_len, checked_product, param, OpError};
 
 /// `inv_freq[i] = theta^(−2i/dim)` for `i < dim/2` (dim even).
 pub fn inv_freqs(dim: usize, theta: f32) -> Result<Vec<f32>, OpError> {
-    if dim == 0 || dim % 2 != 0 || !(theta > 0.0) {
+    if dim == 0 || dim % 2 != 0 || theta.is_nan() || theta <= 0.0 {
         return Err(param(
             "inv_freqs",
             format!("dim {dim} must be even and positive, theta {theta} positive"),
