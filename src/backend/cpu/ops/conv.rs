@@ -15,7 +15,7 @@
 use rayon::prelude::*;
 
 use super::error::{check_len, checked_product, param, OpError};
-use super::kernels;
+use super::kernels::{self, multiversion};
 
 /// The hyper-parameters of a convolution, as `nn.Conv2d` has them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,6 +173,7 @@ impl Geometry {
 
     /// `out_row += Σ_kx w[kx] · in_row[ox·sw + kx − pw]` over the output columns whose input column
     /// is inside the row (the others read zero padding).
+    #[inline(always)]
     fn accumulate_row(&self, out_row: &mut [f32], in_row: &[f32], w_row: &[f32]) {
         let [_, sw] = self.conv.stride;
         let pw = self.conv.padding[1];
@@ -203,7 +204,8 @@ impl Geometry {
         }
     }
 
-    /// Accumulates output channel `oc`'s row `oy` from input channels `channels` of the group.
+    /// Accumulates output channel `oc`'s row `oy` from all input channels of its group.
+    #[inline(always)]
     fn accumulate_output_row(
         &self,
         oc: usize,
@@ -236,60 +238,76 @@ const OC_BLOCK: usize = 4;
 /// Pixels per tile in the pointwise path.
 const PIXEL_TILE: usize = 256;
 
+// Each task's whole loop nest is multiversioned (not just the axpy inside), so the AVX2 choice is
+// made once per task instead of once per short row.
+
 fn pointwise(g: &Geometry, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
     let pixels = g.in_hw[0] * g.in_hw[1];
-    let cin = g.in_per_group();
     out.par_chunks_mut(OC_BLOCK * pixels)
         .enumerate()
-        .for_each(|(blk, planes)| {
-            let oc0 = blk * OC_BLOCK;
-            for p0 in (0..pixels).step_by(PIXEL_TILE) {
-                let len = PIXEL_TILE.min(pixels - p0);
-                for (o, plane) in planes.chunks_exact_mut(pixels).enumerate() {
-                    let oc = oc0 + o;
-                    let c0 = oc / g.out_per_group() * cin;
-                    let tile = &mut plane[p0..p0 + len];
-                    tile.fill(bias.map_or(0.0, |b| b[oc]));
-                    for (c, &w) in weight[oc * cin..(oc + 1) * cin].iter().enumerate() {
-                        kernels::axpy(w, &input[(c0 + c) * pixels + p0..][..len], tile);
-                    }
+        .for_each(|(blk, planes)| pointwise_block(g, blk * OC_BLOCK, input, weight, bias, planes));
+}
+
+multiversion! {
+    /// Output channels `oc0..` (`planes`, whole `[oh·ow]` planes) of a pointwise convolution.
+    fn pointwise_block / pointwise_block_portable(
+        g: &Geometry,
+        oc0: usize,
+        input: &[f32],
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        planes: &mut [f32]
+    ) {
+        let pixels = g.in_hw[0] * g.in_hw[1];
+        let cin = g.in_per_group();
+        for p0 in (0..pixels).step_by(PIXEL_TILE) {
+            let len = PIXEL_TILE.min(pixels - p0);
+            for (o, plane) in planes.chunks_exact_mut(pixels).enumerate() {
+                let oc = oc0 + o;
+                let c0 = oc / g.out_per_group() * cin;
+                let tile = &mut plane[p0..p0 + len];
+                tile.fill(bias.map_or(0.0, |b| b[oc]));
+                for (c, &w) in weight[oc * cin..(oc + 1) * cin].iter().enumerate() {
+                    kernels::axpy_portable(w, &input[(c0 + c) * pixels + p0..][..len], tile);
                 }
             }
-        });
+        }
+    }
 }
 
 fn depthwise(g: &Geometry, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
     let [oh, ow] = g.out_hw;
     out.par_chunks_mut(oh * ow)
         .enumerate()
-        .for_each(|(c, plane)| {
-            plane.fill(bias.map_or(0.0, |b| b[c]));
-            for (oy, row) in plane.chunks_exact_mut(ow).enumerate() {
-                g.accumulate_output_row(c, oy, input, weight, row);
-            }
-        });
+        .for_each(|(c, plane)| direct_block(g, c, input, weight, bias, plane));
 }
 
 fn direct(g: &Geometry, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
     let [oh, ow] = g.out_hw;
     out.par_chunks_mut(OC_BLOCK * oh * ow)
         .enumerate()
-        .for_each(|(blk, planes)| {
-            let oc0 = blk * OC_BLOCK;
+        .for_each(|(blk, planes)| direct_block(g, blk * OC_BLOCK, input, weight, bias, planes));
+}
+
+multiversion! {
+    /// Output channels `oc0..` (`planes`, whole `[oh·ow]` planes) of a direct convolution.
+    fn direct_block / direct_block_portable(
+        g: &Geometry,
+        oc0: usize,
+        input: &[f32],
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        planes: &mut [f32]
+    ) {
+        let [oh, ow] = g.out_hw;
+        for (o, plane) in planes.chunks_exact_mut(oh * ow).enumerate() {
+            plane.fill(bias.map_or(0.0, |b| b[oc0 + o]));
+        }
+        // Row-outer, channel-inner: the input rows of one output row serve the whole block.
+        for oy in 0..oh {
             for (o, plane) in planes.chunks_exact_mut(oh * ow).enumerate() {
-                plane.fill(bias.map_or(0.0, |b| b[oc0 + o]));
+                g.accumulate_output_row(oc0 + o, oy, input, weight, &mut plane[oy * ow..][..ow]);
             }
-            // Row-outer, channel-inner: the input rows of one output row serve the whole block.
-            for oy in 0..oh {
-                for (o, plane) in planes.chunks_exact_mut(oh * ow).enumerate() {
-                    g.accumulate_output_row(
-                        oc0 + o,
-                        oy,
-                        input,
-                        weight,
-                        &mut plane[oy * ow..][..ow],
-                    );
-                }
-            }
-        });
+        }
+    }
 }

@@ -16,10 +16,10 @@ const LANES: usize = 32;
 
 /// Defines `$name` (runtime dispatch) and `$portable` (baseline code) from one body.
 macro_rules! multiversion {
-    ($(#[$meta:meta])* pub fn $name:ident / $portable:ident ($($arg:ident : $ty:ty),*) $(-> $ret:ty)? $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident / $portable:ident ($($arg:ident : $ty:ty),*) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
         #[inline]
-        pub fn $name($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
@@ -38,9 +38,11 @@ macro_rules! multiversion {
         $(#[$meta])*
         /// (Baseline-target build, no dispatch.)
         #[inline(always)]
-        pub fn $portable($($arg: $ty),*) $(-> $ret)? $body
+        $vis fn $portable($($arg: $ty),*) $(-> $ret)? $body
     };
 }
+
+pub(crate) use multiversion;
 
 /// Adds the lanes of an accumulator block pairwise (tree order, for accuracy and speed).
 #[inline(always)]
