@@ -92,6 +92,23 @@ fn general_convolutions() {
 }
 
 #[test]
+fn register_tile_path() {
+    // Rows wide enough for 16-column tiles plus border columns on both sides; 20 output channels
+    // are one task of 16 and one of 4.
+    check(Conv2d::same(3, 20, 3), [5, 40], true, 30);
+    check(conv(2, 8, [5, 5], [1, 1], [2, 2], 1), [6, 37], true, 31);
+    // Non-square kernel, asymmetric padding use, no padding at all.
+    check(conv(3, 4, [1, 3], [1, 1], [0, 1], 1), [3, 35], false, 32);
+    check(conv(2, 4, [3, 3], [1, 1], [0, 0], 1), [4, 50], true, 33);
+    // Groups of 4 output channels (tiles stay inside a group) and of 2 (blocks straddle groups and
+    // take the row path).
+    check(conv(4, 8, [3, 3], [1, 1], [1, 1], 2), [3, 34], true, 34);
+    check(conv(6, 6, [3, 3], [1, 1], [1, 1], 3), [3, 34], true, 35);
+    // Stride 2 never tiles.
+    check(conv(2, 4, [3, 3], [2, 2], [1, 1], 1), [5, 40], true, 36);
+}
+
+#[test]
 fn pointwise_convolutions() {
     // 17·19 = 323 pixels: one full 256-pixel tile and a ragged one.
     check(Conv2d::same(7, 5, 1), [17, 19], true, 10);

@@ -3,14 +3,19 @@
 //! where `g` is the group of `oc` and `c` runs over the `C/G` input channels of that group;
 //! zero padding. Weights are PyTorch's `[out_channels, in_channels / groups, kh, kw]`.
 //!
-//! Three paths, all exact re-orderings of the same sum:
-//! - pointwise (1×1, stride 1, no padding): per group a matrix product over pixels, done as axpys on
-//!   pixel tiles so a tile of the input is reused by a block of output channels while it is cached;
-//! - depthwise (`groups = in = out`): one small kernel per plane, planes in parallel;
-//! - direct (everything else): output rows accumulated from shifted input rows, one axpy per
-//!   `(input channel, ky, kx)`; no im2col buffer, so no scratch memory at all.
+//! Paths, all exact re-orderings of the same sum, none needing scratch memory (no im2col):
+//! - direct, stride 1: a register tile of 4 output channels × 16 columns accumulates every tap
+//!   (input channel, ky, kx) while held in registers; columns near the border, where some taps
+//!   fall into the padding, take the row path below;
+//! - direct, row path (other strides, borders, channel blocks that straddle groups): each output row
+//!   accumulates shifted input rows, one axpy per tap;
+//! - pointwise (1×1, stride 1, no padding): the direct path on the image viewed as one row of
+//!   pixels, i.e. a matrix product over pixels;
+//! - depthwise (`groups = in = out`): the row path per plane, planes in parallel.
 //!
 //! This module owns convolution only (no activation or norm fused in).
+
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -171,27 +176,43 @@ impl Geometry {
         self.conv.kernel[0] * self.conv.kernel[1]
     }
 
-    /// `out_row += Σ_kx w[kx] · in_row[ox·sw + kx − pw]` over the output columns whose input column
-    /// is inside the row (the others read zero padding).
+    /// Output columns `lo..hi` whose every tap reads inside the input row (stride 1 only).
+    fn interior_cols(&self) -> Range<usize> {
+        let pw = self.conv.padding[1];
+        let kw = self.conv.kernel[1];
+        let ow = self.out_hw[1];
+        let lo = pw.min(ow);
+        // ox + kw − 1 − pw ≤ iw − 1  ⇔  ox < iw + pw + 1 − kw.
+        let hi = (self.in_hw[1] + pw + 1).saturating_sub(kw).min(ow);
+        lo..hi.max(lo)
+    }
+
+    /// `out_row[ox] += Σ_kx w[kx] · in_row[ox·sw + kx − pw]` for `ox` in `cols` whose input column is
+    /// inside the row (the others read zero padding).
     #[inline(always)]
-    fn accumulate_row(&self, out_row: &mut [f32], in_row: &[f32], w_row: &[f32]) {
+    fn accumulate_row(
+        &self,
+        out_row: &mut [f32],
+        in_row: &[f32],
+        w_row: &[f32],
+        cols: Range<usize>,
+    ) {
         let [_, sw] = self.conv.stride;
         let pw = self.conv.padding[1];
         let iw = self.in_hw[1];
-        let ow = self.out_hw[1];
         for (kx, &wk) in w_row.iter().enumerate() {
             // Valid ox: 0 ≤ ox·sw + kx − pw < iw.
-            let first = pw.saturating_sub(kx).div_ceil(sw);
+            let first = pw.saturating_sub(kx).div_ceil(sw).max(cols.start);
             let Some(last_in) = (iw + pw).checked_sub(kx + 1) else {
                 continue;
             };
-            let end = (last_in / sw + 1).min(ow);
+            let end = (last_in / sw + 1).min(cols.end);
             if first >= end {
                 continue;
             }
             let ix0 = first * sw + kx - pw;
             if sw == 1 {
-                kernels::axpy(
+                kernels::axpy_portable(
                     wk,
                     &in_row[ix0..ix0 + (end - first)],
                     &mut out_row[first..end],
@@ -204,7 +225,8 @@ impl Geometry {
         }
     }
 
-    /// Accumulates output channel `oc`'s row `oy` from all input channels of its group.
+    /// Accumulates columns `cols` of output channel `oc`'s row `oy` from all input channels of its
+    /// group.
     #[inline(always)]
     fn accumulate_output_row(
         &self,
@@ -213,13 +235,13 @@ impl Geometry {
         input: &[f32],
         weight: &[f32],
         out_row: &mut [f32],
+        cols: Range<usize>,
     ) {
         let [kh, kw] = self.conv.kernel;
         let [ih, iw] = self.in_hw;
         let ph = self.conv.padding[0];
         let sh = self.conv.stride[0];
-        let group = oc / self.out_per_group();
-        let c0 = group * self.in_per_group();
+        let c0 = oc / self.out_per_group() * self.in_per_group();
         for c in 0..self.in_per_group() {
             let plane = &input[(c0 + c) * ih * iw..][..ih * iw];
             let w_oc_c = &weight[(oc * self.in_per_group() + c) * self.kernel_len()..][..kh * kw];
@@ -227,71 +249,96 @@ impl Geometry {
                 let Some(iy) = (oy * sh + ky).checked_sub(ph).filter(|&iy| iy < ih) else {
                     continue;
                 };
-                self.accumulate_row(out_row, &plane[iy * iw..][..iw], &w_oc_c[ky * kw..][..kw]);
+                let (in_row, w_row) = (&plane[iy * iw..][..iw], &w_oc_c[ky * kw..][..kw]);
+                self.accumulate_row(out_row, in_row, w_row, cols.clone());
             }
         }
     }
-}
 
-/// Output channels per parallel task: they share the input rows they read while cached.
-const OC_BLOCK: usize = 4;
-/// Pixels per tile in the pointwise path.
-const PIXEL_TILE: usize = 256;
-
-// Each task's whole loop nest is multiversioned (not just the axpy inside), so the AVX2 choice is
-// made once per task instead of once per short row.
-
-fn pointwise(g: &Geometry, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
-    let pixels = g.in_hw[0] * g.in_hw[1];
-    out.par_chunks_mut(OC_BLOCK * pixels)
-        .enumerate()
-        .for_each(|(blk, planes)| pointwise_block(g, blk * OC_BLOCK, input, weight, bias, planes));
-}
-
-multiversion! {
-    /// Output channels `oc0..` (`planes`, whole `[oh·ow]` planes) of a pointwise convolution.
-    fn pointwise_block / pointwise_block_portable(
-        g: &Geometry,
+    /// The register tile: `acc[o][j] += Σ_taps w[oc0 + o, tap] · x[tap, x0 + j]` for `OB` output
+    /// channels of one group and `XT` interior columns of row `oy` (stride 1). The accumulators
+    /// (`OB·XT` floats: eight AVX registers) stay in registers across all taps, so each tap costs
+    /// one input load and `OB` weight broadcasts for `OB·XT` multiply-adds.
+    #[inline(always)]
+    fn accumulate_tile(
+        &self,
         oc0: usize,
+        oy: usize,
+        x0: usize,
         input: &[f32],
         weight: &[f32],
-        bias: Option<&[f32]>,
-        planes: &mut [f32]
+        acc: &mut [[f32; XT]; OB],
     ) {
-        let pixels = g.in_hw[0] * g.in_hw[1];
-        let cin = g.in_per_group();
-        for p0 in (0..pixels).step_by(PIXEL_TILE) {
-            let len = PIXEL_TILE.min(pixels - p0);
-            for (o, plane) in planes.chunks_exact_mut(pixels).enumerate() {
-                let oc = oc0 + o;
-                let c0 = oc / g.out_per_group() * cin;
-                let tile = &mut plane[p0..p0 + len];
-                tile.fill(bias.map_or(0.0, |b| b[oc]));
-                for (c, &w) in weight[oc * cin..(oc + 1) * cin].iter().enumerate() {
-                    kernels::axpy_portable(w, &input[(c0 + c) * pixels + p0..][..len], tile);
+        let [kh, kw] = self.conv.kernel;
+        let [ih, iw] = self.in_hw;
+        let [ph, pw] = self.conv.padding;
+        let cin = self.in_per_group();
+        let c0 = oc0 / self.out_per_group() * cin;
+        let w_stride = cin * self.kernel_len(); // between consecutive output channels
+        for c in 0..cin {
+            let plane = &input[(c0 + c) * ih * iw..][..ih * iw];
+            for ky in 0..kh {
+                let Some(iy) = (oy + ky).checked_sub(ph).filter(|&iy| iy < ih) else {
+                    continue;
+                };
+                let row = &plane[iy * iw..][..iw];
+                for kx in 0..kw {
+                    // Interior columns: x0 + kx − pw ≥ 0 and x0 + XT + kw − 1 − pw ≤ iw.
+                    let ix = x0 + kx - pw;
+                    let Ok(x) = <&[f32; XT]>::try_from(&row[ix..ix + XT]) else {
+                        continue;
+                    };
+                    let wi = ((oc0 * cin + c) * kh + ky) * kw + kx;
+                    let w: [f32; OB] = std::array::from_fn(|o| weight[wi + o * w_stride]);
+                    for o in 0..OB {
+                        for j in 0..XT {
+                            acc[o][j] += w[o] * x[j];
+                        }
+                    }
                 }
             }
         }
     }
 }
 
+/// Output channels per register tile.
+const OB: usize = 4;
+/// Output columns per register tile.
+const XT: usize = 16;
+/// Output channels per parallel task: they share the input rows they read while cached.
+const TASK_CHANNELS: usize = 16;
+
+fn pointwise(g: &Geometry, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+    // A 1×1 convolution is the direct one on a single row of all pixels: the tile path then
+    // runs along the whole image.
+    let pixels = g.in_hw[0] * g.in_hw[1];
+    let flat = Geometry {
+        conv: g.conv,
+        in_hw: [1, pixels],
+        out_hw: [1, pixels],
+    };
+    direct(&flat, input, weight, bias, out);
+}
+
 fn depthwise(g: &Geometry, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
     let [oh, ow] = g.out_hw;
     out.par_chunks_mut(oh * ow)
         .enumerate()
-        .for_each(|(c, plane)| direct_block(g, c, input, weight, bias, plane));
+        .for_each(|(c, plane)| direct_task(g, c, input, weight, bias, plane));
 }
 
 fn direct(g: &Geometry, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
     let [oh, ow] = g.out_hw;
-    out.par_chunks_mut(OC_BLOCK * oh * ow)
+    out.par_chunks_mut(TASK_CHANNELS * oh * ow)
         .enumerate()
-        .for_each(|(blk, planes)| direct_block(g, blk * OC_BLOCK, input, weight, bias, planes));
+        .for_each(|(t, planes)| direct_task(g, t * TASK_CHANNELS, input, weight, bias, planes));
 }
 
+// Each task's whole loop nest is multiversioned (not just an axpy inside), so the AVX2 build is
+// chosen once per task and the register tile is compiled for 8-wide vectors.
 multiversion! {
-    /// Output channels `oc0..` (`planes`, whole `[oh·ow]` planes) of a direct convolution.
-    fn direct_block / direct_block_portable(
+    /// Output channels `oc0..` (`planes`: whole `[oh·ow]` planes, consecutive channels).
+    fn direct_task / direct_task_portable(
         g: &Geometry,
         oc0: usize,
         input: &[f32],
@@ -300,13 +347,44 @@ multiversion! {
         planes: &mut [f32]
     ) {
         let [oh, ow] = g.out_hw;
-        for (o, plane) in planes.chunks_exact_mut(oh * ow).enumerate() {
+        let plane_len = oh * ow;
+        let n_planes = planes.len() / plane_len;
+        for (o, plane) in planes.chunks_exact_mut(plane_len).enumerate() {
             plane.fill(bias.map_or(0.0, |b| b[oc0 + o]));
         }
-        // Row-outer, channel-inner: the input rows of one output row serve the whole block.
+        let interior = g.interior_cols();
+        let n_tiles = if g.conv.stride == [1, 1] { interior.len() / XT } else { 0 };
+        let tiled = interior.start..interior.start + n_tiles * XT;
+        // A sub-block of OB channels can use the tile when all of them are in one group.
+        let tileable = |b: usize| {
+            let first = oc0 + b * OB;
+            (b + 1) * OB <= n_planes && first / g.out_per_group() == (first + OB - 1) / g.out_per_group()
+        };
+        // Row-outer, channel-inner: the input rows of one output row serve every channel of the task.
         for oy in 0..oh {
-            for (o, plane) in planes.chunks_exact_mut(oh * ow).enumerate() {
-                g.accumulate_output_row(oc0 + o, oy, input, weight, &mut plane[oy * ow..][..ow]);
+            for b in 0..n_planes.div_ceil(OB) {
+                let block = b * OB..((b + 1) * OB).min(n_planes);
+                let use_tile = n_tiles > 0 && tileable(b);
+                for t in 0..if use_tile { n_tiles } else { 0 } {
+                    let x0 = tiled.start + t * XT;
+                    let mut acc = [[0f32; XT]; OB];
+                    for (o, a) in acc.iter_mut().enumerate() {
+                        a.copy_from_slice(&planes[(b * OB + o) * plane_len + oy * ow + x0..][..XT]);
+                    }
+                    g.accumulate_tile(oc0 + b * OB, oy, x0, input, weight, &mut acc);
+                    for (o, a) in acc.iter().enumerate() {
+                        planes[(b * OB + o) * plane_len + oy * ow + x0..][..XT].copy_from_slice(a);
+                    }
+                }
+                for o in block {
+                    let row = &mut planes[o * plane_len + oy * ow..][..ow];
+                    if use_tile {
+                        g.accumulate_output_row(oc0 + o, oy, input, weight, row, 0..tiled.start);
+                        g.accumulate_output_row(oc0 + o, oy, input, weight, row, tiled.end..ow);
+                    } else {
+                        g.accumulate_output_row(oc0 + o, oy, input, weight, row, 0..ow);
+                    }
+                }
             }
         }
     }
