@@ -104,6 +104,8 @@ fn register_tile_path() {
     // take the row path).
     check(conv(4, 8, [3, 3], [1, 1], [1, 1], 2), [3, 34], true, 34);
     check(conv(6, 6, [3, 3], [1, 1], [1, 1], 3), [3, 34], true, 35);
+    // Kernels wider than 33 columns take the row path.
+    check(conv(1, 2, [1, 35], [1, 1], [0, 17], 1), [2, 40], true, 37);
     // Stride 2 never tiles.
     check(conv(2, 4, [3, 3], [2, 2], [1, 1], 1), [5, 40], true, 36);
 }

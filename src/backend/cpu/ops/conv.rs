@@ -4,18 +4,16 @@
 //! zero padding. Weights are PyTorch's `[out_channels, in_channels / groups, kh, kw]`.
 //!
 //! Paths, all exact re-orderings of the same sum, none needing scratch memory (no im2col):
-//! - direct, stride 1: a register tile of 4 output channels × 16 columns accumulates every tap
-//!   (input channel, ky, kx) while held in registers; columns near the border, where some taps
-//!   fall into the padding, take the row path below;
-//! - direct, row path (other strides, borders, channel blocks that straddle groups): each output row
-//!   accumulates shifted input rows, one axpy per tap;
+//! - direct, stride 1: a register tile of 4 output channels (1 where channels of a block would
+//!   straddle groups) × 16 columns accumulates every tap (input channel, ky, kx) while held in
+//!   registers; near the borders it reads a zero-padded stack copy of the input row;
+//! - direct, row path (strides > 1, kernels wider than 33): each output row accumulates shifted
+//!   input rows, one axpy per tap;
 //! - pointwise (1×1, stride 1, no padding): the direct path on the image viewed as one row of
 //!   pixels, i.e. a matrix product over pixels;
-//! - depthwise (`groups = in = out`): the row path per plane, planes in parallel.
+//! - depthwise (`groups = in = out`): one-channel tiles per plane, planes in parallel.
 //!
 //! This module owns convolution only (no activation or norm fused in).
-
-use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -176,37 +174,20 @@ impl Geometry {
         self.conv.kernel[0] * self.conv.kernel[1]
     }
 
-    /// Output columns `lo..hi` whose every tap reads inside the input row (stride 1 only).
-    fn interior_cols(&self) -> Range<usize> {
-        let pw = self.conv.padding[1];
-        let kw = self.conv.kernel[1];
-        let ow = self.out_hw[1];
-        let lo = pw.min(ow);
-        // ox + kw − 1 − pw ≤ iw − 1  ⇔  ox < iw + pw + 1 − kw.
-        let hi = (self.in_hw[1] + pw + 1).saturating_sub(kw).min(ow);
-        lo..hi.max(lo)
-    }
-
-    /// `out_row[ox] += Σ_kx w[kx] · in_row[ox·sw + kx − pw]` for `ox` in `cols` whose input column is
-    /// inside the row (the others read zero padding).
+    /// `out_row[ox] += Σ_kx w[kx] · in_row[ox·sw + kx − pw]` for the `ox` whose input column is inside
+    /// the row (the others read zero padding).
     #[inline(always)]
-    fn accumulate_row(
-        &self,
-        out_row: &mut [f32],
-        in_row: &[f32],
-        w_row: &[f32],
-        cols: Range<usize>,
-    ) {
+    fn accumulate_row(&self, out_row: &mut [f32], in_row: &[f32], w_row: &[f32]) {
         let [_, sw] = self.conv.stride;
         let pw = self.conv.padding[1];
         let iw = self.in_hw[1];
         for (kx, &wk) in w_row.iter().enumerate() {
             // Valid ox: 0 ≤ ox·sw + kx − pw < iw.
-            let first = pw.saturating_sub(kx).div_ceil(sw).max(cols.start);
+            let first = pw.saturating_sub(kx).div_ceil(sw);
             let Some(last_in) = (iw + pw).checked_sub(kx + 1) else {
                 continue;
             };
-            let end = (last_in / sw + 1).min(cols.end);
+            let end = (last_in / sw + 1).min(self.out_hw[1]);
             if first >= end {
                 continue;
             }
@@ -225,8 +206,7 @@ impl Geometry {
         }
     }
 
-    /// Accumulates columns `cols` of output channel `oc`'s row `oy` from all input channels of its
-    /// group.
+    /// Accumulates output channel `oc`'s row `oy` from all input channels of its group.
     #[inline(always)]
     fn accumulate_output_row(
         &self,
@@ -235,7 +215,6 @@ impl Geometry {
         input: &[f32],
         weight: &[f32],
         out_row: &mut [f32],
-        cols: Range<usize>,
     ) {
         let [kh, kw] = self.conv.kernel;
         let [ih, iw] = self.in_hw;
@@ -250,24 +229,25 @@ impl Geometry {
                     continue;
                 };
                 let (in_row, w_row) = (&plane[iy * iw..][..iw], &w_oc_c[ky * kw..][..kw]);
-                self.accumulate_row(out_row, in_row, w_row, cols.clone());
+                self.accumulate_row(out_row, in_row, w_row);
             }
         }
     }
 
-    /// The register tile: `acc[o][j] += Σ_taps w[oc0 + o, tap] · x[tap, x0 + j]` for `OB` output
-    /// channels of one group and `XT` interior columns of row `oy` (stride 1). The accumulators
-    /// (`OB·XT` floats: eight AVX registers) stay in registers across all taps, so each tap costs
-    /// one input load and `OB` weight broadcasts for `OB·XT` multiply-adds.
+    /// The register tile: `acc[o][j] += Σ_taps w[oc0 + o, tap] · x[tap, x0 + j]` for `N` output
+    /// channels of one group and `XT` columns of output row `oy` (stride 1, `kw ≤ MAX_KW`). The
+    /// accumulators (`4·XT` floats: eight AVX registers) stay in registers across all taps, so a tap
+    /// costs one input load and `N` weight broadcasts for `N·XT` multiply-adds. Columns whose taps
+    /// leave the input row (padding, or past the row end) read zeros from a small stack copy.
     #[inline(always)]
-    fn accumulate_tile(
+    fn accumulate_tile<const N: usize>(
         &self,
         oc0: usize,
         oy: usize,
         x0: usize,
         input: &[f32],
         weight: &[f32],
-        acc: &mut [[f32; XT]; OB],
+        acc: &mut [[f32; XT]; N],
     ) {
         let [kh, kw] = self.conv.kernel;
         let [ih, iw] = self.in_hw;
@@ -275,6 +255,9 @@ impl Geometry {
         let cin = self.in_per_group();
         let c0 = oc0 / self.out_per_group() * cin;
         let w_stride = cin * self.kernel_len(); // between consecutive output channels
+        let span = XT + kw - 1; // input columns the tile reads, from x0 − pw
+        let inside = x0 >= pw && x0 - pw + span <= iw;
+        let mut padded = [0f32; XT + MAX_KW - 1];
         for c in 0..cin {
             let plane = &input[(c0 + c) * ih * iw..][..ih * iw];
             for ky in 0..kh {
@@ -282,15 +265,22 @@ impl Geometry {
                     continue;
                 };
                 let row = &plane[iy * iw..][..iw];
+                let window: &[f32] = if inside {
+                    &row[x0 - pw..][..span]
+                } else {
+                    for (t, v) in padded[..span].iter_mut().enumerate() {
+                        let ix = (x0 + t).checked_sub(pw).filter(|&ix| ix < iw);
+                        *v = ix.map_or(0.0, |ix| row[ix]);
+                    }
+                    &padded[..span]
+                };
                 for kx in 0..kw {
-                    // Interior columns: x0 + kx − pw ≥ 0 and x0 + XT + kw − 1 − pw ≤ iw.
-                    let ix = x0 + kx - pw;
-                    let Ok(x) = <&[f32; XT]>::try_from(&row[ix..ix + XT]) else {
+                    let Ok(x) = <&[f32; XT]>::try_from(&window[kx..kx + XT]) else {
                         continue;
                     };
                     let wi = ((oc0 * cin + c) * kh + ky) * kw + kx;
-                    let w: [f32; OB] = std::array::from_fn(|o| weight[wi + o * w_stride]);
-                    for o in 0..OB {
+                    let w: [f32; N] = std::array::from_fn(|o| weight[wi + o * w_stride]);
+                    for o in 0..N {
                         for j in 0..XT {
                             acc[o][j] += w[o] * x[j];
                         }
@@ -299,12 +289,36 @@ impl Geometry {
             }
         }
     }
+
+    /// Adds the tiles of `N` channels `oc0..` (`planes`: their `[oh·ow]` planes) along row `oy`.
+    #[inline(always)]
+    fn tile_row<const N: usize>(
+        &self,
+        oc0: usize,
+        oy: usize,
+        input: &[f32],
+        weight: &[f32],
+        planes: &mut [f32],
+    ) {
+        let [oh, ow] = self.out_hw;
+        for x0 in (0..ow).step_by(XT) {
+            let mut acc = [[0f32; XT]; N];
+            self.accumulate_tile(oc0, oy, x0, input, weight, &mut acc);
+            let len = XT.min(ow - x0);
+            for (o, a) in acc.iter().enumerate() {
+                let dst = &mut planes[o * oh * ow + oy * ow + x0..][..len];
+                dst.iter_mut().zip(a).for_each(|(d, v)| *d += v);
+            }
+        }
+    }
 }
 
-/// Output channels per register tile.
+/// Output channels per register tile (when they share a group).
 const OB: usize = 4;
 /// Output columns per register tile.
 const XT: usize = 16;
+/// Widest kernel the tile handles (its padded window lives on the stack).
+const MAX_KW: usize = 33;
 /// Output channels per parallel task: they share the input rows they read while cached.
 const TASK_CHANNELS: usize = 16;
 
@@ -352,38 +366,25 @@ multiversion! {
         for (o, plane) in planes.chunks_exact_mut(plane_len).enumerate() {
             plane.fill(bias.map_or(0.0, |b| b[oc0 + o]));
         }
-        let interior = g.interior_cols();
-        let n_tiles = if g.conv.stride == [1, 1] { interior.len() / XT } else { 0 };
-        let tiled = interior.start..interior.start + n_tiles * XT;
-        // A sub-block of OB channels can use the tile when all of them are in one group.
-        let tileable = |b: usize| {
-            let first = oc0 + b * OB;
-            (b + 1) * OB <= n_planes && first / g.out_per_group() == (first + OB - 1) / g.out_per_group()
+        let tiles = g.conv.stride == [1, 1] && g.conv.kernel[1] <= MAX_KW;
+        let same_group = |first: usize, n: usize| {
+            first / g.out_per_group() == (first + n - 1) / g.out_per_group()
         };
         // Row-outer, channel-inner: the input rows of one output row serve every channel of the task.
         for oy in 0..oh {
-            for b in 0..n_planes.div_ceil(OB) {
-                let block = b * OB..((b + 1) * OB).min(n_planes);
-                let use_tile = n_tiles > 0 && tileable(b);
-                for t in 0..if use_tile { n_tiles } else { 0 } {
-                    let x0 = tiled.start + t * XT;
-                    let mut acc = [[0f32; XT]; OB];
-                    for (o, a) in acc.iter_mut().enumerate() {
-                        a.copy_from_slice(&planes[(b * OB + o) * plane_len + oy * ow + x0..][..XT]);
-                    }
-                    g.accumulate_tile(oc0 + b * OB, oy, x0, input, weight, &mut acc);
-                    for (o, a) in acc.iter().enumerate() {
-                        planes[(b * OB + o) * plane_len + oy * ow + x0..][..XT].copy_from_slice(a);
-                    }
-                }
-                for o in block {
-                    let row = &mut planes[o * plane_len + oy * ow..][..ow];
-                    if use_tile {
-                        g.accumulate_output_row(oc0 + o, oy, input, weight, row, 0..tiled.start);
-                        g.accumulate_output_row(oc0 + o, oy, input, weight, row, tiled.end..ow);
-                    } else {
-                        g.accumulate_output_row(oc0 + o, oy, input, weight, row, 0..ow);
-                    }
+            let mut o = 0;
+            while o < n_planes {
+                let plane_block = &mut planes[o * plane_len..];
+                if tiles && o + OB <= n_planes && same_group(oc0 + o, OB) {
+                    g.tile_row::<OB>(oc0 + o, oy, input, weight, plane_block);
+                    o += OB;
+                } else if tiles {
+                    g.tile_row::<1>(oc0 + o, oy, input, weight, plane_block);
+                    o += 1;
+                } else {
+                    let row = &mut plane_block[oy * ow..][..ow];
+                    g.accumulate_output_row(oc0 + o, oy, input, weight, row);
+                    o += 1;
                 }
             }
         }
