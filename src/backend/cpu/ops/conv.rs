@@ -268,9 +268,13 @@ impl Geometry {
                 let window: &[f32] = if inside {
                     &row[x0 - pw..][..span]
                 } else {
-                    for (t, v) in padded[..span].iter_mut().enumerate() {
-                        let ix = (x0 + t).checked_sub(pw).filter(|&ix| ix < iw);
-                        *v = ix.map_or(0.0, |ix| row[ix]);
+                    // Window position t reads input column x0 + t − pw when that is in 0..iw.
+                    let lo = pw.saturating_sub(x0).min(span);
+                    let hi = (iw + pw).saturating_sub(x0).clamp(lo, span);
+                    padded[..span].fill(0.0);
+                    if lo < hi {
+                        let ix = x0 + lo - pw;
+                        padded[lo..hi].copy_from_slice(&row[ix..ix + (hi - lo)]);
                     }
                     &padded[..span]
                 };
@@ -290,25 +294,25 @@ impl Geometry {
         }
     }
 
-    /// Adds the tiles of `N` channels `oc0..` (`planes`: their `[oh·ow]` planes) along row `oy`.
+    /// Adds the tile at column `x0` of row `oy` to the `N` channels `oc0..` (`planes`: their
+    /// `[oh·ow]` planes), dropping columns past the row end.
     #[inline(always)]
-    fn tile_row<const N: usize>(
+    fn add_tile<const N: usize>(
         &self,
         oc0: usize,
         oy: usize,
+        x0: usize,
         input: &[f32],
         weight: &[f32],
         planes: &mut [f32],
     ) {
         let [oh, ow] = self.out_hw;
-        for x0 in (0..ow).step_by(XT) {
-            let mut acc = [[0f32; XT]; N];
-            self.accumulate_tile(oc0, oy, x0, input, weight, &mut acc);
-            let len = XT.min(ow - x0);
-            for (o, a) in acc.iter().enumerate() {
-                let dst = &mut planes[o * oh * ow + oy * ow + x0..][..len];
-                dst.iter_mut().zip(a).for_each(|(d, v)| *d += v);
-            }
+        let mut acc = [[0f32; XT]; N];
+        self.accumulate_tile(oc0, oy, x0, input, weight, &mut acc);
+        let len = XT.min(ow - x0);
+        for (o, a) in acc.iter().enumerate() {
+            let dst = &mut planes[o * oh * ow + oy * ow + x0..][..len];
+            dst.iter_mut().zip(a).for_each(|(d, v)| *d += v);
         }
     }
 }
@@ -370,21 +374,27 @@ multiversion! {
         let same_group = |first: usize, n: usize| {
             first / g.out_per_group() == (first + n - 1) / g.out_per_group()
         };
-        // Row-outer, channel-inner: the input rows of one output row serve every channel of the task.
+        // Channels innermost: the input window of one tile serves every channel of the task while it
+        // is in L1.
         for oy in 0..oh {
-            let mut o = 0;
-            while o < n_planes {
-                let plane_block = &mut planes[o * plane_len..];
-                if tiles && o + OB <= n_planes && same_group(oc0 + o, OB) {
-                    g.tile_row::<OB>(oc0 + o, oy, input, weight, plane_block);
-                    o += OB;
-                } else if tiles {
-                    g.tile_row::<1>(oc0 + o, oy, input, weight, plane_block);
-                    o += 1;
-                } else {
-                    let row = &mut plane_block[oy * ow..][..ow];
+            if !tiles {
+                for (o, plane) in planes.chunks_exact_mut(plane_len).enumerate() {
+                    let row = &mut plane[oy * ow..][..ow];
                     g.accumulate_output_row(oc0 + o, oy, input, weight, row);
-                    o += 1;
+                }
+                continue;
+            }
+            for x0 in (0..ow).step_by(XT) {
+                let mut o = 0;
+                while o < n_planes {
+                    let block = &mut planes[o * plane_len..];
+                    if o + OB <= n_planes && same_group(oc0 + o, OB) {
+                        g.add_tile::<OB>(oc0 + o, oy, x0, input, weight, block);
+                        o += OB;
+                    } else {
+                        g.add_tile::<1>(oc0 + o, oy, x0, input, weight, block);
+                        o += 1;
+                    }
                 }
             }
         }
