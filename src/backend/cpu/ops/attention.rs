@@ -26,7 +26,7 @@
 use rayon::prelude::*;
 
 use super::error::{check_len, checked_product, param, OpError};
-use super::kernels;
+use super::kernels::{self, multiversion};
 
 /// Which keys a query may see.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,12 +190,12 @@ pub fn attention(
                 .zip(head_out)
                 .zip(readout.par_chunks_mut(per_head))
                 .enumerate()
-                .for_each(|(h, ((s, o), r))| ctx.head(h, s, o, Some(r)));
+                .for_each(|(h, ((s, o), r))| attend_head(&ctx, h, s, o, Some(r)));
         }
         _ => scores
             .zip(head_out)
             .enumerate()
-            .for_each(|(h, (s, o))| ctx.head(h, s, o, None)),
+            .for_each(|(h, (s, o))| attend_head(&ctx, h, s, o, None)),
     }
     // Interleave the per-head outputs into the token-major layout.
     for (h, head) in scratch.out[..n_heads * n_q * d]
@@ -222,31 +222,39 @@ struct Context<'a> {
     block: Option<(BiasMode, usize, usize, Option<&'a [f32]>)>,
 }
 
-impl Context<'_> {
+multiversion! {
     /// Head `h`: `scores` is one row of `n_kv`, `out` is `[n_q, d]`, `readout` is `[n_q, n_cols]`.
-    fn head(&self, h: usize, scores: &mut [f32], out: &mut [f32], mut readout: Option<&mut [f32]>) {
+    /// Multiversioned as a whole so the axpys inline into AVX2 code.
+    fn attend_head / attend_head_portable(
+        ctx: &Context<'_>,
+        h: usize,
+        scores: &mut [f32],
+        out: &mut [f32],
+        readout: Option<&mut [f32]>
+    ) {
+        let mut readout = readout;
         let AttentionShape {
             n_q,
             n_kv,
             n_heads,
             n_kv_heads,
             head_dim: d,
-        } = self.shape;
+        } = ctx.shape;
         let kv_head = h / (n_heads / n_kv_heads);
         let kv_stride = n_kv_heads * d;
         let kv_at = |j: usize| j * kv_stride + kv_head * d;
         for i in 0..n_q {
-            let visible = match self.mask {
+            let visible = match ctx.mask {
                 Mask::None => n_kv,
                 Mask::Causal { offset } => n_kv.min(i.saturating_add(offset).saturating_add(1)),
             };
-            let qi = &self.q[(i * n_heads + h) * d..][..d];
+            let qi = &ctx.q[(i * n_heads + h) * d..][..d];
             let s = &mut scores[..visible];
             for (j, sj) in s.iter_mut().enumerate() {
-                *sj = self.scale * kernels::dot(qi, &self.k[kv_at(j)..][..d]);
+                *sj = ctx.scale * kernels::dot(qi, &ctx.k[kv_at(j)..][..d]);
             }
             // The part of the bias block this row can see, and the row's slices of add/readout.
-            let block = self.block.map(|(mode, col0, n_cols, add)| {
+            let block = ctx.block.map(|(mode, col0, n_cols, add)| {
                 let seen = visible.saturating_sub(col0).min(n_cols);
                 let row_add = add.map(|a| &a[(h * n_q + i) * n_cols..][..seen]);
                 (mode, col0, n_cols, seen, row_add)
@@ -277,7 +285,7 @@ impl Context<'_> {
             let oi = &mut out[i * d..(i + 1) * d];
             oi.fill(0.0);
             for (j, &p) in s.iter().enumerate() {
-                kernels::axpy(p, &self.v[kv_at(j)..][..d], oi);
+                kernels::axpy_portable(p, &ctx.v[kv_at(j)..][..d], oi);
             }
         }
     }
