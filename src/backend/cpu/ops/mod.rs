@@ -12,13 +12,19 @@
 //! | [`softmax_rows`] | rows `[n, len]`, in place | [`softmax`] |
 //! | [`silu`], [`gelu_erf`], [`gelu_tanh`], [`quick_gelu`], [`relu`], [`swiglu`], [`erf`] | element-wise, in place | [`activation`] |
 //! | [`rope_neox`] with [`RopeTable`] (1-D, M-RoPE, vision 2-D) | `[n_tok, n_heads, d]`, in place | [`rope`] |
-//! | [`attention`] (GQA, causal offset, TCRA block bias + readout) | q `[n_q, H, d]`, k/v `[n_kv, H_kv, d]` → `[n_q, H, d]` | [`attention`](mod@attention) |
+//! | [`attention()`] (GQA, causal offset, TCRA block bias + readout) | q `[n_q, H, d]`, k/v `[n_kv, H_kv, d]` → `[n_q, H, d]` | [`attention`](mod@attention) |
 //! | [`conv2d`] (general, 1×1, depthwise; groups) | `[C_in, H, W]` → `[C_out, OH, OW]`, weights `[C_out, C_in/G, kh, kw]` | [`conv`] |
 //! | [`upsample_nearest`], [`pixel_shuffle`], [`pixel_unshuffle`] | `[C, H, W]` | [`resample`] |
 //!
-//! SIMD: the inner loops go through [`kernels`] (dot, axpy, sums), plain Rust compiled for the
-//! baseline and again for AVX2+FMA with runtime dispatch; on aarch64 the baseline already has NEON.
-//! Threads: rayon, over rows, heads, channels or pixel tiles.
+//! SIMD (measured, see `benches/ops.rs`): [`kernels::dot`] has AVX2+FMA (runtime-detected) and NEON
+//! intrinsics, because LLVM vectorised every plain-Rust form of that reduction only 2-wide. Everything
+//! else is plain Rust that LLVM vectorises fully once compiled for AVX2: hot loop nests (a conv task,
+//! an attention head, the [`kernels`] element-wise loops) are built twice by `multiversion!` and
+//! dispatched at run time; on aarch64 NEON is baseline. Stride-1 convolutions use a register tile
+//! (4 output channels × 16 columns). Transcendentals (`exp`, `tanh`) are libm's scalar calls: they
+//! are a small share of any model step next to the matrix products.
+//!
+//! Threads: rayon, over rows, heads, output-channel blocks, planes or pixel tiles.
 
 pub mod activation;
 pub mod attention;

@@ -137,10 +137,10 @@ impl RopeTable {
         self.half
     }
 
-    /// `(cos, sin)` of token `n`, `half` values each.
-    pub fn row(&self, n: usize) -> (&[f32], &[f32]) {
-        let r = n * self.half..(n + 1) * self.half;
-        (&self.cos[r.clone()], &self.sin[r])
+    /// `(cos, sin)` of token `n`, `half` values each; `None` past the last token.
+    pub fn row(&self, n: usize) -> Option<(&[f32], &[f32])> {
+        let r = n.checked_mul(self.half)?..n.checked_add(1)?.checked_mul(self.half)?;
+        Some((self.cos.get(r.clone())?, self.sin.get(r)?))
     }
 }
 
@@ -157,7 +157,10 @@ pub fn rope_neox(x: &mut [f32], n_heads: usize, table: &RopeTable) -> Result<(),
     x.par_chunks_mut(n_heads * head_dim)
         .enumerate()
         .for_each(|(n, token)| {
-            let (cos, sin) = table.row(n);
+            // Always `Some`: x holds exactly `n_tokens` tokens (checked above).
+            let Some((cos, sin)) = table.row(n) else {
+                return;
+            };
             for head in token.chunks_exact_mut(head_dim) {
                 let (lo, hi) = head.split_at_mut(half);
                 for i in 0..half {
