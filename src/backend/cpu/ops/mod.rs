@@ -13,6 +13,7 @@
 //! | [`silu`], [`gelu_erf`], [`gelu_tanh`], [`quick_gelu`], [`relu`], [`swiglu`], [`erf`] | element-wise, in place | [`activation`] |
 //! | [`rope_neox`] with [`RopeTable`] (1-D, M-RoPE, vision 2-D) | `[n_tok, n_heads, d]`, in place | [`rope`] |
 //! | [`attention()`] (GQA, causal offset, TCRA block bias + readout) | q `[n_q, H, d]`, k/v `[n_kv, H_kv, d]` → `[n_q, H, d]` | [`attention`](mod@attention) |
+//! | [`relu_linear_attention`] (DC-AE's LiteMLA) | qkv `[H, 3, d, N]` → `[H, d, N]` | [`linear_attention`] |
 //! | [`conv2d`] (general, 1×1, depthwise; groups) | `[C_in, H, W]` → `[C_out, OH, OW]`, weights `[C_out, C_in/G, kh, kw]` | [`conv`] |
 //! | [`upsample_nearest`], [`pixel_shuffle`], [`pixel_unshuffle`] | `[C, H, W]` | [`resample`] |
 //!
@@ -31,6 +32,7 @@ pub mod attention;
 pub mod conv;
 pub mod error;
 pub mod kernels;
+pub mod linear_attention;
 pub mod norm;
 pub mod resample;
 pub mod rope;
@@ -41,6 +43,7 @@ pub use activation::{erf, gelu_erf, gelu_tanh, quick_gelu, relu, silu, swiglu};
 pub use attention::{attention, AttentionScratch, AttentionShape, BiasMode, BlockBias, Mask};
 pub use conv::{conv2d, Conv2d};
 pub use error::OpError;
+pub use linear_attention::relu_linear_attention;
 pub use norm::{group_norm, layer_norm, rms_norm, rms_norm_channels};
 pub use resample::{pixel_shuffle, pixel_unshuffle, upsample_nearest};
 pub use rope::{inv_freqs, rope_neox, vision_positions, RopeTable};
