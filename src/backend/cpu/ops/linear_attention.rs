@@ -8,9 +8,9 @@
 //! Per head, with `Q = relu(q)` and `K = relu(k)` (`d × n`) and `V = v`:
 //! `out = (V Kᵀ) Q / (1ᵀ Kᵀ Q + eps)`, the division per pixel (column). This is diffusers'
 //! `apply_linear_attention` (V padded with a row of ones, `(V_pad Kᵀ) Q`, last row as divisor). Its
-//! `apply_quadratic_attention`, used when `n ≤ d`, is the same quantity in the other association
-//! order, `V (KᵀQ / colsum(KᵀQ) + eps)`, up to where eps enters; callers that need that bit-level
-//! behaviour on tiny images should note it. Cost `O(d²·n)`, linear in pixels.
+//! `apply_quadratic_attention`, used when `n ≤ d`, is the same quantity associated the other way,
+//! `V · (KᵀQ / (colsum(KᵀQ) + eps))` (colsum(KᵀQ) = 1ᵀKᵀQ), so this op serves both; only rounding
+//! differs. Cost `O(d²·n)`, linear in pixels.
 //!
 //! Working memory is the caller's scratch vector, grown once and reused.
 
