@@ -3,7 +3,9 @@
 
 mod ops_util;
 
-use latte::backend::cpu::ops::{pixel_shuffle, pixel_unshuffle, upsample_nearest, OpError};
+use latte::backend::cpu::ops::{
+    pixel_shuffle, pixel_unshuffle, repeat_channels, upsample_nearest, OpError,
+};
 use ops_util::data;
 
 #[test]
@@ -74,6 +76,26 @@ fn upsample_nearest_repeats_pixels() {
             }
         }
     }
+}
+
+#[test]
+fn repeat_channels_matches_repeat_interleave() {
+    let (c, r, h, w) = (3, 2, 2, 3);
+    let x = data(c * h * w, 4, -1.0, 1.0);
+    let mut got = vec![f32::NAN; c * r * h * w];
+    repeat_channels(&x, c, [h, w], r, &mut got).unwrap();
+    // torch.repeat_interleave(x, r, dim=1): output channel j is input channel j / r.
+    for j in 0..c * r {
+        assert_eq!(&got[j * h * w..][..h * w], &x[(j / r) * h * w..][..h * w]);
+    }
+    assert!(matches!(
+        repeat_channels(&x, c, [h, w], r, &mut got[1..]),
+        Err(OpError::Len { .. })
+    ));
+    assert!(matches!(
+        repeat_channels(&x, c, [h, w], 0, &mut got),
+        Err(OpError::Param { .. })
+    ));
 }
 
 #[test]

@@ -15,7 +15,7 @@
 //! | [`attention()`] (GQA, causal offset, TCRA block bias + readout) | q `[n_q, H, d]`, k/v `[n_kv, H_kv, d]` → `[n_q, H, d]` | [`attention`](mod@attention) |
 //! | [`relu_linear_attention`] (DC-AE's LiteMLA) | qkv `[H, 3, d, N]` → `[H, d, N]` | [`linear_attention`] |
 //! | [`conv2d`] (general, 1×1, depthwise; groups) | `[C_in, H, W]` → `[C_out, OH, OW]`, weights `[C_out, C_in/G, kh, kw]` | [`conv`] |
-//! | [`upsample_nearest`], [`pixel_shuffle`], [`pixel_unshuffle`] | `[C, H, W]` | [`resample`] |
+//! | [`upsample_nearest`], [`pixel_shuffle`], [`pixel_unshuffle`], [`repeat_channels`] | `[C, H, W]` | [`resample`] |
 //!
 //! SIMD (measured, see `benches/ops.rs`): [`kernels::dot`] has AVX2+FMA (runtime-detected) and NEON
 //! intrinsics, because LLVM vectorised every plain-Rust form of that reduction only 2-wide. Everything
@@ -45,6 +45,6 @@ pub use conv::{conv2d, Conv2d};
 pub use error::OpError;
 pub use linear_attention::relu_linear_attention;
 pub use norm::{group_norm, layer_norm, rms_norm, rms_norm_channels};
-pub use resample::{pixel_shuffle, pixel_unshuffle, upsample_nearest};
+pub use resample::{pixel_shuffle, pixel_unshuffle, repeat_channels, upsample_nearest};
 pub use rope::{inv_freqs, rope_neox, vision_positions, RopeTable};
 pub use softmax::{softmax_row, softmax_rows};

@@ -5,7 +5,8 @@
 //! the sub-pixel `(i, j)` (row offset i, column offset j) of output channel `c`:
 //! `shuffle[c, y·r + i, x·r + j] = x[c·r² + i·r + j, y, x]`; `pixel_unshuffle` is its inverse.
 //! Nearest upsampling: `out[c, y, x] = in[c, y / r, x / r]` (`F.interpolate(mode="nearest")` with an
-//! integer scale factor).
+//! integer scale factor). Channel repeat: `out[c·r + k] = in[c]` (`repeat_interleave(r, dim=1)`,
+//! DC-AE's up-block and decoder-input shortcuts).
 //!
 //! This module only moves values; it must not interpolate.
 
@@ -151,6 +152,42 @@ pub fn pixel_unshuffle(
                     }
                 }
             }
+        });
+    Ok(())
+}
+
+/// Repeats each channel plane `r` times, copies adjacent: `[c, h, w] → [c·r, h, w]` with
+/// `out[c·r + k] = in[c]` (`torch.repeat_interleave(x, r, dim=1)`).
+pub fn repeat_channels(
+    input: &[f32],
+    channels: usize,
+    hw: [usize; 2],
+    r: usize,
+    out: &mut [f32],
+) -> Result<(), OpError> {
+    const OP: &str = "repeat_channels";
+    check_factor(OP, r)?;
+    let plane = checked_product(OP, &[hw[0], hw[1]])?;
+    check_len(
+        OP,
+        "input",
+        checked_product(OP, &[channels, plane])?,
+        input.len(),
+    )?;
+    check_len(
+        OP,
+        "out",
+        checked_product(OP, &[channels, r, plane])?,
+        out.len(),
+    )?;
+    if out.is_empty() {
+        return Ok(());
+    }
+    out.par_chunks_mut(r * plane)
+        .zip(input.par_chunks(plane))
+        .for_each(|(o, src)| {
+            o.chunks_exact_mut(plane)
+                .for_each(|dst| dst.copy_from_slice(src))
         });
     Ok(())
 }
