@@ -1,0 +1,168 @@
+//! conv2d (general, pointwise, depthwise, grouped) against the textbook 7-loop definition in f64.
+
+mod ops_util;
+
+use latte::backend::cpu::ops::{conv2d, Conv2d, OpError};
+use ops_util::{assert_close, data};
+
+/// PyTorch's `F.conv2d` for batch 1, zero padding, literally.
+fn reference(
+    c: &Conv2d,
+    x: &[f32],
+    [h, w]: [usize; 2],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f64> {
+    let [kh, kw] = c.kernel;
+    let [sh, sw] = c.stride;
+    let [ph, pw] = c.padding;
+    let oh = (h + 2 * ph - kh) / sh + 1;
+    let ow = (w + 2 * pw - kw) / sw + 1;
+    let cin_g = c.in_channels / c.groups;
+    let cout_g = c.out_channels / c.groups;
+    let mut out = vec![0f64; c.out_channels * oh * ow];
+    for oc in 0..c.out_channels {
+        let g = oc / cout_g;
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = bias.map_or(0.0, |b| b[oc] as f64);
+                for ci in 0..cin_g {
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let iy = (oy * sh + ky) as isize - ph as isize;
+                            let ix = (ox * sw + kx) as isize - pw as isize;
+                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                continue;
+                            }
+                            let xin = x[((g * cin_g + ci) * h + iy as usize) * w + ix as usize];
+                            let wv = wt[((oc * cin_g + ci) * kh + ky) * kw + kx];
+                            acc += xin as f64 * wv as f64;
+                        }
+                    }
+                }
+                out[(oc * oh + oy) * ow + ox] = acc;
+            }
+        }
+    }
+    out
+}
+
+fn check(c: Conv2d, hw: [usize; 2], with_bias: bool, seed: u64) {
+    let x = data(c.in_channels * hw[0] * hw[1], seed, -1.0, 1.0);
+    let wt = data(c.weight_len().unwrap(), seed + 1, -1.0, 1.0);
+    let b = data(c.out_channels, seed + 2, -1.0, 1.0);
+    let bias = with_bias.then_some(&b[..]);
+    let [oh, ow] = c.output_hw(hw).unwrap();
+    let mut out = vec![f32::NAN; c.out_channels * oh * ow];
+    conv2d(&c, &x, hw, &wt, bias, &mut out).unwrap();
+    // Each output sums ≤ C_in/G·kh·kw ≤ 100 products of magnitude ≤ 1 in f32: error ≤ 100·eps·100
+    // ≈ 1e-3 in the worst case, ~1e-6 typically; 2e-5 holds for these sizes, while any wrong tap,
+    // channel or padding moves results by ~0.1.
+    assert_close(
+        &out,
+        &reference(&c, &x, hw, &wt, bias),
+        2e-5,
+        0.0,
+        &format!("{c:?}"),
+    );
+}
+
+fn conv(cin: usize, cout: usize, k: [usize; 2], s: [usize; 2], p: [usize; 2], g: usize) -> Conv2d {
+    Conv2d {
+        in_channels: cin,
+        out_channels: cout,
+        kernel: k,
+        stride: s,
+        padding: p,
+        groups: g,
+    }
+}
+
+#[test]
+fn general_convolutions() {
+    // 5 output channels: one full block of 4 and a partial one.
+    check(Conv2d::same(3, 5, 3), [6, 9], true, 1);
+    check(conv(3, 4, [3, 3], [2, 2], [1, 1], 1), [7, 8], true, 2);
+    check(conv(2, 3, [2, 3], [2, 1], [0, 2], 1), [5, 6], false, 3);
+    check(conv(4, 6, [3, 3], [1, 1], [1, 1], 2), [5, 5], true, 4);
+    // Kernel larger than the input, reached only through padding.
+    check(conv(2, 2, [5, 5], [1, 1], [2, 2], 1), [3, 3], true, 5);
+    // Padding wider than the kernel reach: border outputs are bias only.
+    check(conv(1, 2, [3, 3], [1, 1], [3, 3], 1), [4, 4], true, 6);
+}
+
+#[test]
+fn register_tile_path() {
+    // Rows wide enough for 16-column tiles plus border columns on both sides; 20 output channels
+    // are one task of 16 and one of 4.
+    check(Conv2d::same(3, 20, 3), [5, 40], true, 30);
+    check(conv(2, 8, [5, 5], [1, 1], [2, 2], 1), [6, 37], true, 31);
+    // Non-square kernel, asymmetric padding use, no padding at all.
+    check(conv(3, 4, [1, 3], [1, 1], [0, 1], 1), [3, 35], false, 32);
+    check(conv(2, 4, [3, 3], [1, 1], [0, 0], 1), [4, 50], true, 33);
+    // Groups of 4 output channels (tiles stay inside a group) and of 2 (blocks straddle groups and
+    // take the row path).
+    check(conv(4, 8, [3, 3], [1, 1], [1, 1], 2), [3, 34], true, 34);
+    check(conv(6, 6, [3, 3], [1, 1], [1, 1], 3), [3, 34], true, 35);
+    // Kernels wider than 33 columns take the row path.
+    check(conv(1, 2, [1, 35], [1, 1], [0, 17], 1), [2, 40], true, 37);
+    // Stride 2 never tiles.
+    check(conv(2, 4, [3, 3], [2, 2], [1, 1], 1), [5, 40], true, 36);
+}
+
+#[test]
+fn pointwise_convolutions() {
+    // 17·19 = 323 pixels: one full 256-pixel tile and a ragged one.
+    check(Conv2d::same(7, 5, 1), [17, 19], true, 10);
+    check(conv(6, 9, [1, 1], [1, 1], [0, 0], 3), [4, 5], true, 11);
+    // A 1×1 with stride or padding is not a plain matmul: it must take the general path.
+    check(conv(3, 2, [1, 1], [2, 2], [1, 1], 1), [5, 6], true, 12);
+}
+
+#[test]
+fn depthwise_convolutions() {
+    check(conv(5, 5, [5, 5], [1, 1], [2, 2], 5), [7, 6], true, 20);
+    check(conv(3, 3, [3, 3], [2, 2], [1, 1], 3), [7, 7], false, 21);
+    // Channel multiplier 2 (groups = in, out = 2·in).
+    check(conv(3, 6, [3, 3], [1, 1], [1, 1], 3), [4, 5], true, 22);
+}
+
+#[test]
+fn conv_rejects_bad_input() {
+    let c = Conv2d::same(2, 3, 3);
+    let x = vec![0f32; 2 * 4 * 4];
+    let w = vec![0f32; c.weight_len().unwrap()];
+    let mut out = vec![0f32; 3 * 4 * 4];
+    assert!(conv2d(&c, &x, [4, 4], &w, None, &mut out).is_ok());
+    assert!(matches!(
+        conv2d(&c, &x[1..], [4, 4], &w, None, &mut out),
+        Err(OpError::Len { .. })
+    ));
+    assert!(matches!(
+        conv2d(&c, &x, [4, 4], &w[1..], None, &mut out),
+        Err(OpError::Len { .. })
+    ));
+    assert!(matches!(
+        conv2d(&c, &x, [4, 4], &w, Some(&[0.0; 2]), &mut out),
+        Err(OpError::Len { .. })
+    ));
+    assert!(matches!(
+        conv2d(&c, &x, [4, 4], &w, None, &mut out[1..]),
+        Err(OpError::Len { .. })
+    ));
+    let bad_groups = conv(3, 4, [1, 1], [1, 1], [0, 0], 2);
+    assert!(matches!(
+        bad_groups.weight_len(),
+        Err(OpError::Param { .. })
+    ));
+    let zero_stride = conv(2, 2, [1, 1], [0, 1], [0, 0], 1);
+    assert!(matches!(
+        zero_stride.output_hw([4, 4]),
+        Err(OpError::Param { .. })
+    ));
+    let too_big = conv(2, 2, [5, 5], [1, 1], [0, 0], 1);
+    assert!(matches!(
+        too_big.output_hw([4, 4]),
+        Err(OpError::Param { .. })
+    ));
+}
