@@ -469,3 +469,54 @@ pub fn dequantize_row_q6_k(src: &[BlockQ6K], dst: &mut [f32]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_packing_round_trips_every_6_bit_value() {
+        for v in 0u8..64 {
+            let ls: [u8; 8] = std::array::from_fn(|j| (v + 7 * j as u8) % 64);
+            let lm: [u8; 8] = std::array::from_fn(|j| (63 - v + 3 * j as u8) % 64);
+            let packed = pack_scales_mins(&ls, &lm);
+            for j in 0..8 {
+                assert_eq!(get_scale_min_k4(j, &packed), (ls[j], lm[j]), "v {v} j {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn quants_stay_in_range_and_reconstruct_constant_blocks() {
+        // A constant positive block is all min: every weight must come back within f16 rounding.
+        let x = vec![0.75f32; QK_K];
+        let mut q4 = [BlockQ4K::zeroed()];
+        let mut q5 = [BlockQ5K::zeroed()];
+        let mut q6 = [BlockQ6K::zeroed()];
+        quantize_row_q4_k(&x, &mut q4);
+        quantize_row_q5_k(&x, &mut q5);
+        quantize_row_q6_k(&x, &mut q6);
+        let mut y4 = vec![0f32; QK_K];
+        let mut y5 = vec![0f32; QK_K];
+        let mut y6 = vec![0f32; QK_K];
+        dequantize_row_q4_k(&q4, &mut y4);
+        dequantize_row_q5_k(&q5, &mut y5);
+        dequantize_row_q6_k(&q6, &mut y6);
+        for y in [&y4, &y5, &y6] {
+            // 2^-9 relative: the 6-bit scale times an f16 super-scale, each rounded.
+            assert!(y.iter().all(|&v| (v - 0.75).abs() <= 0.75 / 512.0), "{y:?}");
+        }
+        let mut y = y6;
+        // Q6_K scales are signed 8-bit and quants 6-bit: the extreme weight maps to ±32 steps.
+        let x: Vec<f32> = (0..QK_K).map(|i| i as f32 - 128.0).collect();
+        quantize_row_q6_k(&x, &mut q6);
+        dequantize_row_q6_k(&q6, &mut y);
+        let worst = x
+            .iter()
+            .zip(&y)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst <= 128.0 / 32.0, "{worst}");
+    }
+
+    use bytemuck::Zeroable;
+}
