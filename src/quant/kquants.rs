@@ -63,11 +63,11 @@ fn pack_scales_mins(ls: &[u8; 8], lm: &[u8; 8]) -> [u8; K_SCALE_SIZE] {
 #[allow(clippy::too_many_arguments)] // ggml's signature, kept to ease comparison
 fn make_qkx2_quants(
     nmax: i32,
-    x: &[f32],
-    weights: &[f32],
-    l_out: &mut [u8],
+    x: &[f32; 32],
+    weights: &[f32; 32],
+    l_out: &mut [u8; 32],
     the_min: &mut f32,
-    laux: &mut [u8],
+    laux: &mut [u8; 32],
     rmin: f32,
     rdelta: f32,
     nstep: i32,
@@ -93,7 +93,7 @@ fn make_qkx2_quants(
         min = 0.0;
     }
     if max == min {
-        l_out[..n].fill(0);
+        l_out.fill(0);
         *the_min = -min;
         return 0.0;
     }
@@ -138,7 +138,7 @@ fn make_qkx2_quants(
                 cur_error += weights[i] * diff;
             }
             if cur_error < best_error {
-                l_out[..n].copy_from_slice(&laux[..n]);
+                *l_out = *laux;
                 best_error = cur_error;
                 scale = this_scale;
                 min = this_min;
@@ -152,7 +152,7 @@ fn make_qkx2_quants(
 /// `make_qx_quants` with `qw = NULL` and `rmse_type = 1` (weights `x²`), the only way the
 /// reference K-quantizers here call it: finds `scale` so that `x ≈ scale·(L − nmax)`,
 /// `L` in `0..2·nmax`, trying 18 scales around `−nmax / max`.
-fn make_qx_quants_rmse1(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
+fn make_qx_quants_rmse1(nmax: i32, x: &[f32; 16], l_out: &mut [i8; 16]) -> f32 {
     let n = x.len();
     let mut max = 0.0f32;
     let mut amax = 0.0f32;
@@ -164,7 +164,7 @@ fn make_qx_quants_rmse1(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
         }
     }
     if amax < GROUP_MAX_EPS {
-        l_out[..n].fill(0);
+        l_out.fill(0);
         return 0.0;
     }
     let mut iscale = -nmax as f32 / max;
@@ -214,7 +214,9 @@ fn quantize_k_sub_blocks(
     rmin: f32,
     nstep: i32,
 ) -> (half::f16, half::f16, [u8; K_SCALE_SIZE], [u8; QK_K]) {
-    let mut l = [0u8; QK_K];
+    // Fixed-size views let the compiler drop the bounds checks of the search loops.
+    let xs: &[[f32; 32]] = bytemuck::cast_slice(x);
+    let mut l = [[0u8; 32]; QK_K / 32];
     let mut laux = [0u8; 32];
     let mut weights = [0f32; 32];
     let mut mins = [0f32; QK_K / 32];
@@ -223,20 +225,19 @@ fn quantize_k_sub_blocks(
     let mut max_scale = 0.0f32; // the min is deducted, so scales are never negative
     let mut max_min = 0.0f32;
     for j in 0..QK_K / 32 {
-        let xs = &x[32 * j..32 * j + 32];
         let mut sum_x2 = 0.0f32;
-        for &v in xs {
+        for &v in &xs[j] {
             sum_x2 += v * v;
         }
         let av_x = (sum_x2 / 32.0).sqrt();
-        for (w, &v) in weights.iter_mut().zip(xs) {
+        for (w, &v) in weights.iter_mut().zip(&xs[j]) {
             *w = av_x + v.abs();
         }
         scales[j] = make_qkx2_quants(
             nmax,
-            xs,
+            &xs[j],
             &weights,
-            &mut l[32 * j..32 * j + 32],
+            &mut l[j],
             &mut mins[j],
             &mut laux,
             rmin,
@@ -277,11 +278,11 @@ fn quantize_k_sub_blocks(
         }
         let dm = f16_to_f32(dmin) * m as f32;
         for ii in 0..32 {
-            let q = nearest_int((x[32 * j + ii] + dm) / dj);
-            l[32 * j + ii] = q.clamp(0, nmax) as u8;
+            let q = nearest_int((xs[j][ii] + dm) / dj);
+            l[j][ii] = q.clamp(0, nmax) as u8;
         }
     }
-    (d, dmin, packed, l)
+    (d, dmin, packed, bytemuck::cast(l))
 }
 
 /// `quantize_row_q4_K_ref`.
@@ -335,13 +336,14 @@ pub fn quantize_row_q5_k(src: &[f32], dst: &mut [BlockQ5K]) {
 /// `quantize_row_q6_K_ref`.
 pub fn quantize_row_q6_k(src: &[f32], dst: &mut [BlockQ6K]) {
     check_lengths("quantize_row_q6_k", src.len(), dst.len());
-    let mut l = [0i8; QK_K];
+    let mut l16 = [[0i8; 16]; QK_K / 16];
     let mut scales = [0f32; QK_K / 16];
     for (x, y) in src.chunks_exact(QK_K).zip(dst.iter_mut()) {
+        let x16: &[[f32; 16]] = bytemuck::cast_slice(x);
         let mut max_scale = 0.0f32;
         let mut max_abs_scale = 0.0f32;
         for ib in 0..QK_K / 16 {
-            let scale = make_qx_quants_rmse1(32, &x[16 * ib..16 * ib + 16], &mut l[16 * ib..]);
+            let scale = make_qx_quants_rmse1(32, &x16[ib], &mut l16[ib]);
             scales[ib] = scale;
             let abs_scale = scale.abs();
             if abs_scale > max_abs_scale {
@@ -368,10 +370,11 @@ pub fn quantize_row_q6_k(src: &[f32], dst: &mut [BlockQ6K]) {
                 continue;
             }
             for ii in 0..16 {
-                let q = nearest_int(x[16 * j + ii] / d).clamp(-32, 31);
-                l[16 * j + ii] = (q + 32) as i8;
+                let q = nearest_int(x16[j][ii] / d).clamp(-32, 31);
+                l16[j][ii] = (q + 32) as i8;
             }
         }
+        let l: &[i8; QK_K] = bytemuck::cast_ref(&l16);
 
         for (half_block, (ql, qh)) in
             y.ql.chunks_exact_mut(64)
