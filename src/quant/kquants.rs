@@ -4,7 +4,9 @@
 //!
 //! Bit-exactness rests on the same float operations in the same order (`a*b*c` is `(a*b)*c`, an
 //! `int` operand is converted to `float` first, no fused multiply-add) and on [`nearest_int`]. Index
-//! loops mirror ggml's so the two can be read side by side. This module must stay scalar.
+//! loops mirror ggml's so the two can be read side by side; `v.min(hi).max(lo)` is C's
+//! `MAX(lo, MIN(hi, v))` (and has no `clamp` assertion in the hot loops). This module must stay
+//! scalar.
 //!
 //! The typed row functions panic when `src` and `dst` lengths disagree (a caller bug, like slice
 //! indexing); [`crate::quant::quantize`] / [`crate::quant::dequantize`] check and return errors.
@@ -102,7 +104,7 @@ fn make_qkx2_quants(
     let mut best_error = 0.0f32;
     for i in 0..n {
         let l = nearest_int(iscale * (x[i] - min));
-        l_out[i] = l.clamp(0, nmax) as u8;
+        l_out[i] = l.min(nmax).max(0) as u8;
         let mut diff = scale * l_out[i] as f32 + min - x[i];
         diff = if use_mad { diff.abs() } else { diff * diff };
         best_error += weights[i] * diff;
@@ -115,7 +117,7 @@ fn make_qkx2_quants(
         iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
         let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
         for i in 0..n {
-            let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+            let l = nearest_int(iscale * (x[i] - min)).min(nmax).max(0);
             laux[i] = l as u8;
             let w = weights[i];
             let lf = l as f32;
@@ -170,7 +172,7 @@ fn make_qx_quants_rmse1(nmax: i32, x: &[f32; 16], l_out: &mut [i8; 16]) -> f32 {
     let mut iscale = -nmax as f32 / max;
     let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
     for i in 0..n {
-        let l = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
+        let l = nearest_int(iscale * x[i]).min(nmax - 1).max(-nmax);
         l_out[i] = (l + nmax) as i8;
         let w = x[i] * x[i];
         let lf = l as f32;
@@ -187,7 +189,7 @@ fn make_qx_quants_rmse1(nmax: i32, x: &[f32; 16], l_out: &mut [i8; 16]) -> f32 {
         sumlx = 0.0;
         suml2 = 0.0;
         for i in 0..n {
-            let lf = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1) as f32;
+            let lf = nearest_int(iscale * x[i]).min(nmax - 1).max(-nmax) as f32;
             let w = x[i] * x[i];
             sumlx += w * x[i] * lf;
             suml2 += w * lf * lf;
@@ -195,7 +197,7 @@ fn make_qx_quants_rmse1(nmax: i32, x: &[f32; 16], l_out: &mut [i8; 16]) -> f32 {
         if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
             for i in 0..n {
                 let l = nearest_int(iscale * x[i]);
-                l_out[i] = (nmax + l.clamp(-nmax, nmax - 1)) as i8;
+                l_out[i] = (nmax + l.min(nmax - 1).max(-nmax)) as i8;
             }
             scale = sumlx / suml2;
             best = scale * sumlx;
@@ -279,7 +281,7 @@ fn quantize_k_sub_blocks(
         let dm = f16_to_f32(dmin) * m as f32;
         for ii in 0..32 {
             let q = nearest_int((xs[j][ii] + dm) / dj);
-            l[j][ii] = q.clamp(0, nmax) as u8;
+            l[j][ii] = q.min(nmax).max(0) as u8;
         }
     }
     (d, dmin, packed, bytemuck::cast(l))
@@ -360,7 +362,7 @@ pub fn quantize_row_q6_k(src: &[f32], dst: &mut [BlockQ6K]) {
         let iscale = -128.0 / max_scale;
         y.d = f32_to_f16(1.0 / iscale);
         for ib in 0..QK_K / 16 {
-            // C stores the int into an int8_t (mod 256) after the clamp from above only.
+            // C clamps only from above, then stores the int into an int8_t (mod 256).
             y.scales[ib] = nearest_int(iscale * scales[ib]).min(127) as i8;
         }
 
