@@ -69,6 +69,12 @@ fn dequantize_matches_gguf_py() {
         let mut ours = vec![0f32; expected.len()];
         quant::dequantize(ty, &blocks, &mut ours).unwrap();
         for (i, (a, b)) in ours.iter().zip(&expected).enumerate() {
+            // A NaN made by arithmetic (0 · inf, from an infinite f16 scale) takes its sign from
+            // the FPU: negative on x86-64, where the fixtures were written, positive on aarch64.
+            // ggml computes it with the same instruction, so only "is NaN" is portable.
+            if a.is_nan() && b.is_nan() {
+                continue;
+            }
             assert_eq!(
                 a.to_bits(),
                 b.to_bits(),

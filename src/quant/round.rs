@@ -21,10 +21,13 @@ pub fn nearest_int(x: f32) -> i32 {
 /// conversion undefined; we fix it to what ggml does on x86-64, on every platform.
 #[inline]
 pub fn c_float_to_int(f: f32) -> i32 {
-    if f.is_nan() || !(-2_147_483_648.0..2_147_483_648.0).contains(&f) {
-        i32::MIN
+    // Written as a select of two always-computed values (false for NaN) so loops vectorize.
+    let in_range = (-2_147_483_648.0..2_147_483_648.0).contains(&f);
+    let truncated = f as i32;
+    if in_range {
+        truncated
     } else {
-        f as i32
+        i32::MIN
     }
 }
 
