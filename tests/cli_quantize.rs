@@ -69,11 +69,25 @@ fn write_input(dir: &Path) -> PathBuf {
     path
 }
 
+/// Runs the `latte` binary. When the tests themselves run under an emulator (aarch64 under qemu in
+/// CI), the binary is started through the same runner cargo was given.
 fn latte(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_latte"))
-        .args(args)
-        .output()
-        .unwrap()
+    let exe = env!("CARGO_BIN_EXE_latte");
+    let runner = if cfg!(all(target_arch = "aarch64", target_os = "linux")) {
+        std::env::var("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER").unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let mut words = runner.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut command = Command::new(program);
+            command.args(words).arg(exe);
+            command
+        }
+        None => Command::new(exe),
+    };
+    command.args(args).output().unwrap()
 }
 
 fn path_str(path: &Path) -> &str {
@@ -168,7 +182,12 @@ fn info_shows_tensors_prefixes_and_groups() {
     let dir = tempfile::tempdir().unwrap();
     let input = write_input(dir.path());
     let run = latte(&["info", path_str(&input)]);
-    assert!(run.status.success());
+    assert!(
+        run.status.success(),
+        "{:?} {}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
     let text = String::from_utf8_lossy(&run.stdout);
     assert!(text.contains("tensors: 9"), "{text}");
     assert!(text.contains("blk.0.ffn_down.weight"), "{text}");
