@@ -99,7 +99,8 @@ fn peer_value(ctx: *const sys::gguf_context, i: i64) -> MetadataValue {
 fn build(path: &Path, boundary: Option<u64>) -> Vec<Vec<u8>> {
     let mut b = GgufBuilder::new();
     b.set_alignment(64).unwrap();
-    b.push_metadata("general.architecture", "latte-peer").unwrap();
+    b.push_metadata("general.architecture", "latte-peer")
+        .unwrap();
     b.push_metadata("p.u8", 200u8).unwrap();
     b.push_metadata("p.i8", -100i8).unwrap();
     b.push_metadata("p.u16", 60000u16).unwrap();
@@ -113,7 +114,8 @@ fn build(path: &Path, boundary: Option<u64>) -> Vec<Vec<u8>> {
     b.push_metadata("p.i64", i64::MIN + 1).unwrap();
     b.push_metadata("p.f64", std::f64::consts::E).unwrap();
     b.push_metadata("p.arr.u8", vec![1u8, 2, 255]).unwrap();
-    b.push_metadata("p.arr.i32", vec![16i32, 24, 24, 0]).unwrap();
+    b.push_metadata("p.arr.i32", vec![16i32, 24, 24, 0])
+        .unwrap();
     b.push_metadata("p.arr.u64", vec![u64::MAX, 0]).unwrap();
     b.push_metadata("p.arr.f32", vec![0.5f32, -2.0]).unwrap();
     b.push_metadata("p.arr.f64", vec![0.5f64]).unwrap();
