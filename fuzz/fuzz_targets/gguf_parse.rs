@@ -17,7 +17,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let len = file.bytes().len() as u64;
     for info in file.tensor_infos() {
-        let view = file.tensor(&info.name).expect("a validated tensor has a view");
+        let view = file
+            .tensor(&info.name)
+            .expect("a validated tensor has a view");
         assert_eq!(view.bytes().len() as u64, info.n_bytes);
         assert!(info.offset + info.n_bytes <= len);
         assert_eq!(info.offset % file.alignment(), 0);
