@@ -204,3 +204,130 @@ fn gguf_cpp_refuses_boundary_gaps() {
     assert_eq!(ours.tensor("q4_0").unwrap().bytes(), &datas[3][..]);
     assert!(Peer::open(&path).is_none());
 }
+
+unsafe extern "C" fn quiet(
+    _: sys::ggml_log_level,
+    _: *const std::os::raw::c_char,
+    _: *mut std::ffi::c_void,
+) {
+}
+
+/// xorshift64*, seeded: reproducible mutations without a crate.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Whether gguf.cpp accepts `bytes` (header only: with `ctx` null it loads no tensor data).
+fn gguf_cpp_accepts(bytes: &[u8]) -> bool {
+    let params = sys::gguf_init_params {
+        no_alloc: true,
+        ctx: std::ptr::null_mut(),
+    };
+    // SAFETY: the pointer and length describe a live slice; the context is freed at once.
+    unsafe {
+        let ctx = sys::gguf_init_from_buffer(bytes.as_ptr().cast(), bytes.len(), params);
+        if ctx.is_null() {
+            return false;
+        }
+        sys::gguf_free(ctx);
+        true
+    }
+}
+
+/// Differential check against gguf.cpp on seeded mutations of a valid file. Both readers must
+/// agree, except where the rules differ on purpose; each such case is named and checked:
+/// - gguf.cpp only: tensors must be packed exactly (no gaps), names shorter than 64 bytes, no
+///   nested arrays;
+/// - ours only: dims must be non-zero, bools 0 or 1, strings UTF-8, and tensor data must lie
+///   inside the file
+///   (gguf.cpp checks that only when it loads the data, which this header-only call does not).
+#[test]
+fn gguf_cpp_and_we_agree_on_mutated_files() {
+    // SAFETY: installs a no-op logger so thousands of refusals do not flood the output.
+    unsafe { sys::ggml_log_set(Some(quiet), std::ptr::null_mut()) };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("base.gguf");
+    build(&path, None);
+    let base = std::fs::read(&path).unwrap();
+    let mut rng = Rng(0xD1FF_5EED_0000_0001);
+    let interesting: [u64; 7] = [0, 1, 2, 0xFF, 0xFFFF_FFFF, 1 << 40, u64::MAX];
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..4000 {
+        let mut m = base.clone();
+        for _ in 0..1 + rng.below(3) {
+            let at = rng.below(m.len());
+            match rng.below(4) {
+                0 => m[at] ^= 1 << rng.below(8),
+                1 => m[at] = rng.next() as u8,
+                2 => {
+                    let v = interesting[rng.below(interesting.len())].to_le_bytes();
+                    let n = [1, 4, 8][rng.below(3)].min(m.len() - at);
+                    m[at..at + n].copy_from_slice(&v[..n]);
+                }
+                _ => m.truncate(at.max(1)),
+            }
+        }
+        let ours = GgufFile::from_bytes(m.clone());
+        let theirs = gguf_cpp_accepts(&m);
+        let outcome = match (&ours, theirs) {
+            (Ok(_), true) => "both accept".to_string(),
+            (Err(_), false) => "both refuse".to_string(),
+            (Ok(f), false) => {
+                let mut expected = f.data_offset();
+                let packed = f.tensor_infos().iter().all(|t| {
+                    let ok = t.offset == expected;
+                    expected = t.offset + t.n_bytes.div_ceil(f.alignment()) * f.alignment();
+                    ok
+                });
+                let long_name = f.tensor_infos().iter().any(|t| t.name.len() >= 64);
+                let nested = f.metadata().iter().any(|(_, v)| {
+                    v.as_array()
+                        .is_some_and(|a| a.elem_type() == latte::gguf::ValueType::Array)
+                });
+                let reason = match (packed, long_name, nested) {
+                    (false, _, _) => "not packed",
+                    (_, true, _) => "name of 64+ bytes",
+                    (_, _, true) => "nested array",
+                    _ => panic!("gguf.cpp refuses a file we accept, for no known reason: {f:?}"),
+                };
+                format!("gguf.cpp only: {reason}")
+            }
+            (Err(e), true) => {
+                use latte::gguf::FormatError as E;
+                let e = e.format().unwrap();
+                assert!(
+                    matches!(
+                        e,
+                        E::ZeroDim { .. }
+                            | E::InvalidBool { .. }
+                            | E::InvalidUtf8 { .. }
+                            | E::TensorOutOfBounds { .. }
+                    ),
+                    "gguf.cpp accepts a file we refuse: {e}"
+                );
+                let variant = format!("{e:?}");
+                format!(
+                    "ours only: {}",
+                    variant.split([' ', '{']).next().unwrap_or("")
+                )
+            }
+        };
+        *counts.entry(outcome).or_default() += 1;
+    }
+    eprintln!("{counts:#?}");
+    // Both agreements and both kinds of known disagreement occur, so the mutations exercise
+    // both readers' rules.
+    for prefix in ["both accept", "both refuse", "gguf.cpp only", "ours only"] {
+        assert!(counts.keys().any(|k| k.starts_with(prefix)), "{counts:?}");
+    }
+}
