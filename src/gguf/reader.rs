@@ -102,7 +102,8 @@ impl GgufFile {
         })
     }
 
-    /// Validates a file held in memory (tests, fuzzing, files that arrive over a pipe).
+    /// Validates a file held in memory (tests, fuzzing, files that arrive over a pipe). The bytes
+    /// are copied once into an 8-byte-aligned buffer so typed tensor views work as on a map.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, GgufError> {
         let len = bytes.len();
         let mut words = vec![0u64; len.div_ceil(8)];
