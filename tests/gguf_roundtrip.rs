@@ -451,3 +451,19 @@ fn open_errors_name_the_path() {
     let err = GgufFile::open(&empty).unwrap_err();
     assert!(matches!(err.format(), Some(FormatError::BadMagic { .. })));
 }
+
+#[test]
+fn two_writers_to_one_path_do_not_share_a_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("same.gguf");
+    let mut first = two_tensor_builder().create(&out).unwrap();
+    let second = two_tensor_builder().create(&out).unwrap();
+    assert_eq!(dir_entries(dir.path()).len(), 2);
+    drop(second);
+    first.write_tensor("a", &[1; 16]).unwrap();
+    first.write_tensor("b", &[2; 8]).unwrap();
+    first.finish().unwrap();
+    assert_eq!(dir_entries(dir.path()), vec!["same.gguf".to_string()]);
+    let f = GgufFile::open(&out).unwrap();
+    assert_eq!(f.tensor("b").unwrap().bytes(), &[2; 8]);
+}

@@ -134,7 +134,7 @@ pub enum FormatError {
 
 fn version_message(version: u32) -> String {
     match version {
-        1 => "GGUF version 1 (the 2023 format with 32-bit counts) is not supported: \
+        1 => "GGUF version 1 at byte 4 (the 2023 format with 32-bit counts) is not supported: \
               re-convert the model with a current converter (versions 2 and 3 are read)"
             .into(),
         v => format!("GGUF version {v} at byte 4 is not supported (versions 2 and 3 are read)"),

@@ -102,7 +102,8 @@ impl GgufFile {
         })
     }
 
-    /// Validates a file held in memory (tests, fuzzing, files that arrive over a pipe).
+    /// Validates a file held in memory (tests, fuzzing, files that arrive over a pipe). The bytes
+    /// are copied once into an 8-byte-aligned buffer so typed tensor views work as on a map.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, GgufError> {
         let len = bytes.len();
         let mut words = vec![0u64; len.div_ceil(8)];
@@ -240,10 +241,10 @@ type Metadata = (
 );
 
 fn parse_metadata(c: &mut Cursor<'_>, n_kv: u64) -> Result<Metadata, FormatError> {
-    // n_kv is bounded by the file size (see `Cursor::count`), so this reserve is too.
-    let mut metadata = Vec::with_capacity(n_kv as usize);
-    let mut index = HashMap::with_capacity(n_kv as usize);
-    let mut value_offsets = Vec::with_capacity(n_kv as usize);
+    let reserve = initial_capacity(n_kv);
+    let mut metadata = Vec::with_capacity(reserve);
+    let mut index = HashMap::with_capacity(reserve);
+    let mut value_offsets = Vec::with_capacity(reserve);
     for i in 0..n_kv {
         let offset = c.pos();
         let key = c.string(&format!("metadata key #{i}"))?;
@@ -390,9 +391,10 @@ type TensorInfos = (Vec<TensorInfo>, HashMap<String, usize>, Vec<u64>);
 /// Reads the tensor infos. Offsets are left relative (placed later); the third vector holds the
 /// byte offset of each info's offset field, for error messages.
 fn parse_tensor_infos(c: &mut Cursor<'_>, n_tensors: u64) -> Result<TensorInfos, FormatError> {
-    let mut tensors = Vec::with_capacity(n_tensors as usize);
-    let mut index = HashMap::with_capacity(n_tensors as usize);
-    let mut field_offsets = Vec::with_capacity(n_tensors as usize);
+    let reserve = initial_capacity(n_tensors);
+    let mut tensors = Vec::with_capacity(reserve);
+    let mut index = HashMap::with_capacity(reserve);
+    let mut field_offsets = Vec::with_capacity(reserve);
     for i in 0..n_tensors {
         let name_offset = c.pos();
         let name = c.string(&format!("tensor name #{i}"))?;
@@ -525,6 +527,15 @@ fn place_tensors(
         }
     }
     Ok(())
+}
+
+/// Room reserved up front for `count` entries. The count is already bounded by the bytes left
+/// (`Cursor::count`), but an entry costs several times more in memory than its minimum in the
+/// file, so a hostile count on a multi-GB file could still reserve tens of GB. Beyond this cap,
+/// vectors grow only as entries are actually parsed.
+fn initial_capacity(count: u64) -> usize {
+    const CAP: u64 = 4096;
+    count.min(CAP) as usize
 }
 
 pub(crate) fn align_up(x: u64, alignment: u64) -> Option<u64> {

@@ -21,6 +21,7 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::error::WriteError;
 use super::reader::{align_up, TensorInfo};
@@ -248,12 +249,17 @@ impl GgufBuilder {
         out
     }
 
-    /// Writes the header to `<path>.tmp-<pid>` and returns the writer for the tensor data.
+    /// Writes the header to a temporary file `<path>.tmp-<pid>-<n>` in the same directory and
+    /// returns the writer for the tensor data.
     pub fn create(self, path: impl AsRef<Path>) -> Result<GgufWriter, WriteError> {
         let (header, plan) = self.layout()?;
         let path = path.as_ref().to_path_buf();
+        // `<out>.tmp-<pid>-<n>`: beside the output (so the rename stays on one file system),
+        // unique per process and per writer within it.
+        static NEXT_WRITER: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT_WRITER.fetch_add(1, Ordering::Relaxed);
         let mut tmp_name = path.clone().into_os_string();
-        tmp_name.push(format!(".tmp-{}", std::process::id()));
+        tmp_name.push(format!(".tmp-{}-{n}", std::process::id()));
         let tmp = TempFile::create(PathBuf::from(tmp_name))?;
         let mut w = GgufWriter {
             tmp: Some(tmp),
