@@ -1,0 +1,70 @@
+//! AVX-512 kernels (F, BW, VL, VNNI): the Q8_0 and Q4_0 dots with `vpdpbusd`, which fuses the
+//! AVX2 path's multiply–add pair into one instruction. Every other type uses the AVX2 kernels,
+//! which every AVX-512 CPU can run.
+//!
+//! NOT TESTED ON HARDWARE: the development machine has no AVX-512, so these kernels compile and
+//! are selected only when the CPU reports all four features; the test suite runs them against the
+//! scalar reference wherever it does.
+
+
+// Column loops index several per-column arrays (accumulators, sums) in step, and the tile
+// kernels take the raw pointers of a DotFn plus their block layout.
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+use std::arch::x86_64::*;
+
+use super::avx2::{self, f16_at, hsum_ps, tiled_dot, unpack_nibbles};
+use super::{check_dot_args, DotFn, QuantizeFn};
+use crate::dtype::TensorType;
+
+pub(crate) fn kernels(ty: TensorType) -> Option<(QuantizeFn, DotFn)> {
+    match ty {
+        TensorType::Q8_0 => Some((avx2::quantize_q8_0 as QuantizeFn, dot_q8_0 as DotFn)),
+        TensorType::Q4_0 => Some((avx2::quantize_q8_0, dot_q4_0)),
+        _ => avx2::kernels(ty),
+    }
+}
+
+tiled_dot!(dot_q8_0, q8_0_tile, 34, 34);
+tiled_dot!(dot_q4_0, q4_0_tile, 18, 34);
+
+#[inline(always)]
+unsafe fn vnni_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    w_block: usize,
+    x: *const u8,
+    xs: usize,
+    out: *mut f32,
+    decode: impl Fn(*const u8) -> (__m256i, f32),
+) {
+    let mut acc = [_mm256_setzero_ps(); C];
+    for b in 0..nb {
+        let (q, dw) = decode(w.add(b * w_block));
+        let aq = _mm256_sign_epi8(q, q);
+        for c in 0..C {
+            let xb = x.add(c * xs + b * 34);
+            let y = _mm256_loadu_si256(xb.add(2) as *const __m256i);
+            let dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aq, _mm256_sign_epi8(y, q));
+            let d = _mm256_set1_ps(dw * f16_at(xb));
+            acc[c] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), acc[c]);
+        }
+    }
+    for c in 0..C {
+        *out.add(c) = hsum_ps(acc[c]);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q8_0_tile<const C: usize>(nb: usize, w: *const u8, x: *const u8, xs: usize, out: *mut f32) {
+    vnni_tile::<C>(nb, w, 34, x, xs, out, |p| {
+        (_mm256_loadu_si256(p.add(2) as *const __m256i), f16_at(p))
+    })
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q4_0_tile<const C: usize>(nb: usize, w: *const u8, x: *const u8, xs: usize, out: *mut f32) {
+    vnni_tile::<C>(nb, w, 18, x, xs, out, |p| {
+        let q = _mm256_sub_epi8(unpack_nibbles(p.add(2)), _mm256_set1_epi8(8));
+        (q, f16_at(p))
+    })
+}

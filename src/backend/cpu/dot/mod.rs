@@ -1,0 +1,114 @@
+//! Block dot products: one weight row against up to [`MAX_COLS`] activation rows, per weight type
+//! and per instruction set, plus the activation quantizers that feed them.
+//!
+//! This is ggml's scheme: weights stay in their blocks; activations are converted once per matmul
+//! to the weight type's *dot partner* (Q8_0, Q8_1 or Q8_K for quantized weights, the weight's own
+//! float format otherwise); each block pair is reduced with integer arithmetic and the per-block
+//! scales are applied in f32. A kernel handles several activation columns per call so that each
+//! weight block is loaded and unpacked once for all of them (register tiling).
+//!
+//! The [`Kernels`] table is only handed out for an [`Isa`] the CPU supports, which is what makes
+//! calling the `#[target_feature]` functions behind it sound. This module does no threading and
+//! no allocation; `matmul` drives it.
+
+use crate::backend::cpu::isa::Isa;
+use crate::dtype::TensorType;
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon;
+pub(crate) mod scalar;
+
+/// Most activation columns one kernel call handles (the register tile width).
+pub const MAX_COLS: usize = 4;
+
+/// The type activations are converted to before their dot product with weights of type `ty`
+/// (ggml's `vec_dot_type`), or `None` when there is no kernel for `ty`.
+pub fn dot_partner(ty: TensorType) -> Option<TensorType> {
+    use TensorType::*;
+    match ty {
+        F32 => Some(F32),
+        F16 => Some(F16),
+        BF16 => Some(BF16),
+        Q4_0 | Q5_0 | Q8_0 => Some(Q8_0),
+        Q4_1 | Q5_1 => Some(Q8_1),
+        Q4_K | Q5_K | Q6_K => Some(Q8_K),
+        _ => None,
+    }
+}
+
+/// Converts one activation row (`x.len()` = k floats) into the dot partner's bytes (`out.len()` =
+/// the partner's row size for k). Callers guarantee both lengths.
+pub type QuantizeFn = fn(x: &[f32], out: &mut [u8]);
+
+/// `out[c] = w_row · column c` for `c < out.len()` (1 ..= [`MAX_COLS`]), where column c is
+/// `cols[c * col_bytes..][..col_bytes]`, an activation row in the dot partner type of the same
+/// length k as the weight row `w_row`. Lengths are checked (a mismatch panics: it is a bug in the
+/// caller, never reachable from user input through `matmul`).
+pub type DotFn = fn(w_row: &[u8], cols: &[u8], col_bytes: usize, out: &mut [f32]);
+
+/// The kernels for one weight type on one instruction set.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    pub weight: TensorType,
+    pub partner: TensorType,
+    pub isa: Isa,
+    pub quantize: QuantizeFn,
+    pub dot: DotFn,
+}
+
+impl Kernels {
+    /// The kernels for weight type `ty` on `isa`; `None` when `ty` has no kernels or the CPU does
+    /// not support `isa`. SIMD families fall back to a narrower family per type where they have
+    /// no kernel of their own (AVX-512 → AVX2 → scalar).
+    pub fn new(ty: TensorType, isa: Isa) -> Option<Kernels> {
+        let partner = dot_partner(ty)?;
+        if !isa.is_supported() {
+            return None;
+        }
+        let (quantize, dot) = match isa {
+            Isa::Scalar => scalar::kernels(ty)?,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::kernels(ty)?,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx512::kernels(ty)?,
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => neon::kernels(ty)?,
+            #[allow(unreachable_patterns)]
+            _ => return None,
+        };
+        Some(Kernels {
+            weight: ty,
+            partner,
+            isa,
+            quantize,
+            dot,
+        })
+    }
+}
+
+/// Checks the slices a [`DotFn`] receives against block sizes `w_block` / `x_block` (bytes) and
+/// returns the number of blocks in a row. Every SIMD kernel calls this before reading through raw
+/// pointers, which keeps their reads inside the slices.
+#[inline]
+pub(crate) fn check_dot_args(
+    w_row: &[u8],
+    w_block: usize,
+    cols: &[u8],
+    col_bytes: usize,
+    x_block: usize,
+    n_cols: usize,
+) -> usize {
+    let nb = w_row.len() / w_block;
+    assert!(
+        w_row.len() == nb * w_block
+            && col_bytes == nb * x_block
+            && (1..=MAX_COLS).contains(&n_cols)
+            && cols.len() >= n_cols * col_bytes,
+        "dot kernel called with inconsistent lengths"
+    );
+    nb
+}
