@@ -1,0 +1,471 @@
+//! The K-quant weight formats Q4_K, Q5_K and Q6_K (256-weight super-blocks): reference quantizers
+//! (`quantize_row_q{4,5,6}_K_ref`, no importance matrix) and dequantizers, with the scale searches
+//! they use (`make_qkx2_quants`, `make_qx_quants`), transcribed from `ggml-quants.c`.
+//!
+//! Bit-exactness rests on the same float operations in the same order (`a*b*c` is `(a*b)*c`, an
+//! `int` operand is converted to `float` first, no fused multiply-add) and on [`nearest_int`]. Index
+//! loops mirror ggml's so the two can be read side by side. This module must stay scalar.
+//!
+//! The typed row functions panic when `src` and `dst` lengths disagree (a caller bug, like slice
+//! indexing); [`crate::quant::quantize`] / [`crate::quant::dequantize`] check and return errors.
+
+#![allow(clippy::needless_range_loop)] // index loops keep the transcription checkable against C
+
+use super::blocks::{BlockQ4K, BlockQ5K, BlockQ6K, K_SCALE_SIZE};
+use super::float::{f16_to_f32, f32_to_f16};
+use super::round::nearest_int;
+use crate::dtype::QK_K;
+
+/// ggml's threshold below which a group counts as all zero (`GROUP_MAX_EPS`).
+const GROUP_MAX_EPS: f32 = 1e-15;
+
+fn check_lengths(what: &str, values: usize, blocks: usize) {
+    assert_eq!(
+        values,
+        blocks * QK_K,
+        "{what}: {values} values for {blocks} blocks of {QK_K}"
+    );
+}
+
+/// Scale and min of sub-block `j` (0..8) from the 12 packed bytes of Q4_K / Q5_K
+/// (`get_scale_min_k4`): 6 bits each, the top two bits of 4..8 spread over bytes 0..8.
+#[inline]
+pub fn get_scale_min_k4(j: usize, q: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// The inverse of [`get_scale_min_k4`] for all 8 sub-blocks (both already clamped to 63).
+fn pack_scales_mins(ls: &[u8; 8], lm: &[u8; 8]) -> [u8; K_SCALE_SIZE] {
+    let mut scales = [0u8; K_SCALE_SIZE];
+    for j in 0..QK_K / 32 {
+        if j < 4 {
+            scales[j] = ls[j];
+            scales[j + 4] = lm[j];
+        } else {
+            scales[j + 4] = (ls[j] & 0xF) | ((lm[j] & 0xF) << 4);
+            scales[j - 4] |= (ls[j] >> 4) << 6;
+            scales[j] |= (lm[j] >> 4) << 6;
+        }
+    }
+    scales
+}
+
+/// `make_qkx2_quants`: finds `scale` and `min` (returned as `-min` in `the_min`) so that
+/// `x ≈ scale·L + min` with `L` in `0..=nmax`, minimising the weighted squared (or absolute, with
+/// `use_mad`) error over `nstep + 1` trial scales around `nmax / (max − min)`. `laux` is scratch.
+#[allow(clippy::too_many_arguments)] // ggml's signature, kept to ease comparison
+fn make_qkx2_quants(
+    nmax: i32,
+    x: &[f32],
+    weights: &[f32],
+    l_out: &mut [u8],
+    the_min: &mut f32,
+    laux: &mut [u8],
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+    use_mad: bool,
+) -> f32 {
+    let n = x.len();
+    let mut min = x[0];
+    let mut max = x[0];
+    let mut sum_w = weights[0];
+    let mut sum_x = sum_w * x[0];
+    for i in 1..n {
+        if x[i] < min {
+            min = x[i];
+        }
+        if x[i] > max {
+            max = x[i];
+        }
+        let w = weights[i];
+        sum_w += w;
+        sum_x += w * x[i];
+    }
+    if min > 0.0 {
+        min = 0.0;
+    }
+    if max == min {
+        l_out[..n].fill(0);
+        *the_min = -min;
+        return 0.0;
+    }
+    let mut iscale = nmax as f32 / (max - min);
+    let mut scale = 1.0 / iscale;
+    let mut best_error = 0.0f32;
+    for i in 0..n {
+        let l = nearest_int(iscale * (x[i] - min));
+        l_out[i] = l.clamp(0, nmax) as u8;
+        let mut diff = scale * l_out[i] as f32 + min - x[i];
+        diff = if use_mad { diff.abs() } else { diff * diff };
+        best_error += weights[i] * diff;
+    }
+    if nstep < 1 {
+        *the_min = -min;
+        return scale;
+    }
+    for is in 0..=nstep {
+        iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
+        let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
+        for i in 0..n {
+            let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+            laux[i] = l as u8;
+            let w = weights[i];
+            let lf = l as f32;
+            sum_l += w * lf;
+            sum_l2 += w * lf * lf;
+            sum_xl += w * lf * x[i];
+        }
+        let det = sum_w * sum_l2 - sum_l * sum_l;
+        if det > 0.0 {
+            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
+            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+            if this_min > 0.0 {
+                this_min = 0.0;
+                this_scale = sum_xl / sum_l2;
+            }
+            let mut cur_error = 0.0f32;
+            for i in 0..n {
+                let mut diff = this_scale * laux[i] as f32 + this_min - x[i];
+                diff = if use_mad { diff.abs() } else { diff * diff };
+                cur_error += weights[i] * diff;
+            }
+            if cur_error < best_error {
+                l_out[..n].copy_from_slice(&laux[..n]);
+                best_error = cur_error;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    *the_min = -min;
+    scale
+}
+
+/// `make_qx_quants` with `qw = NULL` and `rmse_type = 1` (weights `x²`), the only way the
+/// reference K-quantizers here call it: finds `scale` so that `x ≈ scale·(L − nmax)`,
+/// `L` in `0..2·nmax`, trying 18 scales around `−nmax / max`.
+fn make_qx_quants_rmse1(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
+    let n = x.len();
+    let mut max = 0.0f32;
+    let mut amax = 0.0f32;
+    for &v in x {
+        let ax = v.abs();
+        if ax > amax {
+            amax = ax;
+            max = v;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        l_out[..n].fill(0);
+        return 0.0;
+    }
+    let mut iscale = -nmax as f32 / max;
+    let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
+    for i in 0..n {
+        let l = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
+        l_out[i] = (l + nmax) as i8;
+        let w = x[i] * x[i];
+        let lf = l as f32;
+        sumlx += w * x[i] * lf;
+        suml2 += w * lf * lf;
+    }
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    for is in -9..=9 {
+        if is == 0 {
+            continue;
+        }
+        iscale = -(nmax as f32 + 0.1 * is as f32) / max;
+        sumlx = 0.0;
+        suml2 = 0.0;
+        for i in 0..n {
+            let lf = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1) as f32;
+            let w = x[i] * x[i];
+            sumlx += w * x[i] * lf;
+            suml2 += w * lf * lf;
+        }
+        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
+            for i in 0..n {
+                let l = nearest_int(iscale * x[i]);
+                l_out[i] = (nmax + l.clamp(-nmax, nmax - 1)) as i8;
+            }
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    scale
+}
+
+/// The sub-block search shared by Q4_K and Q5_K: for each of the 8 sub-blocks of 32, a scale and
+/// min from [`make_qkx2_quants`] with weights `rms(x) + |x|`; then both quantized to 6 bits
+/// against the largest, and the quants recomputed with the rounded scales. Returns
+/// `(d, dmin, packed scales, L)`.
+fn quantize_k_sub_blocks(
+    x: &[f32],
+    nmax: i32,
+    rmin: f32,
+    nstep: i32,
+) -> (half::f16, half::f16, [u8; K_SCALE_SIZE], [u8; QK_K]) {
+    let mut l = [0u8; QK_K];
+    let mut laux = [0u8; 32];
+    let mut weights = [0f32; 32];
+    let mut mins = [0f32; QK_K / 32];
+    let mut scales = [0f32; QK_K / 32];
+
+    let mut max_scale = 0.0f32; // the min is deducted, so scales are never negative
+    let mut max_min = 0.0f32;
+    for j in 0..QK_K / 32 {
+        let xs = &x[32 * j..32 * j + 32];
+        let mut sum_x2 = 0.0f32;
+        for &v in xs {
+            sum_x2 += v * v;
+        }
+        let av_x = (sum_x2 / 32.0).sqrt();
+        for (w, &v) in weights.iter_mut().zip(xs) {
+            *w = av_x + v.abs();
+        }
+        scales[j] = make_qkx2_quants(
+            nmax,
+            xs,
+            &weights,
+            &mut l[32 * j..32 * j + 32],
+            &mut mins[j],
+            &mut laux,
+            rmin,
+            0.1,
+            nstep,
+            false,
+        );
+        if scales[j] > max_scale {
+            max_scale = scales[j];
+        }
+        if mins[j] > max_min {
+            max_min = mins[j];
+        }
+    }
+
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    let mut ls = [0u8; 8];
+    let mut lm = [0u8; 8];
+    for j in 0..QK_K / 32 {
+        // C stores nearest_int's int into a uint8_t (mod 256) before clamping.
+        ls[j] = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+        lm[j] = (nearest_int(inv_min * mins[j]) as u8).min(63);
+    }
+    let packed = pack_scales_mins(&ls, &lm);
+    let d = f32_to_f16(max_scale / 63.0);
+    let dmin = f32_to_f16(max_min / 63.0);
+
+    for j in 0..QK_K / 32 {
+        let (sc, m) = get_scale_min_k4(j, &packed);
+        let dj = f16_to_f32(d) * sc as f32;
+        if dj == 0.0 {
+            continue;
+        }
+        let dm = f16_to_f32(dmin) * m as f32;
+        for ii in 0..32 {
+            let q = nearest_int((x[32 * j + ii] + dm) / dj);
+            l[32 * j + ii] = q.clamp(0, nmax) as u8;
+        }
+    }
+    (d, dmin, packed, l)
+}
+
+/// `quantize_row_q4_K_ref`.
+pub fn quantize_row_q4_k(src: &[f32], dst: &mut [BlockQ4K]) {
+    check_lengths("quantize_row_q4_k", src.len(), dst.len());
+    for (x, y) in src.chunks_exact(QK_K).zip(dst.iter_mut()) {
+        let (d, dmin, scales, l) = quantize_k_sub_blocks(x, 15, -1.0, 20);
+        y.d = d;
+        y.dmin = dmin;
+        y.scales = scales;
+        for (chunk, q) in y.qs.chunks_exact_mut(32).enumerate() {
+            let j = 64 * chunk;
+            for i in 0..32 {
+                q[i] = l[j + i] | (l[j + i + 32] << 4);
+            }
+        }
+    }
+}
+
+/// `quantize_row_q5_K_ref`.
+pub fn quantize_row_q5_k(src: &[f32], dst: &mut [BlockQ5K]) {
+    check_lengths("quantize_row_q5_k", src.len(), dst.len());
+    for (x, y) in src.chunks_exact(QK_K).zip(dst.iter_mut()) {
+        let (d, dmin, scales, l) = quantize_k_sub_blocks(x, 31, -0.5, 15);
+        y.d = d;
+        y.dmin = dmin;
+        y.scales = scales;
+        y.qh = [0; QK_K / 8];
+        let (mut m1, mut m2) = (1u8, 2u8);
+        for (chunk, ql) in y.qs.chunks_exact_mut(32).enumerate() {
+            let n = 64 * chunk;
+            for j in 0..32 {
+                let mut l1 = l[n + j];
+                if l1 > 15 {
+                    l1 -= 16;
+                    y.qh[j] |= m1;
+                }
+                let mut l2 = l[n + j + 32];
+                if l2 > 15 {
+                    l2 -= 16;
+                    y.qh[j] |= m2;
+                }
+                ql[j] = l1 | (l2 << 4);
+            }
+            m1 <<= 2;
+            m2 <<= 2;
+        }
+    }
+}
+
+/// `quantize_row_q6_K_ref`.
+pub fn quantize_row_q6_k(src: &[f32], dst: &mut [BlockQ6K]) {
+    check_lengths("quantize_row_q6_k", src.len(), dst.len());
+    let mut l = [0i8; QK_K];
+    let mut scales = [0f32; QK_K / 16];
+    for (x, y) in src.chunks_exact(QK_K).zip(dst.iter_mut()) {
+        let mut max_scale = 0.0f32;
+        let mut max_abs_scale = 0.0f32;
+        for ib in 0..QK_K / 16 {
+            let scale = make_qx_quants_rmse1(32, &x[16 * ib..16 * ib + 16], &mut l[16 * ib..]);
+            scales[ib] = scale;
+            let abs_scale = scale.abs();
+            if abs_scale > max_abs_scale {
+                max_abs_scale = abs_scale;
+                max_scale = scale;
+            }
+        }
+
+        if max_abs_scale < GROUP_MAX_EPS {
+            *y = bytemuck::Zeroable::zeroed();
+            continue;
+        }
+
+        let iscale = -128.0 / max_scale;
+        y.d = f32_to_f16(1.0 / iscale);
+        for ib in 0..QK_K / 16 {
+            // C stores the int into an int8_t (mod 256) after the clamp from above only.
+            y.scales[ib] = nearest_int(iscale * scales[ib]).min(127) as i8;
+        }
+
+        for j in 0..QK_K / 16 {
+            let d = f16_to_f32(y.d) * y.scales[j] as f32;
+            if d == 0.0 {
+                continue;
+            }
+            for ii in 0..16 {
+                let q = nearest_int(x[16 * j + ii] / d).clamp(-32, 31);
+                l[16 * j + ii] = (q + 32) as i8;
+            }
+        }
+
+        for (half_block, (ql, qh)) in
+            y.ql.chunks_exact_mut(64)
+                .zip(y.qh.chunks_exact_mut(32))
+                .enumerate()
+        {
+            let j = 128 * half_block;
+            for i in 0..32 {
+                let q1 = l[j + i] as u8 & 0xF;
+                let q2 = l[j + i + 32] as u8 & 0xF;
+                let q3 = l[j + i + 64] as u8 & 0xF;
+                let q4 = l[j + i + 96] as u8 & 0xF;
+                ql[i] = q1 | (q3 << 4);
+                ql[i + 32] = q2 | (q4 << 4);
+                qh[i] = (l[j + i] as u8 >> 4)
+                    | ((l[j + i + 32] as u8 >> 4) << 2)
+                    | ((l[j + i + 64] as u8 >> 4) << 4)
+                    | ((l[j + i + 96] as u8 >> 4) << 6);
+            }
+        }
+    }
+}
+
+/// `dequantize_row_q4_K`: `x = d·sc·q − dmin·m` per sub-block of 32.
+pub fn dequantize_row_q4_k(src: &[BlockQ4K], dst: &mut [f32]) {
+    check_lengths("dequantize_row_q4_k", dst.len(), src.len());
+    for (b, y) in src.iter().zip(dst.chunks_exact_mut(QK_K)) {
+        let d = f16_to_f32(b.d);
+        let min = f16_to_f32(b.dmin);
+        for (chunk, (q, out)) in
+            b.qs.chunks_exact(32)
+                .zip(y.chunks_exact_mut(64))
+                .enumerate()
+        {
+            let (sc, m) = get_scale_min_k4(2 * chunk, &b.scales);
+            let (d1, m1) = (d * sc as f32, min * m as f32);
+            let (sc, m) = get_scale_min_k4(2 * chunk + 1, &b.scales);
+            let (d2, m2) = (d * sc as f32, min * m as f32);
+            for l in 0..32 {
+                out[l] = d1 * (q[l] & 0xF) as f32 - m1;
+                out[l + 32] = d2 * (q[l] >> 4) as f32 - m2;
+            }
+        }
+    }
+}
+
+/// `dequantize_row_q5_K`: as Q4_K with a fifth bit from `qh`.
+pub fn dequantize_row_q5_k(src: &[BlockQ5K], dst: &mut [f32]) {
+    check_lengths("dequantize_row_q5_k", dst.len(), src.len());
+    for (b, y) in src.iter().zip(dst.chunks_exact_mut(QK_K)) {
+        let d = f16_to_f32(b.d);
+        let min = f16_to_f32(b.dmin);
+        let (mut u1, mut u2) = (1u8, 2u8);
+        for (chunk, (ql, out)) in
+            b.qs.chunks_exact(32)
+                .zip(y.chunks_exact_mut(64))
+                .enumerate()
+        {
+            let (sc, m) = get_scale_min_k4(2 * chunk, &b.scales);
+            let (d1, m1) = (d * sc as f32, min * m as f32);
+            let (sc, m) = get_scale_min_k4(2 * chunk + 1, &b.scales);
+            let (d2, m2) = (d * sc as f32, min * m as f32);
+            for l in 0..32 {
+                let hi1 = if b.qh[l] & u1 != 0 { 16 } else { 0 };
+                let hi2 = if b.qh[l] & u2 != 0 { 16 } else { 0 };
+                out[l] = d1 * ((ql[l] & 0xF) + hi1) as f32 - m1;
+                out[l + 32] = d2 * ((ql[l] >> 4) + hi2) as f32 - m2;
+            }
+            u1 <<= 2;
+            u2 <<= 2;
+        }
+    }
+}
+
+/// `dequantize_row_q6_K`: `x = d·sc·(q − 32)` per sub-block of 16.
+pub fn dequantize_row_q6_k(src: &[BlockQ6K], dst: &mut [f32]) {
+    check_lengths("dequantize_row_q6_k", dst.len(), src.len());
+    for (b, y) in src.iter().zip(dst.chunks_exact_mut(QK_K)) {
+        let d = f16_to_f32(b.d);
+        for (half_block, out) in y.chunks_exact_mut(128).enumerate() {
+            let ql = &b.ql[64 * half_block..64 * half_block + 64];
+            let qh = &b.qh[32 * half_block..32 * half_block + 32];
+            let sc = &b.scales[8 * half_block..8 * half_block + 8];
+            for l in 0..32 {
+                let is = l / 16;
+                let q1 = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i8 - 32;
+                let q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
+                let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
+                let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+                out[l] = d * sc[is] as f32 * q1 as f32;
+                out[l + 32] = d * sc[is + 2] as f32 * q2 as f32;
+                out[l + 64] = d * sc[is + 4] as f32 * q3 as f32;
+                out[l + 96] = d * sc[is + 6] as f32 * q4 as f32;
+            }
+        }
+    }
+}
