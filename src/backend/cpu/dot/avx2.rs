@@ -6,7 +6,6 @@
 //! Everything here is only reachable through `Kernels::new(_, Isa::Avx2 | Isa::Avx512)`, which
 //! checks the CPU first; `check_dot_args` bounds every raw-pointer read to the caller's slices.
 
-
 // Column loops index several per-column arrays (accumulators, sums) in step, and the tile
 // kernels take the raw pointers of a DotFn plus their block layout.
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
@@ -198,7 +197,13 @@ unsafe fn f16_tile<const C: usize>(k: usize, w: *const u8, x: *const u8, xs: usi
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn bf16_tile<const C: usize>(k: usize, w: *const u8, x: *const u8, xs: usize, out: *mut f32) {
+unsafe fn bf16_tile<const C: usize>(
+    k: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    out: *mut f32,
+) {
     float_tile::<C>(
         k,
         w,
@@ -247,12 +252,24 @@ unsafe fn signed_tile<const C: usize>(
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_0_tile<const C: usize>(nb: usize, w: *const u8, x: *const u8, xs: usize, out: *mut f32) {
+unsafe fn q8_0_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    out: *mut f32,
+) {
     signed_tile::<C>(nb, w, 34, x, xs, out, |p| (loadu(p.add(2)), f16_at(p)))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_0_tile<const C: usize>(nb: usize, w: *const u8, x: *const u8, xs: usize, out: *mut f32) {
+unsafe fn q4_0_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    out: *mut f32,
+) {
     signed_tile::<C>(nb, w, 18, x, xs, out, |p| {
         let q = _mm256_sub_epi8(unpack_nibbles(p.add(2)), _mm256_set1_epi8(8));
         (q, f16_at(p))
@@ -260,7 +277,13 @@ unsafe fn q4_0_tile<const C: usize>(nb: usize, w: *const u8, x: *const u8, xs: u
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_0_tile<const C: usize>(nb: usize, w: *const u8, x: *const u8, xs: usize, out: *mut f32) {
+unsafe fn q5_0_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    out: *mut f32,
+) {
     signed_tile::<C>(nb, w, 22, x, xs, out, |p| {
         // Where the fifth bit is clear, q − 16 = q | 0xF0 (two's complement).
         let high = _mm256_andnot_si256(bytes_from_bits_32(p.add(2)), _mm256_set1_epi8(-16));
@@ -300,12 +323,24 @@ unsafe fn offset_tile<const C: usize>(
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_1_tile<const C: usize>(nb: usize, w: *const u8, x: *const u8, xs: usize, out: *mut f32) {
+unsafe fn q4_1_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    out: *mut f32,
+) {
     offset_tile::<C>(nb, w, 20, x, xs, out, |p| unpack_nibbles(p.add(4)))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_1_tile<const C: usize>(nb: usize, w: *const u8, x: *const u8, xs: usize, out: *mut f32) {
+unsafe fn q5_1_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    out: *mut f32,
+) {
     offset_tile::<C>(nb, w, 24, x, xs, out, |p| {
         let high = _mm256_and_si256(bytes_from_bits_32(p.add(4)), _mm256_set1_epi8(0x10));
         _mm256_or_si256(unpack_nibbles(p.add(8)), high)
@@ -360,11 +395,7 @@ unsafe fn k4_tile<const C: usize>(
         }
         for c in 0..C {
             let yd = f32_at(x.add(c * xs + b * Q8K_BYTES));
-            acc[c] = _mm256_fmadd_ps(
-                _mm256_set1_ps(d * yd),
-                _mm256_cvtepi32_ps(sumi[c]),
-                acc[c],
-            );
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d * yd), _mm256_cvtepi32_ps(sumi[c]), acc[c]);
         }
     }
     for c in 0..C {
@@ -373,7 +404,13 @@ unsafe fn k4_tile<const C: usize>(
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_k_tile<const C: usize>(nb: usize, w: *const u8, x: *const u8, xs: usize, out: *mut f32) {
+unsafe fn q4_k_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    out: *mut f32,
+) {
     k4_tile::<C>(nb, w, 144, x, xs, out, |p, j| {
         let bits = loadu(p.add(16 + 32 * j));
         let m4 = _mm256_set1_epi8(0x0f);
@@ -385,7 +422,13 @@ unsafe fn q4_k_tile<const C: usize>(nb: usize, w: *const u8, x: *const u8, xs: u
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_k_tile<const C: usize>(nb: usize, w: *const u8, x: *const u8, xs: usize, out: *mut f32) {
+unsafe fn q5_k_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    out: *mut f32,
+) {
     k4_tile::<C>(nb, w, 176, x, xs, out, |p, j| {
         let bits = loadu(p.add(48 + 32 * j));
         // Sub-block s takes its fifth bit from bit s of qh[l].
@@ -402,7 +445,13 @@ unsafe fn q5_k_tile<const C: usize>(nb: usize, w: *const u8, x: *const u8, xs: u
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6_k_tile<const C: usize>(nb: usize, w: *const u8, x: *const u8, xs: usize, out: *mut f32) {
+unsafe fn q6_k_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    out: *mut f32,
+) {
     let mut acc = [_mm256_setzero_ps(); C];
     let m4 = _mm256_set1_epi8(0x0f);
     let m30 = _mm256_set1_epi8(0x30);
@@ -457,11 +506,7 @@ unsafe fn q6_k_tile<const C: usize>(nb: usize, w: *const u8, x: *const u8, xs: u
         }
         for c in 0..C {
             let yd = f32_at(x.add(c * xs + b * Q8K_BYTES));
-            acc[c] = _mm256_fmadd_ps(
-                _mm256_set1_ps(d * yd),
-                _mm256_cvtepi32_ps(sumi[c]),
-                acc[c],
-            );
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d * yd), _mm256_cvtepi32_ps(sumi[c]), acc[c]);
         }
     }
     for c in 0..C {
@@ -524,7 +569,10 @@ unsafe fn q8_block(x: *const f32, qs: *mut u8) -> (f32, i32) {
 
 pub(crate) fn quantize_q8_0(x: &[f32], out: &mut [u8]) {
     let nb = x.len() / QK;
-    assert!(x.len() == nb * QK && out.len() == nb * 34, "quantize_q8_0: bad lengths");
+    assert!(
+        x.len() == nb * QK && out.len() == nb * 34,
+        "quantize_q8_0: bad lengths"
+    );
     for b in 0..nb {
         // SAFETY: AVX2 is present (module doc); block b's 32 floats and 34 bytes are in bounds.
         let (d, _) = unsafe { q8_block(x.as_ptr().add(b * QK), out.as_mut_ptr().add(b * 34 + 2)) };
@@ -534,7 +582,10 @@ pub(crate) fn quantize_q8_0(x: &[f32], out: &mut [u8]) {
 
 fn quantize_q8_1(x: &[f32], out: &mut [u8]) {
     let nb = x.len() / QK;
-    assert!(x.len() == nb * QK && out.len() == nb * 36, "quantize_q8_1: bad lengths");
+    assert!(
+        x.len() == nb * QK && out.len() == nb * 36,
+        "quantize_q8_1: bad lengths"
+    );
     for b in 0..nb {
         // SAFETY: AVX2 is present (module doc); block b's 32 floats and 36 bytes are in bounds.
         let (d, sum) =

@@ -2,14 +2,14 @@
 //! AVX2 path's multiply–add pair into one instruction. Every other type uses the AVX2 kernels,
 //! which every AVX-512 CPU can run.
 //!
-//! NOT TESTED ON HARDWARE: the development machine has no AVX-512, so these kernels compile and
-//! are selected only when the CPU reports all four features; the test suite runs them against the
-//! scalar reference wherever it does.
-
+//! Selected only when the CPU reports all four features; the test suite then runs them against
+//! the scalar reference (the development machine, an AMD EPYC, does). 256-bit registers only:
+//! 512-bit ones need target features that Rust stabilised after this crate's minimum version.
 
 // Column loops index several per-column arrays (accumulators, sums) in step, and the tile
 // kernels take the raw pointers of a DotFn plus their block layout.
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+use std::arch::asm;
 use std::arch::x86_64::*;
 
 use super::avx2::{self, f16_at, hsum_ps, tiled_dot, unpack_nibbles};
@@ -26,6 +26,26 @@ pub(crate) fn kernels(ty: TensorType) -> Option<(QuantizeFn, DotFn)> {
 
 tiled_dot!(dot_q8_0, q8_0_tile, 34, 34);
 tiled_dot!(dot_q4_0, q4_0_tile, 18, 34);
+
+/// `acc + Σ₄ a·b` per i32 lane (u8 `a`, i8 `b`): AVX512-VNNI `vpdpbusd` on ymm registers.
+///
+/// Inline assembly because the crate's minimum Rust (1.85) predates the stable AVX-512
+/// intrinsics and target features (1.89); the EVEX form the assembler picks for this operand
+/// shape needs AVX512-VNNI + AVX512-VL, which `Isa::Avx512` detection requires.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn dpbusd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    let mut acc = acc;
+    // SAFETY: register-only instruction; callers run only where Isa::Avx512 was detected.
+    asm!(
+        "vpdpbusd {acc}, {a}, {b}",
+        acc = inout(ymm_reg) acc,
+        a = in(ymm_reg) a,
+        b = in(ymm_reg) b,
+        options(pure, nomem, nostack, preserves_flags),
+    );
+    acc
+}
 
 #[inline(always)]
 unsafe fn vnni_tile<const C: usize>(
@@ -44,7 +64,7 @@ unsafe fn vnni_tile<const C: usize>(
         for c in 0..C {
             let xb = x.add(c * xs + b * 34);
             let y = _mm256_loadu_si256(xb.add(2) as *const __m256i);
-            let dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aq, _mm256_sign_epi8(y, q));
+            let dot = dpbusd(_mm256_setzero_si256(), aq, _mm256_sign_epi8(y, q));
             let d = _mm256_set1_ps(dw * f16_at(xb));
             acc[c] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), acc[c]);
         }
@@ -54,15 +74,27 @@ unsafe fn vnni_tile<const C: usize>(
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q8_0_tile<const C: usize>(nb: usize, w: *const u8, x: *const u8, xs: usize, out: *mut f32) {
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    out: *mut f32,
+) {
     vnni_tile::<C>(nb, w, 34, x, xs, out, |p| {
         (_mm256_loadu_si256(p.add(2) as *const __m256i), f16_at(p))
     })
 }
 
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q4_0_tile<const C: usize>(nb: usize, w: *const u8, x: *const u8, xs: usize, out: *mut f32) {
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    out: *mut f32,
+) {
     vnni_tile::<C>(nb, w, 18, x, xs, out, |p| {
         let q = _mm256_sub_epi8(unpack_nibbles(p.add(2)), _mm256_set1_epi8(8));
         (q, f16_at(p))

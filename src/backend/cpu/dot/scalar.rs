@@ -1,6 +1,6 @@
 //! The scalar reference kernels: ggml's generic C (`ggml-cpu/quants.c`, `*_generic`) in plain Rust,
-//! block by block. Every SIMD kernel is tested against these. Also the reference activation
-//! quantizers (`quantize_row_q8_0_ref`, `_q8_1_ref`, `_q8_K_ref`, the f16 / bf16 conversions).
+//! block by block. Every SIMD kernel is tested against these. The activation quantizers are
+//! `crate::quant`'s reference ones (`quantize_row_q8_0_ref` and friends), wrapped.
 //!
 //! Blocks are read with unaligned copies, so any byte slice works; speed is not the point here.
 
@@ -33,120 +33,41 @@ pub(crate) fn kernels(ty: TensorType) -> Option<(QuantizeFn, DotFn)> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Activation quantizers (ggml-quants.c `quantize_row_*_ref`).
+// Activation quantizers: the reference ones of `crate::quant`, behind the `QuantizeFn` shape.
 
-/// ggml's `GGML_FP32_TO_BF16`: round to nearest even; NaNs stay NaN (quiet bit forced).
-pub(crate) fn f32_to_bf16_bits(x: f32) -> u16 {
-    let u = x.to_bits();
-    if (u & 0x7fff_ffff) > 0x7f80_0000 {
-        return ((u >> 16) | 64) as u16;
+fn reference_quantize(ty: TensorType, x: &[f32], out: &mut [u8]) {
+    if let Err(e) = crate::quant::quantize(ty, x, out) {
+        // Unreachable through `matmul`, which sizes `out` from `x`; see `QuantizeFn`.
+        panic!("activation quantizer called with inconsistent lengths: {e}");
     }
-    ((u + (0x7fff + ((u >> 16) & 1))) >> 16) as u16
+}
+
+pub(crate) fn quantize_f32(x: &[f32], out: &mut [u8]) {
+    reference_quantize(TensorType::F32, x, out)
+}
+
+pub(crate) fn quantize_f16(x: &[f32], out: &mut [u8]) {
+    reference_quantize(TensorType::F16, x, out)
+}
+
+pub(crate) fn quantize_bf16(x: &[f32], out: &mut [u8]) {
+    reference_quantize(TensorType::BF16, x, out)
+}
+
+pub(crate) fn quantize_q8_0(x: &[f32], out: &mut [u8]) {
+    reference_quantize(TensorType::Q8_0, x, out)
+}
+
+pub(crate) fn quantize_q8_1(x: &[f32], out: &mut [u8]) {
+    reference_quantize(TensorType::Q8_1, x, out)
+}
+
+pub(crate) fn quantize_q8_k(x: &[f32], out: &mut [u8]) {
+    reference_quantize(TensorType::Q8_K, x, out)
 }
 
 pub(crate) fn bf16_bits_to_f32(b: u16) -> f32 {
     f32::from_bits((b as u32) << 16)
-}
-
-pub(crate) fn quantize_f32(x: &[f32], out: &mut [u8]) {
-    for (o, v) in out.chunks_exact_mut(4).zip(x) {
-        o.copy_from_slice(&v.to_le_bytes());
-    }
-}
-
-pub(crate) fn quantize_f16(x: &[f32], out: &mut [u8]) {
-    for (o, v) in out.chunks_exact_mut(2).zip(x) {
-        o.copy_from_slice(&f16::from_f32(*v).to_le_bytes());
-    }
-}
-
-pub(crate) fn quantize_bf16(x: &[f32], out: &mut [u8]) {
-    for (o, v) in out.chunks_exact_mut(2).zip(x) {
-        o.copy_from_slice(&f32_to_bf16_bits(*v).to_le_bytes());
-    }
-}
-
-/// `quantize_row_q8_0_ref`: d = max|x| / 127, q = roundf(x / d) (half away from zero).
-pub(crate) fn quantize_q8_0(x: &[f32], out: &mut [u8]) {
-    for (o, xb) in out
-        .chunks_exact_mut(std::mem::size_of::<BlockQ8_0>())
-        .zip(x.chunks_exact(QK))
-    {
-        let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut b = BlockQ8_0 {
-            d: f16::from_f32(d),
-            qs: [0; QK],
-        };
-        for (q, v) in b.qs.iter_mut().zip(xb) {
-            *q = (v * id).round() as i8;
-        }
-        o.copy_from_slice(bytemuck::bytes_of(&b));
-    }
-}
-
-/// `quantize_row_q8_1_ref`: as Q8_0, plus s = d · Σq.
-pub(crate) fn quantize_q8_1(x: &[f32], out: &mut [u8]) {
-    for (o, xb) in out
-        .chunks_exact_mut(std::mem::size_of::<BlockQ8_1>())
-        .zip(x.chunks_exact(QK))
-    {
-        let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut b = BlockQ8_1 {
-            d: f16::from_f32(d),
-            s: f16::ZERO,
-            qs: [0; QK],
-        };
-        let mut sum = 0i32;
-        for (q, v) in b.qs.iter_mut().zip(xb) {
-            *q = (v * id).round() as i8;
-            sum += *q as i32;
-        }
-        b.s = f16::from_f32(sum as f32 * d);
-        o.copy_from_slice(bytemuck::bytes_of(&b));
-    }
-}
-
-/// ggml's `nearest_int`: round half to even (valid for |v| ≤ 2^22, always true here).
-fn nearest_int(v: f32) -> i32 {
-    let val = v + 12582912.0;
-    (val.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
-}
-
-/// `quantize_row_q8_K_ref`: scale from the value of largest magnitude (first one on ties), q =
-/// nearest_int(-127 / max · x) capped at 127, bsums of each 16.
-pub(crate) fn quantize_q8_k(x: &[f32], out: &mut [u8]) {
-    for (o, xb) in out
-        .chunks_exact_mut(std::mem::size_of::<BlockQ8K>())
-        .zip(x.chunks_exact(QK_K))
-    {
-        let mut b = BlockQ8K {
-            d: 0.0,
-            qs: [0; QK_K],
-            bsums: [0; QK_K / 16],
-        };
-        let (mut amax, mut max) = (0.0f32, 0.0f32);
-        for &v in xb {
-            if v.abs() > amax {
-                amax = v.abs();
-                max = v;
-            }
-        }
-        if amax != 0.0 {
-            let iscale = -127.0 / max;
-            for (q, v) in b.qs.iter_mut().zip(xb) {
-                *q = nearest_int(iscale * v).min(127) as i8;
-            }
-            for (s, qs) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
-                *s = qs.iter().map(|&q| q as i16).sum();
-            }
-            b.d = 1.0 / iscale;
-        }
-        o.copy_from_slice(bytemuck::bytes_of(&b));
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -204,7 +125,12 @@ trait BlockDot<X: Pod>: Pod {
 
 /// A weight row of `W` blocks dotted with each column of `X` blocks, block contributions summed
 /// in f32 in block order (as the generic ggml code does).
-fn dot_blocks<W: BlockDot<X>, X: Pod>(w_row: &[u8], cols: &[u8], col_bytes: usize, out: &mut [f32]) {
+fn dot_blocks<W: BlockDot<X>, X: Pod>(
+    w_row: &[u8],
+    cols: &[u8],
+    col_bytes: usize,
+    out: &mut [f32],
+) {
     let (wb, xb) = (std::mem::size_of::<W>(), std::mem::size_of::<X>());
     super::check_dot_args(w_row, wb, cols, col_bytes, xb, out.len());
     for (c, o) in out.iter_mut().enumerate() {
@@ -282,13 +208,7 @@ impl BlockDot<BlockQ8_1> for BlockQ5_1 {
 pub(crate) fn k4_scales_mins(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
     let (mut sc, mut mn) = ([0u8; 8], [0u8; 8]);
     for j in 0..8 {
-        if j < 4 {
-            sc[j] = s[j] & 63;
-            mn[j] = s[j + 4] & 63;
-        } else {
-            sc[j] = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
-            mn[j] = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-        }
+        (sc[j], mn[j]) = crate::quant::get_scale_min_k4(j, s);
     }
     (sc, mn)
 }
