@@ -13,6 +13,7 @@ use std::arch::x86_64::*;
 use std::ptr::read_unaligned;
 
 use super::{check_dot_args, scalar, DotFn, QuantizeFn};
+
 use crate::dtype::{TensorType, QK_K};
 use crate::quant::blocks::QK;
 
@@ -33,28 +34,6 @@ pub(crate) fn kernels(ty: TensorType) -> Option<(QuantizeFn, DotFn)> {
         _ => return None,
     })
 }
-
-/// Defines the safe [`DotFn`] `$name` over the tiled kernel `$tile::<C>` (C = number of columns).
-macro_rules! tiled_dot {
-    ($name:ident, $tile:ident, $w_block:expr, $x_block:expr) => {
-        fn $name(w_row: &[u8], cols: &[u8], col_bytes: usize, out: &mut [f32]) {
-            let nb = check_dot_args(w_row, $w_block, cols, col_bytes, $x_block, out.len());
-            let (w, x) = (w_row.as_ptr(), cols.as_ptr());
-            // SAFETY: reachable only on CPUs with AVX2+FMA+F16C (see the module doc);
-            // check_dot_args guarantees nb blocks in w_row and out.len() columns of nb blocks in
-            // cols, which is all the tile reads; it writes out.len() results.
-            unsafe {
-                match out.len() {
-                    1 => $tile::<1>(nb, w, x, col_bytes, out.as_mut_ptr()),
-                    2 => $tile::<2>(nb, w, x, col_bytes, out.as_mut_ptr()),
-                    3 => $tile::<3>(nb, w, x, col_bytes, out.as_mut_ptr()),
-                    _ => $tile::<4>(nb, w, x, col_bytes, out.as_mut_ptr()),
-                }
-            }
-        }
-    };
-}
-pub(crate) use tiled_dot;
 
 tiled_dot!(dot_f32, f32_tile, 4, 4);
 tiled_dot!(dot_f16, f16_tile, 2, 2);

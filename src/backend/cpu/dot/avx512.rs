@@ -12,7 +12,7 @@
 use std::arch::asm;
 use std::arch::x86_64::*;
 
-use super::avx2::{self, f16_at, hsum_ps, tiled_dot, unpack_nibbles};
+use super::avx2::{self, f16_at, hsum_ps, unpack_nibbles};
 use super::{check_dot_args, DotFn, QuantizeFn};
 use crate::dtype::TensorType;
 

@@ -14,6 +14,30 @@
 use crate::backend::cpu::isa::Isa;
 use crate::dtype::TensorType;
 
+/// Defines the safe [`DotFn`] `$name` over a SIMD module's tiled kernel `$tile::<C>` (C = number
+/// of columns, 1 ..= 4), which reads `nb` weight blocks of `$w_block` bytes and C columns of `nb`
+/// activation blocks of `$x_block` bytes each `col_bytes` apart, and writes C results.
+macro_rules! tiled_dot {
+    ($name:ident, $tile:ident, $w_block:expr, $x_block:expr) => {
+        fn $name(w_row: &[u8], cols: &[u8], col_bytes: usize, out: &mut [f32]) {
+            let nb = check_dot_args(w_row, $w_block, cols, col_bytes, $x_block, out.len());
+            let (w, x) = (w_row.as_ptr(), cols.as_ptr());
+            // SAFETY: the SIMD module's kernels are only reachable through `Kernels::new`, which
+            // checks that the CPU has the module's features; check_dot_args guarantees nb blocks
+            // in w_row and out.len() columns of nb blocks in cols, which is all the tile reads,
+            // and it writes out.len() results.
+            unsafe {
+                match out.len() {
+                    1 => $tile::<1>(nb, w, x, col_bytes, out.as_mut_ptr()),
+                    2 => $tile::<2>(nb, w, x, col_bytes, out.as_mut_ptr()),
+                    3 => $tile::<3>(nb, w, x, col_bytes, out.as_mut_ptr()),
+                    _ => $tile::<4>(nb, w, x, col_bytes, out.as_mut_ptr()),
+                }
+            }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
