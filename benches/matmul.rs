@@ -87,13 +87,20 @@ fn main() {
     println!(
         "latte matmul bench: ISA {}, {threads} threads (ggml peer: {})",
         Isa::detect(),
-        if cfg!(feature = "ggml-peer") { "on" } else { "off" }
+        if cfg!(feature = "ggml-peer") {
+            "on"
+        } else {
+            "off"
+        }
     );
 
     let mut rng = common::Rng::new(1);
     let mut rows = Vec::new();
     for ty in TensorType::COMPUTABLE {
-        if types.as_ref().is_some_and(|t| !t.iter().any(|t| t == ty.name())) {
+        if types
+            .as_ref()
+            .is_some_and(|t| !t.iter().any(|t| t == ty.name()))
+        {
             continue;
         }
         for (k, m) in SHAPES {

@@ -201,6 +201,30 @@ unsafe fn bf16_tile<const C: usize>(
 // ---------------------------------------------------------------------------------------------
 // Legacy 32-weight blocks against Q8_0 / Q8_1 activations.
 
+/// The f16 scales at byte `at` of columns 0..C (`xs` bytes apart) as f32 lanes 0..C: one
+/// conversion for the whole tile instead of one per column.
+#[inline(always)]
+pub(crate) unsafe fn column_scales<const C: usize>(x: *const u8, xs: usize, at: usize) -> __m128 {
+    let h = |c: usize| read_unaligned(x.add(c * xs + at) as *const u16) as i32;
+    let mut v = _mm_cvtsi32_si128(h(0));
+    if C > 1 {
+        v = _mm_insert_epi16::<1>(v, h(1));
+    }
+    if C > 2 {
+        v = _mm_insert_epi16::<2>(v, h(2));
+    }
+    if C > 3 {
+        v = _mm_insert_epi16::<3>(v, h(3));
+    }
+    _mm_cvtph_ps(v)
+}
+
+/// Lane `c` of `v` in all 8 lanes.
+#[inline(always)]
+pub(crate) unsafe fn lane(v: __m128, c: usize) -> __m256 {
+    _mm256_permutevar8x32_ps(_mm256_castps128_ps256(v), _mm256_set1_epi32(c as i32))
+}
+
 /// The shared loop of the symmetric types: `decode` turns a weight block into 32 signed bytes and
 /// its scale; each column adds d_w·d_x·Σ w·y per block.
 #[inline(always)]
@@ -217,12 +241,11 @@ unsafe fn signed_tile<const C: usize>(
     for b in 0..nb {
         let (q, dw) = decode(w.add(b * w_block));
         let aq = _mm256_sign_epi8(q, q);
+        let d = _mm_mul_ps(column_scales::<C>(x, xs, b * 34), _mm_set1_ps(dw));
         for c in 0..C {
-            let xb = x.add(c * xs + b * 34);
-            let y = loadu(xb.add(2));
+            let y = loadu(x.add(c * xs + b * 34 + 2));
             let dot = dot_u8i8(aq, _mm256_sign_epi8(y, q));
-            let d = _mm256_set1_ps(dw * f16_at(xb));
-            acc[c] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), acc[c]);
+            acc[c] = _mm256_fmadd_ps(lane(d, c), _mm256_cvtepi32_ps(dot), acc[c]);
         }
     }
     for c in 0..C {
@@ -283,21 +306,23 @@ unsafe fn offset_tile<const C: usize>(
     decode: impl Fn(*const u8) -> __m256i,
 ) {
     let mut acc = [_mm256_setzero_ps(); C];
-    let mut offsets = [0.0f32; C];
+    let mut offsets = _mm_setzero_ps();
     for b in 0..nb {
         let p = w.add(b * w_block);
         let (dw, mw) = (f16_at(p), f16_at(p.add(2)));
         let q = decode(p);
+        let d = _mm_mul_ps(column_scales::<C>(x, xs, b * 36), _mm_set1_ps(dw));
+        let sums = column_scales::<C>(x, xs, b * 36 + 2);
+        offsets = _mm_fmadd_ps(sums, _mm_set1_ps(mw), offsets);
         for c in 0..C {
-            let xb = x.add(c * xs + b * 36);
-            let dot = dot_u8i8(q, loadu(xb.add(4)));
-            let d = _mm256_set1_ps(dw * f16_at(xb));
-            acc[c] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), acc[c]);
-            offsets[c] += mw * f16_at(xb.add(2));
+            let dot = dot_u8i8(q, loadu(x.add(c * xs + b * 36 + 4)));
+            acc[c] = _mm256_fmadd_ps(lane(d, c), _mm256_cvtepi32_ps(dot), acc[c]);
         }
     }
+    let mut off = [0.0f32; 4];
+    _mm_storeu_ps(off.as_mut_ptr(), offsets);
     for c in 0..C {
-        *out.add(c) = hsum_ps(acc[c]) + offsets[c];
+        *out.add(c) = hsum_ps(acc[c]) + off[c];
     }
 }
 
@@ -331,6 +356,32 @@ unsafe fn q5_1_tile<const C: usize>(
 
 const Q8K_BYTES: usize = 292;
 
+/// The 12 packed bytes of Q4_K / Q5_K scales and mins → 16 i16 lanes: the 8 six-bit scales, then
+/// the 8 six-bit mins (ggml's `utmp` shuffle, four 32-bit words at a time).
+#[inline(always)]
+unsafe fn k4_scales_mins(p: *const u8) -> __m256i {
+    const KMASK1: u32 = 0x3f3f_3f3f;
+    const KMASK2: u32 = 0x0f0f_0f0f;
+    const KMASK3: u32 = 0x0303_0303;
+    let raw = read_unaligned(p as *const [u32; 3]);
+    let scales_lo = raw[0] & KMASK1;
+    let scales_hi = (raw[2] & KMASK2) | (((raw[0] >> 6) & KMASK3) << 4);
+    let mins_lo = raw[1] & KMASK1;
+    let mins_hi = ((raw[2] >> 4) & KMASK2) | (((raw[1] >> 6) & KMASK3) << 4);
+    _mm256_cvtepu8_epi16(_mm_set_epi32(
+        mins_hi as i32,
+        mins_lo as i32,
+        scales_hi as i32,
+        scales_lo as i32,
+    ))
+}
+
+/// A `pshufb` mask that broadcasts i16 lane `i` (< 8) of each 128-bit half.
+#[inline(always)]
+unsafe fn broadcast_i16_lane(i: usize) -> __m256i {
+    _mm256_set1_epi16((((2 * i + 1) << 8) | (2 * i)) as i16)
+}
+
 /// Q4_K / Q5_K: `decode(j)` gives the weights of sub-blocks 2j and 2j+1 (unsigned, 32 bytes each).
 #[inline(always)]
 unsafe fn k4_tile<const C: usize>(
@@ -347,9 +398,11 @@ unsafe fn k4_tile<const C: usize>(
     for b in 0..nb {
         let p = w.add(b * w_block);
         let (d, dmin) = (f16_at(p), f16_at(p.add(2)));
-        let (sc, mn) = scalar::k4_scales_mins(&read_unaligned(p.add(4) as *const [u8; 12]));
+        let scales_mins = k4_scales_mins(p.add(4));
+        let sc128 = _mm256_castsi256_si128(scales_mins);
+        let scales = _mm256_set_m128i(sc128, sc128);
         // mins·(Σ of each sub-block's y) through the pairwise sums of bsums.
-        let mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(mn.as_ptr() as *const __m128i));
+        let mins = _mm256_extracti128_si256::<1>(scales_mins);
         for c in 0..C {
             let xb = x.add(c * xs + b * Q8K_BYTES);
             let bsums = loadu(xb.add(260));
@@ -363,8 +416,8 @@ unsafe fn k4_tile<const C: usize>(
         let mut sumi = [_mm256_setzero_si256(); C];
         for j in 0..QK_K / 64 {
             let (lo, hi) = decode(p, j);
-            let s_lo = _mm256_set1_epi16(sc[2 * j] as i16);
-            let s_hi = _mm256_set1_epi16(sc[2 * j + 1] as i16);
+            let s_lo = _mm256_shuffle_epi8(scales, broadcast_i16_lane(2 * j));
+            let s_hi = _mm256_shuffle_epi8(scales, broadcast_i16_lane(2 * j + 1));
             for c in 0..C {
                 let y = x.add(c * xs + b * Q8K_BYTES + 4 + 64 * j);
                 let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, loadu(y)), s_lo);
@@ -439,7 +492,11 @@ unsafe fn q6_k_tile<const C: usize>(
         let (ql, qh, scp) = (p, p.add(128), p.add(192));
         let d = f16_at(p.add(208));
         let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scp as *const __m128i));
-        let sc = read_unaligned(scp as *const [i8; 16]);
+        // The 8 scales of each half, as i16, in both 128-bit lanes.
+        let half_scales = [0, 8].map(|o| {
+            let s = _mm_cvtepi8_epi16(_mm_loadl_epi64(scp.add(o) as *const __m128i));
+            _mm256_set_m128i(s, s)
+        });
         // The stored q is w + 32: subtract 32·Σ sc·(Σ y) per column from the bsums.
         let mut sumi = [_mm256_setzero_si256(); C];
         for c in 0..C {
@@ -471,11 +528,11 @@ unsafe fn q6_k_tile<const C: usize>(
             ];
             for (g, q) in q.iter().enumerate() {
                 // 32 weights = two sub-blocks of 16, each with its own scale.
-                let s = 8 * h + 2 * g;
-                let scale = _mm256_set_m128i(
-                    _mm_set1_epi16(sc[s + 1] as i16),
-                    _mm_set1_epi16(sc[s] as i16),
+                let lanes = _mm256_set_m128i(
+                    _mm_set1_epi16((((4 * g + 3) << 8) | (4 * g + 2)) as i16),
+                    _mm_set1_epi16((((4 * g + 1) << 8) | (4 * g)) as i16),
                 );
+                let scale = _mm256_shuffle_epi8(half_scales[h], lanes);
                 for c in 0..C {
                     let y = x.add(c * xs + b * Q8K_BYTES + 4 + 128 * h + 32 * g);
                     let p16 = _mm256_maddubs_epi16(*q, loadu(y));

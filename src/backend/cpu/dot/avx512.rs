@@ -12,7 +12,7 @@
 use std::arch::asm;
 use std::arch::x86_64::*;
 
-use super::avx2::{self, f16_at, hsum_ps, unpack_nibbles};
+use super::avx2::{self, column_scales, f16_at, hsum_ps, lane, unpack_nibbles};
 use super::{check_dot_args, DotFn, QuantizeFn};
 use crate::dtype::TensorType;
 
@@ -61,12 +61,11 @@ unsafe fn vnni_tile<const C: usize>(
     for b in 0..nb {
         let (q, dw) = decode(w.add(b * w_block));
         let aq = _mm256_sign_epi8(q, q);
+        let d = _mm_mul_ps(column_scales::<C>(x, xs, b * 34), _mm_set1_ps(dw));
         for c in 0..C {
-            let xb = x.add(c * xs + b * 34);
-            let y = _mm256_loadu_si256(xb.add(2) as *const __m256i);
+            let y = _mm256_loadu_si256(x.add(c * xs + b * 34 + 2) as *const __m256i);
             let dot = dpbusd(_mm256_setzero_si256(), aq, _mm256_sign_epi8(y, q));
-            let d = _mm256_set1_ps(dw * f16_at(xb));
-            acc[c] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), acc[c]);
+            acc[c] = _mm256_fmadd_ps(lane(d, c), _mm256_cvtepi32_ps(dot), acc[c]);
         }
     }
     for c in 0..C {
