@@ -39,7 +39,7 @@ struct Row {
 fn env_list(name: &str) -> Option<Vec<String>> {
     std::env::var(name)
         .ok()
-        .map(|v| v.split(',').map(|s| s.trim().to_uppercase()).collect())
+        .map(|v| v.split(',').map(|s| s.trim().to_lowercase()).collect())
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -99,7 +99,7 @@ fn main() {
     for ty in TensorType::COMPUTABLE {
         if types
             .as_ref()
-            .is_some_and(|t| !t.iter().any(|t| t == ty.name()))
+            .is_some_and(|t| !t.iter().any(|t| t.eq_ignore_ascii_case(ty.name())))
         {
             continue;
         }
