@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 use thiserror::Error;
 
-use crate::backend::cpu::dot::{Kernels, MAX_COLS};
+use crate::backend::cpu::dot::{column_scales, scale_sets, Columns, Kernels, MAX_COLS};
 use crate::backend::cpu::isa::Isa;
 use crate::dtype::TensorType;
 use crate::tensor::TensorView;
@@ -35,6 +35,8 @@ pub enum MatmulError {
 pub struct MatmulScratch {
     // u64 words so every partner block (at most 4-byte aligned) sits aligned in it.
     words: Vec<u64>,
+    // The Q8_0 / Q8_1 block scales as f32, per group of MAX_COLS columns (`dot::column_scales`).
+    scales: Vec<f32>,
 }
 
 impl MatmulScratch {
@@ -44,15 +46,22 @@ impl MatmulScratch {
 
     /// Bytes currently reserved.
     pub fn capacity_bytes(&self) -> usize {
-        self.words.len() * 8
+        self.words.len() * 8 + self.scales.len() * 4
     }
 
-    fn bytes(&mut self, len: usize) -> &mut [u8] {
+    /// `len` bytes for the quantized columns and `n_scales` floats for their scales.
+    fn buffers(&mut self, len: usize, n_scales: usize) -> (&mut [u8], &mut [f32]) {
         let words = len.div_ceil(8);
         if self.words.len() < words {
             self.words.resize(words, 0);
         }
-        &mut bytemuck::cast_slice_mut(&mut self.words)[..len]
+        if self.scales.len() < n_scales {
+            self.scales.resize(n_scales, 0.0);
+        }
+        (
+            &mut bytemuck::cast_slice_mut(&mut self.words)[..len],
+            &mut self.scales[..n_scales],
+        )
     }
 }
 
@@ -125,9 +134,19 @@ pub fn matmul_with_isa(
         return Ok(());
     }
 
-    let cols = scratch.bytes(total);
+    let nb = k / kernels.partner.block_size();
+    let group_scales = scale_sets(kernels.partner) * nb * MAX_COLS;
+    let n_groups = n.div_ceil(MAX_COLS);
+    let (cols, scales) = scratch.buffers(total, group_scales * n_groups);
     quantize_columns(&kernels, x, k, cols, col_bytes);
-    let cols: &[u8] = cols;
+    if group_scales > 0 {
+        for (g, out) in scales.chunks_exact_mut(group_scales).enumerate() {
+            let c0 = g * MAX_COLS;
+            let nc = (n - c0).min(MAX_COLS);
+            column_scales(kernels.partner, &cols[c0 * col_bytes..], col_bytes, nc, out);
+        }
+    }
+    let (cols, scales): (&[u8], &[f32]) = (cols, scales);
 
     let w = weight.bytes();
     let w_row_bytes = w.len() / m;
@@ -141,10 +160,14 @@ pub fn matmul_with_isa(
         // weight rows (≤ 16 · row bytes) stay in L2 across groups.
         for c0 in (0..n).step_by(MAX_COLS) {
             let nc = (n - c0).min(MAX_COLS);
-            let group = &cols[c0 * col_bytes..(c0 + nc) * col_bytes];
+            let group = Columns {
+                bytes: &cols[c0 * col_bytes..(c0 + nc) * col_bytes],
+                col_bytes,
+                scales: &scales[c0 / MAX_COLS * group_scales..][..group_scales],
+            };
             for i in r0..r1 {
                 let acc = &mut acc[..nc];
-                (kernels.dot)(&w[i * w_row_bytes..][..w_row_bytes], group, col_bytes, acc);
+                (kernels.dot)(&w[i * w_row_bytes..][..w_row_bytes], group, acc);
                 for (c, v) in acc.iter().enumerate() {
                     out.write((c0 + c) * m + i, *v);
                 }

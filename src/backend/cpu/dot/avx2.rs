@@ -12,7 +12,7 @@
 use std::arch::x86_64::*;
 use std::ptr::read_unaligned;
 
-use super::{check_dot_args, scalar, DotFn, QuantizeFn};
+use super::{check_dot_args, scalar, Columns, DotFn, QuantizeFn, MAX_COLS};
 
 use crate::dtype::{TensorType, QK_K};
 use crate::quant::blocks::QK;
@@ -35,17 +35,17 @@ pub(crate) fn kernels(ty: TensorType) -> Option<(QuantizeFn, DotFn)> {
     })
 }
 
-tiled_dot!(dot_f32, f32_tile, 4, 4);
-tiled_dot!(dot_f16, f16_tile, 2, 2);
-tiled_dot!(dot_bf16, bf16_tile, 2, 2);
-tiled_dot!(dot_q8_0, q8_0_tile, 34, 34);
-tiled_dot!(dot_q4_0, q4_0_tile, 18, 34);
-tiled_dot!(dot_q5_0, q5_0_tile, 22, 34);
-tiled_dot!(dot_q4_1, q4_1_tile, 20, 36);
-tiled_dot!(dot_q5_1, q5_1_tile, 24, 36);
-tiled_dot!(dot_q4_k, q4_k_tile, 144, 292);
-tiled_dot!(dot_q5_k, q5_k_tile, 176, 292);
-tiled_dot!(dot_q6_k, q6_k_tile, 210, 292);
+tiled_dot!(dot_f32, f32_tile, 4, 4, 0);
+tiled_dot!(dot_f16, f16_tile, 2, 2, 0);
+tiled_dot!(dot_bf16, bf16_tile, 2, 2, 0);
+tiled_dot!(dot_q8_0, q8_0_tile, 34, 34, 1);
+tiled_dot!(dot_q4_0, q4_0_tile, 18, 34, 1);
+tiled_dot!(dot_q5_0, q5_0_tile, 22, 34, 1);
+tiled_dot!(dot_q4_1, q4_1_tile, 20, 36, 2);
+tiled_dot!(dot_q5_1, q5_1_tile, 24, 36, 2);
+tiled_dot!(dot_q4_k, q4_k_tile, 144, 292, 0);
+tiled_dot!(dot_q5_k, q5_k_tile, 176, 292, 0);
+tiled_dot!(dot_q6_k, q6_k_tile, 210, 292, 0);
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
@@ -148,7 +148,14 @@ unsafe fn float_tile<const C: usize>(
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f32_tile<const C: usize>(k: usize, w: *const u8, x: *const u8, xs: usize, out: *mut f32) {
+unsafe fn f32_tile<const C: usize>(
+    k: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    _s: *const f32,
+    out: *mut f32,
+) {
     float_tile::<C>(
         k,
         w,
@@ -162,7 +169,14 @@ unsafe fn f32_tile<const C: usize>(k: usize, w: *const u8, x: *const u8, xs: usi
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16_tile<const C: usize>(k: usize, w: *const u8, x: *const u8, xs: usize, out: *mut f32) {
+unsafe fn f16_tile<const C: usize>(
+    k: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    _s: *const f32,
+    out: *mut f32,
+) {
     float_tile::<C>(
         k,
         w,
@@ -181,6 +195,7 @@ unsafe fn bf16_tile<const C: usize>(
     w: *const u8,
     x: *const u8,
     xs: usize,
+    _s: *const f32,
     out: *mut f32,
 ) {
     float_tile::<C>(
@@ -201,30 +216,6 @@ unsafe fn bf16_tile<const C: usize>(
 // ---------------------------------------------------------------------------------------------
 // Legacy 32-weight blocks against Q8_0 / Q8_1 activations.
 
-/// The f16 scales at byte `at` of columns 0..C (`xs` bytes apart) as f32 lanes 0..C: one
-/// conversion for the whole tile instead of one per column.
-#[inline(always)]
-pub(crate) unsafe fn column_scales<const C: usize>(x: *const u8, xs: usize, at: usize) -> __m128 {
-    let h = |c: usize| read_unaligned(x.add(c * xs + at) as *const u16) as i32;
-    let mut v = _mm_cvtsi32_si128(h(0));
-    if C > 1 {
-        v = _mm_insert_epi16::<1>(v, h(1));
-    }
-    if C > 2 {
-        v = _mm_insert_epi16::<2>(v, h(2));
-    }
-    if C > 3 {
-        v = _mm_insert_epi16::<3>(v, h(3));
-    }
-    _mm_cvtph_ps(v)
-}
-
-/// Lane `c` of `v` in all 8 lanes.
-#[inline(always)]
-pub(crate) unsafe fn lane(v: __m128, c: usize) -> __m256 {
-    _mm256_permutevar8x32_ps(_mm256_castps128_ps256(v), _mm256_set1_epi32(c as i32))
-}
-
 /// The shared loop of the symmetric types: `decode` turns a weight block into 32 signed bytes and
 /// its scale; each column adds d_w·d_x·Σ w·y per block.
 #[inline(always)]
@@ -234,6 +225,7 @@ unsafe fn signed_tile<const C: usize>(
     w_block: usize,
     x: *const u8,
     xs: usize,
+    s: *const f32,
     out: *mut f32,
     decode: impl Fn(*const u8) -> (__m256i, f32),
 ) {
@@ -241,11 +233,12 @@ unsafe fn signed_tile<const C: usize>(
     for b in 0..nb {
         let (q, dw) = decode(w.add(b * w_block));
         let aq = _mm256_sign_epi8(q, q);
-        let d = _mm_mul_ps(column_scales::<C>(x, xs, b * 34), _mm_set1_ps(dw));
+        let dw = _mm256_set1_ps(dw);
         for c in 0..C {
             let y = loadu(x.add(c * xs + b * 34 + 2));
-            let dot = dot_u8i8(aq, _mm256_sign_epi8(y, q));
-            acc[c] = _mm256_fmadd_ps(lane(d, c), _mm256_cvtepi32_ps(dot), acc[c]);
+            let dot = _mm256_mul_ps(_mm256_cvtepi32_ps(dot_u8i8(aq, _mm256_sign_epi8(y, q))), dw);
+            // The column's f32 block scale, loaded straight into all lanes.
+            acc[c] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*s.add(b * MAX_COLS + c)), dot, acc[c]);
         }
     }
     for c in 0..C {
@@ -259,9 +252,10 @@ unsafe fn q8_0_tile<const C: usize>(
     w: *const u8,
     x: *const u8,
     xs: usize,
+    s: *const f32,
     out: *mut f32,
 ) {
-    signed_tile::<C>(nb, w, 34, x, xs, out, |p| (loadu(p.add(2)), f16_at(p)))
+    signed_tile::<C>(nb, w, 34, x, xs, s, out, |p| (loadu(p.add(2)), f16_at(p)))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -270,9 +264,10 @@ unsafe fn q4_0_tile<const C: usize>(
     w: *const u8,
     x: *const u8,
     xs: usize,
+    s: *const f32,
     out: *mut f32,
 ) {
-    signed_tile::<C>(nb, w, 18, x, xs, out, |p| {
+    signed_tile::<C>(nb, w, 18, x, xs, s, out, |p| {
         let q = _mm256_sub_epi8(unpack_nibbles(p.add(2)), _mm256_set1_epi8(8));
         (q, f16_at(p))
     })
@@ -284,9 +279,10 @@ unsafe fn q5_0_tile<const C: usize>(
     w: *const u8,
     x: *const u8,
     xs: usize,
+    s: *const f32,
     out: *mut f32,
 ) {
-    signed_tile::<C>(nb, w, 22, x, xs, out, |p| {
+    signed_tile::<C>(nb, w, 22, x, xs, s, out, |p| {
         // Where the fifth bit is clear, q − 16 = q | 0xF0 (two's complement).
         let high = _mm256_andnot_si256(bytes_from_bits_32(p.add(2)), _mm256_set1_epi8(-16));
         (_mm256_or_si256(unpack_nibbles(p.add(6)), high), f16_at(p))
@@ -302,6 +298,7 @@ unsafe fn offset_tile<const C: usize>(
     w_block: usize,
     x: *const u8,
     xs: usize,
+    s: *const f32,
     out: *mut f32,
     decode: impl Fn(*const u8) -> __m256i,
 ) {
@@ -309,14 +306,15 @@ unsafe fn offset_tile<const C: usize>(
     let mut offsets = _mm_setzero_ps();
     for b in 0..nb {
         let p = w.add(b * w_block);
-        let (dw, mw) = (f16_at(p), f16_at(p.add(2)));
+        let (dw, mw) = (_mm256_set1_ps(f16_at(p)), f16_at(p.add(2)));
         let q = decode(p);
-        let d = _mm_mul_ps(column_scales::<C>(x, xs, b * 36), _mm_set1_ps(dw));
-        let sums = column_scales::<C>(x, xs, b * 36 + 2);
+        // s_x of the tile's columns (lanes), after the d_x set.
+        let sums = _mm_loadu_ps(s.add((nb + b) * MAX_COLS));
         offsets = _mm_fmadd_ps(sums, _mm_set1_ps(mw), offsets);
         for c in 0..C {
             let dot = dot_u8i8(q, loadu(x.add(c * xs + b * 36 + 4)));
-            acc[c] = _mm256_fmadd_ps(lane(d, c), _mm256_cvtepi32_ps(dot), acc[c]);
+            let dot = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), dw);
+            acc[c] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*s.add(b * MAX_COLS + c)), dot, acc[c]);
         }
     }
     let mut off = [0.0f32; 4];
@@ -332,9 +330,10 @@ unsafe fn q4_1_tile<const C: usize>(
     w: *const u8,
     x: *const u8,
     xs: usize,
+    s: *const f32,
     out: *mut f32,
 ) {
-    offset_tile::<C>(nb, w, 20, x, xs, out, |p| unpack_nibbles(p.add(4)))
+    offset_tile::<C>(nb, w, 20, x, xs, s, out, |p| unpack_nibbles(p.add(4)))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -343,9 +342,10 @@ unsafe fn q5_1_tile<const C: usize>(
     w: *const u8,
     x: *const u8,
     xs: usize,
+    s: *const f32,
     out: *mut f32,
 ) {
-    offset_tile::<C>(nb, w, 24, x, xs, out, |p| {
+    offset_tile::<C>(nb, w, 24, x, xs, s, out, |p| {
         let high = _mm256_and_si256(bytes_from_bits_32(p.add(4)), _mm256_set1_epi8(0x10));
         _mm256_or_si256(unpack_nibbles(p.add(8)), high)
     })
@@ -441,6 +441,7 @@ unsafe fn q4_k_tile<const C: usize>(
     w: *const u8,
     x: *const u8,
     xs: usize,
+    _s: *const f32,
     out: *mut f32,
 ) {
     k4_tile::<C>(nb, w, 144, x, xs, out, |p, j| {
@@ -459,6 +460,7 @@ unsafe fn q5_k_tile<const C: usize>(
     w: *const u8,
     x: *const u8,
     xs: usize,
+    _s: *const f32,
     out: *mut f32,
 ) {
     k4_tile::<C>(nb, w, 176, x, xs, out, |p, j| {
@@ -482,6 +484,7 @@ unsafe fn q6_k_tile<const C: usize>(
     w: *const u8,
     x: *const u8,
     xs: usize,
+    _s: *const f32,
     out: *mut f32,
 ) {
     let mut acc = [_mm256_setzero_ps(); C];

@@ -12,8 +12,8 @@
 use std::arch::asm;
 use std::arch::x86_64::*;
 
-use super::avx2::{self, column_scales, f16_at, hsum_ps, lane, unpack_nibbles};
-use super::{check_dot_args, DotFn, QuantizeFn};
+use super::avx2::{self, f16_at, hsum_ps, unpack_nibbles};
+use super::{check_dot_args, Columns, DotFn, QuantizeFn, MAX_COLS};
 use crate::dtype::TensorType;
 
 pub(crate) fn kernels(ty: TensorType) -> Option<(QuantizeFn, DotFn)> {
@@ -24,8 +24,8 @@ pub(crate) fn kernels(ty: TensorType) -> Option<(QuantizeFn, DotFn)> {
     }
 }
 
-tiled_dot!(dot_q8_0, q8_0_tile, 34, 34);
-tiled_dot!(dot_q4_0, q4_0_tile, 18, 34);
+tiled_dot!(dot_q8_0, q8_0_tile, 34, 34, 1);
+tiled_dot!(dot_q4_0, q4_0_tile, 18, 34, 1);
 
 /// `acc + Σ₄ a·b` per i32 lane (u8 `a`, i8 `b`): AVX512-VNNI `vpdpbusd` on ymm registers.
 ///
@@ -54,6 +54,7 @@ unsafe fn vnni_tile<const C: usize>(
     w_block: usize,
     x: *const u8,
     xs: usize,
+    s: *const f32,
     out: *mut f32,
     decode: impl Fn(*const u8) -> (__m256i, f32),
 ) {
@@ -61,11 +62,12 @@ unsafe fn vnni_tile<const C: usize>(
     for b in 0..nb {
         let (q, dw) = decode(w.add(b * w_block));
         let aq = _mm256_sign_epi8(q, q);
-        let d = _mm_mul_ps(column_scales::<C>(x, xs, b * 34), _mm_set1_ps(dw));
+        let dw = _mm256_set1_ps(dw);
         for c in 0..C {
             let y = _mm256_loadu_si256(x.add(c * xs + b * 34 + 2) as *const __m256i);
             let dot = dpbusd(_mm256_setzero_si256(), aq, _mm256_sign_epi8(y, q));
-            acc[c] = _mm256_fmadd_ps(lane(d, c), _mm256_cvtepi32_ps(dot), acc[c]);
+            let dot = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), dw);
+            acc[c] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*s.add(b * MAX_COLS + c)), dot, acc[c]);
         }
     }
     for c in 0..C {
@@ -79,9 +81,10 @@ unsafe fn q8_0_tile<const C: usize>(
     w: *const u8,
     x: *const u8,
     xs: usize,
+    s: *const f32,
     out: *mut f32,
 ) {
-    vnni_tile::<C>(nb, w, 34, x, xs, out, |p| {
+    vnni_tile::<C>(nb, w, 34, x, xs, s, out, |p| {
         (_mm256_loadu_si256(p.add(2) as *const __m256i), f16_at(p))
     })
 }
@@ -92,9 +95,10 @@ unsafe fn q4_0_tile<const C: usize>(
     w: *const u8,
     x: *const u8,
     xs: usize,
+    s: *const f32,
     out: *mut f32,
 ) {
-    vnni_tile::<C>(nb, w, 18, x, xs, out, |p| {
+    vnni_tile::<C>(nb, w, 18, x, xs, s, out, |p| {
         let q = _mm256_sub_epi8(unpack_nibbles(p.add(2)), _mm256_set1_epi8(8));
         (q, f16_at(p))
     })

@@ -15,23 +15,25 @@ use crate::backend::cpu::isa::Isa;
 use crate::dtype::TensorType;
 
 /// Defines the safe [`DotFn`] `$name` over a SIMD module's tiled kernel `$tile::<C>` (C = number
-/// of columns, 1 ..= 4), which reads `nb` weight blocks of `$w_block` bytes and C columns of `nb`
-/// activation blocks of `$x_block` bytes each `col_bytes` apart, and writes C results.
+/// of columns, 1 ..= 4), which reads `nb` weight blocks of `$w_block` bytes, C columns of `nb`
+/// activation blocks of `$x_block` bytes each `col_bytes` apart, and `$scale_sets · nb ·
+/// MAX_COLS` f32 column scales, and writes C results.
 macro_rules! tiled_dot {
-    ($name:ident, $tile:ident, $w_block:expr, $x_block:expr) => {
-        fn $name(w_row: &[u8], cols: &[u8], col_bytes: usize, out: &mut [f32]) {
-            let nb = check_dot_args(w_row, $w_block, cols, col_bytes, $x_block, out.len());
-            let (w, x) = (w_row.as_ptr(), cols.as_ptr());
+    ($name:ident, $tile:ident, $w_block:expr, $x_block:expr, $scale_sets:expr) => {
+        fn $name(w_row: &[u8], cols: Columns<'_>, out: &mut [f32]) {
+            let nb = check_dot_args(w_row, $w_block, &cols, $x_block, $scale_sets, out.len());
+            let (w, x, s) = (w_row.as_ptr(), cols.bytes.as_ptr(), cols.scales.as_ptr());
+            let xs = cols.col_bytes;
             // SAFETY: the SIMD module's kernels are only reachable through `Kernels::new`, which
             // checks that the CPU has the module's features; check_dot_args guarantees nb blocks
-            // in w_row and out.len() columns of nb blocks in cols, which is all the tile reads,
-            // and it writes out.len() results.
+            // in w_row, out.len() columns of nb blocks in cols and the scales the tile reads, and
+            // the tile writes out.len() results.
             unsafe {
                 match out.len() {
-                    1 => $tile::<1>(nb, w, x, col_bytes, out.as_mut_ptr()),
-                    2 => $tile::<2>(nb, w, x, col_bytes, out.as_mut_ptr()),
-                    3 => $tile::<3>(nb, w, x, col_bytes, out.as_mut_ptr()),
-                    _ => $tile::<4>(nb, w, x, col_bytes, out.as_mut_ptr()),
+                    1 => $tile::<1>(nb, w, x, xs, s, out.as_mut_ptr()),
+                    2 => $tile::<2>(nb, w, x, xs, s, out.as_mut_ptr()),
+                    3 => $tile::<3>(nb, w, x, xs, s, out.as_mut_ptr()),
+                    _ => $tile::<4>(nb, w, x, xs, s, out.as_mut_ptr()),
                 }
             }
         }
@@ -68,11 +70,56 @@ pub fn dot_partner(ty: TensorType) -> Option<TensorType> {
 /// the partner's row size for k). Callers guarantee both lengths.
 pub type QuantizeFn = fn(x: &[f32], out: &mut [u8]);
 
+/// The activation columns of one tile: `out.len()` rows in the dot partner type, `col_bytes`
+/// apart in `bytes`, and for the Q8_0 / Q8_1 partners their block scales as f32 (see
+/// [`column_scales`]), so that SIMD kernels need not convert them once per weight row.
+#[derive(Clone, Copy)]
+pub struct Columns<'a> {
+    pub bytes: &'a [u8],
+    pub col_bytes: usize,
+    pub scales: &'a [f32],
+}
+
 /// `out[c] = w_row · column c` for `c < out.len()` (1 ..= [`MAX_COLS`]), where column c is
-/// `cols[c * col_bytes..][..col_bytes]`, an activation row in the dot partner type of the same
-/// length k as the weight row `w_row`. Lengths are checked (a mismatch panics: it is a bug in the
-/// caller, never reachable from user input through `matmul`).
-pub type DotFn = fn(w_row: &[u8], cols: &[u8], col_bytes: usize, out: &mut [f32]);
+/// `cols.bytes[c * col_bytes..][..col_bytes]`, an activation row in the dot partner type of the
+/// same length k as the weight row `w_row`. Lengths are checked (a mismatch panics: it is a bug in
+/// the caller, never reachable from user input through `matmul`).
+pub type DotFn = fn(w_row: &[u8], cols: Columns<'_>, out: &mut [f32]);
+
+/// How many f32 scale sets [`column_scales`] makes per block for activations of type `partner`:
+/// d for Q8_0, d and s for Q8_1, none for the others.
+pub fn scale_sets(partner: TensorType) -> usize {
+    match partner {
+        TensorType::Q8_0 => 1,
+        TensorType::Q8_1 => 2,
+        _ => 0,
+    }
+}
+
+/// Converts the f16 block scales of `n_cols` (≤ [`MAX_COLS`]) activation columns of type
+/// `partner` (Q8_0 or Q8_1) into `out`, block-major: `out[b·MAX_COLS + c]` is d of column c's
+/// block b, and for Q8_1 `out[(nb + b)·MAX_COLS + c]` is its s. Missing columns get 0.
+pub fn column_scales(
+    partner: TensorType,
+    cols: &[u8],
+    col_bytes: usize,
+    n_cols: usize,
+    out: &mut [f32],
+) {
+    let block = partner.block_bytes();
+    let nb = col_bytes / block;
+    let sets = scale_sets(partner);
+    out[..sets * nb * MAX_COLS].fill(0.0);
+    for c in 0..n_cols.min(MAX_COLS) {
+        let col = &cols[c * col_bytes..][..col_bytes];
+        for (b, blk) in col.chunks_exact(block).enumerate() {
+            for set in 0..sets {
+                let h = half::f16::from_le_bytes([blk[2 * set], blk[2 * set + 1]]);
+                out[(set * nb + b) * MAX_COLS + c] = h.to_f32();
+            }
+        }
+    }
+}
 
 /// The kernels for one weight type on one instruction set.
 #[derive(Clone, Copy)]
@@ -114,24 +161,25 @@ impl Kernels {
     }
 }
 
-/// Checks the slices a [`DotFn`] receives against block sizes `w_block` / `x_block` (bytes) and
-/// returns the number of blocks in a row. Every SIMD kernel calls this before reading through raw
-/// pointers, which keeps their reads inside the slices.
+/// Checks what a [`DotFn`] receives against block sizes `w_block` / `x_block` (bytes) and the
+/// number of scale sets the kernel reads, and returns the number of blocks in a row. Every SIMD
+/// kernel calls this before reading through raw pointers, which keeps their reads in bounds.
 #[inline]
 pub(crate) fn check_dot_args(
     w_row: &[u8],
     w_block: usize,
-    cols: &[u8],
-    col_bytes: usize,
+    cols: &Columns<'_>,
     x_block: usize,
+    scale_sets: usize,
     n_cols: usize,
 ) -> usize {
     let nb = w_row.len() / w_block;
     assert!(
         w_row.len() == nb * w_block
-            && col_bytes == nb * x_block
+            && cols.col_bytes == nb * x_block
             && (1..=MAX_COLS).contains(&n_cols)
-            && cols.len() >= n_cols * col_bytes,
+            && cols.bytes.len() >= n_cols * cols.col_bytes
+            && cols.scales.len() >= scale_sets * nb * MAX_COLS,
         "dot kernel called with inconsistent lengths"
     );
     nb

@@ -13,7 +13,7 @@
 use std::arch::aarch64::*;
 use std::ptr::read_unaligned;
 
-use super::{check_dot_args, scalar, DotFn, QuantizeFn};
+use super::{check_dot_args, scalar, Columns, DotFn, QuantizeFn, MAX_COLS};
 use crate::dtype::{TensorType, QK_K};
 
 pub(crate) fn kernels(ty: TensorType) -> Option<(QuantizeFn, DotFn)> {
@@ -34,16 +34,16 @@ pub(crate) fn kernels(ty: TensorType) -> Option<(QuantizeFn, DotFn)> {
     })
 }
 
-tiled_dot!(dot_f32, f32_tile, 4, 4);
-tiled_dot!(dot_bf16, bf16_tile, 2, 2);
-tiled_dot!(dot_q8_0, q8_0_tile, 34, 34);
-tiled_dot!(dot_q4_0, q4_0_tile, 18, 34);
-tiled_dot!(dot_q5_0, q5_0_tile, 22, 34);
-tiled_dot!(dot_q4_1, q4_1_tile, 20, 36);
-tiled_dot!(dot_q5_1, q5_1_tile, 24, 36);
-tiled_dot!(dot_q4_k, q4_k_tile, 144, 292);
-tiled_dot!(dot_q5_k, q5_k_tile, 176, 292);
-tiled_dot!(dot_q6_k, q6_k_tile, 210, 292);
+tiled_dot!(dot_f32, f32_tile, 4, 4, 0);
+tiled_dot!(dot_bf16, bf16_tile, 2, 2, 0);
+tiled_dot!(dot_q8_0, q8_0_tile, 34, 34, 0);
+tiled_dot!(dot_q4_0, q4_0_tile, 18, 34, 0);
+tiled_dot!(dot_q5_0, q5_0_tile, 22, 34, 0);
+tiled_dot!(dot_q4_1, q4_1_tile, 20, 36, 0);
+tiled_dot!(dot_q5_1, q5_1_tile, 24, 36, 0);
+tiled_dot!(dot_q4_k, q4_k_tile, 144, 292, 0);
+tiled_dot!(dot_q5_k, q5_k_tile, 176, 292, 0);
+tiled_dot!(dot_q6_k, q6_k_tile, 210, 292, 0);
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
@@ -135,7 +135,14 @@ unsafe fn float_tile<const C: usize>(
 }
 
 #[target_feature(enable = "neon")]
-unsafe fn f32_tile<const C: usize>(k: usize, w: *const u8, x: *const u8, xs: usize, out: *mut f32) {
+unsafe fn f32_tile<const C: usize>(
+    k: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    _s: *const f32,
+    out: *mut f32,
+) {
     float_tile::<C>(
         k,
         w,
@@ -154,6 +161,7 @@ unsafe fn bf16_tile<const C: usize>(
     w: *const u8,
     x: *const u8,
     xs: usize,
+    _s: *const f32,
     out: *mut f32,
 ) {
     float_tile::<C>(
@@ -202,6 +210,7 @@ unsafe fn q8_0_tile<const C: usize>(
     w: *const u8,
     x: *const u8,
     xs: usize,
+    _s: *const f32,
     out: *mut f32,
 ) {
     signed_tile::<C>(nb, w, 34, x, xs, out, |p| {
@@ -215,6 +224,7 @@ unsafe fn q4_0_tile<const C: usize>(
     w: *const u8,
     x: *const u8,
     xs: usize,
+    _s: *const f32,
     out: *mut f32,
 ) {
     signed_tile::<C>(nb, w, 18, x, xs, out, |p| {
@@ -233,6 +243,7 @@ unsafe fn q5_0_tile<const C: usize>(
     w: *const u8,
     x: *const u8,
     xs: usize,
+    _s: *const f32,
     out: *mut f32,
 ) {
     signed_tile::<C>(nb, w, 22, x, xs, out, |p| {
@@ -284,6 +295,7 @@ unsafe fn q4_1_tile<const C: usize>(
     w: *const u8,
     x: *const u8,
     xs: usize,
+    _s: *const f32,
     out: *mut f32,
 ) {
     offset_tile::<C>(nb, w, 20, x, xs, out, |p| {
@@ -298,6 +310,7 @@ unsafe fn q5_1_tile<const C: usize>(
     w: *const u8,
     x: *const u8,
     xs: usize,
+    _s: *const f32,
     out: *mut f32,
 ) {
     offset_tile::<C>(nb, w, 24, x, xs, out, |p| {
@@ -361,6 +374,7 @@ unsafe fn q4_k_tile<const C: usize>(
     w: *const u8,
     x: *const u8,
     xs: usize,
+    _s: *const f32,
     out: *mut f32,
 ) {
     k4_tile::<C>(nb, w, 144, x, xs, out, |p, j| {
@@ -377,6 +391,7 @@ unsafe fn q5_k_tile<const C: usize>(
     w: *const u8,
     x: *const u8,
     xs: usize,
+    _s: *const f32,
     out: *mut f32,
 ) {
     k4_tile::<C>(nb, w, 176, x, xs, out, |p, j| {
@@ -403,6 +418,7 @@ unsafe fn q6_k_tile<const C: usize>(
     w: *const u8,
     x: *const u8,
     xs: usize,
+    _s: *const f32,
     out: *mut f32,
 ) {
     let mut acc = [0.0f32; C];

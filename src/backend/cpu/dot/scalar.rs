@@ -7,7 +7,7 @@
 use bytemuck::Pod;
 use half::f16;
 
-use super::{DotFn, QuantizeFn};
+use super::{Columns, DotFn, QuantizeFn};
 use crate::dtype::{TensorType, QK_K};
 use crate::quant::blocks::{
     BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0,
@@ -73,10 +73,11 @@ pub(crate) fn bf16_bits_to_f32(b: u16) -> f32 {
 // ---------------------------------------------------------------------------------------------
 // Dot products.
 
-fn dot_f32(w_row: &[u8], cols: &[u8], col_bytes: usize, out: &mut [f32]) {
-    super::check_dot_args(w_row, 4, cols, col_bytes, 4, out.len());
+fn dot_f32(w_row: &[u8], cols: Columns<'_>, out: &mut [f32]) {
+    let col_bytes = cols.col_bytes;
+    super::check_dot_args(w_row, 4, &cols, 4, 0, out.len());
     for (c, o) in out.iter_mut().enumerate() {
-        let x = &cols[c * col_bytes..][..col_bytes];
+        let x = &cols.bytes[c * col_bytes..][..col_bytes];
         let mut sum = 0.0f64;
         for (w, x) in w_row.chunks_exact(4).zip(x.chunks_exact(4)) {
             let w = f32::from_le_bytes([w[0], w[1], w[2], w[3]]);
@@ -88,10 +89,11 @@ fn dot_f32(w_row: &[u8], cols: &[u8], col_bytes: usize, out: &mut [f32]) {
 }
 
 /// `ggml_vec_dot_f16` generic: products in f32, sum in f64.
-fn dot_f16(w_row: &[u8], cols: &[u8], col_bytes: usize, out: &mut [f32]) {
-    super::check_dot_args(w_row, 2, cols, col_bytes, 2, out.len());
+fn dot_f16(w_row: &[u8], cols: Columns<'_>, out: &mut [f32]) {
+    let col_bytes = cols.col_bytes;
+    super::check_dot_args(w_row, 2, &cols, 2, 0, out.len());
     for (c, o) in out.iter_mut().enumerate() {
-        let x = &cols[c * col_bytes..][..col_bytes];
+        let x = &cols.bytes[c * col_bytes..][..col_bytes];
         let mut sum = 0.0f64;
         for (w, x) in w_row.chunks_exact(2).zip(x.chunks_exact(2)) {
             let w = f16::from_le_bytes([w[0], w[1]]).to_f32();
@@ -103,10 +105,11 @@ fn dot_f16(w_row: &[u8], cols: &[u8], col_bytes: usize, out: &mut [f32]) {
 }
 
 /// `ggml_vec_dot_bf16` generic: products in f32, sum in f64.
-fn dot_bf16(w_row: &[u8], cols: &[u8], col_bytes: usize, out: &mut [f32]) {
-    super::check_dot_args(w_row, 2, cols, col_bytes, 2, out.len());
+fn dot_bf16(w_row: &[u8], cols: Columns<'_>, out: &mut [f32]) {
+    let col_bytes = cols.col_bytes;
+    super::check_dot_args(w_row, 2, &cols, 2, 0, out.len());
     for (c, o) in out.iter_mut().enumerate() {
-        let x = &cols[c * col_bytes..][..col_bytes];
+        let x = &cols.bytes[c * col_bytes..][..col_bytes];
         let mut sum = 0.0f64;
         for (w, x) in w_row.chunks_exact(2).zip(x.chunks_exact(2)) {
             let w = bf16_bits_to_f32(u16::from_le_bytes([w[0], w[1]]));
@@ -125,16 +128,12 @@ trait BlockDot<X: Pod>: Pod {
 
 /// A weight row of `W` blocks dotted with each column of `X` blocks, block contributions summed
 /// in f32 in block order (as the generic ggml code does).
-fn dot_blocks<W: BlockDot<X>, X: Pod>(
-    w_row: &[u8],
-    cols: &[u8],
-    col_bytes: usize,
-    out: &mut [f32],
-) {
+fn dot_blocks<W: BlockDot<X>, X: Pod>(w_row: &[u8], cols: Columns<'_>, out: &mut [f32]) {
+    let col_bytes = cols.col_bytes;
     let (wb, xb) = (std::mem::size_of::<W>(), std::mem::size_of::<X>());
-    super::check_dot_args(w_row, wb, cols, col_bytes, xb, out.len());
+    super::check_dot_args(w_row, wb, &cols, xb, 0, out.len());
     for (c, o) in out.iter_mut().enumerate() {
-        let x = &cols[c * col_bytes..][..col_bytes];
+        let x = &cols.bytes[c * col_bytes..][..col_bytes];
         let mut sum = 0.0f32;
         for (w, x) in w_row.chunks_exact(wb).zip(x.chunks_exact(xb)) {
             let w: W = bytemuck::pod_read_unaligned(w);
