@@ -39,7 +39,7 @@ tiled_dot!(dot_f32, f32_tile, 4, 4, 0);
 tiled_dot!(dot_f16, f16_tile, 2, 2, 0);
 tiled_dot!(dot_bf16, bf16_tile, 2, 2, 0);
 tiled_dot!(dot_q8_0, q8_0_tile, 34, 34, 1);
-tiled_dot!(dot_q4_0, q4_0_tile, 18, 34, 1);
+tiled_dot!(dot_q4_0, q4_0_tile, 18, 34, 2);
 tiled_dot!(dot_q5_0, q5_0_tile, 22, 34, 1);
 tiled_dot!(dot_q4_1, q4_1_tile, 20, 36, 2);
 tiled_dot!(dot_q5_1, q5_1_tile, 24, 36, 2);
@@ -267,10 +267,48 @@ unsafe fn q4_0_tile<const C: usize>(
     s: *const f32,
     out: *mut f32,
 ) {
-    signed_tile::<C>(nb, w, 18, x, xs, s, out, |p| {
-        let q = _mm256_sub_epi8(unpack_nibbles(p.add(2)), _mm256_set1_epi8(8));
-        (q, f16_at(p))
-    })
+    // q ≤ 15, so maddubs cannot saturate on the unsigned nibbles.
+    let decode = |p: *const u8| (unpack_nibbles(p.add(2)), f16_at(p));
+    unsigned_tile::<C>(nb, w, 18, x, xs, s, out, 8.0, decode, |u, y| dot_u8i8(u, y))
+}
+
+/// Symmetric types whose weights are handled as unsigned `u = w + offset`: Σ w·y = Σ u·y −
+/// offset·Σ y, with d_x·Σ y per column block precomputed (scale set 1), which saves the per-column
+/// sign flip of `signed_tile`. `dot` is the unsigned×signed byte dot (maddubs or VNNI).
+#[inline(always)]
+pub(crate) unsafe fn unsigned_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    w_block: usize,
+    x: *const u8,
+    xs: usize,
+    s: *const f32,
+    out: *mut f32,
+    offset: f32,
+    decode: impl Fn(*const u8) -> (__m256i, f32),
+    dot: impl Fn(__m256i, __m256i) -> __m256i,
+) {
+    let mut acc = [_mm256_setzero_ps(); C];
+    let mut corr = _mm_setzero_ps();
+    for b in 0..nb {
+        let (u, dw) = decode(w.add(b * w_block));
+        corr = _mm_fmadd_ps(
+            _mm_set1_ps(dw),
+            _mm_loadu_ps(s.add((nb + b) * MAX_COLS)),
+            corr,
+        );
+        let dw = _mm256_set1_ps(dw);
+        for c in 0..C {
+            let y = loadu(x.add(c * xs + b * 34 + 2));
+            let d = _mm256_mul_ps(_mm256_cvtepi32_ps(dot(u, y)), dw);
+            acc[c] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*s.add(b * MAX_COLS + c)), d, acc[c]);
+        }
+    }
+    let mut corrections = [0.0f32; 4];
+    _mm_storeu_ps(corrections.as_mut_ptr(), corr);
+    for c in 0..C {
+        *out.add(c) = hsum_ps(acc[c]) - offset * corrections[c];
+    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

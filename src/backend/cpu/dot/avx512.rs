@@ -12,8 +12,8 @@
 use std::arch::asm;
 use std::arch::x86_64::*;
 
-use super::avx2::{self, f16_at, hsum_ps, unpack_nibbles};
-use super::{check_dot_args, Columns, DotFn, QuantizeFn, MAX_COLS};
+use super::avx2::{self, f16_at, unpack_nibbles, unsigned_tile};
+use super::{check_dot_args, Columns, DotFn, QuantizeFn};
 use crate::dtype::TensorType;
 
 pub(crate) fn kernels(ty: TensorType) -> Option<(QuantizeFn, DotFn)> {
@@ -24,8 +24,8 @@ pub(crate) fn kernels(ty: TensorType) -> Option<(QuantizeFn, DotFn)> {
     }
 }
 
-tiled_dot!(dot_q8_0, q8_0_tile, 34, 34, 1);
-tiled_dot!(dot_q4_0, q4_0_tile, 18, 34, 1);
+tiled_dot!(dot_q8_0, q8_0_tile, 34, 34, 2);
+tiled_dot!(dot_q4_0, q4_0_tile, 18, 34, 2);
 
 /// `acc + Σ₄ a·b` per i32 lane (u8 `a`, i8 `b`): AVX512-VNNI `vpdpbusd` on ymm registers.
 ///
@@ -47,34 +47,6 @@ unsafe fn dpbusd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
     acc
 }
 
-#[inline(always)]
-unsafe fn vnni_tile<const C: usize>(
-    nb: usize,
-    w: *const u8,
-    w_block: usize,
-    x: *const u8,
-    xs: usize,
-    s: *const f32,
-    out: *mut f32,
-    decode: impl Fn(*const u8) -> (__m256i, f32),
-) {
-    let mut acc = [_mm256_setzero_ps(); C];
-    for b in 0..nb {
-        let (q, dw) = decode(w.add(b * w_block));
-        let aq = _mm256_sign_epi8(q, q);
-        let dw = _mm256_set1_ps(dw);
-        for c in 0..C {
-            let y = _mm256_loadu_si256(x.add(c * xs + b * 34 + 2) as *const __m256i);
-            let dot = dpbusd(_mm256_setzero_si256(), aq, _mm256_sign_epi8(y, q));
-            let dot = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), dw);
-            acc[c] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*s.add(b * MAX_COLS + c)), dot, acc[c]);
-        }
-    }
-    for c in 0..C {
-        *out.add(c) = hsum_ps(acc[c]);
-    }
-}
-
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_0_tile<const C: usize>(
     nb: usize,
@@ -84,9 +56,14 @@ unsafe fn q8_0_tile<const C: usize>(
     s: *const f32,
     out: *mut f32,
 ) {
-    vnni_tile::<C>(nb, w, 34, x, xs, s, out, |p| {
-        (_mm256_loadu_si256(p.add(2) as *const __m256i), f16_at(p))
-    })
+    // w + 128 as unsigned bytes is w with its top bit flipped; vpdpbusd sums into i32 without the
+    // i16 saturation that rules this out for maddubs.
+    let decode = |p: *const u8| {
+        let q = _mm256_loadu_si256(p.add(2) as *const __m256i);
+        (_mm256_xor_si256(q, _mm256_set1_epi8(-128)), f16_at(p))
+    };
+    let dot = |u, y| dpbusd(_mm256_setzero_si256(), u, y);
+    unsigned_tile::<C>(nb, w, 34, x, xs, s, out, 128.0, decode, dot)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -98,8 +75,7 @@ unsafe fn q4_0_tile<const C: usize>(
     s: *const f32,
     out: *mut f32,
 ) {
-    vnni_tile::<C>(nb, w, 18, x, xs, s, out, |p| {
-        let q = _mm256_sub_epi8(unpack_nibbles(p.add(2)), _mm256_set1_epi8(8));
-        (q, f16_at(p))
-    })
+    let decode = |p: *const u8| (unpack_nibbles(p.add(2)), f16_at(p));
+    let dot = |u, y| dpbusd(_mm256_setzero_si256(), u, y);
+    unsigned_tile::<C>(nb, w, 18, x, xs, s, out, 8.0, decode, dot)
 }

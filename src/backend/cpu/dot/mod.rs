@@ -87,18 +87,18 @@ pub struct Columns<'a> {
 pub type DotFn = fn(w_row: &[u8], cols: Columns<'_>, out: &mut [f32]);
 
 /// How many f32 scale sets [`column_scales`] makes per block for activations of type `partner`:
-/// d for Q8_0, d and s for Q8_1, none for the others.
+/// two for Q8_0 and Q8_1, none for the others.
 pub fn scale_sets(partner: TensorType) -> usize {
     match partner {
-        TensorType::Q8_0 => 1,
-        TensorType::Q8_1 => 2,
+        TensorType::Q8_0 | TensorType::Q8_1 => 2,
         _ => 0,
     }
 }
 
-/// Converts the f16 block scales of `n_cols` (≤ [`MAX_COLS`]) activation columns of type
-/// `partner` (Q8_0 or Q8_1) into `out`, block-major: `out[b·MAX_COLS + c]` is d of column c's
-/// block b, and for Q8_1 `out[(nb + b)·MAX_COLS + c]` is its s. Missing columns get 0.
+/// Converts the block scales of `n_cols` (≤ [`MAX_COLS`]) activation columns of type `partner`
+/// (Q8_0 or Q8_1) to f32 in `out`, block-major: `out[b·MAX_COLS + c]` is d of column c's block b,
+/// and `out[(nb + b)·MAX_COLS + c]` is d·Σq (Q8_0, computed here in f32; kernels with unsigned
+/// weights subtract their offset with it) or the stored s (Q8_1). Missing columns get 0.
 pub fn column_scales(
     partner: TensorType,
     cols: &[u8],
@@ -108,15 +108,19 @@ pub fn column_scales(
 ) {
     let block = partner.block_bytes();
     let nb = col_bytes / block;
-    let sets = scale_sets(partner);
-    out[..sets * nb * MAX_COLS].fill(0.0);
+    out[..scale_sets(partner) * nb * MAX_COLS].fill(0.0);
+    let f16_at = |b: &[u8], at: usize| half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
     for c in 0..n_cols.min(MAX_COLS) {
         let col = &cols[c * col_bytes..][..col_bytes];
         for (b, blk) in col.chunks_exact(block).enumerate() {
-            for set in 0..sets {
-                let h = half::f16::from_le_bytes([blk[2 * set], blk[2 * set + 1]]);
-                out[(set * nb + b) * MAX_COLS + c] = h.to_f32();
-            }
+            let d = f16_at(blk, 0);
+            out[b * MAX_COLS + c] = d;
+            out[(nb + b) * MAX_COLS + c] = match partner {
+                TensorType::Q8_0 => {
+                    d * blk[2..].iter().map(|&q| q as i8 as i32).sum::<i32>() as f32
+                }
+                _ => f16_at(blk, 2),
+            };
         }
     }
 }
