@@ -13,7 +13,7 @@
 use std::arch::aarch64::*;
 use std::ptr::read_unaligned;
 
-use super::{check_dot_args, scalar, Columns, DotFn, QuantizeFn, MAX_COLS};
+use super::{check_dot_args, scalar, Columns, DotFn, QuantizeFn};
 use crate::dtype::{TensorType, QK_K};
 
 pub(crate) fn kernels(ty: TensorType) -> Option<(QuantizeFn, DotFn)> {
