@@ -229,20 +229,24 @@ unsafe fn signed_tile<const C: usize>(
     out: *mut f32,
     decode: impl Fn(*const u8) -> (__m256i, f32),
 ) {
-    let mut acc = [_mm256_setzero_ps(); C];
+    // Two accumulators per column (even and odd blocks), as in `unsigned_tile`.
+    let mut acc = [[_mm256_setzero_ps(); C]; 2];
     for b in 0..nb {
         let (q, dw) = decode(w.add(b * w_block));
         let aq = _mm256_sign_epi8(q, q);
         let dw = _mm256_set1_ps(dw);
+        let acc = &mut acc[b & 1];
         for c in 0..C {
             let y = loadu(x.add(c * xs + b * 34 + 2));
-            let dot = _mm256_mul_ps(_mm256_cvtepi32_ps(dot_u8i8(aq, _mm256_sign_epi8(y, q))), dw);
+            let dot = dot_u8i8(aq, _mm256_sign_epi8(y, q));
+            let dot = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), dw);
             // The column's f32 block scale, loaded straight into all lanes.
-            acc[c] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*s.add(b * MAX_COLS + c)), dot, acc[c]);
+            let dx = _mm256_broadcast_ss(&*s.add(b * MAX_COLS + c));
+            acc[c] = _mm256_fmadd_ps(dx, dot, acc[c]);
         }
     }
     for c in 0..C {
-        *out.add(c) = hsum_ps(acc[c]);
+        *out.add(c) = hsum_ps(_mm256_add_ps(acc[0][c], acc[1][c]));
     }
 }
 
@@ -288,26 +292,28 @@ pub(crate) unsafe fn unsigned_tile<const C: usize>(
     decode: impl Fn(*const u8) -> (__m256i, f32),
     dot: impl Fn(__m256i, __m256i) -> __m256i,
 ) {
-    let mut acc = [_mm256_setzero_ps(); C];
+    // Two accumulators per column (even and odd blocks) so that the FMA latency chains of a
+    // narrow tile still overlap.
+    let mut acc = [[_mm256_setzero_ps(); C]; 2];
     let mut corr = _mm_setzero_ps();
     for b in 0..nb {
         let (u, dw) = decode(w.add(b * w_block));
-        corr = _mm_fmadd_ps(
-            _mm_set1_ps(dw),
-            _mm_loadu_ps(s.add((nb + b) * MAX_COLS)),
-            corr,
-        );
+        let sums = _mm_loadu_ps(s.add((nb + b) * MAX_COLS));
+        corr = _mm_fmadd_ps(_mm_set1_ps(dw), sums, corr);
         let dw = _mm256_set1_ps(dw);
+        let acc = &mut acc[b & 1];
         for c in 0..C {
             let y = loadu(x.add(c * xs + b * 34 + 2));
             let d = _mm256_mul_ps(_mm256_cvtepi32_ps(dot(u, y)), dw);
-            acc[c] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*s.add(b * MAX_COLS + c)), d, acc[c]);
+            let dx = _mm256_broadcast_ss(&*s.add(b * MAX_COLS + c));
+            acc[c] = _mm256_fmadd_ps(dx, d, acc[c]);
         }
     }
     let mut corrections = [0.0f32; 4];
     _mm_storeu_ps(corrections.as_mut_ptr(), corr);
     for c in 0..C {
-        *out.add(c) = hsum_ps(acc[c]) - offset * corrections[c];
+        let sum = _mm256_add_ps(acc[0][c], acc[1][c]);
+        *out.add(c) = hsum_ps(sum) - offset * corrections[c];
     }
 }
 
@@ -340,7 +346,8 @@ unsafe fn offset_tile<const C: usize>(
     out: *mut f32,
     decode: impl Fn(*const u8) -> __m256i,
 ) {
-    let mut acc = [_mm256_setzero_ps(); C];
+    // Two accumulators per column (even and odd blocks), as in `unsigned_tile`.
+    let mut acc = [[_mm256_setzero_ps(); C]; 2];
     let mut offsets = _mm_setzero_ps();
     for b in 0..nb {
         let p = w.add(b * w_block);
@@ -349,16 +356,18 @@ unsafe fn offset_tile<const C: usize>(
         // s_x of the tile's columns (lanes), after the d_x set.
         let sums = _mm_loadu_ps(s.add((nb + b) * MAX_COLS));
         offsets = _mm_fmadd_ps(sums, _mm_set1_ps(mw), offsets);
+        let acc = &mut acc[b & 1];
         for c in 0..C {
             let dot = dot_u8i8(q, loadu(x.add(c * xs + b * 36 + 4)));
             let dot = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), dw);
-            acc[c] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*s.add(b * MAX_COLS + c)), dot, acc[c]);
+            let dx = _mm256_broadcast_ss(&*s.add(b * MAX_COLS + c));
+            acc[c] = _mm256_fmadd_ps(dx, dot, acc[c]);
         }
     }
     let mut off = [0.0f32; 4];
     _mm_storeu_ps(off.as_mut_ptr(), offsets);
     for c in 0..C {
-        *out.add(c) = hsum_ps(acc[c]) + off[c];
+        *out.add(c) = hsum_ps(_mm256_add_ps(acc[0][c], acc[1][c])) + off[c];
     }
 }
 
