@@ -70,13 +70,6 @@ pub(crate) unsafe fn hsum_ps(v: __m256) -> f32 {
 }
 
 #[inline(always)]
-pub(crate) unsafe fn hsum_ps128(s: __m128) -> f32 {
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    _mm_cvtss_f32(s)
-}
-
-#[inline(always)]
 unsafe fn loadu(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
 }
@@ -441,7 +434,6 @@ unsafe fn k4_tile<const C: usize>(
     decode: impl Fn(*const u8, usize) -> (__m256i, __m256i),
 ) {
     let mut acc = [_mm256_setzero_ps(); C];
-    let mut acc_min = [_mm_setzero_ps(); C];
     for b in 0..nb {
         let p = w.add(b * w_block);
         let (d, dmin) = (f16_at(p), f16_at(p.add(2)));
@@ -458,7 +450,9 @@ unsafe fn k4_tile<const C: usize>(
                 _mm256_extracti128_si256::<1>(bsums),
             );
             let m = _mm_cvtepi32_ps(_mm_madd_epi16(mins, pairs));
-            acc_min[c] = _mm_fmadd_ps(_mm_set1_ps(dmin * f32_at(xb)), m, acc_min[c]);
+            // Into the main accumulator (lanes 0..4), keeping registers free for the tile.
+            let m = _mm256_set_m128(_mm_setzero_ps(), m);
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(-dmin * f32_at(xb)), m, acc[c]);
         }
         let mut sumi = [_mm256_setzero_si256(); C];
         for j in 0..QK_K / 64 {
@@ -478,7 +472,7 @@ unsafe fn k4_tile<const C: usize>(
         }
     }
     for c in 0..C {
-        *out.add(c) = hsum_ps(acc[c]) - hsum_ps128(acc_min[c]);
+        *out.add(c) = hsum_ps(acc[c]);
     }
 }
 
