@@ -1,3 +1,10 @@
 //! The CPU backend: quantized matrix multiplication (runtime ISA dispatch) and the f32 operations
 //! the models need.
+
+pub mod dot;
+pub mod isa;
+pub mod matmul;
 pub mod ops;
+
+pub use isa::Isa;
+pub use matmul::{matmul, matmul_with_isa, MatmulError, MatmulScratch};

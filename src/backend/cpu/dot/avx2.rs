@@ -1,0 +1,721 @@
+//! AVX2 + FMA + F16C kernels (x86-64): the integer block dots of ggml's AVX2 code
+//! (`ggml-cpu/arch/x86/quants.c`), rearranged so that each weight block is unpacked once and
+//! reused for up to [`MAX_COLS`](super::MAX_COLS) activation columns; and activation quantizers
+//! that produce exactly the blocks of the scalar reference quantizers.
+//!
+//! Everything here is only reachable through `Kernels::new(_, Isa::Avx2 | Isa::Avx512)`, which
+//! checks the CPU first; `check_dot_args` bounds every raw-pointer read to the caller's slices.
+
+// Column loops index several per-column arrays (accumulators, sums) in step, and the tile
+// kernels take the raw pointers of a DotFn plus their block layout.
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+use std::arch::x86_64::*;
+use std::ptr::read_unaligned;
+
+use super::{check_dot_args, scalar, Columns, DotFn, QuantizeFn, MAX_COLS};
+
+use crate::dtype::{TensorType, QK_K};
+use crate::quant::blocks::QK;
+
+pub(crate) fn kernels(ty: TensorType) -> Option<(QuantizeFn, DotFn)> {
+    use TensorType::*;
+    Some(match ty {
+        F32 => (scalar::quantize_f32 as QuantizeFn, dot_f32 as DotFn),
+        F16 => (scalar::quantize_f16, dot_f16),
+        BF16 => (scalar::quantize_bf16, dot_bf16),
+        Q8_0 => (quantize_q8_0, dot_q8_0),
+        Q4_0 => (quantize_q8_0, dot_q4_0),
+        Q5_0 => (quantize_q8_0, dot_q5_0),
+        Q4_1 => (quantize_q8_1, dot_q4_1),
+        Q5_1 => (quantize_q8_1, dot_q5_1),
+        Q4_K => (quantize_q8_k, dot_q4_k),
+        Q5_K => (quantize_q8_k, dot_q5_k),
+        Q6_K => (quantize_q8_k, dot_q6_k),
+        _ => return None,
+    })
+}
+
+tiled_dot!(dot_f32, f32_tile, 4, 4, 0);
+tiled_dot!(dot_f16, f16_tile, 2, 2, 0);
+tiled_dot!(dot_bf16, bf16_tile, 2, 2, 0);
+tiled_dot!(dot_q8_0, q8_0_tile, 34, 34, 1);
+tiled_dot!(dot_q4_0, q4_0_tile, 18, 34, 2);
+tiled_dot!(dot_q5_0, q5_0_tile, 22, 34, 1);
+tiled_dot!(dot_q4_1, q4_1_tile, 20, 36, 2);
+tiled_dot!(dot_q5_1, q5_1_tile, 24, 36, 2);
+tiled_dot!(dot_q4_k, q4_k_tile, 144, 292, 0);
+tiled_dot!(dot_q5_k, q5_k_tile, 176, 292, 0);
+tiled_dot!(dot_q6_k, q6_k_tile, 210, 292, 0);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+#[inline(always)]
+pub(crate) unsafe fn f16_at(p: *const u8) -> f32 {
+    let bits = read_unaligned(p as *const u16);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+#[inline(always)]
+pub(crate) unsafe fn f32_at(p: *const u8) -> f32 {
+    read_unaligned(p as *const f32)
+}
+
+#[inline(always)]
+pub(crate) unsafe fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+#[inline(always)]
+unsafe fn loadu(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+/// 16 bytes of packed nibbles → 32 bytes: low nibbles first (weights 0..16), then high (16..32).
+#[inline(always)]
+pub(crate) unsafe fn unpack_nibbles(p: *const u8) -> __m256i {
+    let qs = _mm_loadu_si128(p as *const __m128i);
+    let both = _mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0f))
+}
+
+/// 32 bits → 32 bytes, byte i = 0xFF where bit i is set (ggml's `bytes_from_bits_32`).
+#[inline(always)]
+pub(crate) unsafe fn bytes_from_bits_32(p: *const u8) -> __m256i {
+    let bits = read_unaligned(p as *const u32) as i32;
+    let shuffle = _mm256_set_epi64x(
+        0x0303_0303_0303_0303,
+        0x0202_0202_0202_0202,
+        0x0101_0101_0101_0101,
+        0,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(bits), shuffle);
+    let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
+    _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+}
+
+/// Σ of the signed products of 32 byte pairs, as 8 i32 lanes; `ax` = |w|, `sy` = y·sign(w).
+#[inline(always)]
+pub(crate) unsafe fn dot_u8i8(ax: __m256i, sy: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Float weights.
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn float_tile<const C: usize>(
+    k: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    out: *mut f32,
+    elem: usize,
+    load: impl Fn(*const u8) -> __m256,
+    scalar: impl Fn(*const u8) -> f32,
+) {
+    let mut acc0 = [_mm256_setzero_ps(); C];
+    let mut acc1 = [_mm256_setzero_ps(); C];
+    let mut i = 0;
+    while i + 16 <= k {
+        let w0 = load(w.add(i * elem));
+        let w1 = load(w.add((i + 8) * elem));
+        for c in 0..C {
+            let xc = x.add(c * xs);
+            acc0[c] = _mm256_fmadd_ps(w0, load(xc.add(i * elem)), acc0[c]);
+            acc1[c] = _mm256_fmadd_ps(w1, load(xc.add((i + 8) * elem)), acc1[c]);
+        }
+        i += 16;
+    }
+    for c in 0..C {
+        let xc = x.add(c * xs);
+        let mut s = hsum_ps(_mm256_add_ps(acc0[c], acc1[c]));
+        for j in i..k {
+            s += scalar(w.add(j * elem)) * scalar(xc.add(j * elem));
+        }
+        *out.add(c) = s;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f32_tile<const C: usize>(
+    k: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    _s: *const f32,
+    out: *mut f32,
+) {
+    float_tile::<C>(
+        k,
+        w,
+        x,
+        xs,
+        out,
+        4,
+        |p| _mm256_loadu_ps(p as *const f32),
+        |p| f32_at(p),
+    )
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_tile<const C: usize>(
+    k: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    _s: *const f32,
+    out: *mut f32,
+) {
+    float_tile::<C>(
+        k,
+        w,
+        x,
+        xs,
+        out,
+        2,
+        |p| _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
+        |p| f16_at(p),
+    )
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bf16_tile<const C: usize>(
+    k: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    _s: *const f32,
+    out: *mut f32,
+) {
+    float_tile::<C>(
+        k,
+        w,
+        x,
+        xs,
+        out,
+        2,
+        |p| {
+            let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
+        },
+        |p| scalar::bf16_bits_to_f32(read_unaligned(p as *const u16)),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Legacy 32-weight blocks against Q8_0 / Q8_1 activations.
+
+/// The shared loop of the symmetric types: `decode` turns a weight block into 32 signed bytes and
+/// its scale; each column adds d_w·d_x·Σ w·y per block.
+#[inline(always)]
+unsafe fn signed_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    w_block: usize,
+    x: *const u8,
+    xs: usize,
+    s: *const f32,
+    out: *mut f32,
+    decode: impl Fn(*const u8) -> (__m256i, f32),
+) {
+    // Two accumulators per column (even and odd blocks), as in `unsigned_tile`.
+    let mut acc = [[_mm256_setzero_ps(); C]; 2];
+    for b in 0..nb {
+        let (q, dw) = decode(w.add(b * w_block));
+        let aq = _mm256_sign_epi8(q, q);
+        let dw = _mm256_set1_ps(dw);
+        let acc = &mut acc[b & 1];
+        for c in 0..C {
+            let y = loadu(x.add(c * xs + b * 34 + 2));
+            let dot = dot_u8i8(aq, _mm256_sign_epi8(y, q));
+            let dot = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), dw);
+            // The column's f32 block scale, loaded straight into all lanes.
+            let dx = _mm256_broadcast_ss(&*s.add(b * MAX_COLS + c));
+            acc[c] = _mm256_fmadd_ps(dx, dot, acc[c]);
+        }
+    }
+    for c in 0..C {
+        *out.add(c) = hsum_ps(_mm256_add_ps(acc[0][c], acc[1][c]));
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    s: *const f32,
+    out: *mut f32,
+) {
+    signed_tile::<C>(nb, w, 34, x, xs, s, out, |p| (loadu(p.add(2)), f16_at(p)))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    s: *const f32,
+    out: *mut f32,
+) {
+    // q ≤ 15, so maddubs cannot saturate on the unsigned nibbles.
+    let decode = |p: *const u8| (unpack_nibbles(p.add(2)), f16_at(p));
+    unsigned_tile::<C>(nb, w, 18, x, xs, s, out, 8.0, decode, |u, y| dot_u8i8(u, y))
+}
+
+/// Symmetric types whose weights are handled as unsigned `u = w + offset`: Σ w·y = Σ u·y −
+/// offset·Σ y, with d_x·Σ y per column block precomputed (scale set 1), which saves the per-column
+/// sign flip of `signed_tile`. `dot` is the unsigned×signed byte dot (maddubs or VNNI).
+#[inline(always)]
+pub(crate) unsafe fn unsigned_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    w_block: usize,
+    x: *const u8,
+    xs: usize,
+    s: *const f32,
+    out: *mut f32,
+    offset: f32,
+    decode: impl Fn(*const u8) -> (__m256i, f32),
+    dot: impl Fn(__m256i, __m256i) -> __m256i,
+) {
+    // Two accumulators per column (even and odd blocks) so that the FMA latency chains of a
+    // narrow tile still overlap.
+    let mut acc = [[_mm256_setzero_ps(); C]; 2];
+    let mut corr = _mm_setzero_ps();
+    for b in 0..nb {
+        let (u, dw) = decode(w.add(b * w_block));
+        let sums = _mm_loadu_ps(s.add((nb + b) * MAX_COLS));
+        corr = _mm_fmadd_ps(_mm_set1_ps(dw), sums, corr);
+        let dw = _mm256_set1_ps(dw);
+        let acc = &mut acc[b & 1];
+        for c in 0..C {
+            let y = loadu(x.add(c * xs + b * 34 + 2));
+            let d = _mm256_mul_ps(_mm256_cvtepi32_ps(dot(u, y)), dw);
+            let dx = _mm256_broadcast_ss(&*s.add(b * MAX_COLS + c));
+            acc[c] = _mm256_fmadd_ps(dx, d, acc[c]);
+        }
+    }
+    let mut corrections = [0.0f32; 4];
+    _mm_storeu_ps(corrections.as_mut_ptr(), corr);
+    for c in 0..C {
+        let sum = _mm256_add_ps(acc[0][c], acc[1][c]);
+        *out.add(c) = hsum_ps(sum) - offset * corrections[c];
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_0_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    s: *const f32,
+    out: *mut f32,
+) {
+    signed_tile::<C>(nb, w, 22, x, xs, s, out, |p| {
+        // Where the fifth bit is clear, q − 16 = q | 0xF0 (two's complement).
+        let high = _mm256_andnot_si256(bytes_from_bits_32(p.add(2)), _mm256_set1_epi8(-16));
+        (_mm256_or_si256(unpack_nibbles(p.add(6)), high), f16_at(p))
+    })
+}
+
+/// The shared loop of the offset types (Q4_1, Q5_1 against Q8_1): unsigned q, so each block adds
+/// d_w·d_x·Σ q·y + m_w·s_x.
+#[inline(always)]
+unsafe fn offset_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    w_block: usize,
+    x: *const u8,
+    xs: usize,
+    s: *const f32,
+    out: *mut f32,
+    decode: impl Fn(*const u8) -> __m256i,
+) {
+    // Two accumulators per column (even and odd blocks), as in `unsigned_tile`.
+    let mut acc = [[_mm256_setzero_ps(); C]; 2];
+    let mut offsets = _mm_setzero_ps();
+    for b in 0..nb {
+        let p = w.add(b * w_block);
+        let (dw, mw) = (_mm256_set1_ps(f16_at(p)), f16_at(p.add(2)));
+        let q = decode(p);
+        // s_x of the tile's columns (lanes), after the d_x set.
+        let sums = _mm_loadu_ps(s.add((nb + b) * MAX_COLS));
+        offsets = _mm_fmadd_ps(sums, _mm_set1_ps(mw), offsets);
+        let acc = &mut acc[b & 1];
+        for c in 0..C {
+            let dot = dot_u8i8(q, loadu(x.add(c * xs + b * 36 + 4)));
+            let dot = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), dw);
+            let dx = _mm256_broadcast_ss(&*s.add(b * MAX_COLS + c));
+            acc[c] = _mm256_fmadd_ps(dx, dot, acc[c]);
+        }
+    }
+    let mut off = [0.0f32; 4];
+    _mm_storeu_ps(off.as_mut_ptr(), offsets);
+    for c in 0..C {
+        *out.add(c) = hsum_ps(_mm256_add_ps(acc[0][c], acc[1][c])) + off[c];
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_1_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    s: *const f32,
+    out: *mut f32,
+) {
+    offset_tile::<C>(nb, w, 20, x, xs, s, out, |p| unpack_nibbles(p.add(4)))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_1_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    s: *const f32,
+    out: *mut f32,
+) {
+    offset_tile::<C>(nb, w, 24, x, xs, s, out, |p| {
+        let high = _mm256_and_si256(bytes_from_bits_32(p.add(4)), _mm256_set1_epi8(0x10));
+        _mm256_or_si256(unpack_nibbles(p.add(8)), high)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// K-quants against Q8_K (d: f32 at 0, qs: 256 i8 at 4, bsums: 16 i16 at 260).
+
+const Q8K_BYTES: usize = 292;
+
+/// The 12 packed bytes of Q4_K / Q5_K scales and mins → 16 i16 lanes: the 8 six-bit scales, then
+/// the 8 six-bit mins (ggml's `utmp` shuffle, four 32-bit words at a time).
+#[inline(always)]
+unsafe fn k4_scales_mins(p: *const u8) -> __m256i {
+    const KMASK1: u32 = 0x3f3f_3f3f;
+    const KMASK2: u32 = 0x0f0f_0f0f;
+    const KMASK3: u32 = 0x0303_0303;
+    let raw = read_unaligned(p as *const [u32; 3]);
+    let scales_lo = raw[0] & KMASK1;
+    let scales_hi = (raw[2] & KMASK2) | (((raw[0] >> 6) & KMASK3) << 4);
+    let mins_lo = raw[1] & KMASK1;
+    let mins_hi = ((raw[2] >> 4) & KMASK2) | (((raw[1] >> 6) & KMASK3) << 4);
+    _mm256_cvtepu8_epi16(_mm_set_epi32(
+        mins_hi as i32,
+        mins_lo as i32,
+        scales_hi as i32,
+        scales_lo as i32,
+    ))
+}
+
+/// A `pshufb` mask that broadcasts i16 lane `i` (< 8) of each 128-bit half.
+#[inline(always)]
+unsafe fn broadcast_i16_lane(i: usize) -> __m256i {
+    _mm256_set1_epi16((((2 * i + 1) << 8) | (2 * i)) as i16)
+}
+
+/// Q4_K / Q5_K: `decode(j)` gives the weights of sub-blocks 2j and 2j+1 (unsigned, 32 bytes each).
+#[inline(always)]
+unsafe fn k4_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    w_block: usize,
+    x: *const u8,
+    xs: usize,
+    out: *mut f32,
+    decode: impl Fn(*const u8, usize) -> (__m256i, __m256i),
+) {
+    let mut acc = [_mm256_setzero_ps(); C];
+    for b in 0..nb {
+        let p = w.add(b * w_block);
+        let (d, dmin) = (f16_at(p), f16_at(p.add(2)));
+        let scales_mins = k4_scales_mins(p.add(4));
+        let sc128 = _mm256_castsi256_si128(scales_mins);
+        let scales = _mm256_set_m128i(sc128, sc128);
+        // mins·(Σ of each sub-block's y) through the pairwise sums of bsums.
+        let mins = _mm256_extracti128_si256::<1>(scales_mins);
+        for c in 0..C {
+            let xb = x.add(c * xs + b * Q8K_BYTES);
+            let bsums = loadu(xb.add(260));
+            let pairs = _mm_hadd_epi16(
+                _mm256_castsi256_si128(bsums),
+                _mm256_extracti128_si256::<1>(bsums),
+            );
+            let m = _mm_cvtepi32_ps(_mm_madd_epi16(mins, pairs));
+            // Into the main accumulator (lanes 0..4), keeping registers free for the tile.
+            let m = _mm256_set_m128(_mm_setzero_ps(), m);
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(-dmin * f32_at(xb)), m, acc[c]);
+        }
+        let mut sumi = [_mm256_setzero_si256(); C];
+        for j in 0..QK_K / 64 {
+            let (lo, hi) = decode(p, j);
+            let s_lo = _mm256_shuffle_epi8(scales, broadcast_i16_lane(2 * j));
+            let s_hi = _mm256_shuffle_epi8(scales, broadcast_i16_lane(2 * j + 1));
+            for c in 0..C {
+                let y = x.add(c * xs + b * Q8K_BYTES + 4 + 64 * j);
+                let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, loadu(y)), s_lo);
+                let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, loadu(y.add(32))), s_hi);
+                sumi[c] = _mm256_add_epi32(sumi[c], _mm256_add_epi32(p_lo, p_hi));
+            }
+        }
+        for c in 0..C {
+            let yd = f32_at(x.add(c * xs + b * Q8K_BYTES));
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d * yd), _mm256_cvtepi32_ps(sumi[c]), acc[c]);
+        }
+    }
+    for c in 0..C {
+        *out.add(c) = hsum_ps(acc[c]);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    _s: *const f32,
+    out: *mut f32,
+) {
+    k4_tile::<C>(nb, w, 144, x, xs, out, |p, j| {
+        let bits = loadu(p.add(16 + 32 * j));
+        let m4 = _mm256_set1_epi8(0x0f);
+        (
+            _mm256_and_si256(bits, m4),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4),
+        )
+    })
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_k_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    _s: *const f32,
+    out: *mut f32,
+) {
+    k4_tile::<C>(nb, w, 176, x, xs, out, |p, j| {
+        let bits = loadu(p.add(48 + 32 * j));
+        // Sub-block s takes its fifth bit from bit s of qh[l].
+        let hbits = _mm256_srl_epi16(loadu(p.add(16)), _mm_cvtsi32_si128(2 * j as i32));
+        let m4 = _mm256_set1_epi8(0x0f);
+        let one = _mm256_set1_epi8(1);
+        let h_lo = _mm256_slli_epi16::<4>(_mm256_and_si256(hbits, one));
+        let h_hi = _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<1>(hbits), one));
+        (
+            _mm256_or_si256(_mm256_and_si256(bits, m4), h_lo),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4), h_hi),
+        )
+    })
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    _s: *const f32,
+    out: *mut f32,
+) {
+    let mut acc = [_mm256_setzero_ps(); C];
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m30 = _mm256_set1_epi8(0x30);
+    for b in 0..nb {
+        let p = w.add(b * 210);
+        let (ql, qh, scp) = (p, p.add(128), p.add(192));
+        let d = f16_at(p.add(208));
+        let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scp as *const __m128i));
+        // The 8 scales of each half, as i16, in both 128-bit lanes.
+        let half_scales = [0, 8].map(|o| {
+            let s = _mm_cvtepi8_epi16(_mm_loadl_epi64(scp.add(o) as *const __m128i));
+            _mm256_set_m128i(s, s)
+        });
+        // The stored q is w + 32: subtract 32·Σ sc·(Σ y) per column from the bsums.
+        let mut sumi = [_mm256_setzero_si256(); C];
+        for c in 0..C {
+            let xb = x.add(c * xs + b * Q8K_BYTES);
+            let corr = _mm256_madd_epi16(scales16, loadu(xb.add(260)));
+            sumi[c] = _mm256_sub_epi32(sumi[c], _mm256_slli_epi32::<5>(corr));
+        }
+        for h in 0..2 {
+            let b1 = loadu(ql.add(64 * h));
+            let b2 = loadu(ql.add(64 * h + 32));
+            let bh = loadu(qh.add(32 * h));
+            let q = [
+                _mm256_or_si256(
+                    _mm256_and_si256(b1, m4),
+                    _mm256_and_si256(_mm256_slli_epi16::<4>(bh), m30),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(b2, m4),
+                    _mm256_and_si256(_mm256_slli_epi16::<2>(bh), m30),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(b1), m4),
+                    _mm256_and_si256(bh, m30),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(b2), m4),
+                    _mm256_and_si256(_mm256_srli_epi16::<2>(bh), m30),
+                ),
+            ];
+            for (g, q) in q.iter().enumerate() {
+                // 32 weights = two sub-blocks of 16, each with its own scale.
+                let lanes = _mm256_set_m128i(
+                    _mm_set1_epi16((((4 * g + 3) << 8) | (4 * g + 2)) as i16),
+                    _mm_set1_epi16((((4 * g + 1) << 8) | (4 * g)) as i16),
+                );
+                let scale = _mm256_shuffle_epi8(half_scales[h], lanes);
+                for c in 0..C {
+                    let y = x.add(c * xs + b * Q8K_BYTES + 4 + 128 * h + 32 * g);
+                    let p16 = _mm256_maddubs_epi16(*q, loadu(y));
+                    sumi[c] = _mm256_add_epi32(sumi[c], _mm256_madd_epi16(p16, scale));
+                }
+            }
+        }
+        for c in 0..C {
+            let yd = f32_at(x.add(c * xs + b * Q8K_BYTES));
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d * yd), _mm256_cvtepi32_ps(sumi[c]), acc[c]);
+        }
+    }
+    for c in 0..C {
+        *out.add(c) = hsum_ps(acc[c]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activation quantizers, bit-exact with the scalar reference ones.
+
+/// Round half away from zero (C `roundf`), which `quantize_row_q8_0_ref` uses. ggml's own AVX2
+/// `quantize_row_q8_0` rounds half to even instead; we follow the reference.
+#[inline(always)]
+unsafe fn round_away(v: __m256) -> __m256 {
+    let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(v);
+    // v − t is exact (|v| ≤ 128); step one further out when the dropped part is ≥ ½.
+    let sign = _mm256_and_ps(v, _mm256_set1_ps(-0.0));
+    let frac = _mm256_andnot_ps(_mm256_set1_ps(-0.0), _mm256_sub_ps(v, t));
+    let up = _mm256_cmp_ps::<_CMP_GE_OQ>(frac, _mm256_set1_ps(0.5));
+    let step = _mm256_and_ps(up, _mm256_or_ps(sign, _mm256_set1_ps(1.0)));
+    _mm256_add_ps(t, step)
+}
+
+/// Packs 32 integral floats (4 vectors, in order) into 32 bytes.
+#[inline(always)]
+unsafe fn pack_i8(v: [__m256; 4]) -> __m256i {
+    let i = v.map(|v| _mm256_cvtps_epi32(v));
+    let a = _mm256_packs_epi32(i[0], i[1]);
+    let b = _mm256_packs_epi32(i[2], i[3]);
+    let p = _mm256_packs_epi16(a, b);
+    // The packs work per 128-bit lane; restore element order.
+    _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+}
+
+#[inline(always)]
+unsafe fn max_abs(v: &[__m256]) -> f32 {
+    let mut m = _mm256_setzero_ps();
+    for &v in v {
+        m = _mm256_max_ps(m, _mm256_andnot_ps(_mm256_set1_ps(-0.0), v));
+    }
+    let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    let m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    _mm_cvtss_f32(m)
+}
+
+/// One Q8_0 / Q8_1 block: writes d and the 32 q at `qs`; returns (d, Σq).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_block(x: *const f32, qs: *mut u8) -> (f32, i32) {
+    let v = [0, 8, 16, 24].map(|o| _mm256_loadu_ps(x.add(o)));
+    let amax = max_abs(&v);
+    let d = amax / 127.0;
+    let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+    let r = v.map(|v| round_away(_mm256_mul_ps(v, id)));
+    let q = pack_i8(r);
+    _mm256_storeu_si256(qs as *mut __m256i, q);
+    let sum = _mm256_add_ps(_mm256_add_ps(r[0], r[1]), _mm256_add_ps(r[2], r[3]));
+    (d, hsum_ps(sum) as i32)
+}
+
+pub(crate) fn quantize_q8_0(x: &[f32], out: &mut [u8]) {
+    let nb = x.len() / QK;
+    assert!(
+        x.len() == nb * QK && out.len() == nb * 34,
+        "quantize_q8_0: bad lengths"
+    );
+    for b in 0..nb {
+        // SAFETY: AVX2 is present (module doc); block b's 32 floats and 34 bytes are in bounds.
+        let (d, _) = unsafe { q8_block(x.as_ptr().add(b * QK), out.as_mut_ptr().add(b * 34 + 2)) };
+        out[b * 34..b * 34 + 2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+    }
+}
+
+fn quantize_q8_1(x: &[f32], out: &mut [u8]) {
+    let nb = x.len() / QK;
+    assert!(
+        x.len() == nb * QK && out.len() == nb * 36,
+        "quantize_q8_1: bad lengths"
+    );
+    for b in 0..nb {
+        // SAFETY: AVX2 is present (module doc); block b's 32 floats and 36 bytes are in bounds.
+        let (d, sum) =
+            unsafe { q8_block(x.as_ptr().add(b * QK), out.as_mut_ptr().add(b * 36 + 4)) };
+        let o = &mut out[b * 36..];
+        o[..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+        o[2..4].copy_from_slice(&half::f16::from_f32(sum as f32 * d).to_le_bytes());
+    }
+}
+
+fn quantize_q8_k(x: &[f32], out: &mut [u8]) {
+    let nb = x.len() / QK_K;
+    assert!(
+        x.len() == nb * QK_K && out.len() == nb * Q8K_BYTES,
+        "quantize_q8_k: bad lengths"
+    );
+    for (xb, o) in x.chunks_exact(QK_K).zip(out.chunks_exact_mut(Q8K_BYTES)) {
+        // SAFETY: AVX2 is present (module doc); xb has 256 floats, o has 292 bytes.
+        unsafe { q8_k_block(xb, o) }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_k_block(xb: &[f32], o: &mut [u8]) {
+    let x = xb.as_ptr();
+    let v: [__m256; 32] = std::array::from_fn(|i| _mm256_loadu_ps(x.add(8 * i)));
+    let amax = max_abs(&v);
+    if amax == 0.0 {
+        o.fill(0);
+        return;
+    }
+    // The reference keeps the first value of largest magnitude (its sign sets the scale's).
+    let max = xb.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
+    let iscale = -127.0 / max;
+    let s = _mm256_set1_ps(iscale);
+    let r: [__m256; 32] = std::array::from_fn(|i| {
+        let q = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(v[i], s),
+        );
+        _mm256_min_ps(q, _mm256_set1_ps(127.0))
+    });
+    let qs = o.as_mut_ptr().add(4);
+    for g in 0..8 {
+        let q = pack_i8([r[4 * g], r[4 * g + 1], r[4 * g + 2], r[4 * g + 3]]);
+        _mm256_storeu_si256(qs.add(32 * g) as *mut __m256i, q);
+        // bsums of the two 16-value halves of these 32.
+        let lo = hsum_ps(_mm256_add_ps(r[4 * g], r[4 * g + 1])) as i16;
+        let hi = hsum_ps(_mm256_add_ps(r[4 * g + 2], r[4 * g + 3])) as i16;
+        o[260 + 4 * g..][..2].copy_from_slice(&lo.to_le_bytes());
+        o[262 + 4 * g..][..2].copy_from_slice(&hi.to_le_bytes());
+    }
+    o[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+}

@@ -1,0 +1,81 @@
+//! AVX-512 kernels (F, BW, VL, VNNI): the Q8_0 and Q4_0 dots with `vpdpbusd`, which fuses the
+//! AVX2 path's multiply–add pair into one instruction. Every other type uses the AVX2 kernels,
+//! which every AVX-512 CPU can run.
+//!
+//! Selected only when the CPU reports all four features; the test suite then runs them against
+//! the scalar reference (the development machine, an AMD EPYC, does). 256-bit registers only:
+//! 512-bit ones need target features that Rust stabilised after this crate's minimum version.
+
+// Column loops index several per-column arrays (accumulators, sums) in step, and the tile
+// kernels take the raw pointers of a DotFn plus their block layout.
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+use std::arch::asm;
+use std::arch::x86_64::*;
+
+use super::avx2::{self, f16_at, unpack_nibbles, unsigned_tile};
+use super::{check_dot_args, Columns, DotFn, QuantizeFn};
+use crate::dtype::TensorType;
+
+pub(crate) fn kernels(ty: TensorType) -> Option<(QuantizeFn, DotFn)> {
+    match ty {
+        TensorType::Q8_0 => Some((avx2::quantize_q8_0 as QuantizeFn, dot_q8_0 as DotFn)),
+        TensorType::Q4_0 => Some((avx2::quantize_q8_0, dot_q4_0)),
+        _ => avx2::kernels(ty),
+    }
+}
+
+tiled_dot!(dot_q8_0, q8_0_tile, 34, 34, 2);
+tiled_dot!(dot_q4_0, q4_0_tile, 18, 34, 2);
+
+/// `acc + Σ₄ a·b` per i32 lane (u8 `a`, i8 `b`): AVX512-VNNI `vpdpbusd` on ymm registers.
+///
+/// Inline assembly because the crate's minimum Rust (1.85) predates the stable AVX-512
+/// intrinsics and target features (1.89); the EVEX form the assembler picks for this operand
+/// shape needs AVX512-VNNI + AVX512-VL, which `Isa::Avx512` detection requires.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn dpbusd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    let mut acc = acc;
+    // SAFETY: register-only instruction; callers run only where Isa::Avx512 was detected.
+    asm!(
+        "vpdpbusd {acc}, {a}, {b}",
+        acc = inout(ymm_reg) acc,
+        a = in(ymm_reg) a,
+        b = in(ymm_reg) b,
+        options(pure, nomem, nostack, preserves_flags),
+    );
+    acc
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    s: *const f32,
+    out: *mut f32,
+) {
+    // w + 128 as unsigned bytes is w with its top bit flipped; vpdpbusd sums into i32 without the
+    // i16 saturation that rules this out for maddubs.
+    let decode = |p: *const u8| {
+        let q = _mm256_loadu_si256(p.add(2) as *const __m256i);
+        (_mm256_xor_si256(q, _mm256_set1_epi8(-128)), f16_at(p))
+    };
+    let dot = |u, y| dpbusd(_mm256_setzero_si256(), u, y);
+    unsigned_tile::<C>(nb, w, 34, x, xs, s, out, 128.0, decode, dot)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    s: *const f32,
+    out: *mut f32,
+) {
+    let decode = |p: *const u8| (unpack_nibbles(p.add(2)), f16_at(p));
+    let dot = |u, y| dpbusd(_mm256_setzero_si256(), u, y);
+    unsigned_tile::<C>(nb, w, 18, x, xs, s, out, 8.0, decode, dot)
+}

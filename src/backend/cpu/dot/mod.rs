@@ -1,0 +1,190 @@
+//! Block dot products: one weight row against up to [`MAX_COLS`] activation rows, per weight type
+//! and per instruction set, plus the activation quantizers that feed them.
+//!
+//! This is ggml's scheme: weights stay in their blocks; activations are converted once per matmul
+//! to the weight type's *dot partner* (Q8_0, Q8_1 or Q8_K for quantized weights, the weight's own
+//! float format otherwise); each block pair is reduced with integer arithmetic and the per-block
+//! scales are applied in f32. A kernel handles several activation columns per call so that each
+//! weight block is loaded and unpacked once for all of them (register tiling).
+//!
+//! The [`Kernels`] table is only handed out for an [`Isa`] the CPU supports, which is what makes
+//! calling the `#[target_feature]` functions behind it sound. This module does no threading and
+//! no allocation; `matmul` drives it.
+
+use crate::backend::cpu::isa::Isa;
+use crate::dtype::TensorType;
+
+/// Defines the safe [`DotFn`] `$name` over a SIMD module's tiled kernel `$tile::<C>` (C = number
+/// of columns, 1 ..= 4), which reads `nb` weight blocks of `$w_block` bytes, C columns of `nb`
+/// activation blocks of `$x_block` bytes each `col_bytes` apart, and `$scale_sets · nb ·
+/// MAX_COLS` f32 column scales, and writes C results.
+macro_rules! tiled_dot {
+    ($name:ident, $tile:ident, $w_block:expr, $x_block:expr, $scale_sets:expr) => {
+        fn $name(w_row: &[u8], cols: Columns<'_>, out: &mut [f32]) {
+            let nb = check_dot_args(w_row, $w_block, &cols, $x_block, $scale_sets, out.len());
+            let (w, x, s) = (w_row.as_ptr(), cols.bytes.as_ptr(), cols.scales.as_ptr());
+            let xs = cols.col_bytes;
+            // SAFETY: the SIMD module's kernels are only reachable through `Kernels::new`, which
+            // checks that the CPU has the module's features; check_dot_args guarantees nb blocks
+            // in w_row, out.len() columns of nb blocks in cols and the scales the tile reads, and
+            // the tile writes out.len() results.
+            unsafe {
+                match out.len() {
+                    1 => $tile::<1>(nb, w, x, xs, s, out.as_mut_ptr()),
+                    2 => $tile::<2>(nb, w, x, xs, s, out.as_mut_ptr()),
+                    3 => $tile::<3>(nb, w, x, xs, s, out.as_mut_ptr()),
+                    _ => $tile::<4>(nb, w, x, xs, s, out.as_mut_ptr()),
+                }
+            }
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon;
+pub(crate) mod scalar;
+
+/// Most activation columns one kernel call handles (the register tile width).
+pub const MAX_COLS: usize = 4;
+
+/// The type activations are converted to before their dot product with weights of type `ty`
+/// (ggml's `vec_dot_type`), or `None` when there is no kernel for `ty`.
+pub fn dot_partner(ty: TensorType) -> Option<TensorType> {
+    use TensorType::*;
+    match ty {
+        F32 => Some(F32),
+        F16 => Some(F16),
+        BF16 => Some(BF16),
+        Q4_0 | Q5_0 | Q8_0 => Some(Q8_0),
+        Q4_1 | Q5_1 => Some(Q8_1),
+        Q4_K | Q5_K | Q6_K => Some(Q8_K),
+        _ => None,
+    }
+}
+
+/// Converts one activation row (`x.len()` = k floats) into the dot partner's bytes (`out.len()` =
+/// the partner's row size for k). Callers guarantee both lengths.
+pub type QuantizeFn = fn(x: &[f32], out: &mut [u8]);
+
+/// The activation columns of one tile: `out.len()` rows in the dot partner type, `col_bytes`
+/// apart in `bytes`, and for the Q8_0 / Q8_1 partners their block scales as f32 (see
+/// [`column_scales`]), so that SIMD kernels need not convert them once per weight row.
+#[derive(Clone, Copy)]
+pub struct Columns<'a> {
+    pub bytes: &'a [u8],
+    pub col_bytes: usize,
+    pub scales: &'a [f32],
+}
+
+/// `out[c] = w_row · column c` for `c < out.len()` (1 ..= [`MAX_COLS`]), where column c is
+/// `cols.bytes[c * col_bytes..][..col_bytes]`, an activation row in the dot partner type of the
+/// same length k as the weight row `w_row`. Lengths are checked (a mismatch panics: it is a bug in
+/// the caller, never reachable from user input through `matmul`).
+pub type DotFn = fn(w_row: &[u8], cols: Columns<'_>, out: &mut [f32]);
+
+/// How many f32 scale sets [`column_scales`] makes per block for activations of type `partner`:
+/// two for Q8_0 and Q8_1, none for the others.
+pub fn scale_sets(partner: TensorType) -> usize {
+    match partner {
+        TensorType::Q8_0 | TensorType::Q8_1 => 2,
+        _ => 0,
+    }
+}
+
+/// Converts the block scales of `n_cols` (≤ [`MAX_COLS`]) activation columns of type `partner`
+/// (Q8_0 or Q8_1) to f32 in `out`, block-major: `out[b·MAX_COLS + c]` is d of column c's block b,
+/// and `out[(nb + b)·MAX_COLS + c]` is d·Σq (Q8_0, computed here in f32; kernels with unsigned
+/// weights subtract their offset with it) or the stored s (Q8_1). Missing columns get 0.
+pub fn column_scales(
+    partner: TensorType,
+    cols: &[u8],
+    col_bytes: usize,
+    n_cols: usize,
+    out: &mut [f32],
+) {
+    let block = partner.block_bytes();
+    let nb = col_bytes / block;
+    out[..scale_sets(partner) * nb * MAX_COLS].fill(0.0);
+    let f16_at = |b: &[u8], at: usize| half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
+    for c in 0..n_cols.min(MAX_COLS) {
+        let col = &cols[c * col_bytes..][..col_bytes];
+        for (b, blk) in col.chunks_exact(block).enumerate() {
+            let d = f16_at(blk, 0);
+            out[b * MAX_COLS + c] = d;
+            out[(nb + b) * MAX_COLS + c] = match partner {
+                TensorType::Q8_0 => {
+                    d * blk[2..].iter().map(|&q| q as i8 as i32).sum::<i32>() as f32
+                }
+                _ => f16_at(blk, 2),
+            };
+        }
+    }
+}
+
+/// The kernels for one weight type on one instruction set.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    pub weight: TensorType,
+    pub partner: TensorType,
+    pub isa: Isa,
+    pub quantize: QuantizeFn,
+    pub dot: DotFn,
+}
+
+impl Kernels {
+    /// The kernels for weight type `ty` on `isa`; `None` when `ty` has no kernels or the CPU does
+    /// not support `isa`. SIMD families fall back to a narrower family per type where they have
+    /// no kernel of their own (AVX-512 → AVX2 → scalar).
+    pub fn new(ty: TensorType, isa: Isa) -> Option<Kernels> {
+        let partner = dot_partner(ty)?;
+        if !isa.is_supported() {
+            return None;
+        }
+        let (quantize, dot) = match isa {
+            Isa::Scalar => scalar::kernels(ty)?,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::kernels(ty)?,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx512::kernels(ty)?,
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => neon::kernels(ty)?,
+            #[allow(unreachable_patterns)]
+            _ => return None,
+        };
+        Some(Kernels {
+            weight: ty,
+            partner,
+            isa,
+            quantize,
+            dot,
+        })
+    }
+}
+
+/// Checks what a [`DotFn`] receives against block sizes `w_block` / `x_block` (bytes) and the
+/// number of scale sets the kernel reads, and returns the number of blocks in a row. Every SIMD
+/// kernel calls this before reading through raw pointers, which keeps their reads in bounds.
+#[inline]
+pub(crate) fn check_dot_args(
+    w_row: &[u8],
+    w_block: usize,
+    cols: &Columns<'_>,
+    x_block: usize,
+    scale_sets: usize,
+    n_cols: usize,
+) -> usize {
+    let nb = w_row.len() / w_block;
+    assert!(
+        w_row.len() == nb * w_block
+            && cols.col_bytes == nb * x_block
+            && (1..=MAX_COLS).contains(&n_cols)
+            && cols.bytes.len() >= n_cols * cols.col_bytes
+            && cols.scales.len() >= scale_sets * nb * MAX_COLS,
+        "dot kernel called with inconsistent lengths"
+    );
+    nb
+}

@@ -1,0 +1,220 @@
+//! `y = W·x` for every computable weight type: quantize the activations once into a reusable
+//! scratch buffer, then sweep tiles of weight rows × activation columns across rayon's threads.
+//!
+//! This module owns the shape checks, the activation scratch and the loop order; the arithmetic
+//! lives in `dot`. It must not allocate per call once the scratch has grown to the largest shape
+//! it sees.
+
+use rayon::prelude::*;
+use thiserror::Error;
+
+use crate::backend::cpu::dot::{column_scales, scale_sets, Columns, Kernels, MAX_COLS};
+use crate::backend::cpu::isa::Isa;
+use crate::dtype::TensorType;
+use crate::tensor::TensorView;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum MatmulError {
+    #[error("matmul: weight '{name}' has type {ty}, which has no CPU kernel")]
+    UnsupportedType { name: String, ty: TensorType },
+    #[error("matmul: instruction set {isa} is not supported by this CPU")]
+    UnsupportedIsa { isa: Isa },
+    #[error("matmul: weight '{name}' must be 2-D [k, m] (ggml order), got dims {dims:?}")]
+    NotAMatrix { name: String, dims: Vec<u64> },
+    #[error("matmul: x has {got} values, expected n·k = {n}·{k}")]
+    XShape { got: usize, n: usize, k: usize },
+    #[error("matmul: y has {got} values, expected n·m = {n}·{m}")]
+    YShape { got: usize, n: usize, m: usize },
+    #[error("matmul: activation buffer of {bytes} bytes does not fit in memory")]
+    ScratchTooLarge { bytes: u128 },
+}
+
+/// Caller-owned storage for the quantized activations of one matmul. It grows to the largest
+/// `n × k` it has seen and is then reused, so steady-state calls allocate nothing.
+#[derive(Default)]
+pub struct MatmulScratch {
+    // u64 words so every partner block (at most 4-byte aligned) sits aligned in it.
+    words: Vec<u64>,
+    // The Q8_0 / Q8_1 block scales as f32, per group of MAX_COLS columns (`dot::column_scales`).
+    scales: Vec<f32>,
+}
+
+impl MatmulScratch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes currently reserved.
+    pub fn capacity_bytes(&self) -> usize {
+        self.words.len() * 8 + self.scales.len() * 4
+    }
+
+    /// `len` bytes for the quantized columns and `n_scales` floats for their scales.
+    fn buffers(&mut self, len: usize, n_scales: usize) -> (&mut [u8], &mut [f32]) {
+        let words = len.div_ceil(8);
+        if self.words.len() < words {
+            self.words.resize(words, 0);
+        }
+        if self.scales.len() < n_scales {
+            self.scales.resize(n_scales, 0.0);
+        }
+        (
+            &mut bytemuck::cast_slice_mut(&mut self.words)[..len],
+            &mut self.scales[..n_scales],
+        )
+    }
+}
+
+/// Weight rows handed to one rayon task: enough work to amortise scheduling, small enough to
+/// balance two to sixteen threads.
+const ROWS_PER_TASK: usize = 16;
+
+/// `y = W·x` with the best instruction set of this CPU.
+///
+/// `weight` has ggml dims `[k, m]`: m rows of k values. `x` holds `n` activation rows of k values,
+/// row-major; `y` receives n rows of m values: `y[j·m + i] = W_i · x_j`.
+pub fn matmul(
+    weight: &TensorView,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    scratch: &mut MatmulScratch,
+) -> Result<(), MatmulError> {
+    matmul_with_isa(Isa::detect(), weight, x, n, y, scratch)
+}
+
+/// [`matmul`] on a chosen instruction set (tests pin [`Isa::Scalar`] or each SIMD family).
+pub fn matmul_with_isa(
+    isa: Isa,
+    weight: &TensorView,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    scratch: &mut MatmulScratch,
+) -> Result<(), MatmulError> {
+    let ty = weight.ty();
+    let dims = weight.dims();
+    if dims.len() > 2 && dims[2..].iter().any(|&d| d != 1) || dims.is_empty() {
+        return Err(MatmulError::NotAMatrix {
+            name: weight.name().into(),
+            dims: dims.to_vec(),
+        });
+    }
+    let (k, m) = (weight.row_len(), weight.n_rows());
+    if !isa.is_supported() {
+        return Err(MatmulError::UnsupportedIsa { isa });
+    }
+    let kernels = Kernels::new(ty, isa).ok_or_else(|| MatmulError::UnsupportedType {
+        name: weight.name().into(),
+        ty,
+    })?;
+    if n.checked_mul(k) != Some(x.len()) {
+        return Err(MatmulError::XShape { got: x.len(), n, k });
+    }
+    if n.checked_mul(m) != Some(y.len()) {
+        return Err(MatmulError::YShape { got: y.len(), n, m });
+    }
+    if n == 0 || m == 0 {
+        return Ok(());
+    }
+    // k is a whole number of weight blocks (the view checked it), and partner blocks are never
+    // longer than weight blocks, so this is a whole number of partner blocks.
+    let col_bytes = kernels
+        .partner
+        .row_bytes(k as u64)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or(MatmulError::ScratchTooLarge { bytes: u128::MAX })?;
+    let total = col_bytes
+        .checked_mul(n)
+        .ok_or(MatmulError::ScratchTooLarge {
+            bytes: col_bytes as u128 * n as u128,
+        })?;
+    if k == 0 {
+        y.fill(0.0);
+        return Ok(());
+    }
+
+    let nb = k / kernels.partner.block_size();
+    let group_scales = scale_sets(kernels.partner) * nb * MAX_COLS;
+    let n_groups = n.div_ceil(MAX_COLS);
+    let (cols, scales) = scratch.buffers(total, group_scales * n_groups);
+    quantize_columns(&kernels, x, k, cols, col_bytes);
+    if group_scales > 0 {
+        for (g, out) in scales.chunks_exact_mut(group_scales).enumerate() {
+            let c0 = g * MAX_COLS;
+            let nc = (n - c0).min(MAX_COLS);
+            column_scales(kernels.partner, &cols[c0 * col_bytes..], col_bytes, nc, out);
+        }
+    }
+    let (cols, scales): (&[u8], &[f32]) = (cols, scales);
+
+    let w = weight.bytes();
+    let w_row_bytes = w.len() / m;
+    let out = DisjointOut::new(y);
+    let n_tasks = m.div_ceil(ROWS_PER_TASK);
+    (0..n_tasks).into_par_iter().for_each(|task| {
+        let r0 = task * ROWS_PER_TASK;
+        let r1 = (r0 + ROWS_PER_TASK).min(m);
+        let mut acc = [0.0f32; MAX_COLS];
+        // Column groups outside, rows inside: the group's activations stay in L1 while the task's
+        // weight rows (≤ 16 · row bytes) stay in L2 across groups.
+        for c0 in (0..n).step_by(MAX_COLS) {
+            let nc = (n - c0).min(MAX_COLS);
+            let group = Columns {
+                bytes: &cols[c0 * col_bytes..(c0 + nc) * col_bytes],
+                col_bytes,
+                scales: &scales[c0 / MAX_COLS * group_scales..][..group_scales],
+            };
+            for i in r0..r1 {
+                let acc = &mut acc[..nc];
+                (kernels.dot)(&w[i * w_row_bytes..][..w_row_bytes], group, acc);
+                for (c, v) in acc.iter().enumerate() {
+                    out.write((c0 + c) * m + i, *v);
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Converts the n activation rows into the dot partner type, in parallel for big batches.
+fn quantize_columns(kernels: &Kernels, x: &[f32], k: usize, cols: &mut [u8], col_bytes: usize) {
+    let quantize = kernels.quantize;
+    // Below ~64K values the rayon hand-off costs more than it saves.
+    if x.len() < 1 << 16 {
+        for (xr, cr) in x.chunks_exact(k).zip(cols.chunks_exact_mut(col_bytes)) {
+            quantize(xr, cr);
+        }
+    } else {
+        x.par_chunks_exact(k)
+            .zip(cols.par_chunks_exact_mut(col_bytes))
+            .for_each(|(xr, cr)| quantize(xr, cr));
+    }
+}
+
+/// `y`, written from several threads at indices that no two threads share (each task owns a
+/// range of output rows i, and writes only `y[j·m + i]` for its own i).
+struct DisjointOut {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: the pointer comes from a `&mut [f32]` that outlives every use (the rayon scope ends
+// before `matmul_with_isa` returns), and tasks write disjoint indices, so sharing it is race-free.
+unsafe impl Sync for DisjointOut {}
+unsafe impl Send for DisjointOut {}
+
+impl DisjointOut {
+    fn new(y: &mut [f32]) -> Self {
+        DisjointOut {
+            ptr: y.as_mut_ptr(),
+            len: y.len(),
+        }
+    }
+
+    fn write(&self, i: usize, v: f32) {
+        assert!(i < self.len, "output index out of range");
+        // SAFETY: in bounds (checked above); no other thread writes index i (see the type doc).
+        unsafe { self.ptr.add(i).write(v) }
+    }
+}

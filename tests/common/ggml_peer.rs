@@ -1,0 +1,93 @@
+//! ggml's own `ggml_mul_mat` on its CPU backend, as a test oracle and benchmark peer (feature
+//! `ggml-peer`). Shared by `tests/ggml_peer_matmul.rs` and `benches/matmul.rs`.
+//!
+//! One context holds W (the caller's quantized bytes, copied once), x and the result; the graph,
+//! its work buffer and a thread pool are made once, so `run` only copies x in, computes, and
+//! copies y out — what a caller of ggml pays per matmul.
+
+use std::ptr::{copy_nonoverlapping, null_mut};
+
+use latte::dtype::TensorType;
+use llama_cpp_sys_2 as sys;
+
+pub struct GgmlMatmul {
+    ctx: *mut sys::ggml_context,
+    graph: *mut sys::ggml_cgraph,
+    pool: *mut sys::ggml_threadpool,
+    plan: sys::ggml_cplan,
+    _work: Vec<u8>,
+    x: *mut sys::ggml_tensor,
+    y: *mut sys::ggml_tensor,
+    n_in: usize,
+    n_out: usize,
+}
+
+impl GgmlMatmul {
+    /// `y = W·x` for W of type `ty`, ggml dims [k, m] (`w` its bytes), x of n rows of k, on
+    /// `n_threads` threads.
+    pub fn new(ty: TensorType, k: usize, m: usize, n: usize, w: &[u8], n_threads: usize) -> Self {
+        assert_eq!(Some(w.len() as u64), ty.row_bytes((k * m) as u64));
+        // SAFETY: plain calls into ggml's C API with sizes computed above; every tensor lives in
+        // the context, which is big enough for the three tensors, the graph and their overheads.
+        unsafe {
+            sys::ggml_cpu_init();
+            let mem = w.len()
+                + 4 * (n * k + n * m)
+                + 3 * sys::ggml_tensor_overhead()
+                + sys::ggml_graph_overhead()
+                + (1 << 20);
+            let ctx = sys::ggml_init(sys::ggml_init_params {
+                mem_size: mem,
+                mem_buffer: null_mut(),
+                no_alloc: false,
+            });
+            assert!(!ctx.is_null(), "ggml_init failed");
+            let wt = sys::ggml_new_tensor_2d(ctx, ty.id() as _, k as i64, m as i64);
+            copy_nonoverlapping(w.as_ptr(), (*wt).data as *mut u8, w.len());
+            let x = sys::ggml_new_tensor_2d(ctx, TensorType::F32.id() as _, k as i64, n as i64);
+            let y = sys::ggml_mul_mat(ctx, wt, x);
+            let graph = sys::ggml_new_graph(ctx);
+            sys::ggml_build_forward_expand(graph, y);
+            let mut params = sys::ggml_threadpool_params_default(n_threads as i32);
+            let pool = sys::ggml_threadpool_new(&mut params);
+            assert!(!pool.is_null(), "ggml_threadpool_new failed");
+            let mut plan = sys::ggml_graph_plan(graph, n_threads as i32, pool);
+            let mut work = vec![0u8; plan.work_size.max(1)];
+            plan.work_data = work.as_mut_ptr();
+            GgmlMatmul {
+                ctx,
+                graph,
+                pool,
+                plan,
+                _work: work,
+                x,
+                y,
+                n_in: n * k,
+                n_out: n * m,
+            }
+        }
+    }
+
+    pub fn run(&mut self, x: &[f32], y: &mut [f32]) {
+        assert_eq!(x.len(), self.n_in);
+        assert_eq!(y.len(), self.n_out);
+        // SAFETY: x and y tensors hold n_in / n_out f32s (made in `new`); the plan's work buffer
+        // and thread pool live as long as self.
+        unsafe {
+            copy_nonoverlapping(x.as_ptr(), (*self.x).data as *mut f32, self.n_in);
+            let status = sys::ggml_graph_compute(self.graph, &mut self.plan);
+            assert_eq!(status, sys::GGML_STATUS_SUCCESS, "ggml compute failed");
+            copy_nonoverlapping((*self.y).data as *const f32, y.as_mut_ptr(), self.n_out);
+        }
+    }
+}
+
+impl Drop for GgmlMatmul {
+    fn drop(&mut self) {
+        // SAFETY: both were created in `new` and are freed once.
+        unsafe {
+            sys::ggml_threadpool_free(self.pool);
+            sys::ggml_free(self.ctx);
+        }
+    }
+}

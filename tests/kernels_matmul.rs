@@ -1,0 +1,266 @@
+//! The CPU matmul against oracles we did not write: the scalar kernel against an f64 product of
+//! the reference dequantizers' values, and every SIMD path this CPU (or qemu) runs against the
+//! scalar kernel, for every weight type, with odd shapes.
+
+mod common;
+
+use common::*;
+use latte::backend::cpu::dot::{dot_partner, Kernels};
+use latte::backend::cpu::{matmul_with_isa, Isa, MatmulError, MatmulScratch};
+use latte::dtype::TensorType;
+use latte::tensor::TensorView;
+
+/// Output rows to test: 1, fewer than a rayon task, and more than two tasks with a ragged end.
+const MS: [usize; 3] = [1, 5, 37];
+/// Activation columns: matrix-vector, partial tiles, one full tile, a full tile plus a partial.
+const NS: [usize; 5] = [1, 2, 3, 4, 9];
+
+struct Case {
+    ty: TensorType,
+    k: usize,
+    m: usize,
+    n: usize,
+    w: Vec<u8>,
+    x: Vec<f32>,
+}
+
+impl Case {
+    fn run(&self, isa: Isa) -> Vec<f32> {
+        let view = TensorView::new("w", self.ty, &[self.k as u64, self.m as u64], &self.w).unwrap();
+        let mut y = vec![f32::NAN; self.n * self.m];
+        let mut scratch = MatmulScratch::new();
+        matmul_with_isa(isa, &view, &self.x, self.n, &mut y, &mut scratch).unwrap();
+        y
+    }
+
+    /// f64 products of the dequantized weights and the dequantized dot-partner activations (what
+    /// the kernels multiply, exactly), and Σ|w·x| per output as the scale of rounding errors.
+    fn reference(&self) -> (Vec<f64>, Vec<f64>) {
+        let (k, m, n) = (self.k, self.m, self.n);
+        let w = dequantized(self.ty, &self.w, k * m);
+        let partner = dot_partner(self.ty).unwrap();
+        let mut xq = vec![0u8; partner.row_bytes((k * n) as u64).unwrap() as usize];
+        // Quantizing all n rows at once equals row by row: k is a whole number of partner blocks.
+        latte::quant::quantize(partner, &self.x, &mut xq).unwrap();
+        let x = dequantized(partner, &xq, k * n);
+        let (mut exact, mut scale) = (vec![0.0; n * m], vec![0.0; n * m]);
+        for j in 0..n {
+            for i in 0..m {
+                let (wr, xr) = (&w[i * k..][..k], &x[j * k..][..k]);
+                exact[j * m + i] = wr.iter().zip(xr).map(|(&a, &b)| a as f64 * b as f64).sum();
+                scale[j * m + i] = wr
+                    .iter()
+                    .zip(xr)
+                    .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                    .sum::<f64>()
+                    + self.offset_rounding(i, xr);
+            }
+        }
+        (exact, scale)
+    }
+
+    /// Q4_1 / Q5_1 dots use Q8_1's `s = d·Σq`, computed with the unrounded d and stored as f16
+    /// (ggml's design), while the dequantized activations use the f16-rounded d: the offset term
+    /// m·s carries up to 2·2^-11 relative error the f64 reference does not have. Returned divided
+    /// by the tolerance so that `tol · scale` covers it.
+    fn offset_rounding(&self, row: usize, xr: &[f32]) -> f64 {
+        if !matches!(self.ty, TensorType::Q4_1 | TensorType::Q5_1) {
+            return 0.0;
+        }
+        let row_bytes = self.w.len() / self.m;
+        let blocks = self.w[row * row_bytes..][..row_bytes].chunks_exact(self.ty.block_bytes());
+        let err: f64 = blocks
+            .zip(xr.chunks_exact(32))
+            .map(|(b, xb)| {
+                let m = half::f16::from_le_bytes([b[2], b[3]]).to_f32() as f64;
+                let s: f64 = xb.iter().map(|&v| v as f64).sum();
+                (m * s).abs() * 2f64.powi(-10)
+            })
+            .sum();
+        err / REF_TOL
+    }
+}
+
+fn cases(ty: TensorType, seed: u64) -> Vec<Case> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::new();
+    for k in test_ks(ty) {
+        for (mi, &m) in MS.iter().enumerate() {
+            // Every n on the smallest k; a couple per m otherwise (keeps debug runs quick).
+            for (ni, &n) in NS.iter().enumerate() {
+                if k != test_ks(ty)[0] && (ni + mi) % 2 == 1 {
+                    continue;
+                }
+                let w = if ni % 2 == 1 {
+                    random_block_bytes(ty, k, m, &mut rng)
+                } else {
+                    None
+                }
+                .unwrap_or_else(|| weight_bytes(ty, k, m, &mut rng));
+                let x = rng.activations(k * n);
+                out.push(Case { ty, k, m, n, w, x });
+            }
+        }
+    }
+    out
+}
+
+/// Scalar kernel vs the f64 reference. The integer block sums are exact in both; what differs is
+/// f32 rounding: a few roundings per block scale product (~1e-7 relative each), the f32 sum over
+/// at most a few dozen blocks (~1e-6 relative to Σ|terms|), and the reference dequantizer's own
+/// f32 rounding of each weight. K-quant min terms can make Σ|terms| a few times Σ|w·x|. 1e-4·Σ|w·x|
+/// leaves a wide margin while a wrong nibble, scale or bit gives errors of order 1e-2..1.
+const REF_TOL: f64 = 1e-4;
+
+/// SIMD vs scalar: the same exact integer sums, summed in another order in f32; see `REF_TOL`.
+const SIMD_TOL: f64 = 1e-4;
+
+fn assert_close(what: &str, got: &[f32], want: &[f64], scale: &[f64], tol: f64) {
+    for (i, ((&g, &w), &s)) in got.iter().zip(want).zip(scale).enumerate() {
+        let err = (g as f64 - w).abs();
+        assert!(
+            err <= tol * s + 1e-30,
+            "{what}: output {i}: got {g}, want {w} (error {err:e}, allowed {:e})",
+            tol * s
+        );
+    }
+}
+
+#[test]
+fn scalar_matches_f64_reference_for_every_type() {
+    for (t, &ty) in TensorType::COMPUTABLE.iter().enumerate() {
+        for case in cases(ty, 1 + t as u64) {
+            let (want, scale) = case.reference();
+            let got = case.run(Isa::Scalar);
+            let what = format!("{ty} scalar k={} m={} n={}", case.k, case.m, case.n);
+            assert_close(&what, &got, &want, &scale, REF_TOL);
+        }
+    }
+}
+
+#[test]
+fn every_simd_path_matches_scalar_for_every_type() {
+    let simd: Vec<Isa> = Isa::supported().filter(|&i| i != Isa::Scalar).collect();
+    if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        assert!(
+            !simd.is_empty(),
+            "no SIMD path detected on a SIMD architecture"
+        );
+    }
+    for (t, &ty) in TensorType::COMPUTABLE.iter().enumerate() {
+        for case in cases(ty, 100 + t as u64) {
+            let want: Vec<f64> = case.run(Isa::Scalar).iter().map(|&v| v as f64).collect();
+            let (_, scale) = case.reference();
+            for &isa in &simd {
+                let got = case.run(isa);
+                let what = format!("{ty} {isa} k={} m={} n={}", case.k, case.m, case.n);
+                assert_close(&what, &got, &want, &scale, SIMD_TOL);
+            }
+        }
+    }
+}
+
+/// Activation blocks with exact halves (d = 1 when max|x| = 127), where round-half-away (Q8_0 /
+/// Q8_1) and round-half-even (Q8_K) differ, plus random rows with zeros and outliers.
+fn quantizer_inputs() -> Vec<Vec<f32>> {
+    let mut rng = Rng::new(7);
+    let mut ties: Vec<f32> = (0..256).map(|i| (i % 64) as f32 - 31.5).collect();
+    for block in ties.chunks_exact_mut(32) {
+        block[0] = 127.0;
+    }
+    let mut negative_max = ties.clone();
+    negative_max[0] = -127.0;
+    // Equal magnitudes of both signs: the first one sets Q8_K's scale sign.
+    let mut both = vec![0.25f32; 256];
+    both[3] = -2.0;
+    both[9] = 2.0;
+    vec![
+        ties,
+        negative_max,
+        both,
+        vec![0.0; 512],
+        rng.activations(512),
+        rng.activations(1024).iter().map(|v| v * 1e-3).collect(),
+    ]
+}
+
+#[test]
+fn activation_quantizers_are_bit_exact_with_reference() {
+    for isa in Isa::supported() {
+        for ty in TensorType::COMPUTABLE {
+            let kernels = Kernels::new(ty, isa).unwrap();
+            for x in quantizer_inputs() {
+                let bytes = kernels.partner.row_bytes(x.len() as u64).unwrap() as usize;
+                let (mut got, mut want) = (vec![0xAAu8; bytes], vec![0x55u8; bytes]);
+                (kernels.quantize)(&x, &mut got);
+                latte::quant::quantize(kernels.partner, &x, &mut want).unwrap();
+                assert!(
+                    got == want,
+                    "{isa} {ty}: {} quantizer differs",
+                    kernels.partner
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn shape_and_type_errors_are_reported() {
+    let w = vec![0u8; TensorType::Q4_0.row_bytes(64 * 3).unwrap() as usize];
+    let view = TensorView::new("w", TensorType::Q4_0, &[64, 3], &w).unwrap();
+    let mut scratch = MatmulScratch::new();
+    let mut y = vec![0.0; 6];
+    let x = vec![0.0; 256];
+    assert!(matches!(
+        matmul_with_isa(Isa::Scalar, &view, &x[..127], 2, &mut y, &mut scratch),
+        Err(MatmulError::XShape { .. })
+    ));
+    assert!(matches!(
+        matmul_with_isa(Isa::Scalar, &view, &x[..128], 2, &mut y[..5], &mut scratch),
+        Err(MatmulError::YShape { .. })
+    ));
+    let q8k = vec![0u8; 292];
+    let view8k = TensorView::new("a", TensorType::Q8_K, &[256], &q8k).unwrap();
+    assert!(matches!(
+        matmul_with_isa(
+            Isa::Scalar,
+            &view8k,
+            &x[..256],
+            1,
+            &mut y[..1],
+            &mut scratch
+        ),
+        Err(MatmulError::UnsupportedType { .. })
+    ));
+    let view3d = TensorView::new("w3", TensorType::Q4_0, &[64, 1, 3], &w).unwrap();
+    assert!(matches!(
+        matmul_with_isa(Isa::Scalar, &view3d, &x[..128], 2, &mut y, &mut scratch),
+        Err(MatmulError::NotAMatrix { .. })
+    ));
+    let missing = Isa::ALL.into_iter().find(|i| !i.is_supported());
+    if let Some(isa) = missing {
+        assert_eq!(
+            matmul_with_isa(isa, &view, &x[..128], 2, &mut y, &mut scratch),
+            Err(MatmulError::UnsupportedIsa { isa })
+        );
+    }
+}
+
+#[test]
+fn scratch_grows_once_and_is_reused() {
+    let mut rng = Rng::new(3);
+    let (k, m) = (256, 8);
+    let w = weight_bytes(TensorType::Q4_K, k, m, &mut rng);
+    let view = TensorView::new("w", TensorType::Q4_K, &[k as u64, m as u64], &w).unwrap();
+    let mut scratch = MatmulScratch::new();
+    let x = rng.activations(k * 4);
+    let mut y = vec![0.0; 4 * m];
+    latte::backend::cpu::matmul(&view, &x, 4, &mut y, &mut scratch).unwrap();
+    let grown = scratch.capacity_bytes();
+    assert!(grown >= 4 * 292);
+    let first = y.clone();
+    latte::backend::cpu::matmul(&view, &x[..k], 1, &mut y[..m], &mut scratch).unwrap();
+    latte::backend::cpu::matmul(&view, &x, 4, &mut y, &mut scratch).unwrap();
+    assert_eq!(scratch.capacity_bytes(), grown);
+    assert_eq!(y, first, "same inputs, same outputs");
+}
