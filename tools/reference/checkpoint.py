@@ -37,6 +37,13 @@ def save(path, vlm, tokenizer, processor, gen_cfg: GenerationConfig, replica: Re
     with open(tc_path, "w") as f:
         json.dump(tc, f, indent=2)
     processor.save_pretrained(path)
+    # Hub Qwen2-VL files also carry the flat min_pixels / max_pixels keys; write both spellings.
+    pc_path = os.path.join(path, "preprocessor_config.json")
+    with open(pc_path) as f:
+        pc = json.load(f)
+    pc["min_pixels"], pc["max_pixels"] = pc["size"]["shortest_edge"], pc["size"]["longest_edge"]
+    with open(pc_path, "w") as f:
+        json.dump(pc, f, indent=2)
 
     gdir = os.path.join(path, GEN_DIR)
     os.makedirs(gdir, exist_ok=True)
