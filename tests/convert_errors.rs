@@ -49,28 +49,52 @@ fn raw_header(dir: &Path, file: &str, header: &[u8], data_len: usize) {
 fn missing_unexpected_and_misshapen_tensors() {
     fails(
         "missing",
-        |d| edit_tensors(d, "model.safetensors", |e| e.retain(|t| t.name != "model.layers.2.mlp.up_proj.weight")),
-        &["model.safetensors", "missing tensor 'model.layers.2.mlp.up_proj.weight'"],
+        |d| {
+            edit_tensors(d, "model.safetensors", |e| {
+                e.retain(|t| t.name != "model.layers.2.mlp.up_proj.weight")
+            })
+        },
+        &[
+            "model.safetensors",
+            "missing tensor 'model.layers.2.mlp.up_proj.weight'",
+        ],
     );
     fails(
         "missing replica tensor",
-        |d| edit_tensors(d, "generation/model.safetensors", |e| e.retain(|t| t.name != "layers.3.tcra_gate.bias")),
+        |d| {
+            edit_tensors(d, "generation/model.safetensors", |e| {
+                e.retain(|t| t.name != "layers.3.tcra_gate.bias")
+            })
+        },
         &["generation/model.safetensors", "layers.3.tcra_gate.bias"],
     );
     fails(
         "unexpected",
         |d| {
             edit_tensors(d, "model.safetensors", |e| {
-                e.push(Entry { name: "model.layers.9.extra.weight".into(), dtype: "F32".into(), shape: vec![2], bytes: vec![0; 8] })
+                e.push(Entry {
+                    name: "model.layers.9.extra.weight".into(),
+                    dtype: "F32".into(),
+                    shape: vec![2],
+                    bytes: vec![0; 8],
+                })
             })
         },
-        &["model.safetensors", "unexpected tensor 'model.layers.9.extra.weight'"],
+        &[
+            "model.safetensors",
+            "unexpected tensor 'model.layers.9.extra.weight'",
+        ],
     );
     fails(
         "unexpected in autoencoder",
         |d| {
             edit_tensors(d, "autoencoder/diffusion_pytorch_model.safetensors", |e| {
-                e.push(Entry { name: "quant_conv.weight".into(), dtype: "F32".into(), shape: vec![2], bytes: vec![0; 8] })
+                e.push(Entry {
+                    name: "quant_conv.weight".into(),
+                    dtype: "F32".into(),
+                    shape: vec![2],
+                    bytes: vec![0; 8],
+                })
             })
         },
         &["diffusion_pytorch_model.safetensors", "quant_conv.weight"],
@@ -79,17 +103,27 @@ fn missing_unexpected_and_misshapen_tensors() {
         "shape",
         |d| {
             edit_tensors(d, "model.safetensors", |e| {
-                let t = e.iter_mut().find(|t| t.name == "model.layers.0.self_attn.q_proj.weight").unwrap();
+                let t = e
+                    .iter_mut()
+                    .find(|t| t.name == "model.layers.0.self_attn.q_proj.weight")
+                    .unwrap();
                 t.shape = vec![32, 128];
             })
         },
-        &["model.safetensors", "model.layers.0.self_attn.q_proj.weight", "[32, 128]", "[64, 64]"],
+        &[
+            "model.safetensors",
+            "model.layers.0.self_attn.q_proj.weight",
+            "[32, 128]",
+            "[64, 64]",
+        ],
     );
     fails(
         "config contradicts replica",
         |d| {
             let p = d.join("generation/config.json");
-            let text = std::fs::read_to_string(&p).unwrap().replace("\"intermediate_size\": 96", "\"intermediate_size\": 128");
+            let text = std::fs::read_to_string(&p)
+                .unwrap()
+                .replace("\"intermediate_size\": 96", "\"intermediate_size\": 128");
             std::fs::write(p, text).unwrap();
         },
         &["generation/config.json", "intermediate_size"],
@@ -98,7 +132,10 @@ fn missing_unexpected_and_misshapen_tensors() {
         "dtype",
         |d| {
             edit_tensors(d, "model.safetensors", |e| {
-                e.iter_mut().find(|t| t.name == "model.norm.weight").unwrap().dtype = "I32".into()
+                e.iter_mut()
+                    .find(|t| t.name == "model.norm.weight")
+                    .unwrap()
+                    .dtype = "I32".into()
             })
         },
         &["model.safetensors", "model.norm.weight", "I32"],
@@ -121,7 +158,9 @@ fn malformed_json_and_missing_shard() {
         "bad switch",
         |d| {
             let p = d.join("generation/config.json");
-            let text = std::fs::read_to_string(&p).unwrap().replace("\"pre_softmax\"", "\"sideways\"");
+            let text = std::fs::read_to_string(&p)
+                .unwrap()
+                .replace("\"pre_softmax\"", "\"sideways\"");
             std::fs::write(p, text).unwrap();
         },
         &["generation/config.json", "tcra", "sideways"],
@@ -134,13 +173,21 @@ fn malformed_json_and_missing_shard() {
             write_st(&d.join("model-00001-of-00002.safetensors"), &entries);
             let mut map = serde_json::Map::new();
             for (i, e) in entries.iter().enumerate() {
-                let shard = if i == 0 { "model-00002-of-00002.safetensors" } else { "model-00001-of-00002.safetensors" };
+                let shard = if i == 0 {
+                    "model-00002-of-00002.safetensors"
+                } else {
+                    "model-00001-of-00002.safetensors"
+                };
                 map.insert(e.name.clone(), shard.into());
             }
             let index = serde_json::json!({"weight_map": map});
             std::fs::write(d.join("model.safetensors.index.json"), index.to_string()).unwrap();
         },
-        &["model.safetensors.index.json", "model-00002-of-00002.safetensors", "does not exist"],
+        &[
+            "model.safetensors.index.json",
+            "model-00002-of-00002.safetensors",
+            "does not exist",
+        ],
     );
 }
 
@@ -174,17 +221,28 @@ fn truncated_and_hostile_safetensors() {
     );
     fails(
         "offsets past the end",
-        |d| raw_header(d, file, br#"{"layers.0.q_proj.bias":{"dtype":"F32","shape":[64],"data_offsets":[18446744073709551360,18446744073709551616]}}"#, 16),
+        |d| {
+            raw_header(d, file, br#"{"layers.0.q_proj.bias":{"dtype":"F32","shape":[64],"data_offsets":[18446744073709551360,18446744073709551616]}}"#, 16)
+        },
         &[file],
     );
     fails(
         "offsets out of range",
-        |d| raw_header(d, file, br#"{"layers.0.q_proj.bias":{"dtype":"F32","shape":[64],"data_offsets":[0,256]}}"#, 16),
+        |d| {
+            raw_header(
+                d,
+                file,
+                br#"{"layers.0.q_proj.bias":{"dtype":"F32","shape":[64],"data_offsets":[0,256]}}"#,
+                16,
+            )
+        },
         &[file, "layers.0.q_proj.bias", "outside"],
     );
     fails(
         "shape overflows",
-        |d| raw_header(d, file, br#"{"x":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,16]}}"#, 16),
+        |d| {
+            raw_header(d, file, br#"{"x":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,16]}}"#, 16)
+        },
         &[file, "overflows"],
     );
     fails(

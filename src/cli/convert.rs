@@ -58,7 +58,10 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         bail!("give a checkpoint directory to convert (or --synthetic NAME)");
     };
     let checkpoint = Checkpoint::plan(input, &options)?;
-    let groups = checkpoint.generation.as_ref().map_or(0, |g| g.groups as usize);
+    let groups = checkpoint
+        .generation
+        .as_ref()
+        .map_or(0, |g| g.groups as usize);
     let kv = KvShape {
         layers: checkpoint.vlm.layers,
         kv_heads: checkpoint.vlm.kv_heads,
@@ -67,7 +70,10 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     let summary = PlanSummary::new(&checkpoint.tensors, groups, kv);
     report_fallbacks(&checkpoint.tensors);
     if args.dry_run {
-        print!("{}", render_plan(&checkpoint.tensors, &summary, checkpoint.kind.name()));
+        print!(
+            "{}",
+            render_plan(&checkpoint.tensors, &summary, checkpoint.kind.name())
+        );
         return Ok(());
     }
     let output = args.output.clone().unwrap_or_else(|| {
@@ -105,7 +111,10 @@ fn run_synthetic(args: &ConvertArgs, name: &str, options: &QuantizeOptions) -> R
     let summary = PlanSummary::new(&model.tensors, model.generation.groups as usize, kv);
     report_fallbacks(&model.tensors);
     if args.dry_run {
-        print!("{}", render_plan(&model.tensors, &summary, &format!("synthetic {name}")));
+        print!(
+            "{}",
+            render_plan(&model.tensors, &summary, &format!("synthetic {name}"))
+        );
         return Ok(());
     }
     let Some(output) = &args.output else {
@@ -151,7 +160,10 @@ fn report_fallbacks(tensors: &[OutputTensor]) {
             fallbacks.len()
         );
         for t in fallbacks {
-            eprintln!("  {}: {} -> {}", t.plan.name, t.plan.requested, t.plan.target);
+            eprintln!(
+                "  {}: {} -> {}",
+                t.plan.name, t.plan.requested, t.plan.target
+            );
         }
     }
 }
@@ -175,7 +187,11 @@ fn render_plan(tensors: &[OutputTensor], s: &PlanSummary, kind: &str) -> String 
     let _ = writeln!(out, "  text model:     {}", human_bytes(s.text_bytes));
     let _ = writeln!(out, "  vision tower:   {}", human_bytes(s.vision_bytes));
     if s.generate_peak.is_some() {
-        let _ = writeln!(out, "  flow (shared):  {}", human_bytes(s.flow_shared_bytes));
+        let _ = writeln!(
+            out,
+            "  flow (shared):  {}",
+            human_bytes(s.flow_shared_bytes)
+        );
         let _ = writeln!(out, "  DC-AE decoder:  {}", human_bytes(s.dcae_bytes));
         for (g, bytes) in s.group_bytes.iter().enumerate() {
             let _ = writeln!(out, "  expert group {g}: {}", human_bytes(*bytes));

@@ -18,8 +18,8 @@ use super::source::{Found, WeightSet};
 use super::tokenizer::tokenizer_metadata;
 use super::write::{file_type_metadata, write_gguf, OutputTensor, Progress, TensorFiller};
 use crate::dtype::TensorType;
-use crate::gguf::{MetadataValue, TensorInfo};
 use crate::gguf::writer::MAX_TENSOR_NAME_BYTES;
+use crate::gguf::{MetadataValue, TensorInfo};
 use crate::safetensors::{to_f32, Dtype};
 
 /// What a checkpoint directory holds.
@@ -79,7 +79,10 @@ impl Checkpoint {
         let mut dcae_config = None;
         if generation_config.exists() {
             generation = Some(GenerationConfig::read(&generation_config, &vlm)?);
-            sets.insert(WeightSetId::Generation, open_set(&dir.join("generation"), "model")?);
+            sets.insert(
+                WeightSetId::Generation,
+                open_set(&dir.join("generation"), "model")?,
+            );
             let ae_dir = dir.join("autoencoder");
             let ae = JsonFile::read(&ae_dir.join("config.json"))?;
             let g = generation.as_ref().expect("just set");
@@ -123,11 +126,12 @@ impl Checkpoint {
             mappings.extend(names::flow_shared(g));
             let ae = &sets[&WeightSetId::Autoencoder];
             for source in ae.names() {
-                let gguf = names::dcae_name(source).map_err(|()| ConvertError::UnexpectedTensor {
-                    file: ae.file_of(source),
-                    tensor: source.into(),
-                    model: "DC-AE",
-                })?;
+                let gguf =
+                    names::dcae_name(source).map_err(|()| ConvertError::UnexpectedTensor {
+                        file: ae.file_of(source),
+                        tensor: source.into(),
+                        model: "DC-AE",
+                    })?;
                 if let Some(gguf) = gguf {
                     mappings.push(Mapping {
                         gguf,
@@ -145,12 +149,11 @@ impl Checkpoint {
         let mut tensors = Vec::new();
         let mut sources = Vec::new();
         let mut used: HashMap<WeightSetId, HashSet<String>> = HashMap::new();
-        let all = mappings
-            .into_iter()
-            .map(|m| (m, false))
-            .chain(groups.into_iter().flat_map(|group| {
-                group.into_iter().enumerate().map(|(i, m)| (m, i == 0))
-            }));
+        let all = mappings.into_iter().map(|m| (m, false)).chain(
+            groups
+                .into_iter()
+                .flat_map(|group| group.into_iter().enumerate().map(|(i, m)| (m, i == 0))),
+        );
         for (mapping, starts_group) in all {
             let set = &sets[&mapping.set];
             let actual = match mapping.set {
@@ -160,10 +163,12 @@ impl Checkpoint {
                     .unwrap_or_else(|| mapping.source.clone()),
                 _ => mapping.source.clone(),
             };
-            let found = set.get(&actual).ok_or_else(|| ConvertError::MissingTensor {
-                file: set.origin.clone(),
-                tensor: actual.clone(),
-            })?;
+            let found = set
+                .get(&actual)
+                .ok_or_else(|| ConvertError::MissingTensor {
+                    file: set.origin.clone(),
+                    tensor: actual.clone(),
+                })?;
             let (tensor, source) = plan_one(&mapping, &actual, found, options, starts_group)?;
             used.entry(mapping.set).or_default().insert(actual);
             tensors.push(tensor);

@@ -51,10 +51,13 @@ impl Qwen2VlConfig {
     /// Reads `config.json`: text keys from `text_config` (nested) or the top level (flat); M-RoPE
     /// from `rope_parameters` (nested) or `rope_scaling` (flat).
     pub fn read(path: &Path) -> Result<Qwen2VlConfig, ConvertError> {
-        Qwen2VlConfig::parse(path, &std::fs::read(path).map_err(|source| ConvertError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?)
+        Qwen2VlConfig::parse(
+            path,
+            &std::fs::read(path).map_err(|source| ConvertError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?,
+        )
     }
 
     /// Parses the bytes of a `config.json` (`path` is only named in errors).
@@ -142,8 +145,14 @@ impl Qwen2VlConfig {
             ("vision_config.embed_dim", self.vision.embed_dim),
             ("vision_config.num_heads", self.vision.heads),
             ("vision_config.patch_size", self.vision.patch_size),
-            ("vision_config.temporal_patch_size", self.vision.temporal_patch_size),
-            ("vision_config.spatial_merge_size", self.vision.spatial_merge_size),
+            (
+                "vision_config.temporal_patch_size",
+                self.vision.temporal_patch_size,
+            ),
+            (
+                "vision_config.spatial_merge_size",
+                self.vision.spatial_merge_size,
+            ),
         ];
         if let Some((key, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
             return Err(f.error(format!("'{key}' must not be 0")));
@@ -310,7 +319,11 @@ impl GenerationConfig {
             ("num_attention_heads", self.heads, vlm.heads),
             ("num_key_value_heads", self.kv_heads, vlm.kv_heads),
             ("head_dim", self.head_dim, vlm.head_dim()),
-            ("intermediate_size", self.intermediate_size, vlm.intermediate_size),
+            (
+                "intermediate_size",
+                self.intermediate_size,
+                vlm.intermediate_size,
+            ),
         ];
         for (key, here, there) in same {
             if here != there {
@@ -344,9 +357,7 @@ impl GenerationConfig {
         ];
         for (key, value, allowed) in choices {
             if !allowed.contains(&value) {
-                return Err(f.error(format!(
-                    "'{key}' is '{value}', expected one of {allowed:?}"
-                )));
+                return Err(f.error(format!("'{key}' is '{value}', expected one of {allowed:?}")));
             }
         }
         if self.latent_channels == 0

@@ -33,10 +33,16 @@ pub fn text_model(c: &Qwen2VlConfig, name: &str) -> Entries {
         (format!("{a}.context_length"), u32_of(c.context_length)),
         (format!("{a}.embedding_length"), u32_of(c.hidden_size)),
         (format!("{a}.block_count"), u32_of(c.layers)),
-        (format!("{a}.feed_forward_length"), u32_of(c.intermediate_size)),
+        (
+            format!("{a}.feed_forward_length"),
+            u32_of(c.intermediate_size),
+        ),
         (format!("{a}.attention.head_count"), u32_of(c.heads)),
         (format!("{a}.attention.head_count_kv"), u32_of(c.kv_heads)),
-        (format!("{a}.rope.freq_base"), MetadataValue::F32(c.rope_theta as f32)),
+        (
+            format!("{a}.rope.freq_base"),
+            MetadataValue::F32(c.rope_theta as f32),
+        ),
         (
             format!("{a}.attention.layer_norm_rms_epsilon"),
             MetadataValue::F32(c.rms_norm_eps as f32),
@@ -46,7 +52,10 @@ pub fn text_model(c: &Qwen2VlConfig, name: &str) -> Entries {
             format!("{a}.rope.dimension_sections"),
             vec![s[0] as i32, s[1] as i32, s[2] as i32, 0].into(),
         ),
-        ("latte.tie_word_embeddings".into(), c.tie_word_embeddings.into()),
+        (
+            "latte.tie_word_embeddings".into(),
+            c.tie_word_embeddings.into(),
+        ),
     ]
 }
 
@@ -59,21 +68,45 @@ pub fn vision(c: &Qwen2VlConfig, p: &PreprocessorConfig) -> Entries {
         ("clip.projector_type".into(), "qwen2vl_merger".into()),
         ("clip.vision.patch_size".into(), u32_of(v.patch_size)),
         ("clip.vision.embedding_length".into(), u32_of(v.embed_dim)),
-        ("clip.vision.feed_forward_length".into(), u32_of(v.embed_dim * v.mlp_ratio)),
+        (
+            "clip.vision.feed_forward_length".into(),
+            u32_of(v.embed_dim * v.mlp_ratio),
+        ),
         ("clip.vision.block_count".into(), u32_of(v.depth)),
         ("clip.vision.attention.head_count".into(), u32_of(v.heads)),
         // Qwen2-VL's vision LayerNorms use eps 1e-6 (fixed in transformers, not in the config).
-        ("clip.vision.attention.layer_norm_epsilon".into(), MetadataValue::F32(1e-6)),
-        ("clip.vision.projection_dim".into(), u32_of(v.projection_dim)),
-        ("clip.vision.spatial_merge_size".into(), u32_of(v.spatial_merge_size)),
+        (
+            "clip.vision.attention.layer_norm_epsilon".into(),
+            MetadataValue::F32(1e-6),
+        ),
+        (
+            "clip.vision.projection_dim".into(),
+            u32_of(v.projection_dim),
+        ),
+        (
+            "clip.vision.spatial_merge_size".into(),
+            u32_of(v.spatial_merge_size),
+        ),
         ("clip.vision.image_mean".into(), f32s(&p.image_mean)),
         ("clip.vision.image_std".into(), f32s(&p.image_std)),
         ("clip.vision.image_min_pixels".into(), u32_of(p.min_pixels)),
         ("clip.vision.image_max_pixels".into(), u32_of(p.max_pixels)),
-        ("latte.vision.hidden_act".into(), v.hidden_act.as_str().into()),
-        ("latte.vision.temporal_patch_size".into(), u32_of(v.temporal_patch_size)),
-        ("latte.vision.preprocess.resample".into(), u32_of(p.resample)),
-        ("latte.vision.preprocess.rescale_factor".into(), MetadataValue::F32(p.rescale_factor as f32)),
+        (
+            "latte.vision.hidden_act".into(),
+            v.hidden_act.as_str().into(),
+        ),
+        (
+            "latte.vision.temporal_patch_size".into(),
+            u32_of(v.temporal_patch_size),
+        ),
+        (
+            "latte.vision.preprocess.resample".into(),
+            u32_of(p.resample),
+        ),
+        (
+            "latte.vision.preprocess.rescale_factor".into(),
+            MetadataValue::F32(p.rescale_factor as f32),
+        ),
     ];
     for (key, id) in [
         ("latte.vision.image_token_id", c.image_token_id),
@@ -99,11 +132,18 @@ pub fn generation(g: &GenerationConfig) -> Entries {
         (k("head_count_kv"), u32_of(g.kv_heads)),
         (k("head_dim"), u32_of(g.head_dim)),
         (k("feed_forward_length"), u32_of(g.intermediate_size)),
-        (k("layer_norm_rms_epsilon"), MetadataValue::F32(g.rms_norm_eps as f32)),
+        (
+            k("layer_norm_rms_epsilon"),
+            MetadataValue::F32(g.rms_norm_eps as f32),
+        ),
         (k("rope.freq_base"), MetadataValue::F32(g.rope_theta as f32)),
         (
             k("rope.dimension_sections"),
-            g.mrope_section.iter().map(|&s| s as i32).collect::<Vec<i32>>().into(),
+            g.mrope_section
+                .iter()
+                .map(|&s| s as i32)
+                .collect::<Vec<i32>>()
+                .into(),
         ),
         // f64: the schedule is computed in f64, and a boundary rounded to f32 could move a step
         // to the neighbouring group.
@@ -113,12 +153,18 @@ pub fn generation(g: &GenerationConfig) -> Entries {
         (k("tcra"), g.tcra.as_str().into()),
         (k("per_group_head"), g.per_group_head.into()),
         (k("time_shift"), MetadataValue::F64(g.time_shift)),
-        (k("guidance_scale"), MetadataValue::F32(g.guidance_scale as f32)),
+        (
+            k("guidance_scale"),
+            MetadataValue::F32(g.guidance_scale as f32),
+        ),
         (k("num_steps"), u32_of(g.num_steps)),
         (k("latent_channels"), u32_of(g.latent_channels)),
         (k("latent_size"), u32_of(g.latent_size)),
         (k("patch_size"), u32_of(g.patch_size)),
-        (k("scaling_factor"), MetadataValue::F32(g.scaling_factor as f32)),
+        (
+            k("scaling_factor"),
+            MetadataValue::F32(g.scaling_factor as f32),
+        ),
         (k("image_size"), u32_of(g.image_size)),
         (k("time_freq_dim"), u32_of(g.time_freq_dim)),
         (k("prompt_template"), g.prompt_template.as_str().into()),

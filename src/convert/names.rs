@@ -90,16 +90,52 @@ pub fn qwen2vl(c: &Qwen2VlConfig) -> Vec<Mapping> {
     for n in 0..c.layers {
         let s = format!("model.layers.{n}");
         let b = format!("blk.{n}");
-        push(&format!("{s}.input_layernorm.weight"), &format!("{b}.attn_norm.weight"), &[d]);
-        for (proj, name, rows) in [("q_proj", "attn_q", q), ("k_proj", "attn_k", kv), ("v_proj", "attn_v", kv)] {
-            push(&format!("{s}.self_attn.{proj}.weight"), &format!("{b}.{name}.weight"), &[rows, d]);
-            push(&format!("{s}.self_attn.{proj}.bias"), &format!("{b}.{name}.bias"), &[rows]);
+        push(
+            &format!("{s}.input_layernorm.weight"),
+            &format!("{b}.attn_norm.weight"),
+            &[d],
+        );
+        for (proj, name, rows) in [
+            ("q_proj", "attn_q", q),
+            ("k_proj", "attn_k", kv),
+            ("v_proj", "attn_v", kv),
+        ] {
+            push(
+                &format!("{s}.self_attn.{proj}.weight"),
+                &format!("{b}.{name}.weight"),
+                &[rows, d],
+            );
+            push(
+                &format!("{s}.self_attn.{proj}.bias"),
+                &format!("{b}.{name}.bias"),
+                &[rows],
+            );
         }
-        push(&format!("{s}.self_attn.o_proj.weight"), &format!("{b}.attn_output.weight"), &[d, q]);
-        push(&format!("{s}.post_attention_layernorm.weight"), &format!("{b}.ffn_norm.weight"), &[d]);
-        push(&format!("{s}.mlp.gate_proj.weight"), &format!("{b}.ffn_gate.weight"), &[f, d]);
-        push(&format!("{s}.mlp.up_proj.weight"), &format!("{b}.ffn_up.weight"), &[f, d]);
-        push(&format!("{s}.mlp.down_proj.weight"), &format!("{b}.ffn_down.weight"), &[d, f]);
+        push(
+            &format!("{s}.self_attn.o_proj.weight"),
+            &format!("{b}.attn_output.weight"),
+            &[d, q],
+        );
+        push(
+            &format!("{s}.post_attention_layernorm.weight"),
+            &format!("{b}.ffn_norm.weight"),
+            &[d],
+        );
+        push(
+            &format!("{s}.mlp.gate_proj.weight"),
+            &format!("{b}.ffn_gate.weight"),
+            &[f, d],
+        );
+        push(
+            &format!("{s}.mlp.up_proj.weight"),
+            &format!("{b}.ffn_up.weight"),
+            &[f, d],
+        );
+        push(
+            &format!("{s}.mlp.down_proj.weight"),
+            &format!("{b}.ffn_down.weight"),
+            &[d, f],
+        );
     }
     push("model.norm.weight", "output_norm.weight", &[d]);
     if !c.tie_word_embeddings {
@@ -138,27 +174,73 @@ pub fn qwen2vl(c: &Qwen2VlConfig) -> Vec<Mapping> {
         let s = format!("visual.blocks.{n}");
         let b = format!("v.blk.{n}");
         for (norm, name) in [("norm1", "ln1"), ("norm2", "ln2")] {
-            push(&format!("{s}.{norm}.weight"), &format!("{b}.{name}.weight"), &[e]);
-            push(&format!("{s}.{norm}.bias"), &format!("{b}.{name}.bias"), &[e]);
+            push(
+                &format!("{s}.{norm}.weight"),
+                &format!("{b}.{name}.weight"),
+                &[e],
+            );
+            push(
+                &format!("{s}.{norm}.bias"),
+                &format!("{b}.{name}.bias"),
+                &[e],
+            );
         }
-        push(&format!("{s}.attn.proj.weight"), &format!("{b}.attn_out.weight"), &[e, e]);
-        push(&format!("{s}.attn.proj.bias"), &format!("{b}.attn_out.bias"), &[e]);
-        push(&format!("{s}.mlp.fc1.weight"), &format!("{b}.ffn_up.weight"), &[ff, e]);
-        push(&format!("{s}.mlp.fc1.bias"), &format!("{b}.ffn_up.bias"), &[ff]);
-        push(&format!("{s}.mlp.fc2.weight"), &format!("{b}.ffn_down.weight"), &[e, ff]);
-        push(&format!("{s}.mlp.fc2.bias"), &format!("{b}.ffn_down.bias"), &[e]);
+        push(
+            &format!("{s}.attn.proj.weight"),
+            &format!("{b}.attn_out.weight"),
+            &[e, e],
+        );
+        push(
+            &format!("{s}.attn.proj.bias"),
+            &format!("{b}.attn_out.bias"),
+            &[e],
+        );
+        push(
+            &format!("{s}.mlp.fc1.weight"),
+            &format!("{b}.ffn_up.weight"),
+            &[ff, e],
+        );
+        push(
+            &format!("{s}.mlp.fc1.bias"),
+            &format!("{b}.ffn_up.bias"),
+            &[ff],
+        );
+        push(
+            &format!("{s}.mlp.fc2.weight"),
+            &format!("{b}.ffn_down.weight"),
+            &[e, ff],
+        );
+        push(
+            &format!("{s}.mlp.fc2.bias"),
+            &format!("{b}.ffn_down.bias"),
+            &[e],
+        );
     }
     let merged = e * vc.spatial_merge_size * vc.spatial_merge_size;
     push("visual.merger.ln_q.weight", "v.post_ln.weight", &[e]);
     push("visual.merger.ln_q.bias", "v.post_ln.bias", &[e]);
-    push("visual.merger.mlp.0.weight", "mm.0.weight", &[merged, merged]);
+    push(
+        "visual.merger.mlp.0.weight",
+        "mm.0.weight",
+        &[merged, merged],
+    );
     push("visual.merger.mlp.0.bias", "mm.0.bias", &[merged]);
-    push("visual.merger.mlp.2.weight", "mm.2.weight", &[vc.projection_dim, merged]);
-    push("visual.merger.mlp.2.bias", "mm.2.bias", &[vc.projection_dim]);
+    push(
+        "visual.merger.mlp.2.weight",
+        "mm.2.weight",
+        &[vc.projection_dim, merged],
+    );
+    push(
+        "visual.merger.mlp.2.bias",
+        "mm.2.bias",
+        &[vc.projection_dim],
+    );
     // The fused qkv, split like llama.cpp does (row blocks q, k, v).
     for n in 0..vc.depth {
         for (index, name) in ["attn_q", "attn_k", "attn_v"].iter().enumerate() {
-            for (suffix, shape, inner) in [("weight", vec![3 * e, e], e * e), ("bias", vec![3 * e], e)] {
+            for (suffix, shape, inner) in
+                [("weight", vec![3 * e, e], e * e), ("bias", vec![3 * e], e)]
+            {
                 out.push(Mapping {
                     gguf: format!("v.blk.{n}.{name}.{suffix}"),
                     set: Vlm,
@@ -198,9 +280,17 @@ fn flow_ends(g: &GenerationConfig, src: &str, dst: &str, group: Option<usize>) -
     let rows: Vec<(&str, &str, Vec<u64>)> = vec![
         ("patch_embed.weight", "patch_embd.weight", vec![d, cp]),
         ("patch_embed.bias", "patch_embd.bias", vec![d]),
-        ("time_embed.linear_1.weight", "time_embd_1.weight", vec![d, ft]),
+        (
+            "time_embed.linear_1.weight",
+            "time_embd_1.weight",
+            vec![d, ft],
+        ),
         ("time_embed.linear_1.bias", "time_embd_1.bias", vec![d]),
-        ("time_embed.linear_2.weight", "time_embd_2.weight", vec![d, d]),
+        (
+            "time_embed.linear_2.weight",
+            "time_embd_2.weight",
+            vec![d, d],
+        ),
         ("time_embed.linear_2.bias", "time_embd_2.bias", vec![d]),
         ("image_head.norm.weight", "head_norm.weight", vec![d]),
         ("image_head.proj.weight", "head.weight", vec![cp, d]),
@@ -270,7 +360,9 @@ pub fn flow_shared(g: &GenerationConfig) -> Vec<Mapping> {
 /// Expert group `k`: its layers, then its own ends with `per_group_head`.
 pub fn flow_group(g: &GenerationConfig, k: u64) -> Vec<Mapping> {
     let m = g.layers_per_group();
-    let mut out: Vec<Mapping> = (k * m..(k + 1) * m).flat_map(|l| flow_layer(g, l)).collect();
+    let mut out: Vec<Mapping> = (k * m..(k + 1) * m)
+        .flat_map(|l| flow_layer(g, l))
+        .collect();
     if g.per_group_head {
         out.extend(flow_ends(
             g,
@@ -301,10 +393,19 @@ mod tests {
 
     #[test]
     fn names_follow_conventions() {
-        assert_eq!(canonical_vlm_name("model.language_model.norm.weight"), "model.norm.weight");
-        assert_eq!(canonical_vlm_name("model.visual.blocks.0.norm1.weight"), "visual.blocks.0.norm1.weight");
+        assert_eq!(
+            canonical_vlm_name("model.language_model.norm.weight"),
+            "model.norm.weight"
+        );
+        assert_eq!(
+            canonical_vlm_name("model.visual.blocks.0.norm1.weight"),
+            "visual.blocks.0.norm1.weight"
+        );
         assert_eq!(canonical_vlm_name("lm_head.weight"), "lm_head.weight");
-        assert_eq!(dcae_name("decoder.conv_in.weight"), Ok(Some("dcae.conv_in.weight".into())));
+        assert_eq!(
+            dcae_name("decoder.conv_in.weight"),
+            Ok(Some("dcae.conv_in.weight".into()))
+        );
         assert_eq!(dcae_name("encoder.conv_in.weight"), Ok(None));
         assert_eq!(dcae_name("quant_conv.weight"), Err(()));
     }
@@ -316,12 +417,22 @@ mod tests {
             set: WeightSetId::Vlm,
             source: "visual.blocks.0.attn.qkv.weight".into(),
             expected: None,
-            split: Some(Split { outer: 1, parts: 3, index: 1, inner: 32 * 32 }),
+            split: Some(Split {
+                outer: 1,
+                parts: 3,
+                index: 1,
+                inner: 32 * 32,
+            }),
             group: None,
         };
         assert_eq!(qkv.output_shape(&[96, 32]), vec![32, 32]);
         let patch = Mapping {
-            split: Some(Split { outer: 32 * 3, parts: 2, index: 1, inner: 196 }),
+            split: Some(Split {
+                outer: 32 * 3,
+                parts: 2,
+                index: 1,
+                inner: 196,
+            }),
             ..qkv
         };
         assert_eq!(patch.output_shape(&[32, 3, 2, 14, 14]), vec![32, 3, 14, 14]);

@@ -97,7 +97,10 @@ impl WeightSet {
         Ok(set)
     }
 
-    fn from_shards(origin: PathBuf, shards: Vec<SafetensorsFile>) -> Result<WeightSet, ConvertError> {
+    fn from_shards(
+        origin: PathBuf,
+        shards: Vec<SafetensorsFile>,
+    ) -> Result<WeightSet, ConvertError> {
         let mut index = HashMap::new();
         for (s, shard) in shards.iter().enumerate() {
             for (t, tensor) in shard.tensors().iter().enumerate() {

@@ -8,7 +8,9 @@
 //! (`mit-han-lab/dc-ae-f32c32-in-1.0-diffusers`) as written down here; they are meant to have
 //! the right sizes for memory and bandwidth measurements, not to be loadable by diffusers.
 
-use super::config::{GenerationConfig, PreprocessorConfig, Qwen2VlConfig, VisionConfig, GENERATION_FORMAT};
+use super::config::{
+    GenerationConfig, PreprocessorConfig, Qwen2VlConfig, VisionConfig, GENERATION_FORMAT,
+};
 use super::error::ConvertError;
 use super::metadata::{self, KEY_MODEL_KIND, KEY_SYNTHETIC};
 use super::names::{self, Mapping, WeightSetId};
@@ -125,16 +127,31 @@ fn dcae_f32c32_decoder(latent: u64) -> Vec<(String, Vec<u64>)> {
                 for proj in ["to_q", "to_k", "to_v"] {
                     push(format!("{q}.attn.{proj}.weight"), vec![c, c]);
                 }
-                push(format!("{q}.attn.to_qkv_multiscale.0.proj_in.weight"), vec![3 * c, 1, 5, 5]);
-                push(format!("{q}.attn.to_qkv_multiscale.0.proj_out.weight"), vec![3 * c, 32, 1, 1]);
+                push(
+                    format!("{q}.attn.to_qkv_multiscale.0.proj_in.weight"),
+                    vec![3 * c, 1, 5, 5],
+                );
+                push(
+                    format!("{q}.attn.to_qkv_multiscale.0.proj_out.weight"),
+                    vec![3 * c, 32, 1, 1],
+                );
                 push(format!("{q}.attn.to_out.weight"), vec![c, 2 * c]);
                 push(format!("{q}.attn.norm_out.weight"), vec![c]);
                 push(format!("{q}.attn.norm_out.bias"), vec![c]);
-                push(format!("{q}.conv_out.conv_inverted.weight"), vec![8 * c, c, 1, 1]);
+                push(
+                    format!("{q}.conv_out.conv_inverted.weight"),
+                    vec![8 * c, c, 1, 1],
+                );
                 push(format!("{q}.conv_out.conv_inverted.bias"), vec![8 * c]);
-                push(format!("{q}.conv_out.conv_depth.weight"), vec![8 * c, 1, 3, 3]);
+                push(
+                    format!("{q}.conv_out.conv_depth.weight"),
+                    vec![8 * c, 1, 3, 3],
+                );
                 push(format!("{q}.conv_out.conv_depth.bias"), vec![8 * c]);
-                push(format!("{q}.conv_out.conv_point.weight"), vec![c, 4 * c, 1, 1]);
+                push(
+                    format!("{q}.conv_out.conv_point.weight"),
+                    vec![c, 4 * c, 1, 1],
+                );
                 push(format!("{q}.conv_out.norm.weight"), vec![c]);
                 push(format!("{q}.conv_out.norm.bias"), vec![c]);
             }
@@ -149,7 +166,11 @@ fn dcae_f32c32_decoder(latent: u64) -> Vec<(String, Vec<u64>)> {
 
 impl SyntheticModel {
     /// `latte-flow-2b` (the paper's shapes) or `latte-flow-tiny` (a few MB, for tests).
-    pub fn plan(name: &str, options: &QuantizeOptions, seed: u64) -> Result<SyntheticModel, ConvertError> {
+    pub fn plan(
+        name: &str,
+        options: &QuantizeOptions,
+        seed: u64,
+    ) -> Result<SyntheticModel, ConvertError> {
         let (vlm, generation) = match name {
             "latte-flow-2b" => {
                 let vlm = qwen2vl_2b();
@@ -264,7 +285,11 @@ impl SyntheticModel {
         })
     }
 
-    pub fn write(&self, output: &std::path::Path, progress: &mut dyn FnMut(Progress)) -> Result<u64, ConvertError> {
+    pub fn write(
+        &self,
+        output: &std::path::Path,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<u64, ConvertError> {
         let mut metadata = self.metadata.clone();
         metadata.extend(file_type_metadata(self.target, &self.tensors));
         write_gguf(output, &metadata, &self.tensors, self, progress)

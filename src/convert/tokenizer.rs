@@ -55,8 +55,15 @@ pub fn tokenizer_metadata(
                 .get("content")
                 .and_then(Value::as_str)
                 .ok_or_else(|| tok.error("an added token has no 'content'"))?;
-            let special = token.get("special").and_then(Value::as_bool).unwrap_or(false);
-            let ty = if special { TOKEN_CONTROL } else { TOKEN_USER_DEFINED };
+            let special = token
+                .get("special")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let ty = if special {
+                TOKEN_CONTROL
+            } else {
+                TOKEN_USER_DEFINED
+            };
             place(token.get("id").and_then(Value::as_u64), text, ty)?;
         }
     }
@@ -87,9 +94,15 @@ pub fn tokenizer_metadata(
     let mut meta: Vec<(String, MetadataValue)> = vec![
         ("tokenizer.ggml.model".into(), "gpt2".into()),
         ("tokenizer.ggml.pre".into(), "qwen2".into()),
-        ("tokenizer.ggml.tokens".into(), MetadataArray::String(texts.clone()).into()),
+        (
+            "tokenizer.ggml.tokens".into(),
+            MetadataArray::String(texts.clone()).into(),
+        ),
         ("tokenizer.ggml.token_type".into(), types.into()),
-        ("tokenizer.ggml.merges".into(), MetadataArray::String(merges).into()),
+        (
+            "tokenizer.ggml.merges".into(),
+            MetadataArray::String(merges).into(),
+        ),
         ("tokenizer.ggml.add_bos_token".into(), false.into()),
     ];
     let config_path = dir.join("tokenizer_config.json");
@@ -125,10 +138,12 @@ pub fn tokenizer_metadata(
         None => {
             let jinja = dir.join("chat_template.jinja");
             if jinja.exists() {
-                Some(std::fs::read_to_string(&jinja).map_err(|source| ConvertError::Io {
-                    path: jinja,
-                    source,
-                })?)
+                Some(
+                    std::fs::read_to_string(&jinja).map_err(|source| ConvertError::Io {
+                        path: jinja,
+                        source,
+                    })?,
+                )
             } else {
                 None
             }

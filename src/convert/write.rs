@@ -69,7 +69,10 @@ pub struct Progress {
 
 /// `general.file_type` and `general.quantization_version`, appended last exactly as
 /// `latte quantize` appends them (so the two tools write identical files from identical inputs).
-pub fn file_type_metadata(target: TensorType, tensors: &[OutputTensor]) -> Vec<(String, MetadataValue)> {
+pub fn file_type_metadata(
+    target: TensorType,
+    tensors: &[OutputTensor],
+) -> Vec<(String, MetadataValue)> {
     let mut out = vec![(
         "general.file_type".to_string(),
         MetadataValue::U32(llama_file_type(target)),

@@ -243,8 +243,8 @@ impl GgufBuilder {
         let data_offset = align_up(header_len, alignment).ok_or_else(|| overflow("header"))?;
         let mut cursor = data_offset;
         let mut plan = placeholder;
-        for i in 0..plan.len() {
-            let start = align_up(cursor, alignment).ok_or_else(|| overflow(&plan[i].name))?;
+        for (i, info) in plan.iter_mut().enumerate() {
+            let start = align_up(cursor, alignment).ok_or_else(|| overflow(&info.name))?;
             if self.tensors[i].padding {
                 // The next tensor is the one on a boundary: fill up to its first boundary after
                 // `start` (never an empty gap, see the module docs).
@@ -254,13 +254,13 @@ impl GgufBuilder {
                     .checked_add(1)
                     .and_then(|s| align_up(s, step))
                     .ok_or_else(|| overflow(&next.name))?;
-                plan[i].dims = vec![target - start];
-                plan[i].n_bytes = target - start;
+                info.dims = vec![target - start];
+                info.n_bytes = target - start;
             }
-            plan[i].offset = start;
+            info.offset = start;
             cursor = start
-                .checked_add(plan[i].n_bytes)
-                .ok_or_else(|| overflow(&plan[i].name))?;
+                .checked_add(info.n_bytes)
+                .ok_or_else(|| overflow(&info.name))?;
         }
         align_up(cursor, alignment).ok_or_else(|| overflow("file end"))?;
         let header = self.header_bytes(&plan, data_offset);

@@ -248,7 +248,8 @@ mod tests {
         let entry = |dtype: &str, shape: &str, offsets: &str| {
             format!(r#"{{"t":{{"dtype":"{dtype}","shape":{shape},"data_offsets":{offsets}}}}}"#)
         };
-        let cases: Vec<(Vec<u8>, fn(&HeaderError) -> bool)> = vec![
+        type Case = (Vec<u8>, fn(&HeaderError) -> bool);
+        let cases: Vec<Case> = vec![
             (vec![1, 2, 3], |e| matches!(e, HeaderError::TooShort { .. })),
             (u64::MAX.to_le_bytes().to_vec(), |e| {
                 matches!(e, HeaderError::HeaderTooLarge(_))
@@ -268,10 +269,7 @@ mod tests {
                 matches!(e, HeaderError::SizeMismatch { .. })
             }),
             (
-                file(
-                    &entry("F64", "[4294967296,4294967296]", "[0,8]"),
-                    8,
-                ),
+                file(&entry("F64", "[4294967296,4294967296]", "[0,8]"), 8),
                 |e| matches!(e, HeaderError::ShapeOverflow { .. }),
             ),
             (
@@ -301,6 +299,40 @@ mod tests {
         for (i, (bytes, expected)) in cases.iter().enumerate() {
             let err = parse_header(bytes).expect_err(&format!("case {i} must fail"));
             assert!(expected(&err), "case {i}: unexpected {err:?}");
+        }
+    }
+
+    /// Seeded byte mutations of a valid file: never a panic, and whatever is accepted describes
+    /// ranges inside the input whose sizes match dtype × shape.
+    #[test]
+    fn mutations_never_panic_and_accepted_ranges_are_sound() {
+        let valid = file(
+            r#"{"a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},"b":{"dtype":"BF16","shape":[4],"data_offsets":[24,32]}}"#,
+            32,
+        );
+        let mut state = 0x1234_5678_u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as usize
+        };
+        for _ in 0..3000 {
+            let mut bytes = valid.clone();
+            for _ in 0..1 + next() % 4 {
+                let i = next() % bytes.len();
+                bytes[i] = match next() % 3 {
+                    0 => bytes[i] ^ (1 << (next() % 8)),
+                    1 => b"0123456789[]{},:\"\"eE-"[next() % 21],
+                    _ => next() as u8,
+                };
+            }
+            if let Ok((start, tensors)) = parse_header(&bytes) {
+                for t in tensors {
+                    assert!(start + t.data.end <= bytes.len());
+                    assert_eq!(t.data.len() as u64, t.n_elements() * t.dtype.size());
+                }
+            }
         }
     }
 

@@ -31,7 +31,10 @@ pub fn read_st(path: &Path) -> Vec<Entry> {
         .filter(|(k, _)| *k != "__metadata__")
         .map(|(k, v)| {
             let o = &v["data_offsets"];
-            let (b, e) = (o[0].as_u64().unwrap() as usize, o[1].as_u64().unwrap() as usize);
+            let (b, e) = (
+                o[0].as_u64().unwrap() as usize,
+                o[1].as_u64().unwrap() as usize,
+            );
             Entry {
                 name: k.clone(),
                 dtype: v["dtype"].as_str().unwrap().into(),
