@@ -324,6 +324,27 @@ fn sharded_flat_and_renamed_inputs_give_the_same_file() {
         write_st(&path, &entries);
     });
     assert_same_output(&canonical, &renamed, "f16");
+
+    // The hub keeps the chat template in chat_template.json and the hub's vision config says
+    // `in_chans`.
+    let hub_files = variant(&tmp.path().join("hub_files"), "alt", |dir| {
+        let path = dir.join("tokenizer_config.json");
+        let mut c: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let template = c.as_object_mut().unwrap().remove("chat_template").unwrap();
+        std::fs::write(&path, c.to_string()).unwrap();
+        std::fs::remove_file(dir.join("chat_template.jinja")).unwrap();
+        let json = serde_json::json!({ "chat_template": template });
+        std::fs::write(dir.join("chat_template.json"), json.to_string()).unwrap();
+        let path = dir.join("config.json");
+        let mut c: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let vision = c["vision_config"].as_object_mut().unwrap();
+        let channels = vision.remove("in_channels").unwrap();
+        vision.insert("in_chans".into(), channels);
+        std::fs::write(&path, c.to_string()).unwrap();
+    });
+    assert_same_output(&canonical, &hub_files, "f16");
 }
 
 /// Re-encodes every float tensor of every weight file of `dir` as `dtype`.

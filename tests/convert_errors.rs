@@ -251,3 +251,16 @@ fn truncated_and_hostile_safetensors() {
         &[file, "JSON"],
     );
 }
+
+#[test]
+fn output_may_not_replace_a_checkpoint_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("checkpoint");
+    copy_dir(&fixture("base"), &dir);
+    let target = dir.join("model.safetensors");
+    let before = std::fs::read(&target).unwrap();
+    let run = latte(&["convert", s(&dir), "-o", s(&target), "--quiet"]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("would replace a file of the checkpoint"));
+    assert_eq!(std::fs::read(&target).unwrap(), before);
+}

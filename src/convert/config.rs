@@ -101,7 +101,8 @@ impl Qwen2VlConfig {
             patch_size: v("patch_size")?,
             temporal_patch_size: v("temporal_patch_size")?,
             spatial_merge_size: v("spatial_merge_size")?,
-            in_channels: v("in_channels").unwrap_or(3),
+            // The hub's config says `in_chans`, transformers 5 `in_channels`.
+            in_channels: v("in_channels").or_else(|_| v("in_chans")).unwrap_or(3),
             projection_dim: v("hidden_size").unwrap_or(hidden_size),
             hidden_act: f
                 .str_of(&["vision_config.hidden_act"])

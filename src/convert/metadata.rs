@@ -67,6 +67,9 @@ pub fn vision(c: &Qwen2VlConfig, p: &PreprocessorConfig) -> Entries {
         ("clip.has_vision_encoder".into(), true.into()),
         ("clip.projector_type".into(), "qwen2vl_merger".into()),
         ("clip.vision.patch_size".into(), u32_of(v.patch_size)),
+        // Qwen2-VL takes any resolution; clip.cpp still requires this key, and llama.cpp's converter
+        // writes 560 (40 patches) for it.
+        ("clip.vision.image_size".into(), u32_of(40 * v.patch_size)),
         ("clip.vision.embedding_length".into(), u32_of(v.embed_dim)),
         (
             "clip.vision.feed_forward_length".into(),

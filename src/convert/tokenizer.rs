@@ -1,8 +1,8 @@
 //! The tokenizer and chat template, as llama.cpp's `tokenizer.ggml.*` keys: a byte-level BPE
 //! (`gpt2` model, `qwen2` pre-tokenizer) from `tokenizer.json`, special tokens as control tokens,
 //! the vocabulary padded to the embedding's row count with `[PAD{id}]` tokens (as
-//! `convert_hf_to_gguf.py` does), and the chat template from `tokenizer_config.json` or
-//! `chat_template.jinja`.
+//! `convert_hf_to_gguf.py` does), and the chat template from `tokenizer_config.json`,
+//! `chat_template.jinja` or the hub's `chat_template.json`.
 
 use std::path::Path;
 
@@ -135,22 +135,27 @@ pub fn tokenizer_metadata(
                 reason: "'chat_template' is not a string".into(),
             })
         }
-        None => {
-            let jinja = dir.join("chat_template.jinja");
-            if jinja.exists() {
-                Some(
-                    std::fs::read_to_string(&jinja).map_err(|source| ConvertError::Io {
-                        path: jinja,
-                        source,
-                    })?,
-                )
-            } else {
-                None
-            }
-        }
+        None => chat_template_file(dir)?,
     };
     if let Some(template) = template {
         meta.push(("tokenizer.chat_template".into(), template.as_str().into()));
     }
     Ok(meta)
+}
+
+/// The chat template from `chat_template.jinja` or the hub's `chat_template.json`, if either exists.
+fn chat_template_file(dir: &Path) -> Result<Option<String>, ConvertError> {
+    let jinja = dir.join("chat_template.jinja");
+    if jinja.exists() {
+        return std::fs::read_to_string(&jinja)
+            .map(Some)
+            .map_err(|source| ConvertError::Io {
+                path: jinja,
+                source,
+            });
+    }
+    match JsonFile::read_optional(&dir.join("chat_template.json"))? {
+        Some(f) => f.str_of(&["chat_template"]).map(|t| Some(t.to_string())),
+        None => Ok(None),
+    }
 }
