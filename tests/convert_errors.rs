@@ -129,6 +129,24 @@ fn missing_unexpected_and_misshapen_tensors() {
         &["generation/config.json", "intermediate_size"],
     );
     fails(
+        "decoder tensor of rank 5",
+        |d| {
+            edit_tensors(d, "autoencoder/diffusion_pytorch_model.safetensors", |e| {
+                e.push(Entry {
+                    name: "decoder.odd.weight".into(),
+                    dtype: "F32".into(),
+                    shape: vec![1, 1, 1, 1, 2],
+                    bytes: vec![0; 8],
+                })
+            })
+        },
+        &[
+            "diffusion_pytorch_model.safetensors",
+            "decoder.odd.weight",
+            "1 to 4",
+        ],
+    );
+    fails(
         "dtype",
         |d| {
             edit_tensors(d, "model.safetensors", |e| {

@@ -287,11 +287,10 @@ fn plan_one(
     }
     let shape = mapping.output_shape(&st.shape);
     if shape.is_empty() || shape.len() > crate::tensor::MAX_DIMS || shape.contains(&0) {
-        return Err(ConvertError::ShapeMismatch {
+        return Err(ConvertError::BadRank {
             file,
             tensor: actual.into(),
-            found: st.shape.clone(),
-            expected: vec![],
+            shape: st.shape.clone(),
         });
     }
     if mapping.gguf.len() > MAX_TENSOR_NAME_BYTES {

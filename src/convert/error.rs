@@ -49,6 +49,12 @@ pub enum ConvertError {
         found: Vec<u64>,
         expected: Vec<u64>,
     },
+    #[error("{}: tensor '{tensor}' has shape {shape:?}; GGUF holds 1 to 4 non-zero dimensions", file.display())]
+    BadRank {
+        file: PathBuf,
+        tensor: String,
+        shape: Vec<u64>,
+    },
     #[error("{}: tensor '{tensor}' has dtype {dtype:?}; latte converts F32, F16 and BF16", file.display())]
     UnsupportedDtype {
         file: PathBuf,
