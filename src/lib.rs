@@ -15,4 +15,5 @@ pub mod dtype;
 pub mod gguf;
 pub mod model;
 pub mod quant;
+pub mod safetensors;
 pub mod tensor;

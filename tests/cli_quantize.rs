@@ -189,7 +189,8 @@ fn info_shows_tensors_prefixes_and_groups() {
         String::from_utf8_lossy(&run.stderr)
     );
     let text = String::from_utf8_lossy(&run.stdout);
-    assert!(text.contains("tensors: 9"), "{text}");
+    // 9 tensors and the 2 padding tensors before the two group boundaries.
+    assert!(text.contains("tensors: 11 (2 of them"), "{text}");
     assert!(text.contains("blk.0.ffn_down.weight"), "{text}");
     assert!(text.contains("expert groups: 2"), "{text}");
 

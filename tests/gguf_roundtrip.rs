@@ -197,14 +197,41 @@ fn boundary_tensors_start_on_16_kib_multiples() {
     }
     w.finish().unwrap();
     let f = GgufFile::open(&path).unwrap();
-    assert_eq!(f.tensor_infos(), &plan[..]);
+    let declared: Vec<_> = f
+        .tensor_infos()
+        .iter()
+        .filter(|t| !latte::gguf::is_padding_tensor(&t.name))
+        .cloned()
+        .collect();
+    assert_eq!(declared, plan);
     for (t, data) in plan.iter().zip(&datas) {
         assert_eq!(t.offset % 32, 0);
         assert_eq!(f.tensor(&t.name).unwrap().bytes(), &data[..]);
     }
-    // Gaps are zeros.
-    let gap = &f.bytes()[(plan[0].offset + plan[0].n_bytes) as usize..plan[1].offset as usize];
-    assert!(gap.iter().all(|&b| b == 0));
+    // Every gap is an explicit zero padding tensor, so tensors are packed back to back as
+    // llama.cpp's gguf.cpp requires: each starts where the previous one's padded data ends.
+    let names: Vec<&str> = f.tensor_infos().iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "shared",
+            "latte.pad.0",
+            "g0.a",
+            "g0.b",
+            "latte.pad.1",
+            "g1.a",
+            "g1.b"
+        ]
+    );
+    for pair in f.tensor_infos().windows(2) {
+        assert_eq!(
+            pair[0].offset + pair[0].n_bytes.next_multiple_of(32),
+            pair[1].offset
+        );
+    }
+    let pad = f.tensor("latte.pad.0").unwrap();
+    assert_eq!(pad.ty(), TensorType::I8);
+    assert!(pad.bytes().iter().all(|&b| b == 0));
 }
 
 #[test]
@@ -466,4 +493,35 @@ fn two_writers_to_one_path_do_not_share_a_temporary_file() {
     assert_eq!(dir_entries(dir.path()), vec!["same.gguf".to_string()]);
     let f = GgufFile::open(&out).unwrap();
     assert_eq!(f.tensor("b").unwrap().bytes(), &[2; 8]);
+}
+
+#[test]
+fn padding_names_are_reserved_and_never_empty() {
+    let mut b = GgufBuilder::new();
+    assert!(b.push_tensor("latte.pad.0", TensorType::I8, &[32]).is_err());
+    // Two boundary tensors in a row: the second would start on a boundary already, yet still gets
+    // a (whole-boundary) padding tensor, so the header never depends on where tensors land.
+    b.push_tensor_on_boundary("g0", TensorType::F32, &[4096], 16384)
+        .unwrap();
+    b.push_tensor_on_boundary("g1", TensorType::F32, &[8], 16384)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pads.gguf");
+    let mut w = b.create(&path).unwrap();
+    assert_eq!(w.file_tensors().len(), 4);
+    for t in w.planned().to_vec() {
+        w.write_tensor(&t.name, &vec![1u8; t.n_bytes as usize])
+            .unwrap();
+    }
+    w.finish().unwrap();
+    let f = GgufFile::open(&path).unwrap();
+    let pad = f.tensor_info("latte.pad.1").unwrap();
+    assert_eq!(pad.n_bytes, 16384);
+    assert_eq!(f.tensor_info("g1").unwrap().offset % 16384, 0);
+    assert!(f
+        .tensor("latte.pad.1")
+        .unwrap()
+        .bytes()
+        .iter()
+        .all(|&b| b == 0));
 }

@@ -35,5 +35,17 @@ CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linu
 echo "== gguf-py reads what latte writes"
 python3 tools/gguf_py_check.py
 
+echo "== gguf-py reads what latte convert writes (independent numpy mapping)"
+cargo build
+convert_tmp=$(mktemp -d)
+for config in base alt no_tcra; do
+  for ty in f32 q4_k; do
+    ./target/debug/latte convert "tests/fixtures/reference/$config/checkpoint" --type "$ty" --quiet \
+      -o "$convert_tmp/$config-$ty.gguf" 2>/dev/null
+    python3 tools/convert_check.py "tests/fixtures/reference/$config/checkpoint" "$convert_tmp/$config-$ty.gguf"
+  done
+done
+rm -rf "$convert_tmp"
+
 echo "== fuzz target builds"
 cargo check --manifest-path fuzz/Cargo.toml

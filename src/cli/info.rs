@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use latte::gguf::{GgufFile, MetadataArray, MetadataValue};
+use latte::gguf::{is_padding_tensor, GgufFile, MetadataArray, MetadataValue};
 use latte::model::expert_groups::{GroupLayout, GroupRange};
 use serde_json::{json, Value};
 
@@ -98,7 +98,12 @@ fn render_text(args: &InfoArgs, file: &GgufFile, groups: &[GroupRange]) -> Strin
     }
 
     let infos = file.tensor_infos();
-    line!(out, "\ntensors: {}", infos.len());
+    let padding = infos.iter().filter(|t| is_padding_tensor(&t.name)).count();
+    line!(
+        out,
+        "\ntensors: {} ({padding} of them zero padding before 16 KiB group boundaries)",
+        infos.len()
+    );
     let name_width = infos.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
     line!(
         out,

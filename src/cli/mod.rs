@@ -2,6 +2,7 @@
 //! arguments into library calls and results into text; errors become one line on stderr and a
 //! non-zero exit code.
 
+mod convert;
 mod info;
 mod quantize;
 
@@ -22,6 +23,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Convert(convert::ConvertArgs),
     Info(info::InfoArgs),
     Quantize(quantize::QuantizeArgs),
 }
@@ -30,6 +32,7 @@ enum Command {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Convert(args) => convert::run(args),
         Command::Info(args) => info::run(args),
         Command::Quantize(args) => quantize::run(args),
     };

@@ -16,7 +16,8 @@ use thiserror::Error;
 
 use crate::dtype::TensorType;
 use crate::gguf::{
-    GgufBuilder, GgufError, GgufFile, MetadataValue, TensorInfo, WriteError, ALIGNMENT_KEY,
+    is_padding_tensor, GgufBuilder, GgufError, GgufFile, MetadataValue, TensorInfo, WriteError,
+    ALIGNMENT_KEY,
 };
 use crate::model::expert_groups::{GroupLayout, GroupLayoutError, GROUP_ALIGNMENT};
 use crate::quant::{self, QuantError};
@@ -219,8 +220,13 @@ pub fn quantize_gguf(
         source,
     };
     let group_starts = group_starts(&file).map_err(layout_error)?;
-    let plans: Vec<TensorPlan> = file
+    // The writer's gap padding is layout, not data: it is laid out afresh for the output.
+    let infos: Vec<&TensorInfo> = file
         .tensor_infos()
+        .iter()
+        .filter(|info| !is_padding_tensor(&info.name))
+        .collect();
+    let plans: Vec<TensorPlan> = infos
         .iter()
         .map(|info| plan_tensor(info, options))
         .collect();
@@ -262,8 +268,8 @@ pub fn quantize_gguf(
             .push_metadata(KEY_QUANTIZATION_VERSION, version)
             .map_err(write_error)?;
     }
-    for (index, (info, plan)) in file.tensor_infos().iter().zip(&plans).enumerate() {
-        if group_starts.contains(&index) {
+    for (info, plan) in infos.iter().zip(&plans) {
+        if group_starts.contains(&info.name) {
             builder.push_tensor_on_boundary(&info.name, plan.target, &info.dims, GROUP_ALIGNMENT)
         } else {
             builder.push_tensor(&info.name, plan.target, &info.dims)
@@ -327,15 +333,16 @@ pub fn quantize_gguf(
     })
 }
 
-/// Indices of the tensors that open an expert group: they start on a 16 KiB boundary.
-fn group_starts(file: &GgufFile) -> Result<Vec<usize>, GroupLayoutError> {
+/// Names of the tensors that open an expert group: they start on a 16 KiB boundary.
+fn group_starts(file: &GgufFile) -> Result<Vec<String>, GroupLayoutError> {
     let Some(layout) = GroupLayout::from_file(file)? else {
         return Ok(Vec::new());
     };
     Ok(layout
         .ranges(file.tensor_infos())?
         .iter()
-        .filter_map(|range| range.tensors.first().copied())
+        .filter_map(|range| range.tensors.first())
+        .map(|&index| file.tensor_infos()[index].name.clone())
         .collect())
 }
 

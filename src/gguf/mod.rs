@@ -22,7 +22,7 @@ pub mod writer;
 pub use error::{FormatError, GgufError, WriteError};
 pub use reader::{GgufFile, TensorInfo};
 pub use value::{MetadataArray, MetadataValue, ValueType};
-pub use writer::{GgufBuilder, GgufWriter};
+pub use writer::{is_padding_tensor, GgufBuilder, GgufWriter, PADDING_PREFIX};
 
 /// The first four bytes of every GGUF file.
 pub const MAGIC: [u8; 4] = *b"GGUF";

@@ -12,10 +12,15 @@
 //!
 //! **Start boundaries and llama.cpp.** A tensor declared with a boundary (e.g. 16 KiB, so that an
 //! expert group is one page-aligned byte range) starts at an absolute file offset that is a
-//! multiple of it; the gap before it is zero bytes. Every offset stays a multiple of
-//! `general.alignment`, and gguf-py reads such files, but llama.cpp's `gguf.cpp` (as vendored in
-//! llama-cpp-sys-2 0.1.161) also demands that each tensor start exactly where the previous one's
-//! padded data ends, so it refuses files with gaps. Files without boundaries have no gaps.
+//! multiple of it. llama.cpp's `gguf.cpp` (as vendored in llama-cpp-sys-2 0.1.161) demands that
+//! each tensor start exactly where the previous one's padded data ends, so a plain gap would make
+//! the file unreadable there. The builder therefore fills every such gap with an explicit padding
+//! tensor: `latte.pad.N` (N counts from 0), type I8, one dimension equal to the gap in bytes
+//! (always at least one alignment unit, a whole extra boundary when the gap would otherwise be
+//! empty, so the header layout does not depend on where tensors land), all zeros. The writer
+//! writes padding tensors itself; callers never see them in [`GgufWriter::planned`]. Readers that
+//! know the convention skip tensors named [`PADDING_PREFIX`]`*`; to everyone else they are
+//! ordinary tensors.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -36,12 +41,22 @@ pub const WRITE_VERSION: u32 = 3;
 /// llama.cpp refuses tensor names of `GGML_MAX_NAME` (64) bytes or more.
 pub const MAX_TENSOR_NAME_BYTES: usize = 63;
 
+/// Names of the padding tensors that fill the gap before a boundary (see the module docs).
+pub const PADDING_PREFIX: &str = "latte.pad.";
+
+/// Whether `name` is one of the writer's gap-filling padding tensors.
+pub fn is_padding_tensor(name: &str) -> bool {
+    name.starts_with(PADDING_PREFIX)
+}
+
 struct TensorDecl {
     name: String,
     ty: TensorType,
     dims: Vec<u64>,
     n_bytes: u64,
     boundary: Option<u64>,
+    /// A gap filler written by the writer itself; its size is fixed by the layout.
+    padding: bool,
 }
 
 /// Metadata and tensor declarations of a file to be written.
@@ -175,53 +190,86 @@ impl GgufBuilder {
                     ty.block_size()
                 ))
             })?;
+        if is_padding_tensor(&name) {
+            return Err(bad(format!(
+                "names starting with '{PADDING_PREFIX}' are reserved for the writer's gap padding"
+            )));
+        }
         if self.names.contains(&name) {
             return Err(WriteError::DuplicateTensor { tensor: name });
         }
         self.names.insert(name.clone());
+        if boundary.is_some() {
+            let n_pads = self.tensors.iter().filter(|t| t.padding).count();
+            self.tensors.push(TensorDecl {
+                name: format!("{PADDING_PREFIX}{n_pads}"),
+                ty: TensorType::I8,
+                // Placeholder: the layout sets the real length (the header size does not depend on it).
+                dims: vec![1],
+                n_bytes: 1,
+                boundary: None,
+                padding: true,
+            });
+        }
         self.tensors.push(TensorDecl {
             name,
             ty,
             dims: dims.to_vec(),
             n_bytes,
             boundary,
+            padding: false,
         });
         Ok(())
     }
 
-    /// The header bytes and the planned tensors (absolute offsets).
+    /// The header bytes and the planned tensors (absolute offsets), padding tensors included.
     fn layout(&self) -> Result<(Vec<u8>, Vec<TensorInfo>), WriteError> {
         let alignment = u64::from(self.alignment);
-        let header_len = self.header_bytes(&vec![0; self.tensors.len()]).len() as u64;
+        let placeholder: Vec<TensorInfo> = self
+            .tensors
+            .iter()
+            .map(|t| TensorInfo {
+                name: t.name.clone(),
+                ty: t.ty,
+                dims: t.dims.clone(),
+                offset: 0,
+                n_bytes: t.n_bytes,
+            })
+            .collect();
+        let header_len = self.header_bytes(&placeholder, 0).len() as u64;
         let overflow = |name: &str| WriteError::BadTensor {
             tensor: name.into(),
             reason: "file offsets overflow 64 bits".into(),
         };
         let data_offset = align_up(header_len, alignment).ok_or_else(|| overflow("header"))?;
         let mut cursor = data_offset;
-        let mut plan = Vec::with_capacity(self.tensors.len());
-        for t in &self.tensors {
-            let step = t.boundary.map_or(alignment, |b| b.max(alignment));
-            let start = align_up(cursor, step).ok_or_else(|| overflow(&t.name))?;
+        let mut plan = placeholder;
+        for (i, info) in plan.iter_mut().enumerate() {
+            let start = align_up(cursor, alignment).ok_or_else(|| overflow(&info.name))?;
+            if self.tensors[i].padding {
+                // The next tensor is the one on a boundary: fill up to its first boundary after
+                // `start` (never an empty gap, see the module docs).
+                let next = &self.tensors[i + 1];
+                let step = next.boundary.map_or(alignment, |b| b.max(alignment));
+                let target = start
+                    .checked_add(1)
+                    .and_then(|s| align_up(s, step))
+                    .ok_or_else(|| overflow(&next.name))?;
+                info.dims = vec![target - start];
+                info.n_bytes = target - start;
+            }
+            info.offset = start;
             cursor = start
-                .checked_add(t.n_bytes)
-                .ok_or_else(|| overflow(&t.name))?;
-            plan.push(TensorInfo {
-                name: t.name.clone(),
-                ty: t.ty,
-                dims: t.dims.clone(),
-                offset: start,
-                n_bytes: t.n_bytes,
-            });
+                .checked_add(info.n_bytes)
+                .ok_or_else(|| overflow(&info.name))?;
         }
         align_up(cursor, alignment).ok_or_else(|| overflow("file end"))?;
-        let relative: Vec<u64> = plan.iter().map(|t| t.offset - data_offset).collect();
-        let header = self.header_bytes(&relative);
+        let header = self.header_bytes(&plan, data_offset);
         debug_assert_eq!(header.len() as u64, header_len);
         Ok((header, plan))
     }
 
-    fn header_bytes(&self, relative_offsets: &[u64]) -> Vec<u8> {
+    fn header_bytes(&self, plan: &[TensorInfo], data_offset: u64) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&WRITE_VERSION.to_le_bytes());
@@ -237,14 +285,14 @@ impl GgufBuilder {
             put_string(&mut out, key);
             put_value_with_type(&mut out, value);
         }
-        for (t, &offset) in self.tensors.iter().zip(relative_offsets) {
+        for t in plan {
             put_string(&mut out, &t.name);
             out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
             for d in &t.dims {
                 out.extend_from_slice(&d.to_le_bytes());
             }
             out.extend_from_slice(&t.ty.id().to_le_bytes());
-            out.extend_from_slice(&offset.to_le_bytes());
+            out.extend_from_slice(&(t.offset - data_offset).to_le_bytes());
         }
         out
     }
@@ -252,7 +300,12 @@ impl GgufBuilder {
     /// Writes the header to a temporary file `<path>.tmp-<pid>-<n>` in the same directory and
     /// returns the writer for the tensor data.
     pub fn create(self, path: impl AsRef<Path>) -> Result<GgufWriter, WriteError> {
-        let (header, plan) = self.layout()?;
+        let (header, file_plan) = self.layout()?;
+        let plan = file_plan
+            .iter()
+            .filter(|t| !is_padding_tensor(&t.name))
+            .cloned()
+            .collect();
         let path = path.as_ref().to_path_buf();
         // `<out>.tmp-<pid>-<n>`: beside the output (so the rename stays on one file system),
         // unique per process and per writer within it.
@@ -266,6 +319,7 @@ impl GgufBuilder {
             path,
             alignment: u64::from(self.alignment),
             plan,
+            file_plan,
             next: 0,
             written: 0,
             pos: 0,
@@ -383,7 +437,10 @@ pub struct GgufWriter {
     tmp: Option<TempFile>,
     path: PathBuf,
     alignment: u64,
+    /// The caller's tensors, in order.
     plan: Vec<TensorInfo>,
+    /// Every tensor of the file, padding included.
+    file_plan: Vec<TensorInfo>,
     /// Index of the tensor being written (or next to be).
     next: usize,
     /// Bytes of `plan[next]` written so far.
@@ -405,9 +462,15 @@ impl std::fmt::Debug for GgufWriter {
 }
 
 impl GgufWriter {
-    /// Where each tensor will be: absolute offsets and byte sizes, in declaration order.
+    /// Where each declared tensor will be: absolute offsets and byte sizes, in declaration order
+    /// (without the padding tensors, which the writer writes itself).
     pub fn planned(&self) -> &[TensorInfo] {
         &self.plan
+    }
+
+    /// Every tensor of the file as its header lists them, padding tensors included.
+    pub fn file_tensors(&self) -> &[TensorInfo] {
+        &self.file_plan
     }
 
     /// Writes the whole data of tensor `name`, which must be the next declared one, with exactly
@@ -503,6 +566,7 @@ impl GgufWriter {
         let t = &self.plan[self.next];
         let (start, n_bytes) = (t.offset, t.n_bytes);
         if self.written == 0 {
+            // Alignment padding and any padding tensor before `start` are zeros.
             self.zeros(start - self.pos)?;
         }
         self.put(data)?;

@@ -1,0 +1,371 @@
+//! A checkpoint directory, planned for conversion: configs read and cross-checked, every tensor
+//! found, its dtype and shape checked against the config, its output name, shape and type
+//! decided, and nothing left over. [`Checkpoint::write`] then streams it into one GGUF.
+//!
+//! Output order: Qwen2-VL text model, vision tower, shared generation tensors, DC-AE decoder,
+//! then the expert groups, each one contiguous run starting on a 16 KiB boundary.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use super::config::{GenerationConfig, PreprocessorConfig, Qwen2VlConfig};
+use super::error::ConvertError;
+use super::json::JsonFile;
+use super::metadata::{self, KEY_DCAE_CONFIG, KEY_MODEL_KIND};
+use super::names::{self, canonical_vlm_name, Mapping, Split, WeightSetId};
+use super::quantize::{plan_tensor, QuantizeOptions};
+use super::source::{Found, WeightSet};
+use super::tokenizer::tokenizer_metadata;
+use super::write::{file_type_metadata, write_gguf, OutputTensor, Progress, TensorFiller};
+use crate::dtype::TensorType;
+use crate::gguf::writer::MAX_TENSOR_NAME_BYTES;
+use crate::gguf::{MetadataValue, TensorInfo};
+use crate::safetensors::{to_f32, Dtype};
+
+/// What a checkpoint directory holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    /// A plain Qwen2-VL: understanding only.
+    Understanding,
+    /// Qwen2-VL plus the generation replica and the DC-AE decoder.
+    LatteFlow,
+}
+
+impl ModelKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Understanding => "understanding",
+            ModelKind::LatteFlow => "latte-flow",
+        }
+    }
+}
+
+/// Where one output tensor's values are in the checkpoint.
+struct Source {
+    set: WeightSetId,
+    name: String,
+    dtype: Dtype,
+    split: Option<Split>,
+}
+
+/// A checkpoint, ready to write.
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub kind: ModelKind,
+    pub vlm: Qwen2VlConfig,
+    pub generation: Option<GenerationConfig>,
+    /// Metadata in file order (without `general.file_type`, added by [`Checkpoint::write`]).
+    pub metadata: Vec<(String, MetadataValue)>,
+    pub tensors: Vec<OutputTensor>,
+    pub target: TensorType,
+    sources: Vec<Source>,
+    sets: HashMap<WeightSetId, WeightSet>,
+}
+
+impl Checkpoint {
+    /// Reads and checks everything in `dir`; reads no tensor data.
+    pub fn plan(dir: &Path, options: &QuantizeOptions) -> Result<Checkpoint, ConvertError> {
+        let config_path = dir.join("config.json");
+        if !config_path.is_file() {
+            return Err(ConvertError::NotACheckpoint(dir.to_path_buf()));
+        }
+        let vlm = Qwen2VlConfig::read(&config_path)?;
+        let preprocessor = PreprocessorConfig::read(&dir.join("preprocessor_config.json"))?;
+        let mut sets = HashMap::new();
+        sets.insert(WeightSetId::Vlm, open_set(dir, "model")?);
+
+        let generation_config = dir.join("generation").join("config.json");
+        let mut generation = None;
+        let mut dcae_config = None;
+        if generation_config.exists() {
+            generation = Some(GenerationConfig::read(&generation_config, &vlm)?);
+            sets.insert(
+                WeightSetId::Generation,
+                open_set(&dir.join("generation"), "model")?,
+            );
+            let ae_dir = dir.join("autoencoder");
+            let ae = JsonFile::read(&ae_dir.join("config.json"))?;
+            let g = generation.as_ref().expect("just set");
+            let scale = ae.f64_of(&["scaling_factor"])?;
+            // Both files state the latent scale; f32 precision is what the engine uses.
+            if (scale as f32) != (g.scaling_factor as f32) {
+                return Err(ae.error(format!(
+                    "scaling_factor {scale} differs from generation/config.json's {}",
+                    g.scaling_factor
+                )));
+            }
+            let latent = ae.u64_of(&["latent_channels"])?;
+            if latent != g.latent_channels {
+                return Err(ae.error(format!(
+                    "latent_channels {latent} differs from generation/config.json's {}",
+                    g.latent_channels
+                )));
+            }
+            dcae_config = Some(ae.value.to_string());
+            sets.insert(
+                WeightSetId::Autoencoder,
+                open_set(&ae_dir, "diffusion_pytorch_model")?,
+            );
+        }
+        let kind = if generation.is_some() {
+            ModelKind::LatteFlow
+        } else {
+            ModelKind::Understanding
+        };
+
+        // The VLM set may use transformers 5's `model.language_model.*` names.
+        let vlm_names: HashMap<String, String> = sets[&WeightSetId::Vlm]
+            .names()
+            .into_iter()
+            .map(|n| (canonical_vlm_name(n), n.to_string()))
+            .collect();
+
+        let mut mappings = names::qwen2vl(&vlm);
+        let mut groups: Vec<Vec<Mapping>> = Vec::new();
+        if let Some(g) = &generation {
+            mappings.extend(names::flow_shared(g));
+            let ae = &sets[&WeightSetId::Autoencoder];
+            for source in ae.names() {
+                let gguf =
+                    names::dcae_name(source).map_err(|()| ConvertError::UnexpectedTensor {
+                        file: ae.file_of(source),
+                        tensor: source.into(),
+                        model: "DC-AE",
+                    })?;
+                if let Some(gguf) = gguf {
+                    mappings.push(Mapping {
+                        gguf,
+                        set: WeightSetId::Autoencoder,
+                        source: source.into(),
+                        expected: None,
+                        split: None,
+                        group: None,
+                    });
+                }
+            }
+            groups = (0..g.groups).map(|k| names::flow_group(g, k)).collect();
+        }
+
+        let mut tensors = Vec::new();
+        let mut sources = Vec::new();
+        let mut used: HashMap<WeightSetId, HashSet<String>> = HashMap::new();
+        let all = mappings.into_iter().map(|m| (m, false)).chain(
+            groups
+                .into_iter()
+                .flat_map(|group| group.into_iter().enumerate().map(|(i, m)| (m, i == 0))),
+        );
+        for (mapping, starts_group) in all {
+            let set = &sets[&mapping.set];
+            let actual = match mapping.set {
+                WeightSetId::Vlm => vlm_names
+                    .get(&mapping.source)
+                    .cloned()
+                    .unwrap_or_else(|| mapping.source.clone()),
+                _ => mapping.source.clone(),
+            };
+            let found = set
+                .get(&actual)
+                .ok_or_else(|| ConvertError::MissingTensor {
+                    file: set.origin.clone(),
+                    tensor: actual.clone(),
+                })?;
+            let (tensor, source) = plan_one(&mapping, &actual, found, options, starts_group)?;
+            used.entry(mapping.set).or_default().insert(actual);
+            tensors.push(tensor);
+            sources.push(source);
+        }
+
+        // Everything in the checkpoint must have been used (or be knowingly dropped).
+        for (id, set) in &sets {
+            for name in set.names() {
+                let known_drop = match id {
+                    WeightSetId::Vlm => {
+                        vlm.tie_word_embeddings && canonical_vlm_name(name) == "lm_head.weight"
+                    }
+                    WeightSetId::Autoencoder => name.starts_with("encoder."),
+                    WeightSetId::Generation => false,
+                };
+                let is_used = used.get(id).is_some_and(|u| u.contains(name));
+                if !is_used && !known_drop {
+                    return Err(ConvertError::UnexpectedTensor {
+                        file: set.file_of(name),
+                        tensor: name.into(),
+                        model: match id {
+                            WeightSetId::Vlm => "Qwen2-VL",
+                            WeightSetId::Generation => "LaTtE-Flow generation",
+                            WeightSetId::Autoencoder => "DC-AE",
+                        },
+                    });
+                }
+            }
+        }
+
+        let model_name = dir
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "model".into());
+        let mut metadata = metadata::text_model(&vlm, &model_name);
+        metadata.push((KEY_MODEL_KIND.into(), kind.name().into()));
+        metadata.extend(tokenizer_metadata(dir, vlm.vocab_size)?);
+        metadata.extend(metadata::vision(&vlm, &preprocessor));
+        if let Some(g) = &generation {
+            metadata.extend(metadata::generation(g));
+        }
+        if let Some(json) = dcae_config {
+            metadata.push((KEY_DCAE_CONFIG.into(), json.as_str().into()));
+        }
+        Ok(Checkpoint {
+            dir: dir.to_path_buf(),
+            kind,
+            vlm,
+            generation,
+            metadata,
+            tensors,
+            target: options.target,
+            sources,
+            sets,
+        })
+    }
+
+    /// Streams the checkpoint into `output` (written atomically); returns the file size.
+    pub fn write(
+        &self,
+        output: &Path,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<u64, ConvertError> {
+        // Never replace a file of the checkpoint itself (e.g. `-o model.safetensors`).
+        if let (Ok(out), Ok(dir)) = (output.canonicalize(), self.dir.canonicalize()) {
+            if out.starts_with(&dir) {
+                return Err(ConvertError::OutputInInput(output.to_path_buf()));
+            }
+        }
+        let mut metadata = self.metadata.clone();
+        metadata.extend(file_type_metadata(self.target, &self.tensors));
+        write_gguf(output, &metadata, &self.tensors, self, progress)
+    }
+}
+
+fn open_set(dir: &Path, stem: &str) -> Result<WeightSet, ConvertError> {
+    WeightSet::open(dir, stem)?.ok_or_else(|| ConvertError::Config {
+        path: dir.to_path_buf(),
+        reason: format!("no {stem}.safetensors or {stem}.safetensors.index.json"),
+    })
+}
+
+/// Checks one source tensor against its mapping and decides its output.
+fn plan_one(
+    mapping: &Mapping,
+    actual: &str,
+    found: Found<'_>,
+    options: &QuantizeOptions,
+    starts_group: bool,
+) -> Result<(OutputTensor, Source), ConvertError> {
+    let file = found.file.path().to_path_buf();
+    let st = found.tensor;
+    let source_type = match st.dtype {
+        Dtype::F32 => TensorType::F32,
+        Dtype::F16 => TensorType::F16,
+        Dtype::BF16 => TensorType::BF16,
+        dtype => {
+            return Err(ConvertError::UnsupportedDtype {
+                file,
+                tensor: actual.into(),
+                dtype,
+            })
+        }
+    };
+    if let Some(expected) = &mapping.expected {
+        if &st.shape != expected {
+            return Err(ConvertError::ShapeMismatch {
+                file,
+                tensor: actual.into(),
+                found: st.shape.clone(),
+                expected: expected.clone(),
+            });
+        }
+    }
+    let shape = mapping.output_shape(&st.shape);
+    if shape.is_empty() || shape.len() > crate::tensor::MAX_DIMS || shape.contains(&0) {
+        return Err(ConvertError::BadRank {
+            file,
+            tensor: actual.into(),
+            shape: st.shape.clone(),
+        });
+    }
+    if mapping.gguf.len() > MAX_TENSOR_NAME_BYTES {
+        return Err(ConvertError::NameTooLong {
+            file,
+            tensor: actual.into(),
+            name: mapping.gguf.clone(),
+        });
+    }
+    let dims: Vec<u64> = shape.iter().rev().copied().collect();
+    let info = TensorInfo {
+        name: mapping.gguf.clone(),
+        ty: source_type,
+        dims: dims.clone(),
+        offset: 0,
+        n_bytes: 0,
+    };
+    let plan = plan_tensor(&info, options);
+    Ok((
+        OutputTensor {
+            plan,
+            dims,
+            group: mapping.group,
+            starts_group,
+        },
+        Source {
+            set: mapping.set,
+            name: actual.into(),
+            dtype: st.dtype,
+            split: mapping.split,
+        },
+    ))
+}
+
+impl TensorFiller for Checkpoint {
+    fn fill(&self, index: usize, first: u64, out: &mut [f32]) -> Result<(), ConvertError> {
+        let source = &self.sources[index];
+        let found = self.sets[&source.set]
+            .get(&source.name)
+            .expect("planned from this set");
+        let bytes = found.file.data(found.tensor);
+        let size = found.tensor.dtype.size() as usize;
+        let convert = |start: u64, out: &mut [f32]| {
+            let start = start as usize * size;
+            let end = start + out.len() * size;
+            to_f32(source.dtype, &bytes[start..end], out)
+        };
+        let result = match source.split {
+            None => convert(first, out),
+            Some(split) => {
+                // Output element e is source element (o·parts + index)·inner + e mod inner,
+                // o = e / inner: copy run by run.
+                let mut done = 0usize;
+                let mut result = Ok(());
+                while done < out.len() && result.is_ok() {
+                    let e = first + done as u64;
+                    let (o, within) = (e / split.inner, e % split.inner);
+                    let n = ((split.inner - within) as usize).min(out.len() - done);
+                    let start = (o * split.parts + split.index) * split.inner + within;
+                    result = convert(start, &mut out[done..done + n]);
+                    done += n;
+                }
+                result
+            }
+        };
+        result.map_err(|e| ConvertError::Config {
+            path: found.file.path().to_path_buf(),
+            reason: format!("tensor '{}': {e}", source.name),
+        })
+    }
+
+    fn done(&self, index: usize) {
+        let source = &self.sources[index];
+        if let Some(found) = self.sets[&source.set].get(&source.name) {
+            found.file.release(found.tensor);
+        }
+    }
+}

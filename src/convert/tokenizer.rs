@@ -1,0 +1,161 @@
+//! The tokenizer and chat template, as llama.cpp's `tokenizer.ggml.*` keys: a byte-level BPE
+//! (`gpt2` model, `qwen2` pre-tokenizer) from `tokenizer.json`, special tokens as control tokens,
+//! the vocabulary padded to the embedding's row count with `[PAD{id}]` tokens (as
+//! `convert_hf_to_gguf.py` does), and the chat template from `tokenizer_config.json`,
+//! `chat_template.jinja` or the hub's `chat_template.json`.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::error::ConvertError;
+use super::json::JsonFile;
+use crate::gguf::{MetadataArray, MetadataValue};
+
+/// llama.cpp's token types.
+const TOKEN_NORMAL: i32 = 1;
+const TOKEN_CONTROL: i32 = 3;
+const TOKEN_USER_DEFINED: i32 = 4;
+const TOKEN_UNUSED: i32 = 5;
+
+/// Metadata entries for the tokenizer files in `dir`, for a model with `vocab_size` embedding rows.
+pub fn tokenizer_metadata(
+    dir: &Path,
+    vocab_size: u64,
+) -> Result<Vec<(String, MetadataValue)>, ConvertError> {
+    let tok = JsonFile::read(&dir.join("tokenizer.json"))?;
+    let model_type = tok.str_of(&["model.type"])?;
+    if model_type != "BPE" {
+        return Err(tok.error(format!("tokenizer model '{model_type}' is not BPE")));
+    }
+    let vocab = tok
+        .get("model.vocab")
+        .and_then(Value::as_object)
+        .ok_or_else(|| tok.error("'model.vocab' is missing or not an object"))?;
+    let mut tokens: Vec<Option<(String, i32)>> = vec![None; vocab_size as usize];
+    let mut place = |id: Option<u64>, text: &str, ty: i32| -> Result<(), ConvertError> {
+        let id = id.ok_or_else(|| tok.error(format!("token '{text}' has no valid id")))?;
+        let slot = tokens.get_mut(id as usize).ok_or_else(|| {
+            tok.error(format!(
+                "token '{text}' has id {id}, beyond the model's vocab_size {vocab_size}"
+            ))
+        })?;
+        *slot = Some((text.to_string(), ty));
+        Ok(())
+    };
+    for (text, id) in vocab {
+        place(id.as_u64(), text, TOKEN_NORMAL)?;
+    }
+    if let Some(added) = tok.get("added_tokens") {
+        let added = added
+            .as_array()
+            .ok_or_else(|| tok.error("'added_tokens' is not an array"))?;
+        for token in added {
+            let text = token
+                .get("content")
+                .and_then(Value::as_str)
+                .ok_or_else(|| tok.error("an added token has no 'content'"))?;
+            let special = token
+                .get("special")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let ty = if special {
+                TOKEN_CONTROL
+            } else {
+                TOKEN_USER_DEFINED
+            };
+            place(token.get("id").and_then(Value::as_u64), text, ty)?;
+        }
+    }
+    let (texts, types): (Vec<String>, Vec<i32>) = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(id, t)| t.unwrap_or_else(|| (format!("[PAD{id}]"), TOKEN_UNUSED)))
+        .unzip();
+
+    let merges = tok
+        .get("model.merges")
+        .and_then(Value::as_array)
+        .ok_or_else(|| tok.error("'model.merges' is missing or not an array"))?
+        .iter()
+        .map(|m| match m {
+            // Older tokenizers: "a b"; newer: ["a", "b"].
+            Value::String(s) => Some(s.clone()),
+            Value::Array(pair) => match pair.as_slice() {
+                [Value::String(a), Value::String(b)] => Some(format!("{a} {b}")),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect::<Option<Vec<String>>>()
+        .ok_or_else(|| tok.error("'model.merges' holds an entry that is not a merge"))?;
+
+    let id_of = |text: &str| texts.iter().position(|t| t == text).map(|i| i as u32);
+    let mut meta: Vec<(String, MetadataValue)> = vec![
+        ("tokenizer.ggml.model".into(), "gpt2".into()),
+        ("tokenizer.ggml.pre".into(), "qwen2".into()),
+        (
+            "tokenizer.ggml.tokens".into(),
+            MetadataArray::String(texts.clone()).into(),
+        ),
+        ("tokenizer.ggml.token_type".into(), types.into()),
+        (
+            "tokenizer.ggml.merges".into(),
+            MetadataArray::String(merges).into(),
+        ),
+        ("tokenizer.ggml.add_bos_token".into(), false.into()),
+    ];
+    let config_path = dir.join("tokenizer_config.json");
+    let config = JsonFile::read_optional(&config_path)?;
+    let special = |key: &str| -> Option<String> {
+        let value = config.as_ref()?.get(key)?;
+        value
+            .as_str()
+            .or_else(|| value.get("content").and_then(Value::as_str))
+            .map(str::to_string)
+    };
+    for (key, gguf) in [
+        ("eos_token", "tokenizer.ggml.eos_token_id"),
+        ("pad_token", "tokenizer.ggml.padding_token_id"),
+        ("bos_token", "tokenizer.ggml.bos_token_id"),
+    ] {
+        if let Some(text) = special(key) {
+            let id = id_of(&text).ok_or_else(|| ConvertError::Config {
+                path: config_path.clone(),
+                reason: format!("'{key}' is '{text}', which is not in the vocabulary"),
+            })?;
+            meta.push((gguf.into(), id.into()));
+        }
+    }
+    let template = match config.as_ref().and_then(|c| c.get("chat_template")) {
+        Some(Value::String(t)) => Some(t.clone()),
+        Some(_) => {
+            return Err(ConvertError::Config {
+                path: config_path,
+                reason: "'chat_template' is not a string".into(),
+            })
+        }
+        None => chat_template_file(dir)?,
+    };
+    if let Some(template) = template {
+        meta.push(("tokenizer.chat_template".into(), template.as_str().into()));
+    }
+    Ok(meta)
+}
+
+/// The chat template from `chat_template.jinja` or the hub's `chat_template.json`, if either exists.
+fn chat_template_file(dir: &Path) -> Result<Option<String>, ConvertError> {
+    let jinja = dir.join("chat_template.jinja");
+    if jinja.exists() {
+        return std::fs::read_to_string(&jinja)
+            .map(Some)
+            .map_err(|source| ConvertError::Io {
+                path: jinja,
+                source,
+            });
+    }
+    match JsonFile::read_optional(&dir.join("chat_template.json"))? {
+        Some(f) => f.str_of(&["chat_template"]).map(|t| Some(t.to_string())),
+        None => Ok(None),
+    }
+}

@@ -1,0 +1,266 @@
+"""One seeded command that trains the whole demo model on CPU and writes its checkpoint directory.
+
+    nice -n 19 python tools/reference/train_demo.py --out tools/reference/demo_model
+
+Stages (each logged with its wall time): render the image pool -> BPE tokenizer -> DC-AE (f8) ->
+Qwen2-VL understanding (answers "What shape is it?", "What colour is it?", "Describe the image.") ->
+LaTtE-Flow replica with the VLM frozen (layerwise flow-matching loss, MODEL.md §3) -> checkpoint (f16).
+This module owns the training loops. It must not define model math (replica.py, vlm.py do).
+"""
+
+import argparse
+import copy
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import autoencoder
+import checkpoint
+import demo_spec as S
+import shapes_data as d
+import tokenizer_bpe
+import vlm as vlm_mod
+from gen_config import GenerationConfig, uniform_boundaries
+from replica import PromptContext, Replica
+
+T0 = time.time()
+
+
+def log(msg):
+    print(f"[{time.time() - T0:7.1f}s] {msg}", flush=True)
+
+
+def cosine_lr(opt, base, step, total, warmup=100):
+    lr = base * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total)))
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def render_pool(n, seed):
+    rng = np.random.default_rng(seed)
+    scenes = [d.random_scene(rng) for _ in range(n)]
+    return scenes, np.stack([d.render(s) for s in scenes])
+
+
+def train_autoencoder(imgs, seed):
+    torch.manual_seed(seed)
+    ae = autoencoder.tiny_dcae(S.LATENT_CHANNELS, S.AE_WIDTHS).train()
+    opt = torch.optim.AdamW(ae.parameters(), lr=S.AE_LR, weight_decay=0.0)
+    rng = np.random.default_rng(seed)
+    for step in range(S.AE_STEPS):
+        cosine_lr(opt, S.AE_LR, step, S.AE_STEPS)
+        x = autoencoder.to_pixels(imgs[rng.integers(0, len(imgs), S.AE_BATCH)])
+        y = ae.decode(ae.encode(x).latent).sample
+        loss = F.mse_loss(y, x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 100 == 0 or step == S.AE_STEPS - 1:
+            log(f"dcae step {step} mse {loss.item():.5f}")
+    ae.eval()
+    with torch.no_grad():
+        z = torch.cat([ae.encode(autoencoder.to_pixels(imgs[i:i + 256])).latent for i in range(0, len(imgs), 256)])
+    scale = float(1.0 / z.std())
+    ae.register_to_config(scaling_factor=scale)
+    log(f"dcae scaling_factor {scale:.5f}")
+    return ae, z * scale
+
+
+def vlm_batch(tok, processor, model, scenes, imgs, idx, kinds):
+    pv = processor(images=[Image.fromarray(imgs[i]) for i in idx], return_tensors="pt")
+    n_img = vlm_mod.merged_tokens(pv["image_grid_thw"][0], S.VISION["spatial_merge_size"])
+    img_id = model.config.image_token_id
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    seqs, labels = [], []
+    for i, k in zip(idx, kinds):
+        prompt = vlm_mod.understanding_ids(tok, d.QUESTIONS[k], img_id, n_img)
+        ans = tok(scenes[i].answer(k), add_special_tokens=False)["input_ids"] + [end]
+        seqs.append(prompt + ans)
+        labels.append([-100] * len(prompt) + ans)
+    n = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), n), tok.pad_token_id, dtype=torch.long)
+    lab = torch.full((len(seqs), n), -100, dtype=torch.long)
+    mask = torch.zeros((len(seqs), n), dtype=torch.long)
+    for r, (s, l) in enumerate(zip(seqs, labels)):
+        ids[r, : len(s)] = torch.tensor(s)
+        lab[r, : len(l)] = torch.tensor(l)
+        mask[r, : len(s)] = 1
+    return ids, lab, mask, pv["pixel_values"], pv["image_grid_thw"]
+
+
+def train_vlm(tok, processor, scenes, imgs, seed):
+    torch.manual_seed(seed)
+    text = dict(S.TEXT, vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=None,
+                eos_token_id=tok.eos_token_id)
+    vision = dict(S.VISION, hidden_size=S.TEXT["hidden_size"])
+    model = vlm_mod.build_vlm(text, vision, tokenizer_bpe.special_ids(tok), S.TIE).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=S.VLM_LR, weight_decay=0.01)
+    rng = np.random.default_rng(seed)
+    kinds_all = list(d.QUESTIONS)
+    for step in range(S.VLM_STEPS):
+        cosine_lr(opt, S.VLM_LR, step, S.VLM_STEPS)
+        idx = rng.integers(0, len(imgs), S.VLM_BATCH)
+        kinds = [kinds_all[k] for k in rng.integers(0, 3, S.VLM_BATCH)]
+        ids, lab, mask, pv, grid = vlm_batch(tok, processor, model, scenes, imgs, idx, kinds)
+        out = model(input_ids=ids, attention_mask=mask, pixel_values=pv, image_grid_thw=grid,
+                    mm_token_type_ids=(ids == model.config.image_token_id).int(), use_cache=False)
+        loss = F.cross_entropy(out.logits[:, :-1].flatten(0, 1), lab[:, 1:].flatten(), ignore_index=-100)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % 100 == 0 or step == S.VLM_STEPS - 1:
+            log(f"vlm step {step} loss {loss.item():.4f}")
+    return model.eval()
+
+
+def generation_config(scaling_factor) -> GenerationConfig:
+    t = S.TEXT
+    return GenerationConfig(
+        num_layers=t["num_hidden_layers"], hidden_size=t["hidden_size"],
+        num_attention_heads=t["num_attention_heads"], num_key_value_heads=t["num_key_value_heads"],
+        head_dim=t["hidden_size"] // t["num_attention_heads"], intermediate_size=t["intermediate_size"],
+        rms_norm_eps=t["rms_norm_eps"], rope_theta=t["rope_parameters"]["rope_theta"],
+        mrope_section=list(t["rope_parameters"]["mrope_section"]), num_groups=S.GROUPS,
+        group_boundaries=uniform_boundaries(S.GROUPS), latent_channels=S.LATENT_CHANNELS, latent_size=8,
+        patch_size=1, scaling_factor=scaling_factor, image_size=64, num_steps=40, guidance_scale=S.GUIDANCE,
+    )
+
+
+def init_from_vlm(replica: Replica, model):
+    """LMFusion-style start: each replica layer begins as a copy of the frozen VLM layer."""
+    lm = model.model.language_model
+    with torch.no_grad():
+        for layer, src in zip(replica.layers, lm.layers):
+            for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+                getattr(layer, name).load_state_dict(getattr(src.self_attn, name).state_dict())
+            for name in ("gate_proj", "up_proj", "down_proj"):
+                getattr(layer, name).load_state_dict(getattr(src.mlp, name).state_dict())
+            layer.input_norm.weight.copy_(src.input_layernorm.weight)
+            layer.ffn_norm.weight.copy_(src.post_attention_layernorm.weight)
+
+
+def caption_table(tok, model, cfg, captions):
+    """Prompt K/V of every distinct caption, computed once (MODEL.md §2)."""
+    from pipeline import generation_ids
+
+    out = vlm_mod.prompt_outputs(model, [generation_ids(tok, cfg, c) for c in captions])
+    return out
+
+
+def train_flow(tok, model, latents, scenes, scaling_factor, seed):
+    torch.manual_seed(seed)
+    cfg = generation_config(scaling_factor)
+    replica = Replica(cfg)
+    init_from_vlm(replica, model)
+    replica.train()
+    ema = copy.deepcopy(replica).eval()
+    captions = [""] + d.all_captions()
+    index = {c: i for i, c in enumerate(captions)}
+    table = replica.bind_context(caption_table(tok, model, cfg, captions))
+    opt = torch.optim.AdamW(replica.parameters(), lr=S.FLOW_LR, weight_decay=0.0)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    for step in range(S.FLOW_STEPS):
+        cosine_lr(opt, S.FLOW_LR, step, S.FLOW_STEPS)
+        k = step % cfg.num_groups
+        idx = rng.integers(0, len(latents), S.FLOW_BATCH)
+        caps = []
+        for i in idx:
+            sc = scenes[i]
+            u = rng.random()
+            if u < S.CFG_DROP:
+                caps.append(index[""])
+            elif (sc.colour, sc.shape, sc.position) in d.HELD_OUT or u < 0.5 + S.CFG_DROP / 2:
+                caps.append(index[sc.caption(False)])
+            else:
+                caps.append(index[sc.caption(True)])
+        ctx = table.select(torch.tensor(caps))
+        b0, b1 = cfg.group_boundaries[k], cfg.group_boundaries[k + 1]
+        t = b0 + (b1 - b0) * torch.rand(S.FLOW_BATCH, generator=gen)
+        x1 = latents[idx]
+        x0 = torch.randn(x1.shape, generator=gen)
+        tt = t.view(-1, 1, 1, 1)
+        xt = tt * x1 + (1 - tt) * x0
+        v = replica.velocity(xt, t, ctx, cfg.layers_of(k), k)
+        loss = F.mse_loss(v, x1 - x0)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(replica.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), replica.parameters()):
+                pe.lerp_(p, 1.0 - S.EMA)
+        if step % 100 == 0 or step == S.FLOW_STEPS - 1:
+            log(f"flow step {step} group {k} loss {loss.item():.4f}")
+    return cfg, ema
+
+
+def load_or_train_tokenizer(work):
+    from transformers import AutoTokenizer
+
+    path = os.path.join(work, "tokenizer")
+    if os.path.exists(path):
+        return AutoTokenizer.from_pretrained(path)
+    tok = tokenizer_bpe.train_bpe(tokenizer_bpe.corpus() * 20, S.TOKENIZER_VOCAB)
+    tok.save_pretrained(path)
+    return tok
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_model"))
+    ap.add_argument("--work", default="/tmp/latte_demo_work", help="stage outputs (reused when present)")
+    ap.add_argument("--stage", default="all", choices=["all", "dcae", "vlm", "flow"],
+                    help="dcae and vlm are independent (may run as two processes); flow needs both")
+    ap.add_argument("--threads", type=int, default=S.THREADS)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.work, exist_ok=True)
+    times = {}
+
+    t = time.time()
+    scenes, imgs = render_pool(S.POOL, S.SEED)
+    tok = load_or_train_tokenizer(args.work)
+    processor = vlm_mod.image_processor(S.MIN_PIXELS, S.MAX_PIXELS)
+    times["render+tokenizer"] = time.time() - t
+    log(f"rendered {len(imgs)} images; tokenizer: {len(tok)} tokens")
+
+    ae_path = os.path.join(args.work, "autoencoder")
+    if args.stage in ("all", "dcae") and not os.path.exists(ae_path):
+        t = time.time()
+        ae, _ = train_autoencoder(imgs, S.SEED + 1)
+        ae.save_pretrained(ae_path)
+        times["dcae"] = time.time() - t
+    vlm_path = os.path.join(args.work, "vlm")
+    if args.stage in ("all", "vlm") and not os.path.exists(vlm_path):
+        t = time.time()
+        model = train_vlm(tok, processor, scenes, imgs, S.SEED + 2)
+        model.save_pretrained(vlm_path)
+        times["vlm"] = time.time() - t
+    if args.stage in ("all", "flow"):
+        from diffusers import AutoencoderDC
+        from transformers import Qwen2VLForConditionalGeneration
+
+        ae = AutoencoderDC.from_pretrained(ae_path).eval()
+        model = Qwen2VLForConditionalGeneration.from_pretrained(vlm_path).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        with torch.no_grad():
+            latents = torch.cat([autoencoder.encode(ae, autoencoder.to_pixels(imgs[i:i + 256]))
+                                 for i in range(0, len(imgs), 256)])
+        t = time.time()
+        cfg, replica = train_flow(tok, model, latents, scenes, ae.config.scaling_factor, S.SEED + 3)
+        times["flow"] = time.time() - t
+        checkpoint.save(args.out, model, tok, processor, cfg, replica, ae, dtype=torch.float16)
+        log(f"checkpoint written to {args.out}")
+    log("stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
+
+
+if __name__ == "__main__":
+    main()
