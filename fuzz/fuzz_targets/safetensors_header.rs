@@ -2,7 +2,7 @@
 //! offsets, shapes, JSON) and the Qwen2-VL and generation config JSON. None may panic; an
 //! accepted safetensors header must describe ranges inside the input.
 //!
-//! Registered in `fuzz/Cargo.toml` (the cargo-fuzz project of the `gguf` branch) as
+//! Registered in `fuzz/Cargo.toml` as
 //! `[[bin]] name = "safetensors_header", path = "fuzz_targets/safetensors_header.rs", test = false,
 //! doc = false, bench = false`. Run:
 //! `RUSTC_BOOTSTRAP=1 cargo fuzz run safetensors_header fuzz/corpus/safetensors_header fuzz/seeds/safetensors_header`
