@@ -193,16 +193,29 @@ fn gguf_cpp_reads_what_we_write() {
 }
 
 #[test]
-fn gguf_cpp_refuses_boundary_gaps() {
-    // gguf.cpp requires each tensor to start where the previous one's padded data ends; a 16 KiB
-    // boundary leaves a gap, which it refuses ("tensor 'q4_0' has offset …, expected …"). Our
-    // reader and gguf-py accept it. Kept as a test so a change on either side is noticed.
+fn gguf_cpp_reads_files_with_group_boundaries() {
+    // gguf.cpp requires each tensor to start where the previous one's padded data ends, so the
+    // writer fills the gap before a 16 KiB boundary with an explicit zero `latte.pad.N` tensor.
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gap.gguf");
+    let path = dir.path().join("grouped.gguf");
     let datas = build(&path, Some(16384));
     let ours = GgufFile::open(&path).unwrap();
     assert_eq!(ours.tensor("q4_0").unwrap().bytes(), &datas[3][..]);
-    assert!(Peer::open(&path).is_none());
+    assert_eq!(ours.tensor_info("q4_0").unwrap().offset % 16384, 0);
+    let peer = Peer::open(&path).expect("gguf.cpp refused a file with group boundaries");
+    // SAFETY: `peer.0` is a live gguf context for the file just opened.
+    unsafe {
+        assert_eq!(
+            sys::gguf_get_n_tensors(peer.0) as usize,
+            ours.tensor_infos().len()
+        );
+        for (i, t) in ours.tensor_infos().iter().enumerate() {
+            assert_eq!(
+                sys::gguf_get_tensor_offset(peer.0, i as i64) as u64,
+                t.offset - ours.data_offset()
+            );
+        }
+    }
 }
 
 unsafe extern "C" fn quiet(
