@@ -10,7 +10,7 @@
 use super::blocks::{BlockQ8K, BlockQ8_1, QK};
 use super::float::{f16_to_f32, f32_to_f16};
 use super::legacy::absmax;
-use super::round::nearest_int;
+use super::round::{c_float_to_int, nearest_int};
 use crate::dtype::QK_K;
 
 /// `quantize_row_q8_1_ref`: as Q8_0 (`d = amax / 127`, `q = roundf(x/d)`), plus `s = d · Σq`.
@@ -26,7 +26,7 @@ pub fn quantize_row_q8_1(src: &[f32], dst: &mut [BlockQ8_1]) {
         y.d = f32_to_f16(d);
         let mut sum = 0i32;
         for (q, &v) in y.qs.iter_mut().zip(x) {
-            *q = (v * id).round() as i8;
+            *q = c_float_to_int((v * id).round()) as i8;
             sum += *q as i32;
         }
         y.s = f32_to_f16(sum as f32 * d);
@@ -94,6 +94,57 @@ pub fn dequantize_row_q8_k(src: &[BlockQ8K], dst: &mut [f32]) {
     for (b, y) in src.iter().zip(dst.chunks_exact_mut(QK_K)) {
         for (out, &q) in y.iter_mut().zip(&b.qs) {
             *out = b.d * q as f32;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytemuck::Zeroable;
+
+    fn wave(n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| (i as f32 * 0.731).sin() * 3.0 - 0.4)
+            .collect()
+    }
+
+    #[test]
+    fn q8_1_sum_is_d_times_sum_of_quants() {
+        let x = wave(4 * QK);
+        let mut y = [BlockQ8_1::zeroed(); 4];
+        quantize_row_q8_1(&x, &mut y);
+        for b in &y {
+            let sum: i32 = b.qs.iter().map(|&q| q as i32).sum();
+            // ggml multiplies by the f32 scale before it is rounded to f16, so `s` agrees with the
+            // stored `d` up to two f16 roundings (2 · 2^-11 relative).
+            let expected = sum as f32 * f16_to_f32(b.d);
+            let s = f16_to_f32(b.s);
+            assert!(
+                (s - expected).abs() <= expected.abs() / 1024.0,
+                "{s} {expected}"
+            );
+            assert!(b.qs.iter().any(|&q| q.unsigned_abs() == 127));
+        }
+    }
+
+    #[test]
+    fn q8_k_bsums_are_sums_of_sixteen_and_extreme_maps_to_127() {
+        let x = wave(2 * QK_K);
+        let mut y = [BlockQ8K::zeroed(); 2];
+        quantize_row_q8_k(&x, &mut y);
+        for b in &y {
+            for (s, qs) in b.bsums.iter().zip(b.qs.chunks(16)) {
+                assert_eq!(*s as i32, qs.iter().map(|&q| q as i32).sum::<i32>());
+            }
+            // The element of largest magnitude becomes exactly -127 (d has the opposite sign).
+            assert!(b.qs.contains(&-127));
+            assert!(!b.qs.contains(&-128));
+        }
+        let mut back = vec![0f32; 2 * QK_K];
+        dequantize_row_q8_k(&y, &mut back);
+        for (a, b) in x.iter().zip(&back) {
+            assert!((a - b).abs() <= 3.4 / 254.0 + 1e-6, "{a} {b}");
         }
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! Bit-exactness rests on the same float operations in the same order (`a*b*c` is `(a*b)*c`, an
 //! `int` operand is converted to `float` first, no fused multiply-add) and on [`nearest_int`]. Index
-//! loops mirror ggml's so the two can be read side by side. This module must stay scalar.
+//! loops mirror ggml's so the two can be read side by side; `v.min(hi).max(lo)` is C's
+//! `MAX(lo, MIN(hi, v))` (and has no `clamp` assertion in the hot loops). This module must stay
+//! scalar.
 //!
 //! The typed row functions panic when `src` and `dst` lengths disagree (a caller bug, like slice
 //! indexing); [`crate::quant::quantize`] / [`crate::quant::dequantize`] check and return errors.
@@ -63,11 +65,11 @@ fn pack_scales_mins(ls: &[u8; 8], lm: &[u8; 8]) -> [u8; K_SCALE_SIZE] {
 #[allow(clippy::too_many_arguments)] // ggml's signature, kept to ease comparison
 fn make_qkx2_quants(
     nmax: i32,
-    x: &[f32],
-    weights: &[f32],
-    l_out: &mut [u8],
+    x: &[f32; 32],
+    weights: &[f32; 32],
+    l_out: &mut [u8; 32],
     the_min: &mut f32,
-    laux: &mut [u8],
+    laux: &mut [u8; 32],
     rmin: f32,
     rdelta: f32,
     nstep: i32,
@@ -93,7 +95,7 @@ fn make_qkx2_quants(
         min = 0.0;
     }
     if max == min {
-        l_out[..n].fill(0);
+        l_out.fill(0);
         *the_min = -min;
         return 0.0;
     }
@@ -102,7 +104,7 @@ fn make_qkx2_quants(
     let mut best_error = 0.0f32;
     for i in 0..n {
         let l = nearest_int(iscale * (x[i] - min));
-        l_out[i] = l.clamp(0, nmax) as u8;
+        l_out[i] = l.min(nmax).max(0) as u8;
         let mut diff = scale * l_out[i] as f32 + min - x[i];
         diff = if use_mad { diff.abs() } else { diff * diff };
         best_error += weights[i] * diff;
@@ -115,7 +117,7 @@ fn make_qkx2_quants(
         iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
         let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
         for i in 0..n {
-            let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+            let l = nearest_int(iscale * (x[i] - min)).min(nmax).max(0);
             laux[i] = l as u8;
             let w = weights[i];
             let lf = l as f32;
@@ -138,7 +140,7 @@ fn make_qkx2_quants(
                 cur_error += weights[i] * diff;
             }
             if cur_error < best_error {
-                l_out[..n].copy_from_slice(&laux[..n]);
+                *l_out = *laux;
                 best_error = cur_error;
                 scale = this_scale;
                 min = this_min;
@@ -152,7 +154,7 @@ fn make_qkx2_quants(
 /// `make_qx_quants` with `qw = NULL` and `rmse_type = 1` (weights `x²`), the only way the
 /// reference K-quantizers here call it: finds `scale` so that `x ≈ scale·(L − nmax)`,
 /// `L` in `0..2·nmax`, trying 18 scales around `−nmax / max`.
-fn make_qx_quants_rmse1(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
+fn make_qx_quants_rmse1(nmax: i32, x: &[f32; 16], l_out: &mut [i8; 16]) -> f32 {
     let n = x.len();
     let mut max = 0.0f32;
     let mut amax = 0.0f32;
@@ -164,13 +166,13 @@ fn make_qx_quants_rmse1(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
         }
     }
     if amax < GROUP_MAX_EPS {
-        l_out[..n].fill(0);
+        l_out.fill(0);
         return 0.0;
     }
     let mut iscale = -nmax as f32 / max;
     let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
     for i in 0..n {
-        let l = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
+        let l = nearest_int(iscale * x[i]).min(nmax - 1).max(-nmax);
         l_out[i] = (l + nmax) as i8;
         let w = x[i] * x[i];
         let lf = l as f32;
@@ -187,7 +189,7 @@ fn make_qx_quants_rmse1(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
         sumlx = 0.0;
         suml2 = 0.0;
         for i in 0..n {
-            let lf = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1) as f32;
+            let lf = nearest_int(iscale * x[i]).min(nmax - 1).max(-nmax) as f32;
             let w = x[i] * x[i];
             sumlx += w * x[i] * lf;
             suml2 += w * lf * lf;
@@ -195,7 +197,7 @@ fn make_qx_quants_rmse1(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
         if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
             for i in 0..n {
                 let l = nearest_int(iscale * x[i]);
-                l_out[i] = (nmax + l.clamp(-nmax, nmax - 1)) as i8;
+                l_out[i] = (nmax + l.min(nmax - 1).max(-nmax)) as i8;
             }
             scale = sumlx / suml2;
             best = scale * sumlx;
@@ -214,7 +216,9 @@ fn quantize_k_sub_blocks(
     rmin: f32,
     nstep: i32,
 ) -> (half::f16, half::f16, [u8; K_SCALE_SIZE], [u8; QK_K]) {
-    let mut l = [0u8; QK_K];
+    // Fixed-size views let the compiler drop the bounds checks of the search loops.
+    let xs: &[[f32; 32]] = bytemuck::cast_slice(x);
+    let mut l = [[0u8; 32]; QK_K / 32];
     let mut laux = [0u8; 32];
     let mut weights = [0f32; 32];
     let mut mins = [0f32; QK_K / 32];
@@ -223,20 +227,19 @@ fn quantize_k_sub_blocks(
     let mut max_scale = 0.0f32; // the min is deducted, so scales are never negative
     let mut max_min = 0.0f32;
     for j in 0..QK_K / 32 {
-        let xs = &x[32 * j..32 * j + 32];
         let mut sum_x2 = 0.0f32;
-        for &v in xs {
+        for &v in &xs[j] {
             sum_x2 += v * v;
         }
         let av_x = (sum_x2 / 32.0).sqrt();
-        for (w, &v) in weights.iter_mut().zip(xs) {
+        for (w, &v) in weights.iter_mut().zip(&xs[j]) {
             *w = av_x + v.abs();
         }
         scales[j] = make_qkx2_quants(
             nmax,
-            xs,
+            &xs[j],
             &weights,
-            &mut l[32 * j..32 * j + 32],
+            &mut l[j],
             &mut mins[j],
             &mut laux,
             rmin,
@@ -277,11 +280,11 @@ fn quantize_k_sub_blocks(
         }
         let dm = f16_to_f32(dmin) * m as f32;
         for ii in 0..32 {
-            let q = nearest_int((x[32 * j + ii] + dm) / dj);
-            l[32 * j + ii] = q.clamp(0, nmax) as u8;
+            let q = nearest_int((xs[j][ii] + dm) / dj);
+            l[j][ii] = q.min(nmax).max(0) as u8;
         }
     }
-    (d, dmin, packed, l)
+    (d, dmin, packed, bytemuck::cast(l))
 }
 
 /// `quantize_row_q4_K_ref`.
@@ -335,13 +338,14 @@ pub fn quantize_row_q5_k(src: &[f32], dst: &mut [BlockQ5K]) {
 /// `quantize_row_q6_K_ref`.
 pub fn quantize_row_q6_k(src: &[f32], dst: &mut [BlockQ6K]) {
     check_lengths("quantize_row_q6_k", src.len(), dst.len());
-    let mut l = [0i8; QK_K];
+    let mut l16 = [[0i8; 16]; QK_K / 16];
     let mut scales = [0f32; QK_K / 16];
     for (x, y) in src.chunks_exact(QK_K).zip(dst.iter_mut()) {
+        let x16: &[[f32; 16]] = bytemuck::cast_slice(x);
         let mut max_scale = 0.0f32;
         let mut max_abs_scale = 0.0f32;
         for ib in 0..QK_K / 16 {
-            let scale = make_qx_quants_rmse1(32, &x[16 * ib..16 * ib + 16], &mut l[16 * ib..]);
+            let scale = make_qx_quants_rmse1(32, &x16[ib], &mut l16[ib]);
             scales[ib] = scale;
             let abs_scale = scale.abs();
             if abs_scale > max_abs_scale {
@@ -358,7 +362,7 @@ pub fn quantize_row_q6_k(src: &[f32], dst: &mut [BlockQ6K]) {
         let iscale = -128.0 / max_scale;
         y.d = f32_to_f16(1.0 / iscale);
         for ib in 0..QK_K / 16 {
-            // C stores the int into an int8_t (mod 256) after the clamp from above only.
+            // C clamps only from above, then stores the int into an int8_t (mod 256).
             y.scales[ib] = nearest_int(iscale * scales[ib]).min(127) as i8;
         }
 
@@ -368,10 +372,11 @@ pub fn quantize_row_q6_k(src: &[f32], dst: &mut [BlockQ6K]) {
                 continue;
             }
             for ii in 0..16 {
-                let q = nearest_int(x[16 * j + ii] / d).clamp(-32, 31);
-                l[16 * j + ii] = (q + 32) as i8;
+                let q = nearest_int(x16[j][ii] / d).clamp(-32, 31);
+                l16[j][ii] = (q + 32) as i8;
             }
         }
+        let l: &[i8; QK_K] = bytemuck::cast_ref(&l16);
 
         for (half_block, (ql, qh)) in
             y.ql.chunks_exact_mut(64)
@@ -468,4 +473,55 @@ pub fn dequantize_row_q6_k(src: &[BlockQ6K], dst: &mut [f32]) {
             }
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_packing_round_trips_every_6_bit_value() {
+        for v in 0u8..64 {
+            let ls: [u8; 8] = std::array::from_fn(|j| (v + 7 * j as u8) % 64);
+            let lm: [u8; 8] = std::array::from_fn(|j| (63 - v + 3 * j as u8) % 64);
+            let packed = pack_scales_mins(&ls, &lm);
+            for j in 0..8 {
+                assert_eq!(get_scale_min_k4(j, &packed), (ls[j], lm[j]), "v {v} j {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn quants_stay_in_range_and_reconstruct_constant_blocks() {
+        // A constant positive block is all min: every weight must come back within f16 rounding.
+        let x = vec![0.75f32; QK_K];
+        let mut q4 = [BlockQ4K::zeroed()];
+        let mut q5 = [BlockQ5K::zeroed()];
+        let mut q6 = [BlockQ6K::zeroed()];
+        quantize_row_q4_k(&x, &mut q4);
+        quantize_row_q5_k(&x, &mut q5);
+        quantize_row_q6_k(&x, &mut q6);
+        let mut y4 = vec![0f32; QK_K];
+        let mut y5 = vec![0f32; QK_K];
+        let mut y6 = vec![0f32; QK_K];
+        dequantize_row_q4_k(&q4, &mut y4);
+        dequantize_row_q5_k(&q5, &mut y5);
+        dequantize_row_q6_k(&q6, &mut y6);
+        for y in [&y4, &y5, &y6] {
+            // 2^-9 relative: the 6-bit scale times an f16 super-scale, each rounded.
+            assert!(y.iter().all(|&v| (v - 0.75).abs() <= 0.75 / 512.0), "{y:?}");
+        }
+        let mut y = y6;
+        // Q6_K scales are signed 8-bit and quants 6-bit: the extreme weight maps to ±32 steps.
+        let x: Vec<f32> = (0..QK_K).map(|i| i as f32 - 128.0).collect();
+        quantize_row_q6_k(&x, &mut q6);
+        dequantize_row_q6_k(&q6, &mut y);
+        let worst = x
+            .iter()
+            .zip(&y)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst <= 128.0 / 32.0, "{worst}");
+    }
+
+    use bytemuck::Zeroable;
 }

@@ -3,15 +3,16 @@
 //!
 //! Bit-exactness with ggml rests on doing the same float operations in the same order (Rust never
 //! fuses a multiply and an add, and neither does ggml's default x86-64 build) and on the same
-//! float → integer conversions: C's `(int8_t)f` truncates toward zero, as Rust's `as i8` does for
-//! every in-range value. This module must not contain SIMD or anything a kernel needs beyond
-//! the format's definition.
+//! float → integer conversions ([`c_float_to_int`]: C's `(int8_t)f` truncates toward zero; on the
+//! degenerate out-of-range values C leaves undefined it does what ggml's x86-64 build does). This
+//! module must not contain SIMD or anything a kernel needs beyond the format's definition.
 //!
 //! The typed row functions panic when `src` and `dst` lengths disagree (a caller bug, like slice
 //! indexing); [`crate::quant::quantize`] / [`crate::quant::dequantize`] check and return errors.
 
 use super::blocks::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QK};
 use super::float::{f16_to_f32, f32_to_f16};
+use super::round::c_float_to_int;
 
 fn check_lengths(what: &str, values: usize, blocks: usize) {
     assert_eq!(
@@ -71,8 +72,8 @@ pub fn quantize_row_q4_0(src: &[f32], dst: &mut [BlockQ4_0]) {
         for j in 0..QK / 2 {
             let x0 = x[j] * id;
             let x1 = x[QK / 2 + j] * id;
-            let xi0 = ((x0 + 8.5) as i8).min(15) as u8;
-            let xi1 = ((x1 + 8.5) as i8).min(15) as u8;
+            let xi0 = (c_float_to_int(x0 + 8.5) as i8).min(15) as u8;
+            let xi1 = (c_float_to_int(x1 + 8.5) as i8).min(15) as u8;
             y.qs[j] = xi0 | (xi1 << 4);
         }
     }
@@ -90,8 +91,8 @@ pub fn quantize_row_q4_1(src: &[f32], dst: &mut [BlockQ4_1]) {
         for j in 0..QK / 2 {
             let x0 = (x[j] - min) * id;
             let x1 = (x[QK / 2 + j] - min) * id;
-            let xi0 = ((x0 + 0.5) as i8).min(15) as u8;
-            let xi1 = ((x1 + 0.5) as i8).min(15) as u8;
+            let xi0 = (c_float_to_int(x0 + 0.5) as i8).min(15) as u8;
+            let xi1 = (c_float_to_int(x1 + 0.5) as i8).min(15) as u8;
             y.qs[j] = xi0 | (xi1 << 4);
         }
     }
@@ -108,8 +109,8 @@ pub fn quantize_row_q5_0(src: &[f32], dst: &mut [BlockQ5_0]) {
         for j in 0..QK / 2 {
             let x0 = x[j] * id;
             let x1 = x[QK / 2 + j] * id;
-            let xi0 = ((x0 + 16.5) as i8).min(31) as u8;
-            let xi1 = ((x1 + 16.5) as i8).min(31) as u8;
+            let xi0 = (c_float_to_int(x0 + 16.5) as i8).min(31) as u8;
+            let xi1 = (c_float_to_int(x1 + 16.5) as i8).min(31) as u8;
             y.qs[j] = (xi0 & 0x0F) | ((xi1 & 0x0F) << 4);
             qh |= (((xi0 & 0x10) >> 4) as u32) << j;
             qh |= (((xi1 & 0x10) >> 4) as u32) << (j + QK / 2);
@@ -132,8 +133,8 @@ pub fn quantize_row_q5_1(src: &[f32], dst: &mut [BlockQ5_1]) {
             let x0 = (x[j] - min) * id;
             let x1 = (x[QK / 2 + j] - min) * id;
             // ggml converts straight to uint8_t here, with no clamp.
-            let xi0 = (x0 + 0.5) as u8;
-            let xi1 = (x1 + 0.5) as u8;
+            let xi0 = c_float_to_int(x0 + 0.5) as u8;
+            let xi1 = c_float_to_int(x1 + 0.5) as u8;
             y.qs[j] = (xi0 & 0x0F) | ((xi1 & 0x0F) << 4);
             qh |= (((xi0 & 0x10) >> 4) as u32) << j;
             qh |= (((xi1 & 0x10) >> 4) as u32) << (j + QK / 2);
@@ -151,7 +152,7 @@ pub fn quantize_row_q8_0(src: &[f32], dst: &mut [BlockQ8_0]) {
         let id = inverse_or_zero(d);
         y.d = f32_to_f16(d);
         for (q, &v) in y.qs.iter_mut().zip(x) {
-            *q = (v * id).round() as i8;
+            *q = c_float_to_int((v * id).round()) as i8;
         }
     }
 }
