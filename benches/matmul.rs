@@ -4,7 +4,8 @@
 //! Shapes (k, m): (1536, 1536), (1536, 8960), (8960, 1536); N = 1, 128, 512 activation columns.
 //! Subsets: `LATTE_BENCH_TYPES=Q4_0,Q6_K`, `LATTE_BENCH_N=1,128`, `LATTE_BENCH_SHAPES=1536x8960`
 //! (env vars, which also skip building the weights), or a criterion name filter
-//! (`cargo bench --bench matmul -- Q4_K`).
+//! (`cargo bench --bench matmul -- Q4_K`). `LATTE_BENCH_ISA=avx2` (or `scalar`, `avx512`, `neon`)
+//! pins our side to one instruction set instead of the detected best.
 //!
 //! Weights are random blocks with sane scales (speed does not depend on the values); activations
 //! are random. Short criterion settings keep the full run near ten minutes on two cores.
@@ -13,7 +14,7 @@ use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use criterion::{black_box, Criterion};
-use latte::backend::cpu::{matmul, Isa, MatmulScratch};
+use latte::backend::cpu::{matmul_with_isa, Isa, MatmulScratch};
 use latte::dtype::TensorType;
 use latte::tensor::TensorView;
 
@@ -79,6 +80,13 @@ fn main() {
         .without_plots()
         .configure_from_args();
     let threads = rayon::current_num_threads();
+    let isa = match std::env::var("LATTE_BENCH_ISA").ok().as_deref() {
+        None => Isa::detect(),
+        Some(name) => Isa::ALL
+            .into_iter()
+            .find(|i| i.to_string().eq_ignore_ascii_case(name) && i.is_supported())
+            .unwrap_or_else(|| panic!("LATTE_BENCH_ISA={name}: not an ISA this CPU supports")),
+    };
     let types = env_list("LATTE_BENCH_TYPES");
     let ns: Vec<usize> = env_list("LATTE_BENCH_N")
         .map(|v| v.iter().filter_map(|s| s.parse().ok()).collect())
@@ -86,7 +94,7 @@ fn main() {
     let shapes = env_list("LATTE_BENCH_SHAPES");
     println!(
         "latte matmul bench: ISA {}, {threads} threads (ggml peer: {})",
-        Isa::detect(),
+        isa,
         if cfg!(feature = "ggml-peer") {
             "on"
         } else {
@@ -117,7 +125,7 @@ fn main() {
                 let mut scratch = MatmulScratch::new();
                 let name = format!("matmul/{ty}/{shape}/n{n}");
                 let ours = measure(&mut c, &format!("{name}/ours"), samples, || {
-                    matmul(&view, black_box(&x), n, &mut y, &mut scratch).unwrap();
+                    matmul_with_isa(isa, &view, black_box(&x), n, &mut y, &mut scratch).unwrap();
                 });
                 #[cfg(feature = "ggml-peer")]
                 let ggml = {

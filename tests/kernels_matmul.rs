@@ -174,6 +174,12 @@ fn quantizer_inputs() -> Vec<Vec<f32>> {
     let mut both = vec![0.25f32; 256];
     both[3] = -2.0;
     both[9] = 2.0;
+    // Non-finite values and subnormal blocks (1/d overflows): garbage in, but the same garbage.
+    let mut non_finite = rng.activations(1024);
+    non_finite[3] = f32::NAN;
+    non_finite[300] = f32::INFINITY;
+    non_finite[700] = f32::NEG_INFINITY;
+    let subnormal: Vec<f32> = (0..256).map(|i| (i as f32 - 128.0) * 1e-44).collect();
     vec![
         ties,
         negative_max,
@@ -181,6 +187,8 @@ fn quantizer_inputs() -> Vec<Vec<f32>> {
         vec![0.0; 512],
         rng.activations(512),
         rng.activations(1024).iter().map(|v| v * 1e-3).collect(),
+        non_finite,
+        subnormal,
     ]
 }
 

@@ -633,18 +633,38 @@ unsafe fn max_abs(v: &[__m256]) -> f32 {
     _mm_cvtss_f32(m)
 }
 
-/// One Q8_0 / Q8_1 block: writes d and the 32 q at `qs`; returns (d, Σq).
+/// Whether every lane is finite (not NaN, not ±∞).
+#[inline(always)]
+unsafe fn all_finite(v: &[__m256]) -> bool {
+    let max = _mm256_set1_ps(f32::MAX);
+    let mut ok = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    for &v in v {
+        let a = _mm256_andnot_ps(_mm256_set1_ps(-0.0), v);
+        ok = _mm256_and_ps(ok, _mm256_cmp_ps::<_CMP_LE_OQ>(a, max));
+    }
+    _mm256_movemask_ps(ok) == 0xff
+}
+
+/// One Q8_0 / Q8_1 block: writes the 32 q at `qs` and returns (d, Σq); `None` (nothing written)
+/// for blocks with non-finite values or a non-finite 1/d, which the caller hands to the scalar
+/// reference so that even those blocks come out as the reference makes them.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_block(x: *const f32, qs: *mut u8) -> (f32, i32) {
+unsafe fn q8_block(x: *const f32, qs: *mut u8) -> Option<(f32, i32)> {
     let v = [0, 8, 16, 24].map(|o| _mm256_loadu_ps(x.add(o)));
+    if !all_finite(&v) {
+        return None;
+    }
     let amax = max_abs(&v);
     let d = amax / 127.0;
-    let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
-    let r = v.map(|v| round_away(_mm256_mul_ps(v, id)));
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    if !id.is_finite() {
+        return None;
+    }
+    let r = v.map(|v| round_away(_mm256_mul_ps(v, _mm256_set1_ps(id))));
     let q = pack_i8(r);
     _mm256_storeu_si256(qs as *mut __m256i, q);
     let sum = _mm256_add_ps(_mm256_add_ps(r[0], r[1]), _mm256_add_ps(r[2], r[3]));
-    (d, hsum_ps(sum) as i32)
+    Some((d, hsum_ps(sum) as i32))
 }
 
 pub(crate) fn quantize_q8_0(x: &[f32], out: &mut [u8]) {
@@ -655,8 +675,12 @@ pub(crate) fn quantize_q8_0(x: &[f32], out: &mut [u8]) {
     );
     for b in 0..nb {
         // SAFETY: AVX2 is present (module doc); block b's 32 floats and 34 bytes are in bounds.
-        let (d, _) = unsafe { q8_block(x.as_ptr().add(b * QK), out.as_mut_ptr().add(b * 34 + 2)) };
-        out[b * 34..b * 34 + 2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+        match unsafe { q8_block(x.as_ptr().add(b * QK), out.as_mut_ptr().add(b * 34 + 2)) } {
+            Some((d, _)) => {
+                out[b * 34..][..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes())
+            }
+            None => scalar::quantize_q8_0(&x[b * QK..][..QK], &mut out[b * 34..][..34]),
+        }
     }
 }
 
@@ -668,11 +692,14 @@ fn quantize_q8_1(x: &[f32], out: &mut [u8]) {
     );
     for b in 0..nb {
         // SAFETY: AVX2 is present (module doc); block b's 32 floats and 36 bytes are in bounds.
-        let (d, sum) =
-            unsafe { q8_block(x.as_ptr().add(b * QK), out.as_mut_ptr().add(b * 36 + 4)) };
-        let o = &mut out[b * 36..];
-        o[..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
-        o[2..4].copy_from_slice(&half::f16::from_f32(sum as f32 * d).to_le_bytes());
+        match unsafe { q8_block(x.as_ptr().add(b * QK), out.as_mut_ptr().add(b * 36 + 4)) } {
+            Some((d, sum)) => {
+                let o = &mut out[b * 36..];
+                o[..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+                o[2..4].copy_from_slice(&half::f16::from_f32(sum as f32 * d).to_le_bytes());
+            }
+            None => scalar::quantize_q8_1(&x[b * QK..][..QK], &mut out[b * 36..][..36]),
+        }
     }
 }
 
@@ -684,22 +711,32 @@ fn quantize_q8_k(x: &[f32], out: &mut [u8]) {
     );
     for (xb, o) in x.chunks_exact(QK_K).zip(out.chunks_exact_mut(Q8K_BYTES)) {
         // SAFETY: AVX2 is present (module doc); xb has 256 floats, o has 292 bytes.
-        unsafe { q8_k_block(xb, o) }
+        if !unsafe { q8_k_block(xb, o) } {
+            // Non-finite input: the reference decides what the block holds.
+            scalar::quantize_q8_k(xb, o);
+        }
     }
 }
 
+/// One Q8_K block; false (nothing written) for non-finite values or scale, see `q8_block`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_k_block(xb: &[f32], o: &mut [u8]) {
+unsafe fn q8_k_block(xb: &[f32], o: &mut [u8]) -> bool {
     let x = xb.as_ptr();
     let v: [__m256; 32] = std::array::from_fn(|i| _mm256_loadu_ps(x.add(8 * i)));
+    if !all_finite(&v) {
+        return false;
+    }
     let amax = max_abs(&v);
     if amax == 0.0 {
         o.fill(0);
-        return;
+        return true;
     }
     // The reference keeps the first value of largest magnitude (its sign sets the scale's).
     let max = xb.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
     let iscale = -127.0 / max;
+    if !iscale.is_finite() {
+        return false;
+    }
     let s = _mm256_set1_ps(iscale);
     let r: [__m256; 32] = std::array::from_fn(|i| {
         let q = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
@@ -718,4 +755,5 @@ unsafe fn q8_k_block(xb: &[f32], o: &mut [u8]) {
         o[262 + 4 * g..][..2].copy_from_slice(&hi.to_le_bytes());
     }
     o[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+    true
 }
