@@ -340,8 +340,9 @@ def main():
         log(f"vlm from {final_vlm}")
         lm = Qwen2VLForConditionalGeneration.from_pretrained(lm_path).eval()
         # the shipped language model must be the one the replica was trained against
-        for (n, a), (_, b) in zip(model.state_dict().items(), lm.state_dict().items()):
-            if not n.startswith("model.visual.") and not torch.equal(a, b):
+        lm_state = lm.state_dict()
+        for n, a in model.state_dict().items():
+            if not n.startswith("model.visual.") and not torch.equal(a, lm_state[n]):
                 raise RuntimeError(f"language model changed in the vision phase: {n}")
         final = flow2_path if os.path.exists(flow2_path) else flow_path
         cfg = GenerationConfig.load(os.path.join(final, "config.json"))
