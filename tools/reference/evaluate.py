@@ -119,6 +119,7 @@ def main():
     ap.add_argument("--scale", type=float, default=None)
     ap.add_argument("--grid", default=None, help="PNG path: one image per 'a {colour} {shape}' prompt")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--only", choices=["understanding", "generation"], default=None)
     args = ap.parse_args()
     torch.set_num_threads(2)
     vlm, tok, proc, cfg, rep, ae = checkpoint.load(args.model)
@@ -126,10 +127,12 @@ def main():
               "guidance": cfg.guidance_scale if args.scale is None else args.scale}
     t = time.time()
     report["judge"] = judge_accuracy(ae, 300)
-    report["understanding"], report["understanding_examples"] = understanding(vlm, tok, proc, args.images)
-    report["generation"], grid = adherence(vlm, tok, rep, ae, args.seeds, args.steps, args.scale)
+    if args.only != "generation":
+        report["understanding"], report["understanding_examples"] = understanding(vlm, tok, proc, args.images)
+    if args.only != "understanding":
+        report["generation"], grid = adherence(vlm, tok, rep, ae, args.seeds, args.steps, args.scale)
     report["eval_seconds"] = time.time() - t
-    if args.grid:
+    if args.grid and args.only != "understanding":
         save_grid(grid, args.grid)
     text = json.dumps(report, indent=2)
     print(text)

@@ -26,6 +26,7 @@ class GenerationConfig:
     # Layerwise timestep experts (§3).
     num_groups: int  # K
     group_boundaries: list  # K + 1 floats, from 0.0 to 1.0, increasing
+    layers_per_group: int = 0  # M = num_layers / K (written explicitly; 0 when building = derive it)
     # Switches (§2-§6).
     ctx_kv: str = "frozen"
     img_pos: str = "mrope2d"
@@ -47,9 +48,9 @@ class GenerationConfig:
     format: str = "latte-flow-generation/1"
     extra: dict = field(default_factory=dict)
 
-    @property
-    def layers_per_group(self) -> int:  # M
-        return self.num_layers // self.num_groups
+    def __post_init__(self):
+        if not self.layers_per_group and self.num_groups:
+            self.layers_per_group = self.num_layers // self.num_groups
 
     @property
     def token_dim(self) -> int:
@@ -62,8 +63,8 @@ class GenerationConfig:
     def validate(self) -> None:
         if self.ctx_kv not in CTX_KV or self.img_pos not in IMG_POS or self.tcra not in TCRA:
             raise ValueError(f"bad switch: {self.ctx_kv} {self.img_pos} {self.tcra}")
-        if self.num_layers % self.num_groups:
-            raise ValueError("num_layers must be a multiple of num_groups")
+        if self.num_layers % self.num_groups or self.layers_per_group * self.num_groups != self.num_layers:
+            raise ValueError("num_layers must equal num_groups * layers_per_group")
         b = self.group_boundaries
         if len(b) != self.num_groups + 1 or b[0] != 0.0 or b[-1] != 1.0:
             raise ValueError("group_boundaries must be K+1 floats from 0.0 to 1.0")

@@ -79,14 +79,14 @@ def judge(image: np.ndarray) -> Verdict:
     full = np.abs(np.array(d.COLOURS[colour]) - np.array(d.BACKGROUND)).max()
     cov = np.where(comp, np.clip(diff / full, 0.0, 1.0), 0.0)
     area = float(cov.sum())
-    solid = cov > 0.5
+    solid = cov > 0.49  # a half-covered pixel renders to 0.5 +- one rounding step: count it
     ys, xs = np.mgrid[0 : d.SIZE, 0 : d.SIZE]
     cx, cy = float((cov * (xs + 0.5)).sum() / area), float((cov * (ys + 0.5)).sum() / area)
     best, best_iou = None, -1.0
     for s in d.SHAPES:
         r = float(np.sqrt(area / AREA_PER_R2[s]))
         ox, oy = CENTROID_OFFSET[s]
-        tmpl = d.coverage(s, cx - ox * r, cy - oy * r, r) > 0.5
+        tmpl = d.coverage(s, cx - ox * r, cy - oy * r, r) >= 0.5
         iou = float((tmpl & solid).sum()) / float((tmpl | solid).sum())
         if iou > best_iou:
             best, best_iou = s, iou

@@ -119,6 +119,51 @@ def train_vlm(tok, processor, scenes, imgs, seed):
     return model.eval()
 
 
+def vision_upgrade(tok, lm_model, seed):
+    """A fresh, larger vision tower (demo_spec.VISION_PHASE2) on top of phase 1's language model."""
+    torch.manual_seed(seed)
+    text = dict(S.TEXT, vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=None,
+                eos_token_id=tok.eos_token_id)
+    vision = dict(S.VISION_PHASE2, hidden_size=S.TEXT["hidden_size"])
+    model = vlm_mod.build_vlm(text, vision, tokenizer_bpe.special_ids(tok), S.TIE)
+    state = {k: v for k, v in lm_model.state_dict().items() if not k.startswith("model.visual.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("model.visual.") for k in missing):
+        raise RuntimeError(f"language model transfer failed: {missing} {unexpected}")
+    return model
+
+
+def train_vision(tok, processor, scenes, imgs, model, seed):
+    """Phase 2 of understanding: only the vision tower (ViT + merger) learns; the language model stays
+    exactly as phase 1 left it, so text-only prompt K/V (all that generation reads) do not change and the
+    replica can be trained at the same time."""
+    torch.manual_seed(seed)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith("model.visual."))
+    params = [p for p in model.parameters() if p.requires_grad]
+    model.train()
+    opt = torch.optim.AdamW(params, lr=S.VISION_LR, weight_decay=0.01)
+    rng = np.random.default_rng(seed)
+    kinds_all = list(d.QUESTIONS)
+    for step in range(S.VISION_STEPS):
+        cosine_lr(opt, S.VISION_LR, step, S.VISION_STEPS)
+        idx = rng.integers(0, len(imgs), S.VLM_BATCH)
+        kinds = [kinds_all[k] for k in rng.integers(0, 3, S.VLM_BATCH)]
+        ids, lab, mask, pv, grid = vlm_batch(tok, processor, model, scenes, imgs, idx, kinds)
+        out = model(input_ids=ids, attention_mask=mask, pixel_values=pv, image_grid_thw=grid,
+                    mm_token_type_ids=(ids == model.config.image_token_id).int(), use_cache=False)
+        loss = F.cross_entropy(out.logits[:, :-1].flatten(0, 1), lab[:, 1:].flatten(), ignore_index=-100)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % 100 == 0 or step == S.VISION_STEPS - 1:
+            log(f"vision step {step} loss {loss.item():.4f}")
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model.eval()
+
+
 def generation_config(scaling_factor) -> GenerationConfig:
     t = S.TEXT
     return GenerationConfig(
@@ -153,11 +198,15 @@ def caption_table(tok, model, cfg, captions):
     return out
 
 
-def train_flow(tok, model, latents, scenes, scaling_factor, seed):
+def train_flow(tok, model, latents, scenes, scaling_factor, seed, steps, start=None):
+    """start: None (phase 1: replica initialised from the VLM) or a Replica to continue (phase 2)."""
     torch.manual_seed(seed)
     cfg = generation_config(scaling_factor)
     replica = Replica(cfg)
-    init_from_vlm(replica, model)
+    if start is None:
+        init_from_vlm(replica, model)
+    else:
+        replica.load_state_dict(start.state_dict())
     replica.train()
     ema = copy.deepcopy(replica).eval()
     captions = [""] + d.all_captions()
@@ -166,8 +215,8 @@ def train_flow(tok, model, latents, scenes, scaling_factor, seed):
     opt = torch.optim.AdamW(replica.parameters(), lr=S.FLOW_LR, weight_decay=0.0)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
-    for step in range(S.FLOW_STEPS):
-        cosine_lr(opt, S.FLOW_LR, step, S.FLOW_STEPS)
+    for step in range(steps):
+        cosine_lr(opt, S.FLOW_LR, step, steps)
         k = step % cfg.num_groups
         idx = rng.integers(0, len(latents), S.FLOW_BATCH)
         caps = []
@@ -196,7 +245,7 @@ def train_flow(tok, model, latents, scenes, scaling_factor, seed):
         with torch.no_grad():
             for pe, p in zip(ema.parameters(), replica.parameters()):
                 pe.lerp_(p, 1.0 - S.EMA)
-        if step % 100 == 0 or step == S.FLOW_STEPS - 1:
+        if step % 100 == 0 or step == steps - 1:
             log(f"flow step {step} group {k} loss {loss.item():.4f}")
     return cfg, ema
 
@@ -216,47 +265,90 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_model"))
     ap.add_argument("--work", default="/tmp/latte_demo_work", help="stage outputs (reused when present)")
-    ap.add_argument("--stage", default="all", choices=["all", "dcae", "vlm", "flow"],
-                    help="dcae and vlm are independent (may run as two processes); flow needs both")
+    ap.add_argument("--stage", default="all", choices=["all", "dcae", "vlm", "vision", "vision2", "flow", "flow2", "assemble"],
+                    help="order: dcae and vlm (independent); then vision and flow (independent: vision "
+                         "does not change the language model); flow2 continues flow; then assemble")
     ap.add_argument("--threads", type=int, default=S.THREADS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.makedirs(args.work, exist_ok=True)
-    times = {}
+    from diffusers import AutoencoderDC
+    from safetensors.torch import load_file, save_file
+    from transformers import Qwen2VLForConditionalGeneration
 
+    times = {}
     t = time.time()
     scenes, imgs = render_pool(S.POOL, S.SEED)
     tok = load_or_train_tokenizer(args.work)
     processor = vlm_mod.image_processor(S.MIN_PIXELS, S.MAX_PIXELS)
     times["render+tokenizer"] = time.time() - t
     log(f"rendered {len(imgs)} images; tokenizer: {len(tok)} tokens")
+    run = lambda st: args.stage in ("all", st)  # noqa: E731
 
     ae_path = os.path.join(args.work, "autoencoder")
-    if args.stage in ("all", "dcae") and not os.path.exists(ae_path):
+    if run("dcae") and not os.path.exists(ae_path):
         t = time.time()
         ae, _ = train_autoencoder(imgs, S.SEED + 1)
         ae.save_pretrained(ae_path)
         times["dcae"] = time.time() - t
-    vlm_path = os.path.join(args.work, "vlm")
-    if args.stage in ("all", "vlm") and not os.path.exists(vlm_path):
+    lm_path = os.path.join(args.work, "vlm_phase1")
+    if run("vlm") and not os.path.exists(lm_path):
         t = time.time()
-        model = train_vlm(tok, processor, scenes, imgs, S.SEED + 2)
-        model.save_pretrained(vlm_path)
+        train_vlm(tok, processor, scenes, imgs, S.SEED + 2).save_pretrained(lm_path)
         times["vlm"] = time.time() - t
-    if args.stage in ("all", "flow"):
-        from diffusers import AutoencoderDC
-        from transformers import Qwen2VLForConditionalGeneration
-
+    vlm_path = os.path.join(args.work, "vlm_phase2")
+    if run("vision") and not os.path.exists(vlm_path):
+        t = time.time()
+        model = vision_upgrade(tok, Qwen2VLForConditionalGeneration.from_pretrained(lm_path), S.SEED + 4)
+        train_vision(tok, processor, scenes, imgs, model, S.SEED + 4).save_pretrained(vlm_path)
+        times["vision"] = time.time() - t
+    vlm3_path = os.path.join(args.work, "vlm_phase3")
+    if run("vision2") and not os.path.exists(vlm3_path):  # continue the phase-2 tower, fresh schedule
+        t = time.time()
+        model = Qwen2VLForConditionalGeneration.from_pretrained(vlm_path)
+        train_vision(tok, processor, scenes, imgs, model, S.SEED + 6).save_pretrained(vlm3_path)
+        times["vision2"] = time.time() - t
+    flow_path = os.path.join(args.work, "generation")
+    flow2_path = os.path.join(args.work, "generation_phase2")
+    for phase, path, steps, seed in ((1, flow_path, S.FLOW_STEPS, S.SEED + 3),
+                                     (2, flow2_path, S.FLOW2_STEPS, S.SEED + 5)):
+        if not run(f"flow{phase}" if phase == 2 else "flow") or os.path.exists(path):
+            continue
         ae = AutoencoderDC.from_pretrained(ae_path).eval()
-        model = Qwen2VLForConditionalGeneration.from_pretrained(vlm_path).eval()
+        model = Qwen2VLForConditionalGeneration.from_pretrained(lm_path).eval()
         for p in model.parameters():
             p.requires_grad_(False)
         with torch.no_grad():
             latents = torch.cat([autoencoder.encode(ae, autoencoder.to_pixels(imgs[i:i + 256]))
                                  for i in range(0, len(imgs), 256)])
+        start = None
+        if phase == 2:  # continue from phase 1's EMA weights with a fresh optimiser and schedule
+            start = Replica(GenerationConfig.load(os.path.join(flow_path, "config.json")))
+            start.load_state_dict(load_file(os.path.join(flow_path, "model.safetensors")))
         t = time.time()
-        cfg, replica = train_flow(tok, model, latents, scenes, ae.config.scaling_factor, S.SEED + 3)
-        times["flow"] = time.time() - t
+        cfg, replica = train_flow(tok, model, latents, scenes, ae.config.scaling_factor, seed, steps, start)
+        times[f"flow{phase}"] = time.time() - t
+        os.makedirs(path + ".tmp", exist_ok=True)
+        cfg.save(os.path.join(path + ".tmp", "config.json"))
+        save_file({k: v.contiguous() for k, v in replica.state_dict().items()},
+                  os.path.join(path + ".tmp", "model.safetensors"))
+        os.rename(path + ".tmp", path)
+    if run("assemble"):
+        ae = AutoencoderDC.from_pretrained(ae_path).eval()
+        final_vlm = vlm3_path if os.path.exists(vlm3_path) else vlm_path
+        model = Qwen2VLForConditionalGeneration.from_pretrained(final_vlm).eval()
+        log(f"vlm from {final_vlm}")
+        lm = Qwen2VLForConditionalGeneration.from_pretrained(lm_path).eval()
+        # the shipped language model must be the one the replica was trained against
+        lm_state = lm.state_dict()
+        for n, a in model.state_dict().items():
+            if not n.startswith("model.visual.") and not torch.equal(a, lm_state[n]):
+                raise RuntimeError(f"language model changed in the vision phase: {n}")
+        final = flow2_path if os.path.exists(flow2_path) else flow_path
+        cfg = GenerationConfig.load(os.path.join(final, "config.json"))
+        replica = Replica(cfg)
+        replica.load_state_dict(load_file(os.path.join(final, "model.safetensors")))
+        log(f"replica from {final}")
         checkpoint.save(args.out, model, tok, processor, cfg, replica, ae, dtype=torch.float16)
         log(f"checkpoint written to {args.out}")
     log("stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
