@@ -14,6 +14,11 @@ use latte::dtype::{TensorType, QK_K};
 use latte::quant::{self, blocks::BlockQ8K};
 use llama_cpp_sys_2 as sys;
 
+#[path = "common/ggml_peer.rs"]
+mod ggml_peer;
+
+use ggml_peer::ggml_quantize;
+
 extern "C" {
     fn quantize_row_q8_K_ref(x: *const f32, y: *mut BlockQ8K, k: i64);
     fn dequantize_row_q8_K(x: *const BlockQ8K, y: *mut f32, k: i64);
@@ -128,26 +133,6 @@ fn edge_and_random_rows(n_random: usize) -> Vec<Vec<f32>> {
     rows
 }
 
-fn ggml_quantize(ty: TensorType, src: &[f32], n_rows: usize) -> Vec<u8> {
-    let row_bytes = ty.row_bytes(ROW as u64).unwrap() as usize;
-    let mut dst = vec![0u8; row_bytes * n_rows];
-    // SAFETY: `src` holds n_rows · ROW floats and `dst` exactly n_rows row sizes of `ty`, which is
-    // what ggml_quantize_chunk reads and writes with start = 0 and no importance matrix.
-    let written = unsafe {
-        sys::ggml_quantize_chunk(
-            ty.id() as sys::ggml_type,
-            src.as_ptr(),
-            dst.as_mut_ptr().cast(),
-            0,
-            n_rows as i64,
-            ROW as i64,
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(written, dst.len());
-    dst
-}
-
 fn ggml_dequantize(ty: TensorType, src: &[u8]) -> Vec<f32> {
     let n = src.len() / ty.block_bytes() * ty.block_size();
     let mut dst = vec![0f32; n];
@@ -174,7 +159,7 @@ fn first_diff(a: &[u8], b: &[u8], block: usize) -> Option<usize> {
 
 fn check_quantize(ty: TensorType, rows: &[Vec<f32>]) {
     let src: Vec<f32> = rows.concat();
-    let theirs = ggml_quantize(ty, &src, rows.len());
+    let theirs = ggml_quantize(ty, &src, ROW);
     let mut ours = vec![0u8; theirs.len()];
     quant::quantize(ty, &src, &mut ours).unwrap();
     if let Some(i) = first_diff(&ours, &theirs, ty.block_bytes()) {
@@ -209,7 +194,7 @@ fn dequantize_matches_ggml_to_float() {
     for ty in WEIGHT_TYPES.into_iter().filter(|&t| t != TensorType::F32) {
         // Real blocks (what files hold) and arbitrary bytes (every bit pattern of scales and
         // quants, NaN and infinite scales included).
-        let real = ggml_quantize(ty, &src, rows.len());
+        let real = ggml_quantize(ty, &src, ROW);
         let random: Vec<u8> = (0..ty.block_bytes() * 2000)
             .map(|_| rng.next_u64() as u8)
             .collect();

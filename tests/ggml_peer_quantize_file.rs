@@ -6,7 +6,10 @@
 use latte::convert::quantize::{quantize_gguf, QuantizeOptions};
 use latte::dtype::TensorType;
 use latte::gguf::{GgufBuilder, GgufFile};
-use llama_cpp_sys_2 as sys;
+#[path = "common/ggml_peer.rs"]
+mod ggml_peer;
+
+use ggml_peer::ggml_quantize;
 
 /// (name, dims): full K-quant rows, rows that force the first fallback, rows that force F16, a vector.
 const TENSORS: &[(&str, &[u64])] = &[
@@ -15,26 +18,6 @@ const TENSORS: &[(&str, &[u64])] = &[
     ("c.weight", &[40, 2]),
     ("d.norm", &[256]),
 ];
-
-fn ggml_quantize(ty: TensorType, src: &[f32], row_len: usize) -> Vec<u8> {
-    let n_rows = src.len() / row_len;
-    let mut dst = vec![0u8; ty.row_bytes(row_len as u64).unwrap() as usize * n_rows];
-    // SAFETY: `src` holds n_rows · row_len floats and `dst` exactly n_rows rows of `ty`, which is what
-    // ggml_quantize_chunk reads and writes with start = 0 and no importance matrix.
-    let written = unsafe {
-        sys::ggml_quantize_chunk(
-            ty.id() as sys::ggml_type,
-            src.as_ptr(),
-            dst.as_mut_ptr().cast(),
-            0,
-            n_rows as i64,
-            row_len as i64,
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(written, dst.len());
-    dst
-}
 
 #[test]
 fn every_output_tensor_equals_ggml_quantize_chunk() {

@@ -1,14 +1,41 @@
-//! ggml's own `ggml_mul_mat` on its CPU backend, as a test oracle and benchmark peer (feature
-//! `ggml-peer`). Shared by `tests/ggml_peer_matmul.rs` and `benches/matmul.rs`.
+//! ggml's own code as a test oracle and benchmark peer (feature `ggml-peer`): `ggml_quantize_chunk`
+//! ([`ggml_quantize`]) and `ggml_mul_mat` on its CPU backend ([`GgmlMatmul`]). Shared by the
+//! `tests/ggml_peer_*.rs` tests and `benches/matmul.rs`.
 //!
 //! One context holds W (the caller's quantized bytes, copied once), x and the result; the graph,
 //! its work buffer and a thread pool are made once, so `run` only copies x in, computes, and
 //! copies y out — what a caller of ggml pays per matmul.
 
+// Each test crate that includes this module uses part of it.
+#![allow(dead_code)]
+
 use std::ptr::{copy_nonoverlapping, null_mut};
 
 use latte::dtype::TensorType;
 use llama_cpp_sys_2 as sys;
+
+/// What ggml's `ggml_quantize_chunk` (no importance matrix: `quantize_row_*_ref`) makes of `src`, rows
+/// of `row_len` values, as type `ty`.
+pub fn ggml_quantize(ty: TensorType, src: &[f32], row_len: usize) -> Vec<u8> {
+    let n_rows = src.len() / row_len;
+    assert_eq!(n_rows * row_len, src.len());
+    let mut dst = vec![0u8; ty.row_bytes(row_len as u64).unwrap() as usize * n_rows];
+    // SAFETY: `src` holds n_rows · row_len floats and `dst` exactly n_rows rows of `ty`, which is what
+    // ggml_quantize_chunk reads and writes with start = 0 and no importance matrix.
+    let written = unsafe {
+        sys::ggml_quantize_chunk(
+            ty.id() as sys::ggml_type,
+            src.as_ptr(),
+            dst.as_mut_ptr().cast(),
+            0,
+            n_rows as i64,
+            row_len as i64,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(written, dst.len());
+    dst
+}
 
 pub struct GgmlMatmul {
     ctx: *mut sys::ggml_context,
