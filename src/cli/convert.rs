@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use latte::convert::quantize::{parse_target_type, QuantizeOptions, TensorTypeRule};
+use latte::convert::quantize::QuantizeOptions;
 use latte::convert::summary::{KvShape, PlanSummary, DESCRIBE_CONTEXT, GENERATE_PROMPT};
 use latte::convert::synthetic::SyntheticModel;
 use latte::convert::{Checkpoint, OutputTensor, Progress};
@@ -43,14 +43,7 @@ pub struct ConvertArgs {
 }
 
 pub fn run(args: ConvertArgs) -> Result<()> {
-    let options = QuantizeOptions {
-        target: parse_target_type(&args.target)?,
-        rules: args
-            .tensor_type
-            .iter()
-            .map(|rule| rule.parse::<TensorTypeRule>())
-            .collect::<Result<_, _>>()?,
-    };
+    let options = QuantizeOptions::parse(&args.target, &args.tensor_type)?;
     if let Some(name) = &args.synthetic {
         return run_synthetic(&args, name, &options);
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use latte::convert::quantize::{parse_target_type, quantize_gguf, QuantizeOptions, TensorTypeRule};
+use latte::convert::quantize::{quantize_gguf, QuantizeOptions};
 
 use super::human_bytes;
 
@@ -24,14 +24,7 @@ pub struct QuantizeArgs {
 }
 
 pub fn run(args: QuantizeArgs) -> Result<()> {
-    let options = QuantizeOptions {
-        target: parse_target_type(&args.target)?,
-        rules: args
-            .tensor_type
-            .iter()
-            .map(|rule| rule.parse::<TensorTypeRule>())
-            .collect::<Result<_, _>>()?,
-    };
+    let options = QuantizeOptions::parse(&args.target, &args.tensor_type)?;
     let report = quantize_gguf(&args.input, &args.output, &options)?;
     let fallbacks: Vec<_> = report.plans.iter().filter(|p| p.fell_back()).collect();
     if !fallbacks.is_empty() {

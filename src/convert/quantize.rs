@@ -117,6 +117,19 @@ pub struct QuantizeOptions {
     pub rules: Vec<TensorTypeRule>,
 }
 
+impl QuantizeOptions {
+    /// Options from command-line words: a target type name and `REGEX=TYPE` rules.
+    pub fn parse(target: &str, rules: &[String]) -> Result<Self, QuantizeError> {
+        Ok(QuantizeOptions {
+            target: parse_target_type(target)?,
+            rules: rules
+                .iter()
+                .map(|rule| rule.parse())
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
 /// The type chosen for one tensor.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorPlan {
