@@ -4,12 +4,15 @@
 //! error contract (one line naming the file, non-zero exit, no output left behind).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use latte::dtype::TensorType;
 use latte::gguf::{GgufBuilder, GgufFile, MetadataValue};
 use latte::model::expert_groups::{GROUP_ALIGNMENT, KEY_GROUP_COUNT, KEY_LAYER_COUNT};
 use latte::quant;
+use latte_bin::latte;
+
+#[path = "latte_bin/mod.rs"]
+mod latte_bin;
 
 /// (name, dims in ggml order) of the input model: F32 weights of assorted shapes.
 const TENSORS: &[(&str, &[u64])] = &[
@@ -67,27 +70,6 @@ fn write_input(dir: &Path) -> PathBuf {
     }
     writer.finish().unwrap();
     path
-}
-
-/// Runs the `latte` binary. When the tests themselves run under an emulator (aarch64 under qemu in
-/// CI), the binary is started through the same runner cargo was given.
-fn latte(args: &[&str]) -> Output {
-    let exe = env!("CARGO_BIN_EXE_latte");
-    let runner = if cfg!(all(target_arch = "aarch64", target_os = "linux")) {
-        std::env::var("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER").unwrap_or_default()
-    } else {
-        String::new()
-    };
-    let mut words = runner.split_whitespace();
-    let mut command = match words.next() {
-        Some(program) => {
-            let mut command = Command::new(program);
-            command.args(words).arg(exe);
-            command
-        }
-        None => Command::new(exe),
-    };
-    command.args(args).output().unwrap()
 }
 
 fn path_str(path: &Path) -> &str {

@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 pub struct Entry {
     pub name: String,
@@ -92,12 +91,9 @@ pub fn copy_dir(src: &Path, dst: &Path) {
     }
 }
 
-pub fn latte(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_latte"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+#[path = "../latte_bin/mod.rs"]
+mod latte_bin;
+pub use latte_bin::latte;
 
 pub fn s(path: &Path) -> &str {
     path.to_str().unwrap()
