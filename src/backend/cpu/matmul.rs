@@ -151,17 +151,10 @@ pub fn matmul_with_isa(
     let w = weight.bytes();
     let w_row_bytes = w.len() / m;
     let out = DisjointOut::new(y);
-    // With a single column group (decoding) no weight row is reused across groups, so tasks can be
-    // large: about four per thread keeps rayon's per-task cost out of a matmul of a few tens of µs.
-    let rows_per_task = if n <= MAX_COLS {
-        ROWS_PER_TASK.max(m.div_ceil(4 * rayon::current_num_threads()))
-    } else {
-        ROWS_PER_TASK
-    };
-    let n_tasks = m.div_ceil(rows_per_task);
+    let n_tasks = m.div_ceil(ROWS_PER_TASK);
     (0..n_tasks).into_par_iter().for_each(|task| {
-        let r0 = task * rows_per_task;
-        let r1 = (r0 + rows_per_task).min(m);
+        let r0 = task * ROWS_PER_TASK;
+        let r1 = (r0 + ROWS_PER_TASK).min(m);
         let mut acc = [0.0f32; MAX_COLS];
         // Column groups outside, rows inside: the group's activations stay in L1 while the task's
         // weight rows (≤ 16 · row bytes) stay in L2 across groups.
