@@ -56,6 +56,9 @@ def pattern(k: int, n: int) -> bytes:
     return bytes((j * 37 + 11 * k) % 251 for j in range(n))
 
 
+PADDING_PREFIX = "latte.pad."
+
+
 def expected_tensors():
     """(name, type, ggml dims, raw bytes, on 16 KiB boundary) in file order."""
     f32 = (np.arange(12, dtype=np.float32) * 0.5 - 3.0).tobytes()
@@ -120,8 +123,18 @@ def check_file(path: Path, alignment: int) -> list[str]:
         expect(flat == [9, 9, 2, 5, 2, 1, 2, 5, 1, 3], f"nested layout {flat}")
 
     tensors = expected_tensors()
-    expect([t.name for t in r.tensors] == [t[0] for t in tensors], "tensor names/order differ")
-    for t, (name, ty, dims, data, boundary) in zip(r.tensors, tensors):
+    # The writer fills the gap before each 16 KiB boundary with a zero I8 tensor `latte.pad.N`, so
+    # that tensors are packed back to back as llama.cpp's reader demands.
+    padding = [t for t in r.tensors if t.name.startswith(PADDING_PREFIX)]
+    real = [t for t in r.tensors if not t.name.startswith(PADDING_PREFIX)]
+    expect(len(padding) == sum(1 for t in tensors if t[4]), f"{len(padding)} padding tensors")
+    for t in padding:
+        expect(t.tensor_type == QT.I8 and not t.data.any(), f"{t.name}: not zero I8 padding")
+    expect([t.name for t in real] == [t[0] for t in tensors], "tensor names/order differ")
+    offsets = sorted((int(t.data_offset), int(t.n_bytes)) for t in r.tensors)
+    for (start, size), (next_start, _) in zip(offsets, offsets[1:]):
+        expect(next_start == start + -(-size // alignment) * alignment, f"gap before offset {next_start}")
+    for t, (name, ty, dims, data, boundary) in zip(real, tensors):
         expect(t.tensor_type == ty, f"{name}: type {t.tensor_type.name} != {ty.name}")
         expect(t.shape.tolist() == dims, f"{name}: ggml shape {t.shape.tolist()} != {dims}")
         if ty in (QT.F32, QT.F16, QT.I32):
