@@ -225,7 +225,8 @@ impl GgufBuilder {
     /// The header bytes and the planned tensors (absolute offsets), padding tensors included.
     fn layout(&self) -> Result<(Vec<u8>, Vec<TensorInfo>), WriteError> {
         let alignment = u64::from(self.alignment);
-        let placeholder: Vec<TensorInfo> = self
+        // Offsets do not change the header's length, so measure it with all offsets still 0.
+        let mut plan: Vec<TensorInfo> = self
             .tensors
             .iter()
             .map(|t| TensorInfo {
@@ -236,14 +237,13 @@ impl GgufBuilder {
                 n_bytes: t.n_bytes,
             })
             .collect();
-        let header_len = self.header_bytes(&placeholder, 0).len() as u64;
+        let header_len = self.header_bytes(&plan, 0).len() as u64;
         let overflow = |name: &str| WriteError::BadTensor {
             tensor: name.into(),
             reason: "file offsets overflow 64 bits".into(),
         };
         let data_offset = align_up(header_len, alignment).ok_or_else(|| overflow("header"))?;
         let mut cursor = data_offset;
-        let mut plan = placeholder;
         for (i, info) in plan.iter_mut().enumerate() {
             let start = align_up(cursor, alignment).ok_or_else(|| overflow(&info.name))?;
             if self.tensors[i].padding {
