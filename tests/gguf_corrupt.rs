@@ -5,6 +5,10 @@
 use latte::dtype::TensorType;
 use latte::gguf::{FormatError, GgufBuilder, GgufFile, MetadataArray, MetadataValue};
 
+mod gguf_mutation;
+
+use gguf_mutation::{mutate, Insertions, Rng};
+
 /// A small valid file: every metadata type, arrays, four tensor types, a custom alignment.
 fn small_valid_file() -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
@@ -96,21 +100,6 @@ fn every_truncation_is_refused_until_the_last_tensor_ends() {
     }
 }
 
-/// xorshift64*: a tiny seeded PRNG so the mutations are reproducible without a crate.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 #[test]
 fn thousands_of_seeded_mutations_never_panic() {
     let file = small_valid_file();
@@ -120,26 +109,7 @@ fn thousands_of_seeded_mutations_never_panic() {
     for _ in 0..6000 {
         let mut m = file.clone();
         for _ in 0..1 + rng.below(4) {
-            let at = rng.below(m.len());
-            match rng.below(5) {
-                0 => m[at] ^= 1 << rng.below(8),
-                1 => m[at] = rng.next() as u8,
-                2 => {
-                    // A whole little-endian integer: counts, lengths, dims, offsets.
-                    let v = interesting[rng.below(interesting.len())].to_le_bytes();
-                    let n = [1, 4, 8][rng.below(3)].min(m.len() - at);
-                    m[at..at + n].copy_from_slice(&v[..n]);
-                }
-                3 => m.truncate(at),
-                _ => {
-                    let n = rng.below(16);
-                    let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
-                    m.splice(at..at, bytes);
-                }
-            }
-            if m.is_empty() {
-                break;
-            }
+            mutate(&mut rng, &mut m, &interesting, Insertions::Allowed);
         }
         match parse_and_touch(m) {
             Ok(_) => accepted += 1,

@@ -8,6 +8,10 @@ use std::path::Path;
 
 use latte::dtype::TensorType;
 use latte::gguf::{GgufBuilder, GgufFile, MetadataArray, MetadataValue};
+
+mod gguf_mutation;
+
+use gguf_mutation::{mutate, Insertions, Rng};
 use llama_cpp_sys_2 as sys;
 
 /// An open `gguf_context`, freed on drop.
@@ -225,21 +229,6 @@ unsafe extern "C" fn quiet(
 ) {
 }
 
-/// xorshift64*, seeded: reproducible mutations without a crate.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// Whether gguf.cpp accepts `bytes` (header only: with `ctx` null it loads no tensor data).
 fn gguf_cpp_accepts(bytes: &[u8]) -> bool {
     let params = sys::gguf_init_params {
@@ -278,17 +267,7 @@ fn gguf_cpp_and_we_agree_on_mutated_files() {
     for _ in 0..4000 {
         let mut m = base.clone();
         for _ in 0..1 + rng.below(3) {
-            let at = rng.below(m.len());
-            match rng.below(4) {
-                0 => m[at] ^= 1 << rng.below(8),
-                1 => m[at] = rng.next() as u8,
-                2 => {
-                    let v = interesting[rng.below(interesting.len())].to_le_bytes();
-                    let n = [1, 4, 8][rng.below(3)].min(m.len() - at);
-                    m[at..at + n].copy_from_slice(&v[..n]);
-                }
-                _ => m.truncate(at.max(1)),
-            }
+            mutate(&mut rng, &mut m, &interesting, Insertions::Forbidden);
         }
         let ours = GgufFile::from_bytes(m.clone());
         let theirs = gguf_cpp_accepts(&m);
