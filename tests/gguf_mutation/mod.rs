@@ -1,6 +1,9 @@
 //! Seeded byte mutations of GGUF files, shared by the corruption tests and the differential test
 //! against gguf.cpp: a tiny reproducible PRNG and one mutation step.
 
+// Each test crate that includes this module uses part of it.
+#![allow(dead_code)]
+
 /// xorshift64*: a tiny seeded PRNG so the mutations are reproducible without a crate.
 pub struct Rng(pub u64);
 
