@@ -15,5 +15,6 @@ pub mod dtype;
 pub mod gguf;
 pub mod model;
 pub mod quant;
+pub mod rng;
 pub mod safetensors;
 pub mod tensor;

@@ -1,4 +1,15 @@
-//! Model descriptions over a GGUF file: which tensors a LaTtE-Flow file holds and how they are grouped.
-//! Model math (vision, text, flow, DC-AE) will live here too.
+//! What a LaTtE-Flow file holds and the model math over it: the file's typed lookups (`file`),
+//! projections (`linear`), the expert-group layout (`expert_groups`), and (as they land) the vision
+//! encoder, the text decoder, the flow replica and the DC-AE decoder.
+//!
+//! Models read tensors through `ModelFile` and compute through `backend::cpu`; they must not parse
+//! bytes themselves or reach up into pipelines and the CLI.
 
+pub mod error;
 pub mod expert_groups;
+pub mod file;
+pub mod linear;
+
+pub use error::ModelError;
+pub use file::ModelFile;
+pub use linear::Linear;

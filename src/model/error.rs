@@ -1,0 +1,49 @@
+//! The error every model loader and model forward pass returns. Each variant names the file and the
+//! tensor or metadata key at fault, so a user can tell which part of which file is wrong.
+
+use thiserror::Error;
+
+use crate::backend::cpu::matmul::MatmulError;
+use crate::backend::cpu::ops::OpError;
+use crate::gguf::GgufError;
+use crate::quant::QuantError;
+use crate::tensor::TensorError;
+
+#[derive(Debug, Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("{file}: tensor '{name}' is missing")]
+    MissingTensor { file: String, name: String },
+    #[error("{file}: tensor '{name}' has shape {got:?} (ggml order), expected {expected:?}")]
+    TensorShape {
+        file: String,
+        name: String,
+        expected: Vec<u64>,
+        got: Vec<u64>,
+    },
+    #[error("{file}: tensor '{name}': {source}")]
+    TensorData {
+        file: String,
+        name: String,
+        #[source]
+        source: QuantError,
+    },
+    #[error("{file}: metadata '{key}' is missing")]
+    MissingKey { file: String, key: String },
+    #[error("{file}: metadata '{key}' should be {expected}")]
+    KeyType {
+        file: String,
+        key: String,
+        expected: &'static str,
+    },
+    /// A value that parses but makes no sense (zero heads, sections that do not add up, ...).
+    #[error("{file}: {what}")]
+    Invalid { file: String, what: String },
+    #[error(transparent)]
+    Matmul(#[from] MatmulError),
+    #[error(transparent)]
+    Op(#[from] OpError),
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
+}
