@@ -8,6 +8,7 @@
 pub mod error;
 pub mod expert_groups;
 pub mod file;
+pub mod flow;
 pub mod linear;
 
 pub use error::ModelError;
