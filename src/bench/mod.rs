@@ -12,3 +12,6 @@ pub mod stats;
 pub use machine::{Build, Machine};
 pub use report::{Measurement, ModelDescription, PeerMeasurement, Report, Unit};
 pub use stats::Summary;
+
+#[cfg(feature = "ggml-peer")]
+pub mod llama_cpp;
