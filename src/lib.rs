@@ -10,6 +10,7 @@
 //! `docs/ARCHITECTURE.md` is the map.
 
 pub mod backend;
+pub mod bench;
 pub mod convert;
 pub mod dtype;
 pub mod gguf;
