@@ -13,6 +13,7 @@ pub mod backend;
 pub mod convert;
 pub mod dtype;
 pub mod gguf;
+pub mod image;
 pub mod model;
 pub mod quant;
 pub mod rng;
