@@ -10,11 +10,13 @@
 //! `docs/ARCHITECTURE.md` is the map.
 
 pub mod backend;
+pub mod bench;
 pub mod convert;
 pub mod dtype;
 pub mod gguf;
 pub mod image;
 pub mod model;
+pub mod process_memory;
 pub mod quant;
 pub mod rng;
 pub mod safetensors;

@@ -48,6 +48,16 @@ pub enum ModelError {
         #[source]
         source: DcaeConfigError,
     },
+    /// A sequence does not fit the room left in a preallocated KV cache (prompt longer than the
+    /// context, or a generation that ran past it).
+    #[error(
+        "context full: {needed} tokens do not fit, {capacity} is the context size ({used} in use)"
+    )]
+    ContextFull {
+        needed: usize,
+        used: usize,
+        capacity: usize,
+    },
     #[error(transparent)]
     Matmul(#[from] MatmulError),
     #[error(transparent)]

@@ -10,6 +10,8 @@ pub mod error;
 pub mod expert_groups;
 pub mod file;
 pub mod linear;
+pub mod positions;
+pub mod text;
 
 pub use error::ModelError;
 pub use file::ModelFile;
