@@ -14,6 +14,7 @@ pub mod bench;
 pub mod convert;
 pub mod dtype;
 pub mod gguf;
+pub mod image;
 pub mod model;
 pub mod process_memory;
 pub mod quant;
