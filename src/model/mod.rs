@@ -11,6 +11,7 @@ pub mod file;
 pub mod linear;
 pub mod positions;
 pub mod text;
+pub mod vision;
 
 pub use error::ModelError;
 pub use file::ModelFile;
