@@ -14,7 +14,7 @@ mod reference_support;
 use std::path::Path;
 
 use latte::image::{decode_rgb, load_rgb, preprocess, resize_bicubic, smart_resize};
-use latte::image::{ImageError, PreprocessConfig, RgbImage, DEFAULT_MAX_INPUT_PIXELS};
+use latte::image::{ImageInputError, PreprocessConfig, RgbImage, DEFAULT_MAX_INPUT_PIXELS};
 use reference_support::{max_abs_diff, Oracle};
 
 fn fixtures() -> std::path::PathBuf {
@@ -155,7 +155,7 @@ fn bad_images_are_errors() {
     ] {
         assert!(matches!(
             decode_rgb(bad, "bad", DEFAULT_MAX_INPUT_PIXELS),
-            Err(ImageError::Decode { .. })
+            Err(ImageInputError::Decode { .. })
         ));
     }
     let mut flipped = png.clone();
@@ -166,7 +166,7 @@ fn bad_images_are_errors() {
     // Over the pixel limit: refused from the header, before decoding.
     let err = decode_rgb(&png, "big", 1000).unwrap_err();
     assert!(
-        matches!(err, ImageError::TooLarge { pixels: 5917, .. }),
+        matches!(err, ImageInputError::TooLarge { pixels: 5917, .. }),
         "{err}"
     );
     // A header claiming 100000 × 100000 pixels.

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use image::{ImageReader, Limits};
 
-use super::error::ImageError;
+use super::error::ImageInputError;
 
 /// Larger inputs are refused (64 megapixels, far above anything a model sees after resizing).
 pub const DEFAULT_MAX_INPUT_PIXELS: u64 = 64 << 20;
@@ -25,10 +25,10 @@ pub struct RgbImage {
 
 impl RgbImage {
     /// Checks that `pixels` holds `width × height × 3` bytes.
-    pub fn new(width: usize, height: usize, pixels: Vec<u8>) -> Result<Self, ImageError> {
+    pub fn new(width: usize, height: usize, pixels: Vec<u8>) -> Result<Self, ImageInputError> {
         let expected = width.checked_mul(height).and_then(|x| x.checked_mul(3));
         if expected != Some(pixels.len()) {
-            return Err(ImageError::BufferSize {
+            return Err(ImageInputError::BufferSize {
                 width,
                 height,
                 expected: expected.unwrap_or(usize::MAX),
@@ -44,9 +44,9 @@ impl RgbImage {
 }
 
 /// Reads and decodes the file at `path`.
-pub fn load_rgb(path: impl AsRef<Path>, max_pixels: u64) -> Result<RgbImage, ImageError> {
+pub fn load_rgb(path: impl AsRef<Path>, max_pixels: u64) -> Result<RgbImage, ImageInputError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| ImageError::Io {
+    let bytes = std::fs::read(path).map_err(|source| ImageInputError::Io {
         path: path.into(),
         source,
     })?;
@@ -54,8 +54,8 @@ pub fn load_rgb(path: impl AsRef<Path>, max_pixels: u64) -> Result<RgbImage, Ima
 }
 
 /// Decodes `bytes` (`what` names them in errors), refusing images over `max_pixels` pixels.
-pub fn decode_rgb(bytes: &[u8], what: &str, max_pixels: u64) -> Result<RgbImage, ImageError> {
-    let decode_error = |e: &dyn std::fmt::Display| ImageError::Decode {
+pub fn decode_rgb(bytes: &[u8], what: &str, max_pixels: u64) -> Result<RgbImage, ImageInputError> {
+    let decode_error = |e: &dyn std::fmt::Display| ImageInputError::Decode {
         what: what.into(),
         reason: e.to_string(),
     };
@@ -67,7 +67,7 @@ pub fn decode_rgb(bytes: &[u8], what: &str, max_pixels: u64) -> Result<RgbImage,
     let (width, height) = reader()?.into_dimensions().map_err(|e| decode_error(&e))?;
     let (w, h) = (u64::from(width), u64::from(height));
     if w * h > max_pixels {
-        return Err(ImageError::TooLarge {
+        return Err(ImageInputError::TooLarge {
             what: what.into(),
             width: w,
             height: h,

@@ -1,11 +1,11 @@
-//! The one error type of image decoding and preprocessing.
+//! The one error type of image input: decoding and preprocessing.
 
 use std::path::PathBuf;
 
 use thiserror::Error;
 
 #[derive(Debug, Error)]
-pub enum ImageError {
+pub enum ImageInputError {
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -13,7 +13,7 @@
 //! This module owns that recipe; it must not run the vision tower.
 
 use super::decode::RgbImage;
-use super::error::ImageError;
+use super::error::ImageInputError;
 use super::resize::resize_bicubic;
 
 /// The processor's settings (from the model file's `clip.vision.*` / `latte.vision.*` keys).
@@ -57,8 +57,8 @@ pub fn smart_resize(
     factor: usize,
     min_pixels: usize,
     max_pixels: usize,
-) -> Result<(usize, usize), ImageError> {
-    let geometry = |reason: String| ImageError::Geometry {
+) -> Result<(usize, usize), ImageInputError> {
+    let geometry = |reason: String| ImageInputError::Geometry {
         width,
         height,
         reason,
@@ -88,7 +88,7 @@ pub fn smart_resize(
 }
 
 /// Runs the processor on `image`.
-pub fn preprocess(image: &RgbImage, config: &PreprocessConfig) -> Result<PixelValues, ImageError> {
+pub fn preprocess(image: &RgbImage, config: &PreprocessConfig) -> Result<PixelValues, ImageInputError> {
     let PreprocessConfig {
         patch_size: p,
         temporal_patch_size: temporal,
@@ -96,7 +96,7 @@ pub fn preprocess(image: &RgbImage, config: &PreprocessConfig) -> Result<PixelVa
         ..
     } = *config;
     if p == 0 || temporal == 0 || m == 0 || config.std.contains(&0.0) {
-        return Err(ImageError::Config(format!("{config:?}")));
+        return Err(ImageInputError::Config(format!("{config:?}")));
     }
     let (height, width) = smart_resize(
         image.height,
@@ -106,7 +106,7 @@ pub fn preprocess(image: &RgbImage, config: &PreprocessConfig) -> Result<PixelVa
         config.max_pixels,
     )?;
     if height < p * m || width < p * m {
-        return Err(ImageError::Geometry {
+        return Err(ImageInputError::Geometry {
             width: image.width,
             height: image.height,
             reason: format!("resizes to {width}×{height}, smaller than one merged patch"),

@@ -17,7 +17,7 @@
 //! This module owns that arithmetic; it must not choose sizes (`preprocess` does).
 
 use super::decode::RgbImage;
-use super::error::ImageError;
+use super::error::ImageInputError;
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 const SUPPORT: f64 = 2.0;
@@ -90,7 +90,7 @@ fn clip8(acc: i64) -> u8 {
 }
 
 /// One pass along the rows (`horizontal`) or the columns of an 8-bit RGB image.
-fn pass(src: &RgbImage, size: usize, horizontal: bool) -> Result<RgbImage, ImageError> {
+fn pass(src: &RgbImage, size: usize, horizontal: bool) -> Result<RgbImage, ImageInputError> {
     let (in_size, other) = if horizontal {
         (src.width, src.height)
     } else {
@@ -126,9 +126,9 @@ fn pass(src: &RgbImage, size: usize, horizontal: bool) -> Result<RgbImage, Image
 }
 
 /// Resamples `src` to `width × height` as PIL's bicubic does.
-pub fn resize_bicubic(src: &RgbImage, width: usize, height: usize) -> Result<RgbImage, ImageError> {
+pub fn resize_bicubic(src: &RgbImage, width: usize, height: usize) -> Result<RgbImage, ImageInputError> {
     if width == 0 || height == 0 || src.width == 0 || src.height == 0 {
-        return Err(ImageError::Geometry {
+        return Err(ImageInputError::Geometry {
             width: src.width,
             height: src.height,
             reason: format!("cannot resize to {width}×{height}"),

@@ -5,6 +5,7 @@
 //! Models read tensors through `ModelFile` and compute through `backend::cpu`; they must not parse
 //! bytes themselves or reach up into pipelines and the CLI.
 
+pub mod dcae;
 pub mod error;
 pub mod expert_groups;
 pub mod file;
