@@ -88,7 +88,10 @@ pub fn smart_resize(
 }
 
 /// Runs the processor on `image`.
-pub fn preprocess(image: &RgbImage, config: &PreprocessConfig) -> Result<PixelValues, ImageInputError> {
+pub fn preprocess(
+    image: &RgbImage,
+    config: &PreprocessConfig,
+) -> Result<PixelValues, ImageInputError> {
     let PreprocessConfig {
         patch_size: p,
         temporal_patch_size: temporal,

@@ -126,7 +126,11 @@ fn pass(src: &RgbImage, size: usize, horizontal: bool) -> Result<RgbImage, Image
 }
 
 /// Resamples `src` to `width × height` as PIL's bicubic does.
-pub fn resize_bicubic(src: &RgbImage, width: usize, height: usize) -> Result<RgbImage, ImageInputError> {
+pub fn resize_bicubic(
+    src: &RgbImage,
+    width: usize,
+    height: usize,
+) -> Result<RgbImage, ImageInputError> {
     if width == 0 || height == 0 || src.width == 0 || src.height == 0 {
         return Err(ImageInputError::Geometry {
             width: src.width,
