@@ -17,4 +17,6 @@ pub mod model;
 pub mod quant;
 pub mod rng;
 pub mod safetensors;
+pub mod sampling;
 pub mod tensor;
+pub mod tokenizer;
