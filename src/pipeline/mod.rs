@@ -1,0 +1,12 @@
+//! Pipelines: the steps that turn a prompt into an image, over the models in `model`. `sampler`
+//! integrates the flow with layerwise timestep experts and guidance; `prompt_context` turns the
+//! frozen VLM's prompt pass into per-layer prompt K/V for the replica.
+//!
+//! Pipelines sequence models and own their buffers; they must not parse files or print.
+
+pub mod prompt_context;
+pub mod sampler;
+
+pub use sampler::{
+    sample, Evaluation, Pass, SamplerKind, SamplingObserver, SamplingOptions, StepInfo,
+};
