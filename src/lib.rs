@@ -22,5 +22,7 @@ pub mod quant;
 pub mod residency;
 pub mod rng;
 pub mod safetensors;
+pub mod sampling;
 pub mod schedule;
 pub mod tensor;
+pub mod tokenizer;

@@ -83,7 +83,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let budget = args
         .mem_budget
         .as_deref()
-        .map(|s| parse_size(s).with_context(|| format!("--mem-budget '{s}' is not a size like 512M or 2G")))
+        .map(|s| {
+            parse_size(s)
+                .with_context(|| format!("--mem-budget '{s}' is not a size like 512M or 2G"))
+        })
         .transpose()?;
     if !args.dry_run {
         check_output(&args.output)?;
@@ -120,13 +123,13 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         return dry_run(&generator, &options, cond_ids.len(), budget);
     }
 
-    let bar = ProgressBar::with_draw_target(Some(options.steps as u64), ProgressDrawTarget::stderr());
+    let bar =
+        ProgressBar::with_draw_target(Some(options.steps as u64), ProgressDrawTarget::stderr());
     if args.quiet {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
     bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} steps {msg}")
-            .expect("a valid template"),
+        ProgressStyle::with_template("{bar:40} {pos}/{len} steps {msg}").expect("a valid template"),
     );
     let mut progress = Bar { bar: bar.clone() };
     let generated = generator.generate(&cond_ids, &uncond_ids, &options, &mut progress)?;
@@ -248,7 +251,10 @@ fn dry_run(
     println!("peak: {}", human_bytes(peak));
     if let Some(budget) = budget {
         if peak > budget {
-            println!("warning: the predicted peak exceeds --mem-budget {}", human_bytes(budget));
+            println!(
+                "warning: the predicted peak exceeds --mem-budget {}",
+                human_bytes(budget)
+            );
         }
     }
     Ok(())
@@ -297,7 +303,8 @@ impl Progress for Bar {
     }
 
     fn step(&mut self, step: &StepInfo, seconds: f64) {
-        self.bar.set_message(format!("group {} · {seconds:.3} s/step", step.group));
+        self.bar
+            .set_message(format!("group {} · {seconds:.3} s/step", step.group));
         self.bar.inc(1);
     }
 }

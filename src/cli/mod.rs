@@ -3,6 +3,8 @@
 //! non-zero exit code.
 
 mod convert;
+mod describe;
+mod generate;
 mod info;
 mod quantize;
 
@@ -24,6 +26,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Convert(convert::ConvertArgs),
+    Describe(describe::DescribeArgs),
+    Generate(generate::GenerateArgs),
     Info(info::InfoArgs),
     Quantize(quantize::QuantizeArgs),
 }
@@ -33,6 +37,8 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Convert(args) => convert::run(args),
+        Command::Describe(args) => describe::run(args),
+        Command::Generate(args) => generate::run(args),
         Command::Info(args) => info::run(args),
         Command::Quantize(args) => quantize::run(args),
     };

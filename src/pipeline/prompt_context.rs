@@ -101,12 +101,15 @@ pub fn prefill(
         });
     }
     // Image tokens are placed after the prompt, so prompt and image together must fit the context.
-    let needed = ids.len() + config.image_tokens();
-    if needed > tc.context_length {
-        return Err(ModelError::ContextFull {
-            needed,
-            used: 0,
-            capacity: tc.context_length,
+    if ids.len() + config.image_tokens() > tc.context_length {
+        return Err(ModelError::Invalid {
+            file: "prompt".into(),
+            what: format!(
+                "the prompt is too long: {} tokens and {} image tokens exceed the context of {} tokens",
+                ids.len(),
+                config.image_tokens(),
+                tc.context_length
+            ),
         });
     }
     let len = ids.len();
