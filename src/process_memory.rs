@@ -45,6 +45,13 @@ pub fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
+/// `MemAvailable` of the machine (`/proc/meminfo`), in bytes: the residency policy releases
+/// finished expert groups when a model file is larger than this.
+pub fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_status_field(&info, "MemAvailable")
+}
+
 /// One RSS sample: seconds since the sampler started, and bytes.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RssSample {

@@ -9,9 +9,11 @@ pub mod dcae;
 pub mod error;
 pub mod expert_groups;
 pub mod file;
+pub mod flow;
 pub mod linear;
 pub mod positions;
 pub mod text;
+pub mod vision;
 
 pub use error::ModelError;
 pub use file::ModelFile;
