@@ -3,6 +3,7 @@
 //! non-zero exit code.
 
 mod convert;
+mod describe;
 mod info;
 mod quantize;
 
@@ -24,6 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Convert(convert::ConvertArgs),
+    Describe(describe::DescribeArgs),
     Info(info::InfoArgs),
     Quantize(quantize::QuantizeArgs),
 }
@@ -33,6 +35,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Convert(args) => convert::run(args),
+        Command::Describe(args) => describe::run(args),
         Command::Info(args) => info::run(args),
         Command::Quantize(args) => quantize::run(args),
     };

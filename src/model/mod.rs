@@ -13,6 +13,7 @@ pub mod flow;
 pub mod linear;
 pub mod positions;
 pub mod text;
+pub mod vision;
 
 pub use error::ModelError;
 pub use file::ModelFile;

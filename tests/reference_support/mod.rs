@@ -22,8 +22,12 @@ pub struct Oracle {
 
 impl Oracle {
     pub fn open(config: &str) -> Oracle {
+        Self::open_path(&fixture_dir(config).join("tensors.safetensors"))
+    }
+
+    pub fn open_path(path: &Path) -> Oracle {
         Oracle {
-            file: SafetensorsFile::open(fixture_dir(config).join("tensors.safetensors")).unwrap(),
+            file: SafetensorsFile::open(path).unwrap(),
         }
     }
 
