@@ -90,15 +90,17 @@ pub fn run(args: DescribeArgs) -> Result<()> {
         return Err(e).context("cannot write the answer");
     }
     writeln!(out)?;
+    let decode = stats
+        .decode_tokens_per_second()
+        .map_or("-".to_string(), |speed| format!("{speed:.1}"));
     eprintln!(
-        "load {:.3} s | image {} tokens, {:.3} s | prompt {} tokens, {:.1} tok/s | answer {} tokens, {:.1} tok/s{}",
+        "load {:.3} s | image {} tokens, {:.3} s | prompt {} tokens, {:.1} tok/s | answer {} tokens, {decode} tok/s{}",
         load_seconds,
         stats.image_tokens,
         stats.vision_seconds,
         stats.prompt_tokens,
         stats.prompt_tokens_per_second(),
         stats.generated_tokens,
-        stats.generated_tokens_per_second(),
         if stats.stopped { "" } else { " (not stopped: max tokens or context)" }
     );
     Ok(())
