@@ -100,7 +100,7 @@ fn bad_input_is_a_typed_error() {
     let config = std::fs::read_to_string(ae.join("config.json")).unwrap();
     let load = |name: &str, config: &str, skip: Option<&str>| {
         let out = tmp.path().join(name);
-        dcae_gguf_with(&ae, config, &out, false, skip);
+        dcae_gguf_with(&ae, config, &out, Storage::F32, skip);
         let file = ModelFile::open(&out).unwrap();
         Decoder::load(&file).map(|_| ())
     };
@@ -180,4 +180,129 @@ fn bad_input_is_a_typed_error() {
     }
     assert!(decoder.decode(&latent[..63], 4, 4, &mut scratch).is_err());
     assert!(decoder.predicted_working_bytes(usize::MAX / 2, 3).is_err());
+}
+
+/// Every `tests/fixtures/dcae/` configuration: each latent decodes to diffusers' image.
+#[test]
+fn dcae_fixtures_decode_as_diffusers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixtures = root().join("tests/fixtures/dcae");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("manifest.json")).unwrap())
+            .unwrap();
+    let names: Vec<&String> = manifest.as_object().unwrap().keys().collect();
+    assert_eq!(names, ["batchnorm_acts", "interpolate_out", "vit_shuffle"]);
+    for name in names {
+        let dir = fixtures.join(name);
+        let out = tmp.path().join(format!("{name}.gguf"));
+        dcae_gguf(&dir.join("autoencoder"), &out, Storage::F32);
+        let file = ModelFile::open(&out).unwrap();
+        let decoder = Decoder::load(&file).unwrap();
+        let tensors = dir.join("tensors.safetensors");
+        let mut scratch = DecoderScratch::default();
+        let pairs = manifest[name]["tensors"].as_object().unwrap().len() / 2;
+        assert!(pairs >= 1);
+        for i in 0..pairs {
+            let (shape, latent) = read_tensor(&tensors, &format!("latent.{i}"));
+            let (image_shape, want) = read_tensor(&tensors, &format!("image.{i}"));
+            let [h, w] = [shape[1] as usize, shape[2] as usize];
+            let [oh, ow] = decoder.output_hw(h, w).unwrap();
+            assert_eq!(
+                [3, oh as u64, ow as u64],
+                image_shape.as_slice(),
+                "{name}.{i}"
+            );
+            let image = decoder.decode(&latent, h, w, &mut scratch).unwrap();
+            let worst = assert_close(&format!("{name} image.{i}"), &image, &want, TOLERANCE);
+            println!("{name} image.{i} ({h}×{w} latent): worst relative error {worst:e}");
+        }
+        // After decoding every size, the scratch holds what the prediction says for the largest.
+        let predicted = (0..pairs)
+            .map(|i| {
+                let (shape, latent) = read_tensor(&tensors, &format!("latent.{i}"));
+                let (h, w) = (shape[1] as usize, shape[2] as usize);
+                let image = 3 * decoder.output_hw(h, w).unwrap().iter().product::<usize>();
+                decoder.predicted_working_bytes(h, w).unwrap() / 4 - (image + latent.len()) as u64
+            })
+            .max()
+            .unwrap();
+        if pairs == 1 {
+            assert_eq!(scratch.held_values() as u64, predicted, "{name}");
+        } else {
+            assert!(scratch.held_values() as u64 >= predicted, "{name}");
+        }
+    }
+}
+
+/// Weights stored as F16 are dequantized at load (the owned path) and give exactly what the same
+/// values stored as F32 (borrowed from the map) give.
+#[test]
+fn f16_weights_decode_like_their_f32_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = root().join("tests/fixtures/dcae/vit_shuffle");
+    let tensors = dir.join("tensors.safetensors");
+    let (shape, latent) = read_tensor(&tensors, "latent.0");
+    let [h, w] = [shape[1] as usize, shape[2] as usize];
+    let mut images = Vec::new();
+    for storage in [Storage::F16, Storage::F32RoundedToF16] {
+        let out = tmp.path().join("m.gguf");
+        dcae_gguf(&dir.join("autoencoder"), &out, storage);
+        let file = ModelFile::open(&out).unwrap();
+        let decoder = Decoder::load(&file).unwrap();
+        images.push(
+            decoder
+                .decode(&latent, h, w, &mut DecoderScratch::default())
+                .unwrap(),
+        );
+    }
+    assert_eq!(images[0], images[1]);
+}
+
+/// `latte convert --synthetic`'s decoder carries its config and runs: the tiny variant decodes (a
+/// 2×2 latent, the cheapest that passes every stage) to finite values of the right size; the
+/// full-size plan's config describes its tensors.
+#[test]
+fn synthetic_models_decoders_load_and_decode() {
+    use latte::convert::synthetic::SyntheticModel;
+    use latte::model::dcae::DcaeConfig;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("tiny.gguf");
+    let options = QuantizeOptions {
+        target: parse_target_type("q8_0").unwrap(),
+        rules: Vec::new(),
+    };
+    SyntheticModel::plan("latte-flow-tiny", &options, 3)
+        .unwrap()
+        .write(&path, &mut |_| {})
+        .unwrap();
+    let file = ModelFile::open(&path).unwrap();
+    let decoder = Decoder::load(&file).unwrap();
+    assert_eq!(decoder.latent_channels(), 32);
+    assert_eq!(decoder.output_hw(8, 8).unwrap(), [256, 256]);
+    let latent: Vec<f32> = (0..32 * 4)
+        .map(|i| ((i * 7) % 13) as f32 / 6.0 - 1.0)
+        .collect();
+    let image = decoder
+        .decode_flow_latent(&latent, 2, 2, &mut DecoderScratch::default())
+        .unwrap();
+    assert_eq!(image.len(), 3 * 64 * 64);
+    assert!(image.iter().all(|v| v.is_finite() && v.abs() <= 1.0));
+    assert!(image.iter().any(|&v| v != image[0]));
+
+    let big = SyntheticModel::plan("latte-flow-2b", &options, 0).unwrap();
+    let json = big
+        .metadata
+        .iter()
+        .find(|(k, _)| k == "latte.dcae.config_json")
+        .and_then(|(_, v)| v.as_str())
+        .unwrap();
+    let config = DcaeConfig::from_json(json).unwrap();
+    let widths: Vec<usize> = config.stages.iter().map(|s| s.channels).collect();
+    assert_eq!(widths, [128, 256, 512, 512, 1024, 1024]);
+    let conv_in = big
+        .tensors
+        .iter()
+        .find(|t| t.plan.name == "dcae.conv_in.weight")
+        .unwrap();
+    assert_eq!(conv_in.dims, [3, 3, 32, 1024]);
 }

@@ -33,15 +33,25 @@ pub fn read_tensor(path: &Path, name: &str) -> (Vec<u64>, Vec<f32>) {
     (t.shape.clone(), values)
 }
 
+/// How [`dcae_gguf`] stores the weights.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    F32,
+    F16,
+    /// F32 holding the values F16 storage would round them to.
+    F32RoundedToF16,
+}
+
 /// Writes `out` with the decoder half of the autoencoder in `dir`: `latte.dcae.config_json` and
-/// every tensor `dcae_name` keeps, as F32 (or F16 when `f16`), shapes reversed into ggml order.
-pub fn dcae_gguf(dir: &Path, out: &Path, f16: bool) {
+/// every tensor `dcae_name` keeps, shapes reversed into ggml order.
+pub fn dcae_gguf(dir: &Path, out: &Path, storage: Storage) {
     let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
-    dcae_gguf_with(dir, &config, out, f16, None);
+    dcae_gguf_with(dir, &config, out, storage, None);
 }
 
 /// [`dcae_gguf`] with another config text and, if `skip` names one, that GGUF tensor left out.
-pub fn dcae_gguf_with(dir: &Path, config: &str, out: &Path, f16: bool, skip: Option<&str>) {
+pub fn dcae_gguf_with(dir: &Path, config: &str, out: &Path, storage: Storage, skip: Option<&str>) {
+    let f16 = storage == Storage::F16;
     let config = config.to_string();
     let file = SafetensorsFile::open(dir.join("diffusion_pytorch_model.safetensors")).unwrap();
     let mut tensors = Vec::new();
@@ -52,6 +62,11 @@ pub fn dcae_gguf_with(dir: &Path, config: &str, out: &Path, f16: bool, skip: Opt
             }
             let mut values = vec![0f32; t.n_elements() as usize];
             to_f32(t.dtype, file.data(t), &mut values).unwrap();
+            if storage == Storage::F32RoundedToF16 {
+                values
+                    .iter_mut()
+                    .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+            }
             let dims: Vec<u64> = t.shape.iter().rev().copied().collect();
             tensors.push((name, dims, values));
         }
