@@ -108,6 +108,9 @@ pub fn tokenizer_metadata(
         ),
         ("tokenizer.ggml.add_bos_token".into(), false.into()),
     ];
+    if let Some(normalizer) = normalizer_name(&tok)? {
+        meta.push(("latte.tokenizer.normalizer".into(), normalizer.into()));
+    }
     let config_path = dir.join("tokenizer_config.json");
     let config = JsonFile::read_optional(&config_path)?;
     let special = |key: &str| -> Option<String> {
@@ -186,6 +189,18 @@ fn pre_tokenizer_name(tok: &JsonFile) -> Result<&'static str, ConvertError> {
     Err(tok.error(format!(
         "pre-tokenizer {pre} is neither GPT-2's byte-level regex nor Qwen2's split (the two latte implements)"
     )))
+}
+
+/// latte's name for `tokenizer.json`'s normalizer: none, or `nfc` (Qwen2's). llama.cpp has no key
+/// for it (and skips NFC); latte records it so its tokenizer matches HF on uncomposed text.
+fn normalizer_name(tok: &JsonFile) -> Result<Option<&'static str>, ConvertError> {
+    match tok.get("normalizer") {
+        None | Some(Value::Null) => Ok(None),
+        Some(n) if n.get("type").and_then(Value::as_str) == Some("NFC") => Ok(Some("nfc")),
+        Some(n) => Err(tok.error(format!(
+            "normalizer {n} is not one latte implements (none or NFC)"
+        ))),
+    }
 }
 
 /// The chat template from `chat_template.jinja` or the hub's `chat_template.json`, if either exists.

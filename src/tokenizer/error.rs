@@ -14,6 +14,8 @@ pub enum TokenizerError {
     UnsupportedModel(String),
     #[error("pre-tokenizer '{0}' is not supported (latte knows 'gpt2' and 'qwen2')")]
     UnsupportedPreTokenizer(String),
+    #[error("normalizer '{0}' is not supported (latte knows 'none' and 'nfc')")]
+    UnsupportedNormalizer(String),
     #[error("the vocabulary is empty")]
     EmptyVocabulary,
     #[error("the vocabulary has {0} tokens, more than u32 ids can address")]
