@@ -4,14 +4,14 @@ Run with the reference venv (HF `tokenizers` and `transformers`):
 
     /work/wt/reference/.venv/bin/python tools/make_tokenizer_fixtures.py
 
-For each tokenizer (the base fixture checkpoint's, the demo model's, and the base one with Qwen2's
-split-regex pre-tokenizer and NFC normalizer in place of GPT-2's regex, and the base one with three
-added tokens that are not special) it records, for ~70 tricky strings, the ids HF
-`tokenizers` gives with special tokens parsed and with them treated as plain text
-(`encode_special_tokens = True`), the text `decode` gives back for those ids, and the decoding of
-seeded random id sequences (which includes invalid UTF-8), and the pre-tokenizer's pieces of each
-string (byte-level form), so the split is checked on its own and not only through the tiny vocabularies. It also records chat templates rendered by
-transformers' `apply_chat_template`. Deterministic: no randomness beyond a fixed seed, sorted keys.
+For each tokenizer (the base fixture checkpoint's; the demo model's; the base one with Qwen2's
+split-regex pre-tokenizer and NFC normalizer in place of GPT-2's regex; the base one with three added
+tokens that are not special) it records, for ~85 tricky strings, the ids HF `tokenizers` gives with
+special tokens parsed and with them treated as plain text (`encode_special_tokens = True`), the text
+`decode` gives back for those ids, and the pre-tokenizer's pieces of each (normalized) string in
+byte-level form, so the split is checked on its own and not only through the tiny vocabularies; and
+the decoding of seeded random id sequences (invalid UTF-8 included). It also records chat templates
+rendered by transformers' `apply_chat_template`. Deterministic: a fixed seed, sorted keys.
 """
 
 import copy
