@@ -4,6 +4,7 @@
 
 mod convert;
 mod describe;
+mod generate;
 mod info;
 mod quantize;
 
@@ -26,6 +27,7 @@ struct Cli {
 enum Command {
     Convert(convert::ConvertArgs),
     Describe(describe::DescribeArgs),
+    Generate(generate::GenerateArgs),
     Info(info::InfoArgs),
     Quantize(quantize::QuantizeArgs),
 }
@@ -36,6 +38,7 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Convert(args) => convert::run(args),
         Command::Describe(args) => describe::run(args),
+        Command::Generate(args) => generate::run(args),
         Command::Info(args) => info::run(args),
         Command::Quantize(args) => quantize::run(args),
     };

@@ -10,6 +10,7 @@
 use crate::backend::cpu::matmul::MatmulScratch;
 use crate::model::flow::positions::prompt_rope;
 use crate::model::flow::{ContextKv, PromptKv, Replica};
+use crate::model::text::{KvCache, Logits, TextModel, TextScratch};
 use crate::model::ModelError;
 
 /// The prompt K/V of one generation: conditional, and unconditional when guidance needs it.
@@ -70,4 +71,85 @@ pub fn bind(replica: &Replica<'_>, vlm: VlmPromptOutputs) -> Result<PromptKv, Mo
             PromptKv::new(config, len, keys, values)
         }
     }
+}
+
+/// Runs `ids` (a text-only prompt, positions 0..P with t = h = w) once through the frozen VLM's
+/// text decoder and binds the result to the replica: the prompt K/V every sampling step reuses.
+pub fn prefill(
+    text: &TextModel<'_>,
+    replica: &Replica<'_>,
+    ids: &[u32],
+    scratch: &mut TextScratch,
+) -> Result<PromptKv, ModelError> {
+    let config = replica.config();
+    let tc = text.config();
+    if tc.layers != config.layer_count
+        || tc.hidden != config.hidden
+        || tc.kv_dim() != config.kv_heads * config.head_dim
+    {
+        return Err(ModelError::Invalid {
+            file: "prompt context".into(),
+            what: format!(
+                "the replica ({} layers, width {}, KV width {}) does not mirror the VLM's text decoder ({} layers, width {}, KV width {})",
+                config.layer_count,
+                config.hidden,
+                config.kv_heads * config.head_dim,
+                tc.layers,
+                tc.hidden,
+                tc.kv_dim()
+            ),
+        });
+    }
+    // Image tokens are placed after the prompt, so prompt and image together must fit the context.
+    if ids.len() + config.image_tokens() > tc.context_length {
+        return Err(ModelError::Invalid {
+            file: "prompt".into(),
+            what: format!(
+                "the prompt is too long: {} tokens and {} image tokens exceed the context of {} tokens",
+                ids.len(),
+                config.image_tokens(),
+                tc.context_length
+            ),
+        });
+    }
+    let len = ids.len();
+    let mut cache = KvCache::new(tc, len);
+    let mut embeddings = vec![0.0; len * tc.hidden];
+    text.embed_tokens(ids, &mut embeddings)?;
+    let positions: Vec<[u32; 3]> = (0..len as u32).map(|p| [p; 3]).collect();
+    let replica_kv = config.ctx_kv == ContextKv::Replica;
+    let mut captured = Vec::new();
+    let mut logits = Vec::new();
+    text.forward(
+        &embeddings,
+        &positions,
+        &mut cache,
+        scratch,
+        replica_kv.then_some(&mut captured),
+        Logits::None,
+        &mut logits,
+    )?;
+    let (cache_keys, cache_values) = if replica_kv {
+        (Vec::new(), Vec::new())
+    } else {
+        (0..tc.layers)
+            .map(|l| {
+                let (k, v) = cache.layer(l);
+                (k.to_vec(), v.to_vec())
+            })
+            .unzip()
+    };
+    if replica_kv && captured.len() != tc.layers {
+        // An empty prompt captures nothing: every layer's input is empty.
+        captured.resize(tc.layers, Vec::new());
+    }
+    bind(
+        replica,
+        VlmPromptOutputs {
+            len,
+            cache_keys,
+            cache_values,
+            normed_inputs: captured,
+        },
+    )
 }
