@@ -265,7 +265,7 @@ fn bad_keys_are_typed_errors() {
         Tokenizer::from_model_file(&gguf(base("gpt2", Some("qwen2")))),
         Err(TokenizerError::Model(_))
     ));
-    let mut nfd = with_merges(base("gpt2", None), &no_merges);
+    let mut nfd = with_merges(base("gpt2", Some("gpt-2")), &no_merges);
     nfd.push(("latte.tokenizer.normalizer", "nfd".into()));
     assert!(matches!(
         Tokenizer::from_model_file(&gguf(nfd)),
