@@ -152,7 +152,7 @@ pub fn tokenizer_metadata(
 /// Qwen2's split regex, as its `tokenizer.json` writes it.
 const QWEN2_SPLIT_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
-/// llama.cpp's name for the pre-tokenizer `tokenizer.json` describes: `gpt2` for a `ByteLevel`
+/// llama.cpp's name for the pre-tokenizer `tokenizer.json` describes: `gpt-2` for a `ByteLevel`
 /// pre-tokenizer with its built-in (GPT-2) regex, `qwen2` for Qwen2's split regex followed by a
 /// regex-less `ByteLevel`. Anything else would be tokenized wrongly, so it is refused.
 fn pre_tokenizer_name(tok: &JsonFile) -> Result<&'static str, ConvertError> {
@@ -165,7 +165,7 @@ fn pre_tokenizer_name(tok: &JsonFile) -> Result<&'static str, ConvertError> {
             && field(v, "use_regex").as_bool().unwrap_or(true) == use_regex
     };
     if byte_level(pre, true) {
-        return Ok("gpt2");
+        return Ok("gpt-2");
     }
     if field(pre, "type") == "Sequence" {
         if let Some([split, last]) = pre

@@ -136,15 +136,13 @@ impl Tokenizer {
         if model != "gpt2" {
             return Err(TokenizerError::UnsupportedModel(model.to_string()));
         }
-        // llama.cpp treats a missing `pre` as the GPT-2 default.
-        let pre_tokenizer = match file.get("tokenizer.ggml.pre") {
-            None => PreTokenizer::Gpt2,
-            Some(_) => {
-                let name = file.str("tokenizer.ggml.pre")?;
-                PreTokenizer::from_name(name)
-                    .ok_or_else(|| TokenizerError::UnsupportedPreTokenizer(name.to_string()))?
-            }
+        // A missing `pre` means llama.cpp's `default` regex, which latte does not implement.
+        let name = match file.get("tokenizer.ggml.pre") {
+            None => "default (tokenizer.ggml.pre is missing)",
+            Some(_) => file.str("tokenizer.ggml.pre")?,
         };
+        let pre_tokenizer = PreTokenizer::from_name(name)
+            .ok_or_else(|| TokenizerError::UnsupportedPreTokenizer(name.to_string()))?;
         let normalizer = match file.get("latte.tokenizer.normalizer") {
             None => Normalizer::None,
             Some(_) => {
