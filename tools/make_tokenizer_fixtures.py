@@ -4,13 +4,14 @@ Run with the reference venv (HF `tokenizers` and `transformers`):
 
     /work/wt/reference/.venv/bin/python tools/make_tokenizer_fixtures.py
 
-For each tokenizer (the base fixture checkpoint's, the demo model's, and the base one with Qwen2's
-split-regex pre-tokenizer and NFC normalizer in place of GPT-2's regex) it records, for ~70 tricky strings, the ids HF
-`tokenizers` gives with special tokens parsed and with them treated as plain text
-(`encode_special_tokens = True`), the text `decode` gives back for those ids, and the decoding of
-seeded random id sequences (which includes invalid UTF-8), and the pre-tokenizer's pieces of each
-string (byte-level form), so the split is checked on its own and not only through the tiny vocabularies. It also records chat templates rendered by
-transformers' `apply_chat_template`. Deterministic: no randomness beyond a fixed seed, sorted keys.
+For each tokenizer (the base fixture checkpoint's; the demo model's; the base one with Qwen2's
+split-regex pre-tokenizer and NFC normalizer in place of GPT-2's regex; the base one with three added
+tokens that are not special) it records, for ~85 tricky strings, the ids HF `tokenizers` gives with
+special tokens parsed and with them treated as plain text (`encode_special_tokens = True`), the text
+`decode` gives back for those ids, and the pre-tokenizer's pieces of each (normalized) string in
+byte-level form, so the split is checked on its own and not only through the tiny vocabularies; and
+the decoding of seeded random id sequences (invalid UTF-8 included). It also records chat templates
+rendered by transformers' `apply_chat_template`. Deterministic: a fixed seed, sorted keys.
 """
 
 import copy
@@ -20,7 +21,7 @@ import random
 import shutil
 import tempfile
 
-from tokenizers import Tokenizer
+from tokenizers import AddedToken, Tokenizer
 from transformers import AutoTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -139,6 +140,9 @@ STRINGS = [
     "  \u2028 ok",
 ]
 
+EXTRA_ADDED = ["<tag>", "日本", "Ġhi"]
+ADDED_STRINGS = ["a<tag>b <tag> 日本語 <|im_end|><tag>", "Ġhi hi Ġhi", "<ta<tag>g>"]
+
 CHATS = [
     ([{"role": "user", "content": "What shape is it?"}], False),
     ([{"role": "user", "content": "What shape is it?"}], True),
@@ -223,9 +227,9 @@ def tokenizer_dir(name: str, tmp: str) -> str:
     return out
 
 
-def encode_cases(tok: Tokenizer) -> list:
+def encode_cases(tok: Tokenizer, strings=STRINGS) -> list:
     cases = []
-    for text in STRINGS:
+    for text in strings:
         tok.encode_special_tokens = False
         special = tok.encode(text, add_special_tokens=False).ids
         tok.encode_special_tokens = True
@@ -271,6 +275,18 @@ def main():
                 "encode": encode_cases(tok),
                 "decode": decode_cases(tok, rng),
             }
+        # Added tokens that are not special (llama.cpp's user-defined): matched with or without
+        # special parsing, decoded through the byte-level map when their text is byte-level.
+        tok = Tokenizer.from_file(os.path.join(ROOT, SOURCES["base"], "tokenizer.json"))
+        tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in EXTRA_ADDED])
+        out["tokenizers"]["base_added"] = {
+            "checkpoint": SOURCES["base"],
+            "pre_tokenizer": None,
+            "normalizer": None,
+            "added_tokens": EXTRA_ADDED,
+            "encode": encode_cases(tok, STRINGS + ADDED_STRINGS),
+            "decode": decode_cases(tok, rng),
+        }
         for name in ["base", "demo"]:
             hf = AutoTokenizer.from_pretrained(os.path.join(ROOT, SOURCES[name]))
             for messages, add_generation_prompt in CHATS:

@@ -1,6 +1,7 @@
 //! The tokenizer and chat template, as llama.cpp's `tokenizer.ggml.*` keys: a byte-level BPE
-//! (`gpt2` model, `qwen2` pre-tokenizer) from `tokenizer.json`, special tokens as control tokens,
-//! the vocabulary padded to the embedding's row count with `[PAD{id}]` tokens (as
+//! (`gpt2` model, `gpt-2` or `qwen2` pre-tokenizer; an NFC normalizer as
+//! `latte.tokenizer.normalizer`) from `tokenizer.json`, special tokens as control tokens, the
+//! vocabulary padded to the embedding's row count with `[PAD{id}]` tokens (as
 //! `convert_hf_to_gguf.py` does), and the chat template from `tokenizer_config.json`,
 //! `chat_template.jinja` or the hub's `chat_template.json`.
 

@@ -1,5 +1,5 @@
 //! Text ↔ token ids for the Qwen2-VL inside a LaTtE-Flow file: the byte-level BPE that llama.cpp's
-//! `tokenizer.ggml.*` keys describe (`model = gpt2`, `pre = gpt2 | qwen2`), NFC normalization when
+//! `tokenizer.ggml.*` keys describe (`model = gpt2`, `pre = gpt-2 | qwen2`), NFC normalization when
 //! `latte.tokenizer.normalizer` asks for it, added tokens matched literally before BPE, streaming detokenization, and the chat template (`chat_template.rs`).
 //!
 //! Owns vocabulary, merges, pre-tokenization and special-token handling. Must not know about
