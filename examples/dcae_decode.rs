@@ -3,6 +3,11 @@
 //! peak working memory, and optionally writes the image as PNG.
 //!
 //!     cargo run --release --example dcae_decode -- model.gguf [--size 8] [--runs 3] [--png out.png]
+//!         [--raw out.f32]
+//!
+//! The latent is `rng::fill_normal(42)` (the reference's noise RNG), `--raw` writes the decoded
+//! image `[3, H, W]` as little-endian f32, for `tools/check_dcae_decode.py` to compare with
+//! diffusers.
 
 use std::time::Instant;
 
@@ -42,6 +47,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let start = Instant::now();
         image = decoder.decode_flow_latent(&latent, size, size, &mut scratch)?;
         println!("decode {run}: {:.3} s", start.elapsed().as_secs_f64());
+    }
+    if let Some(out) = option("--raw") {
+        let bytes: Vec<u8> = image.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(&out, bytes)?;
+        println!("wrote {out}");
     }
     if let Some(out) = option("--png") {
         latte::image::write_png(out.as_ref(), &image, oh, ow, &[("model", path)])?;

@@ -156,17 +156,29 @@ impl TokenSampler {
             self.candidates.truncate(top_k);
         }
         if self.params.top_p < 1.0 {
-            self.candidates.sort_unstable_by(order);
+            // The nucleus is usually a few dozen tokens of a 150k vocabulary: sort only the top
+            // `m`, growing `m` until the sorted prefix holds enough mass, instead of sorting
+            // everything. The top `m` under a total order is one set, so this keeps exactly the
+            // prefix a full sort would.
             softmax(&mut self.candidates, 1.0);
-            let mut mass = 0.0;
-            let mut keep = self.candidates.len();
-            for (i, c) in self.candidates.iter().enumerate() {
-                mass += c.probability;
-                if mass >= self.params.top_p as f64 {
-                    keep = i + 1;
-                    break;
+            let n = self.candidates.len();
+            let mut m = n.min(64);
+            let keep = loop {
+                if m < n {
+                    self.candidates.select_nth_unstable_by(m - 1, order);
                 }
-            }
+                self.candidates[..m].sort_unstable_by(order);
+                let mut mass = 0.0;
+                let reached = self.candidates[..m].iter().position(|c| {
+                    mass += c.probability;
+                    mass >= self.params.top_p as f64
+                });
+                match reached {
+                    Some(i) => break i + 1,
+                    None if m == n => break n,
+                    None => m = n.min(m * 8),
+                }
+            };
             self.candidates.truncate(keep);
         }
         softmax(&mut self.candidates, self.params.temperature);

@@ -185,6 +185,17 @@ fn malformed_json_and_missing_shard() {
         &["tokenizer.json", "pre-tokenizer", "Metaspace"],
     );
     fails(
+        "unknown normalizer",
+        |d| {
+            let p = d.join("tokenizer.json");
+            let mut tok: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            tok["normalizer"] = serde_json::json!({"type": "Lowercase"});
+            std::fs::write(p, tok.to_string()).unwrap();
+        },
+        &["tokenizer.json", "normalizer", "Lowercase"],
+    );
+    fails(
         "bad switch",
         |d| {
             let p = d.join("generation/config.json");

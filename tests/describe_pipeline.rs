@@ -104,6 +104,13 @@ fn image_to_logits_and_greedy_tokens_match_transformers() {
         assert_eq!(stats.prompt_tokens, ids.len());
         assert_eq!(stats.image_tokens, output.n_tokens());
         assert_eq!(stats.generated_tokens, answer.len());
+        // One cached step per answer token after the first, plus the one that produced the stop.
+        let steps = if stats.stopped {
+            answer.len()
+        } else {
+            answer.len() - 1
+        };
+        assert_eq!(stats.decode_steps, steps);
     }
 }
 

@@ -6,10 +6,13 @@ mod convert_support;
 
 use convert_support::fixture;
 use latte::bench::llama_cpp::LlamaCppPeer;
+use latte::bench::text::TextBench;
 use latte::convert::quantize::{parse_target_type, QuantizeOptions};
 use latte::convert::text_only::{is_text_tensor, write_text_model};
 use latte::convert::Checkpoint;
 use latte::gguf::GgufFile;
+use latte::model::text::TextModel;
+use latte::model::ModelFile;
 
 #[test]
 fn llama_cpp_runs_the_extracted_text_model() {
@@ -45,4 +48,24 @@ fn llama_cpp_runs_the_extracted_text_model() {
     assert!(peer.generate_seconds(&tokens).unwrap() > 0.0);
     // Same tokens, same logits: the cache really is cleared between runs.
     assert_eq!(peer.last_logits(&tokens).unwrap(), logits);
+
+    // Our decoder on the same file agrees with llama.cpp's: the two engines `latte bench` compares
+    // compute the same function. Both use F32 weights; the sums run in different orders (and ggml
+    // rounds activations to F16 in places on some paths), so compare with a tolerance relative to
+    // the logits' scale: 1e-3 of the largest magnitude.
+    let file = ModelFile::open(&full).unwrap();
+    let model = TextModel::load(&file).unwrap();
+    let mut bench = TextBench::new(&model, 16);
+    bench.prompt_seconds(&tokens).unwrap();
+    let ours = bench.last_logits();
+    assert_eq!(ours.len(), logits.len());
+    let scale = logits.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let worst = ours
+        .iter()
+        .zip(&logits)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst <= 1e-3 * scale,
+        "max |ours - llama.cpp| = {worst}, scale {scale}"
+    );
 }

@@ -210,3 +210,39 @@ fn invalid_parameters_and_inputs_are_typed_errors() {
         );
     }
 }
+
+#[test]
+fn top_p_beyond_the_first_partial_sort_keeps_exactly_the_prefix() {
+    // 100 tokens at logit 0, one at -0.5 (the nucleus' last), 499 at -1.5, scrambled: with
+    // Z = 100 + e^-0.5 + 499 e^-1.5 ≈ 211.94 the 100 hold 0.4718 of the mass and with the 101st
+    // 0.4747, so p = 0.4735 keeps exactly 101 tokens: more than the sampler's first partial sort
+    // (64), so its growing sort must take a second round.
+    let vocab = 600usize;
+    let rank_of = |i: usize| (i * 397) % vocab;
+    let logits: Vec<f32> = (0..vocab)
+        .map(|i| match rank_of(i) {
+            r if r < 100 => 0.0,
+            100 => -0.5,
+            _ => -1.5,
+        })
+        .collect();
+    let boundary = (0..vocab).find(|&i| rank_of(i) == 100).unwrap();
+    let mut s = sampler(params(1.0, 0, 0.4735, 1.0, 11), vocab);
+    let draws = 2000;
+    let mut boundary_draws = 0;
+    let mut work = logits.clone();
+    for _ in 0..draws {
+        work.copy_from_slice(&logits);
+        let id = s.sample(&mut work, &[]).unwrap() as usize;
+        assert!(rank_of(id) <= 100, "token {id} is outside the nucleus");
+        boundary_draws += usize::from(id == boundary);
+    }
+    // Renormalized over the nucleus, the last token has e^-0.5 / (100 + e^-0.5) ≈ 0.0060.
+    let p_boundary = (-0.5f64).exp() / (100.0 + (-0.5f64).exp());
+    assert_close(
+        &[boundary_draws as f64 / draws as f64],
+        &[p_boundary],
+        draws,
+    );
+    assert!(boundary_draws > 0);
+}

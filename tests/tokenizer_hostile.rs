@@ -6,7 +6,7 @@ use latte::gguf::{GgufBuilder, MetadataArray, MetadataValue};
 use latte::model::ModelFile;
 use latte::rng::SplitMix64;
 use latte::tokenizer::{
-    byte_level, ChatTemplate, PreTokenizer, Tokenizer, TokenizerError, TokenizerParts,
+    byte_level, ChatTemplate, Normalizer, PreTokenizer, Tokenizer, TokenizerError, TokenizerParts,
     MAX_INPUT_BYTES,
 };
 
@@ -25,6 +25,7 @@ fn parts(extra: &[(&str, i64)], merges: &[&str]) -> TokenizerParts {
         token_types,
         merges: merges.iter().map(|m| m.to_string()).collect(),
         pre_tokenizer: PreTokenizer::Qwen2,
+        normalizer: Normalizer::None,
         bos_id: None,
         eos_id: None,
         eot_id: None,
@@ -244,12 +245,14 @@ fn bad_keys_are_typed_errors() {
         m
     }
     let ok =
-        Tokenizer::from_model_file(&gguf(with_merges(base("gpt2", None), &no_merges))).unwrap();
-    assert_eq!(
-        ok.pre_tokenizer(),
-        PreTokenizer::Gpt2,
-        "missing pre is GPT-2's"
-    );
+        Tokenizer::from_model_file(&gguf(with_merges(base("gpt2", Some("gpt-2")), &no_merges)))
+            .unwrap();
+    assert_eq!(ok.pre_tokenizer(), PreTokenizer::Gpt2);
+    // A missing `pre` is llama.cpp's `default` regex, not GPT-2's: refused, not guessed.
+    assert!(matches!(
+        Tokenizer::from_model_file(&gguf(with_merges(base("gpt2", None), &no_merges))),
+        Err(TokenizerError::UnsupportedPreTokenizer(_))
+    ));
     assert!(matches!(
         Tokenizer::from_model_file(&gguf(with_merges(base("llama", None), &no_merges))),
         Err(TokenizerError::UnsupportedModel(_))
@@ -262,9 +265,15 @@ fn bad_keys_are_typed_errors() {
         Tokenizer::from_model_file(&gguf(base("gpt2", Some("qwen2")))),
         Err(TokenizerError::Model(_))
     ));
+    let mut nfd = with_merges(base("gpt2", Some("gpt-2")), &no_merges);
+    nfd.push(("latte.tokenizer.normalizer", "nfd".into()));
+    assert!(matches!(
+        Tokenizer::from_model_file(&gguf(nfd)),
+        Err(TokenizerError::UnsupportedNormalizer(_))
+    ));
     let numbers: MetadataValue = vec![1i32, 2].into();
     assert!(matches!(
-        Tokenizer::from_model_file(&gguf(with_merges(base("gpt2", None), &numbers))),
+        Tokenizer::from_model_file(&gguf(with_merges(base("gpt2", Some("gpt-2")), &numbers))),
         Err(TokenizerError::Model(_))
     ));
     assert!(matches!(

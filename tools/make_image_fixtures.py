@@ -7,7 +7,7 @@ Writes `image.safetensors` and `manifest.json`:
   resampling weight matters), also stored losslessly as `source.png` and as `source.jpg` (quality 90)
   and `source.webp` (lossless);
 - `resize.<W>x<H>`: PIL `Image.resize((W, H), Image.BICUBIC)` of `source`, for downscales,
-  upscales and mixed sizes;
+  upscales and mixed sizes, on both sides of Pillow's pass-order rule;
 - `smart_resize`: rows (height, width, min_pixels, max_pixels, out_h, out_w) from transformers'
   `smart_resize` (factor 28), including exact halves where Python rounds to even;
 - `processor.pixel_values`, `processor.grid_thw`: `Qwen2VLImageProcessorPil` on `source` with
@@ -26,7 +26,8 @@ from PIL import Image
 from safetensors.numpy import save_file
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
 
-SIZES = [(56, 28), (28, 56), (40, 30), (97, 61), (200, 120), (150, 35), (13, 90), (1, 1), (3, 200)]
+SIZES = [(56, 28), (28, 56), (40, 30), (97, 61), (200, 120), (150, 35), (13, 90), (1, 1), (3, 200),
+         (90, 20), (96, 30), (60, 50), (80, 26)]
 SMART_CASES = [
     (61, 97, 3136, 12544), (40, 70, 3136, 50176), (64, 64, 12544, 12544), (14, 14, 3136, 12544),
     (42, 70, 3136, 1003520), (70, 42, 3136, 1003520), (1000, 1000, 3136, 12544), (5, 900, 3136, 50176),

@@ -4,13 +4,14 @@ Run with the reference venv (HF `tokenizers` and `transformers`):
 
     /work/wt/reference/.venv/bin/python tools/make_tokenizer_fixtures.py
 
-For each tokenizer (the base fixture checkpoint's, the demo model's, and the base one with Qwen2's
-split-regex pre-tokenizer in place of GPT-2's) it records, for ~70 tricky strings, the ids HF
-`tokenizers` gives with special tokens parsed and with them treated as plain text
-(`encode_special_tokens = True`), the text `decode` gives back for those ids, and the decoding of
-seeded random id sequences (which includes invalid UTF-8), and the pre-tokenizer's pieces of each
-string (byte-level form), so the split is checked on its own and not only through the tiny vocabularies. It also records chat templates rendered by
-transformers' `apply_chat_template`. Deterministic: no randomness beyond a fixed seed, sorted keys.
+For each tokenizer (the base fixture checkpoint's; the demo model's; the base one with Qwen2's
+split-regex pre-tokenizer and NFC normalizer in place of GPT-2's regex; the base one with three added
+tokens that are not special) it records, for ~85 tricky strings, the ids HF `tokenizers` gives with
+special tokens parsed and with them treated as plain text (`encode_special_tokens = True`), the text
+`decode` gives back for those ids, and the pre-tokenizer's pieces of each (normalized) string in
+byte-level form, so the split is checked on its own and not only through the tiny vocabularies; and
+the decoding of seeded random id sequences (invalid UTF-8 included). It also records chat templates
+rendered by transformers' `apply_chat_template`. Deterministic: a fixed seed, sorted keys.
 """
 
 import copy
@@ -20,7 +21,7 @@ import random
 import shutil
 import tempfile
 
-from tokenizers import Tokenizer
+from tokenizers import AddedToken, Tokenizer
 from transformers import AutoTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,7 +32,8 @@ SOURCES = {
     "demo": "tools/reference/demo_model",
 }
 
-# Qwen2's pre-tokenizer, as Qwen2 / Qwen2-VL's tokenizer.json writes it (without its NFC normalizer).
+# Qwen2's normalizer and pre-tokenizer, as Qwen2 / Qwen2-VL's tokenizer.json writes them.
+QWEN2_NORMALIZER = {"type": "NFC"}
 QWEN2_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -65,6 +67,7 @@ STRINGS = [
     "العربية",
     "ǅungla ﬁne",
     "cafe\u0301 vs café",
+    "A\u030a\u0323 e\u0301\u0301 \u212b \uac00\u11a8 \u1100\u1161",
     "ÀÉÎÕÜ",
     "—dash–and…",
     # digits
@@ -137,6 +140,9 @@ STRINGS = [
     "  \u2028 ok",
 ]
 
+EXTRA_ADDED = ["<tag>", "日本", "Ġhi"]
+ADDED_STRINGS = ["a<tag>b <tag> 日本語 <|im_end|><tag>", "Ġhi hi Ġhi", "<ta<tag>g>"]
+
 CHATS = [
     ([{"role": "user", "content": "What shape is it?"}], False),
     ([{"role": "user", "content": "What shape is it?"}], True),
@@ -167,6 +173,41 @@ CHATS = [
     ),
 ]
 
+# Templates beyond the fixtures' own, rendered by transformers with the base tokenizer: Qwen2-VL's
+# (namespace counters, loop.first, `in` tests, a default system message) and one that leans on
+# Python string methods, filters and whitespace control.
+EXTRA_TEMPLATES = {
+    "qwen2vl": (
+        "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+        "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+        "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+        "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}"
+        "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+        "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}"
+        "Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+        "{% elif content['type'] == 'video' or 'video' in content %}"
+        "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}"
+        "Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+        "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+        "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    ),
+    "pycompat": (
+        "{%- for message in messages -%}\n"
+        "{%- if message['role'] == 'system' -%}\n"
+        "[SYS] {{ message['content'].strip() | upper }}\n"
+        "{% elif message['content'] is string -%}\n"
+        "{{ message['role'].title() }}: {{ message['content'].strip().replace('?', ' ?') }}"
+        "{% if message['content'].endswith('?') %} (question){% endif %}\n"
+        "{% else -%}\n"
+        "{{ message['role'] }}:{% for c in message['content'] %}{% if c.type == 'image' %} [img{{ loop.index }}]"
+        "{% else %} {{ c.text | trim }}{% endif %}{% endfor %}\n"
+        "{% endif -%}\n"
+        "{%- endfor -%}\n"
+        "{%- if add_generation_prompt %}assistant ({{ messages | length }} turns){{ eos_token }}{% endif %}"
+    ),
+}
+
 
 def tokenizer_dir(name: str, tmp: str) -> str:
     """The checkpoint directory's tokenizer files, with the Qwen2 pre-tokenizer for 'base_qwen2'."""
@@ -180,20 +221,23 @@ def tokenizer_dir(name: str, tmp: str) -> str:
     with open(os.path.join(src, "tokenizer.json")) as f:
         tok = json.load(f)
     tok["pre_tokenizer"] = copy.deepcopy(QWEN2_PRE_TOKENIZER)
+    tok["normalizer"] = copy.deepcopy(QWEN2_NORMALIZER)
     with open(os.path.join(out, "tokenizer.json"), "w") as f:
         json.dump(tok, f)
     return out
 
 
-def encode_cases(tok: Tokenizer) -> list:
+def encode_cases(tok: Tokenizer, strings=STRINGS) -> list:
     cases = []
-    for text in STRINGS:
+    for text in strings:
         tok.encode_special_tokens = False
         special = tok.encode(text, add_special_tokens=False).ids
         tok.encode_special_tokens = True
         plain = tok.encode(text, add_special_tokens=False).ids
         tok.encode_special_tokens = False
-        pieces = [p for p, _ in tok.pre_tokenizer.pre_tokenize_str(text)]
+        # The pieces of the normalized text, as the tokenizer pre-tokenizes it.
+        normalized = tok.normalizer.normalize_str(text) if tok.normalizer else text
+        pieces = [p for p, _ in tok.pre_tokenizer.pre_tokenize_str(normalized)]
         cases.append(
             {
                 "text": text,
@@ -227,16 +271,46 @@ def main():
             out["tokenizers"][name] = {
                 "checkpoint": SOURCES["base" if name == "base_qwen2" else name],
                 "pre_tokenizer": QWEN2_PRE_TOKENIZER if name == "base_qwen2" else None,
+                "normalizer": QWEN2_NORMALIZER if name == "base_qwen2" else None,
                 "encode": encode_cases(tok),
                 "decode": decode_cases(tok, rng),
             }
+        # Added tokens that are not special (llama.cpp's user-defined): matched with or without
+        # special parsing, decoded through the byte-level map when their text is byte-level.
+        tok = Tokenizer.from_file(os.path.join(ROOT, SOURCES["base"], "tokenizer.json"))
+        tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in EXTRA_ADDED])
+        out["tokenizers"]["base_added"] = {
+            "checkpoint": SOURCES["base"],
+            "pre_tokenizer": None,
+            "normalizer": None,
+            "added_tokens": EXTRA_ADDED,
+            "encode": encode_cases(tok, STRINGS + ADDED_STRINGS),
+            "decode": decode_cases(tok, rng),
+        }
         for name in ["base", "demo"]:
             hf = AutoTokenizer.from_pretrained(os.path.join(ROOT, SOURCES[name]))
             for messages, add_generation_prompt in CHATS:
                 text = hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
                 out["chats"].append(
                     {
+                        "template": None,
                         "tokenizer": name,
+                        "messages": messages,
+                        "add_generation_prompt": add_generation_prompt,
+                        "text": text,
+                    }
+                )
+        hf = AutoTokenizer.from_pretrained(os.path.join(ROOT, SOURCES["base"]))
+        for template_name, template in EXTRA_TEMPLATES.items():
+            for messages, add_generation_prompt in CHATS:
+                text = hf.apply_chat_template(
+                    messages, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
+                )
+                out["chats"].append(
+                    {
+                        "template": template_name,
+                        "template_source": template,
+                        "tokenizer": "base",
                         "messages": messages,
                         "add_generation_prompt": add_generation_prompt,
                         "text": text,

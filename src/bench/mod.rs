@@ -15,3 +15,4 @@ pub use stats::Summary;
 
 #[cfg(feature = "ggml-peer")]
 pub mod llama_cpp;
+pub mod text;

@@ -1,5 +1,6 @@
-//! `latte describe`: answer a question about an image (or a text-only prompt). The answer alone
-//! goes to stdout, streamed as it is decoded; load time and speeds go to stderr.
+//! `latte describe`: answer a question about an image (or a text-only prompt). Without `-m`, the
+//! demo model embedded in the binary (the one `latte generate` uses). The answer alone goes to
+//! stdout, streamed as it is decoded; load time and speeds go to stderr.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,12 +14,14 @@ use latte::model::ModelFile;
 use latte::pipeline::{DescribeRequest, Describer};
 use latte::sampling::SamplingParams;
 
+use super::generate::{DEMO_MODEL, DEMO_NAME};
+
 #[derive(Args)]
 #[command(about = "Describe an image or answer a question about it (image understanding)")]
 pub struct DescribeArgs {
-    /// The model (GGUF)
+    /// The model (GGUF); default: the demo model embedded in the binary
     #[arg(short, long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// The image (PNG, JPEG or WebP); without it the prompt is text only
     #[arg(long)]
     image: Option<PathBuf>,
@@ -56,7 +59,10 @@ pub fn run(args: DescribeArgs) -> Result<()> {
             .context("cannot start the thread pool")?;
     }
     let started = Instant::now();
-    let file = ModelFile::open(&args.model)?;
+    let file = match &args.model {
+        Some(path) => ModelFile::open(path)?,
+        None => ModelFile::from_bytes(DEMO_NAME, DEMO_MODEL.to_vec())?,
+    };
     let describer = Describer::load(&file)?;
     let load_seconds = started.elapsed().as_secs_f64();
     let image = args
@@ -90,15 +96,17 @@ pub fn run(args: DescribeArgs) -> Result<()> {
         return Err(e).context("cannot write the answer");
     }
     writeln!(out)?;
+    let decode = stats
+        .decode_tokens_per_second()
+        .map_or("-".to_string(), |speed| format!("{speed:.1}"));
     eprintln!(
-        "load {:.3} s | image {} tokens, {:.3} s | prompt {} tokens, {:.1} tok/s | answer {} tokens, {:.1} tok/s{}",
+        "load {:.3} s | image {} tokens, {:.3} s | prompt {} tokens, {:.1} tok/s | answer {} tokens, {decode} tok/s{}",
         load_seconds,
         stats.image_tokens,
         stats.vision_seconds,
         stats.prompt_tokens,
         stats.prompt_tokens_per_second(),
         stats.generated_tokens,
-        stats.generated_tokens_per_second(),
         if stats.stopped { "" } else { " (not stopped: max tokens or context)" }
     );
     Ok(())

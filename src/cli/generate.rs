@@ -21,8 +21,8 @@ use latte::tokenizer::Tokenizer;
 use super::human_bytes;
 
 /// The demo model shipped inside the binary (tools/make_demo_gguf.sh writes it).
-const DEMO_MODEL: &[u8] = include_bytes!("../../assets/demo-f16.gguf");
-const DEMO_NAME: &str = "<embedded demo model>";
+pub(super) const DEMO_MODEL: &[u8] = include_bytes!("../../assets/demo-f16.gguf");
+pub(super) const DEMO_NAME: &str = "<embedded demo model>";
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Sampler {

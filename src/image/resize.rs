@@ -1,11 +1,12 @@
 //! PIL's `Image.resize(size, Image.BICUBIC)` on 8-bit RGB, bit for bit: Pillow's `Resample.c`.
 //!
 //! - Separable, with an 8-bit image between the passes; a pass whose size does not change is
-//!   skipped. Horizontal first, except when the width grows and the height shrinks: then Pillow
-//!   (13, measured: every one of ~130 random cases) runs the vertical pass first. On reductions of
-//!   both sides Pillow 13 sometimes also goes vertical first, by a rule we have not pinned down
-//!   (about one case in four on random sizes, mostly tall images); there the two orders differ by
-//!   a few levels on noisy images. Enlargements (the demo model's 64 → 112) are exact.
+//!   skipped. Horizontal first, unless the height shrinks by more than twice as many pixels as
+//!   the width does (`H − h > 2·(W − w)`, so always when the width grows and the height shrinks):
+//!   then vertical first (Pillow 13, "if height is scaled down significantly more than width,
+//!   resize vertically first"; the rule was fitted to Pillow's output on 700 random size pairs
+//!   where the two orders differ, with no miss). The order matters: the two differ by up to ~10
+//!   levels on noisy images.
 //! - Kernel: Keys' cubic with `a = −0.5`, support 2. Downsampling widens it by the scale (so it
 //!   averages every input pixel under an output pixel): `filterscale = max(in/out, 1)`.
 //! - Output pixel `x` is centred at input coordinate `(x + 0.5)·in/out`; it reads inputs
@@ -143,7 +144,10 @@ pub fn resize_bicubic(
         (false, false) => src.clone(),
         (true, false) => pass(src, width, true)?,
         (false, true) => pass(src, height, false)?,
-        _ if width > src.width && height < src.height => {
+        // Sizes are far below 2⁶², so the i64 differences cannot overflow.
+        _ if height < src.height
+            && (src.height as i64 - height as i64) > 2 * (src.width as i64 - width as i64) =>
+        {
             pass(&pass(src, height, false)?, width, true)?
         }
         _ => pass(&pass(src, width, true)?, height, false)?,

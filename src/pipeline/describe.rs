@@ -60,6 +60,9 @@ pub struct DescribeStats {
     pub prompt_tokens: usize,
     pub image_tokens: usize,
     pub generated_tokens: usize,
+    /// Single-token forward passes through the cache (the first answer token comes from the
+    /// prefill's logits, so this is about one less than `generated_tokens`).
+    pub decode_steps: usize,
     /// Preprocessing and the vision tower.
     pub vision_seconds: f64,
     pub prefill_seconds: f64,
@@ -73,9 +76,9 @@ impl DescribeStats {
         self.prompt_tokens as f64 / self.prefill_seconds.max(1e-9)
     }
 
-    /// Decode speed; the first answer token comes from the prefill, so it is not counted.
-    pub fn generated_tokens_per_second(&self) -> f64 {
-        self.generated_tokens.saturating_sub(1) as f64 / self.decode_seconds.max(1e-9)
+    /// Decode speed: single-token steps per second (`None` before any step).
+    pub fn decode_tokens_per_second(&self) -> Option<f64> {
+        (self.decode_steps > 0).then(|| self.decode_steps as f64 / self.decode_seconds.max(1e-9))
     }
 }
 
@@ -273,6 +276,7 @@ impl<'a> Describer<'a> {
                 &mut logits,
             )?;
             position += 1;
+            stats.decode_steps += 1;
         }
         let rest = decoder.finish();
         if !rest.is_empty() {

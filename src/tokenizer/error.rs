@@ -12,8 +12,10 @@ pub enum TokenizerError {
     Model(#[from] ModelError),
     #[error("tokenizer model '{0}' is not supported (latte reads byte-level BPE: 'gpt2')")]
     UnsupportedModel(String),
-    #[error("pre-tokenizer '{0}' is not supported (latte knows 'gpt2' and 'qwen2')")]
+    #[error("pre-tokenizer '{0}' is not supported (latte knows 'gpt-2' and 'qwen2')")]
     UnsupportedPreTokenizer(String),
+    #[error("normalizer '{0}' is not supported (latte knows 'none' and 'nfc')")]
+    UnsupportedNormalizer(String),
     #[error("the vocabulary is empty")]
     EmptyVocabulary,
     #[error("the vocabulary has {0} tokens, more than u32 ids can address")]

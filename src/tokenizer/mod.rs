@@ -1,6 +1,6 @@
 //! Text ↔ token ids for the Qwen2-VL inside a LaTtE-Flow file: the byte-level BPE that llama.cpp's
-//! `tokenizer.ggml.*` keys describe (`model = gpt2`, `pre = gpt2 | qwen2`), added tokens matched
-//! literally before BPE, streaming detokenization, and the chat template (`chat_template.rs`).
+//! `tokenizer.ggml.*` keys describe (`model = gpt2`, `pre = gpt-2 | qwen2`), NFC normalization when
+//! `latte.tokenizer.normalizer` asks for it, added tokens matched literally before BPE, streaming detokenization, and the chat template (`chat_template.rs`).
 //!
 //! Owns vocabulary, merges, pre-tokenization and special-token handling. Must not know about
 //! models or sampling: it reads keys from a [`ModelFile`] and never touches tensors.
@@ -16,7 +16,10 @@ mod error;
 mod pre_tokenizer;
 mod special;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+
+use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 
 pub use chat_template::{ChatMessage, ChatTemplate, ContentPart, MessageContent};
 pub use decoder::TokenDecoder;
@@ -60,6 +63,36 @@ impl TokenKind {
     }
 }
 
+/// How text is normalized before pre-tokenization (`tokenizer.json`'s `normalizer`, recorded by
+/// `latte convert` as `latte.tokenizer.normalizer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Normalizer {
+    #[default]
+    None,
+    /// Unicode canonical composition (Qwen2's): `e` + U+0301 encodes as `é`.
+    Nfc,
+}
+
+impl Normalizer {
+    pub fn from_name(name: &str) -> Option<Normalizer> {
+        match name {
+            "none" => Some(Normalizer::None),
+            "nfc" => Some(Normalizer::Nfc),
+            _ => None,
+        }
+    }
+
+    /// `text` normalized, borrowed when it already is.
+    fn apply<'a>(self, text: &'a str) -> Cow<'a, str> {
+        match self {
+            Normalizer::Nfc if is_nfc_quick(text.chars()) != IsNormalized::Yes => {
+                Cow::Owned(text.nfc().collect())
+            }
+            _ => Cow::Borrowed(text),
+        }
+    }
+}
+
 /// What a tokenizer is built from: the `tokenizer.ggml.*` keys, already read.
 #[derive(Debug, Clone)]
 pub struct TokenizerParts {
@@ -69,6 +102,7 @@ pub struct TokenizerParts {
     /// `"left right"`, by rank.
     pub merges: Vec<String>,
     pub pre_tokenizer: PreTokenizer,
+    pub normalizer: Normalizer,
     pub bos_id: Option<u64>,
     pub eos_id: Option<u64>,
     pub eot_id: Option<u64>,
@@ -87,6 +121,7 @@ pub struct Tokenizer {
     byte_ids: [Option<u32>; 256],
     merges: Merges,
     pre_tokenizer: PreTokenizer,
+    normalizer: Normalizer,
     special: SpecialTokens,
     bos_id: Option<u32>,
     eos_id: Option<u32>,
@@ -101,13 +136,19 @@ impl Tokenizer {
         if model != "gpt2" {
             return Err(TokenizerError::UnsupportedModel(model.to_string()));
         }
-        // llama.cpp treats a missing `pre` as the GPT-2 default.
-        let pre_tokenizer = match file.get("tokenizer.ggml.pre") {
-            None => PreTokenizer::Gpt2,
+        // A missing `pre` means llama.cpp's `default` regex, which latte does not implement.
+        let name = match file.get("tokenizer.ggml.pre") {
+            None => "default (tokenizer.ggml.pre is missing)",
+            Some(_) => file.str("tokenizer.ggml.pre")?,
+        };
+        let pre_tokenizer = PreTokenizer::from_name(name)
+            .ok_or_else(|| TokenizerError::UnsupportedPreTokenizer(name.to_string()))?;
+        let normalizer = match file.get("latte.tokenizer.normalizer") {
+            None => Normalizer::None,
             Some(_) => {
-                let name = file.str("tokenizer.ggml.pre")?;
-                PreTokenizer::from_name(name)
-                    .ok_or_else(|| TokenizerError::UnsupportedPreTokenizer(name.to_string()))?
+                let name = file.str("latte.tokenizer.normalizer")?;
+                Normalizer::from_name(name)
+                    .ok_or_else(|| TokenizerError::UnsupportedNormalizer(name.to_string()))?
             }
         };
         let token_types = match file.get("tokenizer.ggml.token_type") {
@@ -125,6 +166,7 @@ impl Tokenizer {
             token_types,
             merges: file.str_array("tokenizer.ggml.merges")?.to_vec(),
             pre_tokenizer,
+            normalizer,
             bos_id: id("tokenizer.ggml.bos_token_id")?,
             eos_id: id("tokenizer.ggml.eos_token_id")?,
             eot_id: id("tokenizer.ggml.eot_token_id")?,
@@ -235,6 +277,7 @@ impl Tokenizer {
         let eot_id = check("tokenizer.ggml.eot_token_id", parts.eot_id)?;
         let padding_id = check("tokenizer.ggml.padding_token_id", parts.padding_id)?;
         let pre_tokenizer = *pre_tokenizer;
+        let normalizer = parts.normalizer;
         Ok(Tokenizer {
             tokens: parts.tokens,
             kinds,
@@ -244,6 +287,7 @@ impl Tokenizer {
             byte_ids,
             merges,
             pre_tokenizer,
+            normalizer,
             special,
             bos_id,
             eos_id,
@@ -253,7 +297,8 @@ impl Tokenizer {
     }
 
     /// The ids of `text`. With `parse_special`, control tokens written in the text (`<|im_end|>`)
-    /// become their ids; without, they are encoded as plain text. No BOS is added.
+    /// become their ids; without, they are encoded as plain text. No BOS is added. The text
+    /// between added tokens is normalized first (added tokens match the raw text, as in HF).
     pub fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, TokenizerError> {
         if text.len() > MAX_INPUT_BYTES {
             return Err(TokenizerError::InputTooLong {
@@ -270,7 +315,8 @@ impl Tokenizer {
             match segment {
                 Segment::Token(id) => out.push(id),
                 Segment::Text(text) => {
-                    for piece in self.pre_tokenizer.pieces(text) {
+                    let text = self.normalizer.apply(text);
+                    for piece in self.pre_tokenizer.pieces(&text) {
                         byte_ids.clear();
                         for b in piece.bytes() {
                             byte_ids.push(
@@ -349,6 +395,10 @@ impl Tokenizer {
 
     pub fn pre_tokenizer(&self) -> PreTokenizer {
         self.pre_tokenizer
+    }
+
+    pub fn normalizer(&self) -> Normalizer {
+        self.normalizer
     }
 
     pub fn bos_id(&self) -> Option<u32> {

@@ -18,10 +18,12 @@ pub enum PreTokenizer {
 }
 
 impl PreTokenizer {
-    /// The pre-tokenizer `tokenizer.ggml.pre` names, if latte implements it.
+    /// The pre-tokenizer `tokenizer.ggml.pre` names (llama.cpp's names), if latte implements it.
+    /// llama.cpp's `default` (what it assumes when the key is missing) is a different regex from
+    /// GPT-2's, so it is not accepted.
     pub fn from_name(name: &str) -> Option<PreTokenizer> {
         match name {
-            "gpt2" | "default" => Some(PreTokenizer::Gpt2),
+            "gpt-2" => Some(PreTokenizer::Gpt2),
             "qwen2" => Some(PreTokenizer::Qwen2),
             _ => None,
         }
