@@ -152,6 +152,11 @@ impl<'f> Residency<'f> {
         }
     }
 
+    /// After loading: the decoder is not needed until the last phase.
+    pub fn release_decoder(&self) {
+        self.advise(&self.parts.decoder, PageAdvice::DontNeed);
+    }
+
     /// Before decoding: the sampler's tensors are done.
     pub fn release_generation(&self) {
         self.advise(&self.parts.shared, PageAdvice::DontNeed);

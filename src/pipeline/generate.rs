@@ -88,30 +88,31 @@ pub struct Generator<'f> {
     file: &'f ModelFile,
     text: TextModel<'f>,
     replica: Replica<'f>,
-    decoder: Decoder<'f>,
     residency: Residency<'f>,
 }
 
 impl<'f> Generator<'f> {
-    /// Loads the text decoder, the replica and the DC-AE decoder; then releases the pages loading
-    /// touched in the expert groups, so sampling starts with no group resident.
+    /// Loads the text decoder and the replica (the DC-AE decoder is loaded for the decode phase
+    /// only: its f32 copies of f16 weights would otherwise sit in memory while sampling); then
+    /// releases the pages loading touched in the expert groups, so sampling starts with none.
     pub fn load(file: &'f ModelFile, policy: ReleasePolicy) -> Result<Self, GenerateError> {
         if !crate::model::flow::FlowConfig::present(file) {
             return Err(GenerateError::NoGeneration(file.name().into()));
         }
         let replica = Replica::load(file)?;
         let text = TextModel::load(file)?;
-        let decoder = Decoder::load(file)?;
+        // Fail now, not after sampling, when the decoder is missing or malformed.
+        drop(Decoder::load(file)?);
         let residency = Residency::new(file, policy).map_err(|source| GenerateError::Layout {
             file: file.name().into(),
             source,
         })?;
         residency.release_all_groups();
+        residency.release_decoder();
         Ok(Generator {
             file,
             text,
             replica,
-            decoder,
             residency,
         })
     }
@@ -182,9 +183,8 @@ impl<'f> Generator<'f> {
                 + 2 * (p + n as u64) * kv
                 + 3 * (c.heads * n * n) as u64
                 + 8 * c.latent_len() as u64);
-        let decode = self
-            .decoder
-            .predicted_working_bytes(c.latent_size, c.latent_size)?;
+        let decode =
+            Decoder::load(self.file)?.predicted_working_bytes(c.latent_size, c.latent_size)?;
         Ok(memory_plan(
             self.residency.parts(),
             self.residency.policy(),
@@ -271,11 +271,11 @@ impl<'f> Generator<'f> {
         let progress = observer.progress;
         progress.phase("decode");
         let mut clock = PhaseClock::start();
+        let decoder = Decoder::load(self.file)?;
         let mut scratch = DecoderScratch::default();
         let image =
-            self.decoder
-                .decode_flow_latent(&latent, c.latent_size, c.latent_size, &mut scratch)?;
-        let [height, width] = self.decoder.output_hw(c.latent_size, c.latent_size)?;
+            decoder.decode_flow_latent(&latent, c.latent_size, c.latent_size, &mut scratch)?;
+        let [height, width] = decoder.output_hw(c.latent_size, c.latent_size)?;
         phases.push(clock.finish("decode", 0));
         Ok(Generated {
             image,
