@@ -10,11 +10,19 @@
 //! `docs/ARCHITECTURE.md` is the map.
 
 pub mod backend;
+pub mod bench;
 pub mod convert;
 pub mod dtype;
 pub mod gguf;
+pub mod image;
 pub mod model;
+pub mod pipeline;
+pub mod process_memory;
 pub mod quant;
+pub mod residency;
 pub mod rng;
 pub mod safetensors;
+pub mod sampling;
+pub mod schedule;
 pub mod tensor;
+pub mod tokenizer;

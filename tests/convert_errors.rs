@@ -173,6 +173,29 @@ fn malformed_json_and_missing_shard() {
         &["tokenizer.json", "model.type"],
     );
     fails(
+        "unknown pre-tokenizer",
+        |d| {
+            // A Metaspace (SentencePiece-style) pre-tokenizer is none latte can reproduce.
+            let p = d.join("tokenizer.json");
+            let mut tok: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            tok["pre_tokenizer"] = serde_json::json!({"type": "Metaspace", "replacement": "▁"});
+            std::fs::write(p, tok.to_string()).unwrap();
+        },
+        &["tokenizer.json", "pre-tokenizer", "Metaspace"],
+    );
+    fails(
+        "unknown normalizer",
+        |d| {
+            let p = d.join("tokenizer.json");
+            let mut tok: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            tok["normalizer"] = serde_json::json!({"type": "Lowercase"});
+            std::fs::write(p, tok.to_string()).unwrap();
+        },
+        &["tokenizer.json", "normalizer", "Lowercase"],
+    );
+    fails(
         "bad switch",
         |d| {
             let p = d.join("generation/config.json");

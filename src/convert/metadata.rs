@@ -13,7 +13,7 @@ pub const KEY_MODEL_KIND: &str = "latte.model_kind";
 /// Set (to a description) on synthetic files: random weights with real shapes, for benchmarks.
 pub const KEY_SYNTHETIC: &str = "latte.synthetic";
 /// The DC-AE decoder's diffusers config, verbatim JSON.
-pub const KEY_DCAE_CONFIG: &str = "latte.dcae.config_json";
+pub const KEY_DCAE_CONFIG: &str = crate::model::dcae::KEY_CONFIG_JSON;
 
 type Entries = Vec<(String, MetadataValue)>;
 

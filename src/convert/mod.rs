@@ -16,6 +16,7 @@ pub mod quantize;
 pub mod source;
 pub mod summary;
 pub mod synthetic;
+pub mod text_only;
 pub mod tokenizer;
 pub mod write;
 

@@ -375,10 +375,13 @@ pub fn flow_group(g: &GenerationConfig, k: u64) -> Vec<Mapping> {
 }
 
 /// The DC-AE decoder tensor a diffusers name becomes; `None` for encoder tensors (not needed to
-/// generate) and `Err(())` for names that are neither.
+/// generate) and for BatchNorm's `num_batches_tracked` (an int64 training counter that eval-mode
+/// inference never reads), `Err(())` for names that are neither.
 #[allow(clippy::result_unit_err)]
 pub fn dcae_name(source: &str) -> Result<Option<String>, ()> {
-    if let Some(rest) = source.strip_prefix("decoder.") {
+    if source.starts_with("decoder.") && source.ends_with(".num_batches_tracked") {
+        Ok(None)
+    } else if let Some(rest) = source.strip_prefix("decoder.") {
         Ok(Some(format!("dcae.{rest}")))
     } else if source.starts_with("encoder.") {
         Ok(None)
@@ -407,6 +410,10 @@ mod tests {
             Ok(Some("dcae.conv_in.weight".into()))
         );
         assert_eq!(dcae_name("encoder.conv_in.weight"), Ok(None));
+        assert_eq!(
+            dcae_name("decoder.up_blocks.0.1.norm.num_batches_tracked"),
+            Ok(None)
+        );
         assert_eq!(dcae_name("quant_conv.weight"), Err(()));
     }
 

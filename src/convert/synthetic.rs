@@ -6,13 +6,14 @@
 //! The file says what it is: `latte.synthetic` describes it, and it carries no tokenizer. The
 //! DC-AE decoder's tensors follow diffusers' `AutoencoderDC` decoder layout for the f32c32 config
 //! (`mit-han-lab/dc-ae-f32c32-in-1.0-diffusers`) as written down here; they are meant to have
-//! the right sizes for memory and bandwidth measurements, not to be loadable by diffusers.
+//! the right sizes for memory and bandwidth measurements, not to be loadable by diffusers; the file
+//! carries the matching `latte.dcae.config_json`, so latte's own decoder loads and runs them.
 
 use super::config::{
     GenerationConfig, PreprocessorConfig, Qwen2VlConfig, VisionConfig, GENERATION_FORMAT,
 };
 use super::error::ConvertError;
-use super::metadata::{self, KEY_MODEL_KIND, KEY_SYNTHETIC};
+use super::metadata::{self, KEY_DCAE_CONFIG, KEY_MODEL_KIND, KEY_SYNTHETIC};
 use super::names::{self, Mapping, WeightSetId};
 use super::quantize::{plan_tensor, QuantizeOptions};
 use super::write::{file_type_metadata, write_gguf, OutputTensor, Progress, TensorFiller};
@@ -93,6 +94,34 @@ fn replica(vlm: &Qwen2VlConfig, layers: u64, groups: u64) -> GenerationConfig {
         prompt_template: "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n".into(),
         format: GENERATION_FORMAT.into(),
     }
+}
+
+/// The diffusers `AutoencoderDC` config of the f32c32 decoder (the tensors below), with every
+/// channel count divided by `widths_scale`, as `latte.dcae.config_json` holds it; so the synthetic
+/// decoder loads and runs like a converted one.
+fn dcae_f32c32_config(latent: u64, scaling_factor: f64, widths_scale: u64) -> String {
+    let widths: Vec<u64> = [128u64, 256, 512, 512, 1024, 1024]
+        .iter()
+        .map(|w| w / widths_scale)
+        .collect();
+    serde_json::json!({
+        "_class_name": "AutoencoderDC",
+        "in_channels": 3,
+        "latent_channels": latent,
+        "attention_head_dim": 32,
+        "decoder_block_types": ["ResBlock", "ResBlock", "ResBlock",
+            "EfficientViTBlock", "EfficientViTBlock", "EfficientViTBlock"],
+        "decoder_block_out_channels": widths,
+        "decoder_layers_per_block": [3, 3, 3, 3, 3, 3],
+        "decoder_qkv_multiscales": [[], [], [], [5], [5], [5]],
+        "upsample_block_type": "interpolate",
+        "decoder_norm_types": "rms_norm",
+        "decoder_act_fns": "silu",
+        "decoder_in_shortcut": true,
+        "decoder_conv_act_fn": "relu",
+        "scaling_factor": scaling_factor,
+    })
+    .to_string()
 }
 
 /// DC-AE f32c32 decoder tensors (torch shapes), diffusers naming with `decoder.` → `dcae.`.
@@ -273,6 +302,16 @@ impl SyntheticModel {
         ));
         metadata.extend(metadata::vision(&vlm, &preprocessor));
         metadata.extend(metadata::generation(&generation));
+        metadata.push((
+            KEY_DCAE_CONFIG.into(),
+            dcae_f32c32_config(
+                generation.latent_channels,
+                generation.scaling_factor,
+                widths_scale,
+            )
+            .as_str()
+            .into(),
+        ));
         Ok(SyntheticModel {
             name: name.into(),
             vlm,

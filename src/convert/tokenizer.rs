@@ -1,6 +1,7 @@
 //! The tokenizer and chat template, as llama.cpp's `tokenizer.ggml.*` keys: a byte-level BPE
-//! (`gpt2` model, `qwen2` pre-tokenizer) from `tokenizer.json`, special tokens as control tokens,
-//! the vocabulary padded to the embedding's row count with `[PAD{id}]` tokens (as
+//! (`gpt2` model, `gpt-2` or `qwen2` pre-tokenizer; an NFC normalizer as
+//! `latte.tokenizer.normalizer`) from `tokenizer.json`, special tokens as control tokens, the
+//! vocabulary padded to the embedding's row count with `[PAD{id}]` tokens (as
 //! `convert_hf_to_gguf.py` does), and the chat template from `tokenizer_config.json`,
 //! `chat_template.jinja` or the hub's `chat_template.json`.
 
@@ -93,7 +94,10 @@ pub fn tokenizer_metadata(
     let id_of = |text: &str| texts.iter().position(|t| t == text).map(|i| i as u32);
     let mut meta: Vec<(String, MetadataValue)> = vec![
         ("tokenizer.ggml.model".into(), "gpt2".into()),
-        ("tokenizer.ggml.pre".into(), "qwen2".into()),
+        (
+            "tokenizer.ggml.pre".into(),
+            pre_tokenizer_name(&tok)?.into(),
+        ),
         (
             "tokenizer.ggml.tokens".into(),
             MetadataArray::String(texts.clone()).into(),
@@ -105,6 +109,9 @@ pub fn tokenizer_metadata(
         ),
         ("tokenizer.ggml.add_bos_token".into(), false.into()),
     ];
+    if let Some(normalizer) = normalizer_name(&tok)? {
+        meta.push(("latte.tokenizer.normalizer".into(), normalizer.into()));
+    }
     let config_path = dir.join("tokenizer_config.json");
     let config = JsonFile::read_optional(&config_path)?;
     let special = |key: &str| -> Option<String> {
@@ -141,6 +148,60 @@ pub fn tokenizer_metadata(
         meta.push(("tokenizer.chat_template".into(), template.as_str().into()));
     }
     Ok(meta)
+}
+
+/// Qwen2's split regex, as its `tokenizer.json` writes it.
+const QWEN2_SPLIT_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// llama.cpp's name for the pre-tokenizer `tokenizer.json` describes: `gpt-2` for a `ByteLevel`
+/// pre-tokenizer with its built-in (GPT-2) regex, `qwen2` for Qwen2's split regex followed by a
+/// regex-less `ByteLevel`. Anything else would be tokenized wrongly, so it is refused.
+fn pre_tokenizer_name(tok: &JsonFile) -> Result<&'static str, ConvertError> {
+    let pre = tok.get("pre_tokenizer").unwrap_or(&Value::Null);
+    let field = |v: &Value, key: &str| v.get(key).cloned().unwrap_or(Value::Null);
+    let byte_level = |v: &Value, use_regex: bool| {
+        field(v, "type") == "ByteLevel"
+            && field(v, "add_prefix_space") != Value::Bool(true)
+            // `use_regex` defaults to true.
+            && field(v, "use_regex").as_bool().unwrap_or(true) == use_regex
+    };
+    if byte_level(pre, true) {
+        return Ok("gpt-2");
+    }
+    if field(pre, "type") == "Sequence" {
+        if let Some([split, last]) = pre
+            .get("pretokenizers")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+        {
+            let qwen2_split = field(split, "type") == "Split"
+                && split
+                    .get("pattern")
+                    .and_then(|p| p.get("Regex"))
+                    .and_then(Value::as_str)
+                    == Some(QWEN2_SPLIT_PATTERN)
+                && field(split, "behavior") == "Isolated"
+                && field(split, "invert") != Value::Bool(true);
+            if qwen2_split && byte_level(last, false) {
+                return Ok("qwen2");
+            }
+        }
+    }
+    Err(tok.error(format!(
+        "pre-tokenizer {pre} is neither GPT-2's byte-level regex nor Qwen2's split (the two latte implements)"
+    )))
+}
+
+/// latte's name for `tokenizer.json`'s normalizer: none, or `nfc` (Qwen2's). llama.cpp has no key
+/// for it (and skips NFC); latte records it so its tokenizer matches HF on uncomposed text.
+fn normalizer_name(tok: &JsonFile) -> Result<Option<&'static str>, ConvertError> {
+    match tok.get("normalizer") {
+        None | Some(Value::Null) => Ok(None),
+        Some(n) if n.get("type").and_then(Value::as_str) == Some("NFC") => Ok(Some("nfc")),
+        Some(n) => Err(tok.error(format!(
+            "normalizer {n} is not one latte implements (none or NFC)"
+        ))),
+    }
 }
 
 /// The chat template from `chat_template.jinja` or the hub's `chat_template.json`, if either exists.

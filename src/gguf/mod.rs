@@ -20,7 +20,7 @@ pub mod value;
 pub mod writer;
 
 pub use error::{FormatError, GgufError, WriteError};
-pub use reader::{GgufFile, TensorInfo};
+pub use reader::{GgufFile, PageAdvice, TensorInfo};
 pub use value::{MetadataArray, MetadataValue, ValueType};
 pub use writer::{is_padding_tensor, GgufBuilder, GgufWriter, PADDING_PREFIX};
 

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::ops::Range;
 use std::path::Path;
 
 use memmap2::Mmap;
@@ -30,6 +31,16 @@ pub struct TensorInfo {
     /// [`GgufFile::data_offset`]).
     pub offset: u64,
     pub n_bytes: u64,
+}
+
+/// Advice about a byte range of a mapped file ([`GgufFile::advise`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageAdvice {
+    /// Read these pages ahead (`MADV_WILLNEED`).
+    WillNeed,
+    /// Drop these pages from this process; they are re-read from the file if touched
+    /// (`MADV_DONTNEED`).
+    DontNeed,
 }
 
 /// Where the bytes live. Owned bytes are kept in `u64` words so that tensor data aligned within
@@ -164,6 +175,35 @@ impl GgufFile {
     /// The whole file.
     pub fn bytes(&self) -> &[u8] {
         self.storage.bytes()
+    }
+
+    /// Advises the kernel about the pages of `range` (absolute file offsets, clamped to the file):
+    /// prefetch them, or drop them from this process's memory. Returns whether advice was given:
+    /// `false` for files held in memory (nothing to page) and when the kernel refused; advice is a
+    /// hint, so callers need not act on it.
+    pub fn advise(&self, range: Range<u64>, advice: PageAdvice) -> bool {
+        let Storage::Mapped(map) = &self.storage else {
+            return false;
+        };
+        let len = map.len() as u64;
+        let (start, end) = (range.start.min(len), range.end.min(len));
+        if start >= end {
+            return false;
+        }
+        let (offset, n) = (start as usize, (end - start) as usize);
+        match advice {
+            PageAdvice::WillNeed => map
+                .advise_range(memmap2::Advice::WillNeed, offset, n)
+                .is_ok(),
+            // SAFETY: the map is read-only and private and never written, so its pages are clean
+            // copies of the file: MADV_DONTNEED only drops them, and the next read of any slice
+            // handed out earlier faults the same file bytes back in. The range lies inside the
+            // map (clamped above; memmap2 aligns the start down to a page).
+            PageAdvice::DontNeed => unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, n)
+                    .is_ok()
+            },
+        }
     }
 
     fn view<'a>(&'a self, info: &'a TensorInfo) -> Option<TensorView<'a>> {

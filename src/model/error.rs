@@ -3,6 +3,7 @@
 
 use thiserror::Error;
 
+use super::dcae::DcaeConfigError;
 use crate::backend::cpu::matmul::MatmulError;
 use crate::backend::cpu::ops::OpError;
 use crate::gguf::GgufError;
@@ -40,6 +41,23 @@ pub enum ModelError {
     /// A value that parses but makes no sense (zero heads, sections that do not add up, ...).
     #[error("{file}: {what}")]
     Invalid { file: String, what: String },
+    /// The DC-AE config JSON (`latte.dcae.config_json`) is malformed or names something unknown.
+    #[error("{file}: latte.dcae.config_json: {source}")]
+    DcaeConfig {
+        file: String,
+        #[source]
+        source: DcaeConfigError,
+    },
+    /// A sequence does not fit the room left in a preallocated KV cache (prompt longer than the
+    /// context, or a generation that ran past it).
+    #[error(
+        "context full: {needed} tokens do not fit, {capacity} is the context size ({used} in use)"
+    )]
+    ContextFull {
+        needed: usize,
+        used: usize,
+        capacity: usize,
+    },
     #[error(transparent)]
     Matmul(#[from] MatmulError),
     #[error(transparent)]

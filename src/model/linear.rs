@@ -40,6 +40,33 @@ impl<'a> Linear<'a> {
         })
     }
 
+    /// A weight stored with more dimensions (a convolution kernel, e.g. a patch embedding
+    /// `[kw, kh, c_in, c_out]`) used as the matrix `[in, out]` over flattened patches: its
+    /// element count must be `in · out` and its rows must stay whole blocks of its type.
+    pub fn load_flattened(
+        file: &'a ModelFile,
+        weight: &str,
+        in_features: usize,
+        out_features: usize,
+    ) -> Result<Self, ModelError> {
+        let view = file.tensor(weight)?;
+        let dims = [in_features as u64, out_features as u64];
+        if view.n_elements() != dims[0] * dims[1] {
+            return Err(ModelError::TensorShape {
+                file: file.name().into(),
+                name: weight.into(),
+                expected: dims.to_vec(),
+                got: view.dims().to_vec(),
+            });
+        }
+        Ok(Linear {
+            weight: TensorView::new(view.name(), view.ty(), &dims, view.bytes())?,
+            bias: None,
+            in_features,
+            out_features,
+        })
+    }
+
     /// `name.weight` and, when `with_bias`, `name.bias`: the usual GGUF pair.
     pub fn load_pair(
         file: &'a ModelFile,

@@ -5,10 +5,15 @@
 //! Models read tensors through `ModelFile` and compute through `backend::cpu`; they must not parse
 //! bytes themselves or reach up into pipelines and the CLI.
 
+pub mod dcae;
 pub mod error;
 pub mod expert_groups;
 pub mod file;
+pub mod flow;
 pub mod linear;
+pub mod positions;
+pub mod text;
+pub mod vision;
 
 pub use error::ModelError;
 pub use file::ModelFile;

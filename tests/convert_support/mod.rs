@@ -93,6 +93,7 @@ pub fn copy_dir(src: &Path, dst: &Path) {
 
 #[path = "../latte_bin/mod.rs"]
 mod latte_bin;
+#[allow(unused_imports)]
 pub use latte_bin::latte;
 
 pub fn s(path: &Path) -> &str {

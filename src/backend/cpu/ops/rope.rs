@@ -65,6 +65,23 @@ impl RopeTable {
         inv_freq: &[f32],
         sections: [usize; 3],
     ) -> Result<Self, OpError> {
+        let mut table = RopeTable {
+            half: inv_freq.len(),
+            cos: Vec::new(),
+            sin: Vec::new(),
+        };
+        table.set_mrope(positions, inv_freq, sections)?;
+        Ok(table)
+    }
+
+    /// [`RopeTable::mrope`] into this table's existing storage: once it has held as many tokens,
+    /// refilling allocates nothing (a decoder calls this for every decoded token).
+    pub fn set_mrope(
+        &mut self,
+        positions: &[[u32; 3]],
+        inv_freq: &[f32],
+        sections: [usize; 3],
+    ) -> Result<(), OpError> {
         let total = sections.iter().try_fold(0usize, |a, &s| a.checked_add(s));
         if total != Some(inv_freq.len()) {
             return Err(param(
@@ -84,7 +101,7 @@ impl RopeTable {
                 2
             }
         };
-        Self::from_angles(positions.len(), inv_freq.len(), |n, i| {
+        self.fill(positions.len(), inv_freq.len(), |n, i| {
             positions[n][component(i)] as f32 * inv_freq[i]
         })
     }
@@ -114,17 +131,36 @@ impl RopeTable {
         half: usize,
         angle: impl Fn(usize, usize) -> f32,
     ) -> Result<Self, OpError> {
+        let mut table = RopeTable {
+            half,
+            cos: Vec::new(),
+            sin: Vec::new(),
+        };
+        table.fill(n_tokens, half, angle)?;
+        Ok(table)
+    }
+
+    /// Replaces the table's rows with `n_tokens` rows of `half` angles, reusing its storage.
+    fn fill(
+        &mut self,
+        n_tokens: usize,
+        half: usize,
+        angle: impl Fn(usize, usize) -> f32,
+    ) -> Result<(), OpError> {
         let len = checked_product("rope_table", &[n_tokens, half])?;
-        let mut cos = Vec::with_capacity(len);
-        let mut sin = Vec::with_capacity(len);
+        self.half = half;
+        self.cos.clear();
+        self.sin.clear();
+        self.cos.reserve(len);
+        self.sin.reserve(len);
         for n in 0..n_tokens {
             for i in 0..half {
                 let (s, c) = (angle(n, i) as f64).sin_cos();
-                cos.push(c as f32);
-                sin.push(s as f32);
+                self.cos.push(c as f32);
+                self.sin.push(s as f32);
             }
         }
-        Ok(RopeTable { half, cos, sin })
+        Ok(())
     }
 
     /// Number of tokens (rows).

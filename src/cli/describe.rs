@@ -1,0 +1,113 @@
+//! `latte describe`: answer a question about an image (or a text-only prompt). Without `-m`, the
+//! demo model embedded in the binary (the one `latte generate` uses). The answer alone goes to
+//! stdout, streamed as it is decoded; load time and speeds go to stderr.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use latte::image::{load_rgb, DEFAULT_MAX_INPUT_PIXELS};
+use latte::model::ModelFile;
+use latte::pipeline::{DescribeRequest, Describer};
+use latte::sampling::SamplingParams;
+
+use super::generate::{DEMO_MODEL, DEMO_NAME};
+
+#[derive(Args)]
+#[command(about = "Describe an image or answer a question about it (image understanding)")]
+pub struct DescribeArgs {
+    /// The model (GGUF); default: the demo model embedded in the binary
+    #[arg(short, long)]
+    model: Option<PathBuf>,
+    /// The image (PNG, JPEG or WebP); without it the prompt is text only
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// The question or instruction
+    #[arg(short, long)]
+    prompt: String,
+    /// Answer tokens at most
+    #[arg(short = 'n', long = "max-tokens", default_value_t = 128)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 is greedy
+    #[arg(long, default_value_t = 0.0)]
+    temp: f32,
+    /// Keep the K most likely tokens (0: all)
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Keep the most likely tokens whose probabilities add up to P
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Random seed of the sampler
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Worker threads (default: all cores)
+    #[arg(short, long)]
+    threads: Option<usize>,
+    /// Largest input image accepted, in pixels
+    #[arg(long, default_value_t = DEFAULT_MAX_INPUT_PIXELS)]
+    max_image_pixels: u64,
+}
+
+pub fn run(args: DescribeArgs) -> Result<()> {
+    if let Some(threads) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .build_global()
+            .context("cannot start the thread pool")?;
+    }
+    let started = Instant::now();
+    let file = match &args.model {
+        Some(path) => ModelFile::open(path)?,
+        None => ModelFile::from_bytes(DEMO_NAME, DEMO_MODEL.to_vec())?,
+    };
+    let describer = Describer::load(&file)?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    let image = args
+        .image
+        .as_ref()
+        .map(|path| load_rgb(path, args.max_image_pixels))
+        .transpose()?;
+    let request = DescribeRequest {
+        image: image.as_ref(),
+        prompt: args.prompt.clone(),
+        max_tokens: args.max_tokens,
+        sampling: SamplingParams {
+            temperature: args.temp,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            repetition_penalty: 1.0,
+            seed: args.seed,
+        },
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut write_error = None;
+    let stats = describer.describe(&request, &mut |_, text| {
+        if write_error.is_none() {
+            if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+                write_error = Some(e);
+            }
+        }
+    })?;
+    if let Some(e) = write_error {
+        return Err(e).context("cannot write the answer");
+    }
+    writeln!(out)?;
+    let decode = stats
+        .decode_tokens_per_second()
+        .map_or("-".to_string(), |speed| format!("{speed:.1}"));
+    eprintln!(
+        "load {:.3} s | image {} tokens, {:.3} s | prompt {} tokens, {:.1} tok/s | answer {} tokens, {decode} tok/s{}",
+        load_seconds,
+        stats.image_tokens,
+        stats.vision_seconds,
+        stats.prompt_tokens,
+        stats.prompt_tokens_per_second(),
+        stats.generated_tokens,
+        if stats.stopped { "" } else { " (not stopped: max tokens or context)" }
+    );
+    Ok(())
+}

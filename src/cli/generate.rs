@@ -1,0 +1,339 @@
+//! `latte generate [-m MODEL] --prompt TEXT [-o OUT.png] [--steps N] [--cfg S] [--seed N]
+//! [--sampler euler|heun] [--dense] [--threads N] [--mem-budget SIZE] [--dry-run]`
+//!
+//! Without `-m`, the demo model embedded in the binary (assets/demo-f16.gguf). Arguments in, a PNG
+//! with the generation parameters in its text chunks out, a progress bar and a per-phase summary
+//! on stderr.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use latte::image::png::write_png;
+use latte::model::ModelFile;
+use latte::pipeline::generate::{GenerateOptions, Generator, PhaseReport, Progress};
+use latte::pipeline::{SamplerKind, StepInfo};
+use latte::process_memory;
+use latte::residency::{parse_size, total, ReleasePolicy};
+use latte::tokenizer::Tokenizer;
+
+use super::human_bytes;
+
+/// The demo model shipped inside the binary (tools/make_demo_gguf.sh writes it).
+pub(super) const DEMO_MODEL: &[u8] = include_bytes!("../../assets/demo-f16.gguf");
+pub(super) const DEMO_NAME: &str = "<embedded demo model>";
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Sampler {
+    Euler,
+    Heun,
+}
+
+/// Generate an image from a text prompt (layerwise timestep experts: one group of layers per step).
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// Model file (GGUF with a generation pathway); default: the demo model embedded in the binary.
+    #[arg(short = 'm', long = "model")]
+    model: Option<PathBuf>,
+    /// The prompt, e.g. "a red circle".
+    #[arg(long, required_unless_present = "prompt_ids")]
+    prompt: Option<String>,
+    /// Token ids of the whole conditional prompt instead of --prompt (comma-separated), for files
+    /// without a tokenizer such as `latte convert --synthetic` benchmark files.
+    #[arg(
+        long = "prompt-ids",
+        value_name = "IDS",
+        value_delimiter = ',',
+        conflicts_with = "prompt"
+    )]
+    prompt_ids: Option<Vec<u32>>,
+    /// With --prompt-ids: token ids of the unconditional prompt [default: none, an empty prompt].
+    #[arg(
+        long = "uncond-ids",
+        value_name = "IDS",
+        value_delimiter = ',',
+        requires = "prompt_ids"
+    )]
+    uncond_ids: Option<Vec<u32>>,
+    /// Output PNG (written to a temporary file, then renamed).
+    #[arg(short = 'o', long = "output", default_value = "latte.png")]
+    output: PathBuf,
+    /// Sampling steps [default: the model's, 40 for the demo].
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Classifier-free guidance scale s ≥ 0 (1 = no guidance) [default: the model's].
+    #[arg(long, allow_negative_numbers = true)]
+    cfg: Option<f32>,
+    /// Noise seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, value_enum, default_value = "euler")]
+    sampler: Sampler,
+    /// Run every layer at every step (the standard cost) instead of the owning group's.
+    #[arg(long)]
+    dense: bool,
+    /// Worker threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Memory budget, e.g. 2G: release each expert group's pages when sampling leaves it.
+    #[arg(long = "mem-budget", value_name = "SIZE")]
+    mem_budget: Option<String>,
+    /// Print the predicted peak working memory per phase and generate nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    if let Some(threads) = args.threads {
+        if threads == 0 {
+            bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .context("setting up the thread pool")?;
+    }
+    let budget = args
+        .mem_budget
+        .as_deref()
+        .map(|s| {
+            parse_size(s)
+                .with_context(|| format!("--mem-budget '{s}' is not a size like 512M or 2G"))
+        })
+        .transpose()?;
+    if !args.dry_run {
+        check_output(&args.output)?;
+    }
+    let file = match &args.model {
+        Some(path) => ModelFile::open(path)?,
+        None => ModelFile::from_bytes(DEMO_NAME, DEMO_MODEL.to_vec())?,
+    };
+    let file_len = file.gguf().bytes().len() as u64;
+    // Release finished groups under a budget, or when the file would not fit in free memory.
+    let policy = match (budget, process_memory::available_memory()) {
+        (Some(_), _) => ReleasePolicy::ReleaseFinished,
+        (None, Some(free)) if file_len > free => ReleasePolicy::ReleaseFinished,
+        _ => ReleasePolicy::Keep,
+    };
+    let generator = Generator::load(&file, policy)?;
+    let config = generator.replica().config();
+    let options = GenerateOptions {
+        steps: args.steps.unwrap_or(config.num_steps),
+        guidance: args.cfg.unwrap_or(config.guidance_scale),
+        seed: args.seed,
+        sampler: match args.sampler {
+            Sampler::Euler => SamplerKind::Euler,
+            Sampler::Heun => SamplerKind::Heun,
+        },
+        dense: args.dense,
+    };
+    generator.schedule(&options)?;
+    let (cond_ids, uncond_ids) = match (&args.prompt, &args.prompt_ids) {
+        (Some(prompt), _) => {
+            let tokenizer = Tokenizer::from_model_file(&file)?;
+            (
+                tokenizer.encode(&config.prompt_text(prompt), true)?,
+                tokenizer.encode(&config.prompt_text(""), true)?,
+            )
+        }
+        (None, Some(ids)) => (ids.clone(), args.uncond_ids.clone().unwrap_or_default()),
+        (None, None) => bail!("give --prompt or --prompt-ids"),
+    };
+
+    if args.dry_run {
+        return dry_run(&generator, &options, cond_ids.len(), budget);
+    }
+
+    let bar =
+        ProgressBar::with_draw_target(Some(options.steps as u64), ProgressDrawTarget::stderr());
+    if args.quiet {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} steps {msg}").expect("a valid template"),
+    );
+    let mut progress = Bar { bar: bar.clone() };
+    let generated = generator.generate(&cond_ids, &uncond_ids, &options, &mut progress)?;
+    bar.finish_and_clear();
+
+    let model_name = match &args.model {
+        Some(path) => path.display().to_string(),
+        None => "demo (embedded)".to_string(),
+    };
+    let sampler = match options.sampler {
+        SamplerKind::Euler => "euler",
+        SamplerKind::Heun => "heun",
+    };
+    let (steps, guidance, seed) = (
+        options.steps.to_string(),
+        options.guidance.to_string(),
+        options.seed.to_string(),
+    );
+    let prompt_text = match (&args.prompt, &args.prompt_ids) {
+        (Some(prompt), _) => prompt.clone(),
+        (None, ids) => format!("ids {:?}", ids.as_deref().unwrap_or_default()),
+    };
+    let mut text = vec![
+        ("prompt", prompt_text.as_str()),
+        ("seed", seed.as_str()),
+        ("steps", steps.as_str()),
+        ("guidance", guidance.as_str()),
+        ("sampler", sampler),
+        ("model", model_name.as_str()),
+        ("Software", "latte"),
+    ];
+    if options.dense {
+        text.push(("dense", "true"));
+    }
+    write_png(
+        &args.output,
+        &generated.image,
+        generated.height,
+        generated.width,
+        &text,
+    )?;
+    summary(&generated.phases, options.dense);
+    eprintln!(
+        "wrote {} ({}×{}, seed {}, {} steps, cfg {}, {})",
+        args.output.display(),
+        generated.width,
+        generated.height,
+        options.seed,
+        options.steps,
+        options.guidance,
+        sampler
+    );
+    Ok(())
+}
+
+/// Fails early (before any compute) when the output's directory is missing or not writable.
+fn check_output(output: &Path) -> Result<()> {
+    if output.is_dir() {
+        bail!("{}: is a directory, not an output file", output.display());
+    }
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "{}: cannot write here: directory {} does not exist",
+            output.display(),
+            dir.display()
+        );
+    }
+    let probe = tempfile_probe(&dir);
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(error) => bail!("{}: cannot write here: {error}", output.display()),
+    }
+}
+
+fn tempfile_probe(dir: &Path) -> PathBuf {
+    dir.join(format!(".latte-write-check-{}", std::process::id()))
+}
+
+fn dry_run(
+    generator: &Generator<'_>,
+    options: &GenerateOptions,
+    prompt_len: usize,
+    budget: Option<u64>,
+) -> Result<()> {
+    let plan = generator.memory_plan(options, prompt_len)?;
+    let parts = generator.residency().parts();
+    println!(
+        "{}: {} steps, cfg {}, {}; file {} (VLM text {}, vision {}, shared generation {}, {} groups of {} each, decoder {})",
+        generator.file().name(),
+        options.steps,
+        options.guidance,
+        if options.dense { "dense" } else { "layerwise" },
+        human_bytes(generator.file().gguf().bytes().len() as u64),
+        human_bytes(total(&parts.text)),
+        human_bytes(total(&parts.vision)),
+        human_bytes(total(&parts.shared)),
+        parts.groups.len(),
+        human_bytes(parts.groups.first().map_or(0, |g| total(g))),
+        human_bytes(total(&parts.decoder)),
+    );
+    println!("predicted peak working memory per phase (mapped weights resident + buffers):");
+    for phase in &plan {
+        println!(
+            "  {:<28} {:>12}  (weights {}, buffers {})",
+            phase.phase,
+            human_bytes(phase.total()),
+            human_bytes(phase.weights),
+            human_bytes(phase.buffers)
+        );
+    }
+    let peak = plan.iter().map(|p| p.total()).max().unwrap_or(0);
+    println!("peak: {}", human_bytes(peak));
+    if let Some(budget) = budget {
+        if peak > budget {
+            println!(
+                "warning: the predicted peak exceeds --mem-budget {}",
+                human_bytes(budget)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn summary(phases: &[PhaseReport], dense: bool) {
+    let rss = |p: &PhaseReport| p.peak_rss.map_or("n/a".to_string(), human_bytes);
+    eprintln!("phase                      time      s/step   peak RSS");
+    let mut sampling = 0.0;
+    let mut steps = 0;
+    for p in phases {
+        let per_step = if p.steps > 0 {
+            format!("{:.4}", p.seconds / p.steps as f64)
+        } else {
+            "-".to_string()
+        };
+        if p.steps > 0 {
+            sampling += p.seconds;
+            steps += p.steps;
+        }
+        eprintln!(
+            "{:<24} {:>8.3}s {:>10} {:>10}",
+            p.name,
+            p.seconds,
+            per_step,
+            rss(p)
+        );
+    }
+    if steps > 0 {
+        eprintln!(
+            "sampling ({}): {steps} steps in {sampling:.3}s, {:.4} s/step",
+            if dense { "dense" } else { "layerwise" },
+            sampling / steps as f64
+        );
+    }
+}
+
+/// The progress bar: one tick per step, the active group and the last step's seconds.
+struct Bar {
+    bar: ProgressBar,
+}
+
+impl Progress for Bar {
+    fn phase(&mut self, name: &str) {
+        self.bar.set_message(name.to_string());
+    }
+
+    fn step(&mut self, step: &StepInfo, seconds: f64) {
+        self.bar
+            .set_message(format!("group {} · {seconds:.3} s/step", step.group));
+        self.bar.inc(1);
+    }
+}

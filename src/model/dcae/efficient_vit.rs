@@ -1,0 +1,46 @@
+//! diffusers' DC-AE `EfficientViTBlock`: multi-scale linear attention (context mixing), then
+//! GLUMBConv (local mixing), each with its own residual connection.
+
+use super::config::NormType;
+use super::glumb_conv::GluMbConv;
+use super::multiscale_attention::MultiscaleAttention;
+use super::scratch::{BufferSizes, DecoderScratch};
+use crate::model::{ModelError, ModelFile};
+
+pub struct EfficientVitBlock<'a> {
+    attention: MultiscaleAttention<'a>,
+    conv_out: GluMbConv<'a>,
+}
+
+impl<'a> EfficientVitBlock<'a> {
+    /// Loads `{name}.attn` and `{name}.conv_out`.
+    pub fn load(
+        file: &'a ModelFile,
+        name: &str,
+        channels: usize,
+        head_dim: usize,
+        kernel_sizes: &[usize],
+        norm: NormType,
+    ) -> Result<Self, ModelError> {
+        Ok(EfficientVitBlock {
+            attention: MultiscaleAttention::load(
+                file,
+                &format!("{name}.attn"),
+                channels,
+                head_dim,
+                kernel_sizes,
+                norm,
+            )?,
+            conv_out: GluMbConv::load(file, &format!("{name}.conv_out"), channels)?,
+        })
+    }
+
+    pub fn sizes(&self, hw: [usize; 2]) -> Option<BufferSizes> {
+        Some(self.attention.sizes(hw)?.max(self.conv_out.sizes(hw)?))
+    }
+
+    pub fn forward(&self, s: &mut DecoderScratch, hw: [usize; 2]) -> Result<(), ModelError> {
+        self.attention.forward(s, hw)?;
+        self.conv_out.forward(s, hw)
+    }
+}

@@ -1,0 +1,151 @@
+//! `VisionConfig`: the Qwen2-VL vision tower's shape and its image processor settings, from the
+//! `clip.vision.*` keys (llama.cpp's names) and latte's `latte.vision.*` keys, with Qwen2-VL's
+//! defaults where a llama.cpp file lacks a latte key.
+//!
+//! This module owns reading and validating those numbers; it must not load weights.
+
+use crate::image::PreprocessConfig;
+use crate::model::{ModelError, ModelFile};
+
+/// The vision MLP's activation (`latte.vision.hidden_act`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VisionActivation {
+    QuickGelu,
+    Gelu,
+    GeluTanh,
+    Silu,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct VisionConfig {
+    /// Width of the tower (E).
+    pub embed: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub ffn: usize,
+    pub eps: f32,
+    pub activation: VisionActivation,
+    /// Width of the merger's output, the text decoder's hidden size.
+    pub out_dim: usize,
+    pub rope_theta: f32,
+    pub preprocess: PreprocessConfig,
+    pub image_token_id: u32,
+    pub start_token_id: u32,
+    pub end_token_id: u32,
+}
+
+/// Qwen2-VL's vision rotary base; llama.cpp's files do not store it either.
+const VISION_ROPE_THETA: f32 = 10_000.0;
+
+impl VisionConfig {
+    /// Whether `file` holds a vision tower at all.
+    pub fn present(file: &ModelFile) -> bool {
+        file.has_tensor("v.patch_embd.weight")
+    }
+
+    pub fn from_file(file: &ModelFile) -> Result<Self, ModelError> {
+        let key = |k: &str| format!("clip.vision.{k}");
+        let optional_usize = |k: &str, default: usize| match file.get(k) {
+            Some(_) => file.usize(k),
+            None => Ok(default),
+        };
+        let embed = file.usize(&key("embedding_length"))?;
+        let heads = file.usize(&key("attention.head_count"))?;
+        if heads == 0 || embed % heads != 0 || (embed / heads) % 4 != 0 {
+            return Err(file.invalid(format!(
+                "vision width {embed} with {heads} heads: head size must be a multiple of 4"
+            )));
+        }
+        let activation = match file.get("latte.vision.hidden_act") {
+            None => VisionActivation::QuickGelu,
+            Some(_) => match file.str("latte.vision.hidden_act")? {
+                "quick_gelu" => VisionActivation::QuickGelu,
+                "gelu" => VisionActivation::Gelu,
+                "gelu_pytorch_tanh" | "gelu_new" => VisionActivation::GeluTanh,
+                "silu" => VisionActivation::Silu,
+                other => return Err(file.invalid(format!("unknown vision activation '{other}'"))),
+            },
+        };
+        let three = |k: &str| -> Result<[f32; 3], ModelError> {
+            let v = file.f64_array(&key(k))?;
+            match v.as_slice() {
+                [a, b, c] => Ok([*a as f32, *b as f32, *c as f32]),
+                _ => Err(file.invalid(format!("'{}' should hold 3 values", key(k)))),
+            }
+        };
+        // The processor multiplies by Python's 1/255 in f64; the key holds it rounded to f32.
+        let rescale_factor = match file.get("latte.vision.preprocess.rescale_factor") {
+            None => 1.0 / 255.0,
+            Some(_) => {
+                let f = file.f32("latte.vision.preprocess.rescale_factor")?;
+                if f == (1.0f64 / 255.0) as f32 {
+                    1.0 / 255.0
+                } else {
+                    f64::from(f)
+                }
+            }
+        };
+        let token = |k: &str, text: &str| -> Result<u32, ModelError> {
+            match file.get(k) {
+                Some(_) => u32::try_from(file.usize(k)?)
+                    .map_err(|_| file.invalid(format!("'{k}' is not a token id"))),
+                None => file
+                    .str_array("tokenizer.ggml.tokens")?
+                    .iter()
+                    .position(|t| t == text)
+                    .map(|i| i as u32)
+                    .ok_or_else(|| file.invalid(format!("no '{k}' key and no {text} token"))),
+            }
+        };
+        let merge = file.usize(&key("spatial_merge_size"))?;
+        let patch = file.usize(&key("patch_size"))?;
+        let temporal = optional_usize("latte.vision.temporal_patch_size", 2)?;
+        if merge == 0 || patch == 0 || temporal == 0 {
+            return Err(file.invalid("vision patch, merge and temporal sizes must be positive"));
+        }
+        let config = VisionConfig {
+            embed,
+            layers: file.usize(&key("block_count"))?,
+            heads,
+            head_dim: embed / heads,
+            ffn: file.usize(&key("feed_forward_length"))?,
+            eps: file.f32(&key("attention.layer_norm_epsilon"))?,
+            activation,
+            out_dim: file.usize(&key("projection_dim"))?,
+            rope_theta: VISION_ROPE_THETA,
+            preprocess: PreprocessConfig {
+                patch_size: patch,
+                temporal_patch_size: temporal,
+                merge_size: merge,
+                min_pixels: optional_usize(&key("image_min_pixels"), 56 * 56)?,
+                max_pixels: optional_usize(&key("image_max_pixels"), 28 * 28 * 1280)?,
+                mean: three("image_mean")?,
+                std: three("image_std")?,
+                rescale_factor,
+            },
+            image_token_id: token("latte.vision.image_token_id", "<|image_pad|>")?,
+            start_token_id: token("latte.vision.start_token_id", "<|vision_start|>")?,
+            end_token_id: token("latte.vision.end_token_id", "<|vision_end|>")?,
+        };
+        if config.preprocess.std.contains(&0.0)
+            || config.preprocess.min_pixels > config.preprocess.max_pixels
+        {
+            return Err(file.invalid(format!(
+                "vision preprocessing settings make no sense: {:?}",
+                config.preprocess
+            )));
+        }
+        Ok(config)
+    }
+
+    /// Values of one patch row: `3 · temporal · patch²`.
+    pub fn patch_len(&self) -> usize {
+        3 * self.preprocess.temporal_patch_size * self.preprocess.patch_size.pow(2)
+    }
+
+    /// Patches merged into one text token: `merge²`.
+    pub fn merge_count(&self) -> usize {
+        self.preprocess.merge_size.pow(2)
+    }
+}

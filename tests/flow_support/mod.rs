@@ -1,0 +1,129 @@
+//! Shared by the generation parity tests: the reference fixtures (tests/fixtures/reference/<config>/,
+//! written by tools/reference/make_fixtures.py from the PyTorch reference) and their checkpoints
+//! converted to f32 GGUF.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use latte::convert::quantize::{parse_target_type, QuantizeOptions};
+use latte::convert::Checkpoint;
+use latte::safetensors::{Dtype, SafetensorsFile};
+
+pub const CONFIGS: &[&str] = &["base", "alt", "no_tcra"];
+
+pub fn fixture_dir(config: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/reference")
+        .join(config)
+}
+
+/// The fixture checkpoint of `config` converted to an f32 GGUF in `dir`.
+pub fn convert_f32(config: &str, dir: &Path) -> PathBuf {
+    let options = QuantizeOptions {
+        target: parse_target_type("f32").unwrap(),
+        rules: Vec::new(),
+    };
+    let out = dir.join(format!("{config}-f32.gguf"));
+    Checkpoint::plan(&fixture_dir(config).join("checkpoint"), &options)
+        .unwrap()
+        .write(&out, &mut |_| {})
+        .unwrap();
+    out
+}
+
+/// The tensors of one fixture config.
+pub struct Fixture {
+    file: SafetensorsFile,
+}
+
+impl Fixture {
+    pub fn open(config: &str) -> Fixture {
+        Fixture {
+            file: SafetensorsFile::open(fixture_dir(config).join("tensors.safetensors")).unwrap(),
+        }
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.file.get(name).is_some()
+    }
+
+    pub fn shape(&self, name: &str) -> Vec<usize> {
+        let t = self
+            .file
+            .get(name)
+            .unwrap_or_else(|| panic!("fixture has no {name}"));
+        t.shape.iter().map(|&d| d as usize).collect()
+    }
+
+    pub fn f32(&self, name: &str) -> Vec<f32> {
+        let t = self
+            .file
+            .get(name)
+            .unwrap_or_else(|| panic!("fixture has no {name}"));
+        assert_eq!(t.dtype, Dtype::F32, "{name}");
+        self.file
+            .data(t)
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    }
+
+    pub fn i64(&self, name: &str) -> Vec<i64> {
+        let t = self
+            .file
+            .get(name)
+            .unwrap_or_else(|| panic!("fixture has no {name}"));
+        assert_eq!(t.dtype, Dtype::I64, "{name}");
+        self.file
+            .data(t)
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    }
+
+    pub fn u8(&self, name: &str) -> Vec<u8> {
+        let t = self
+            .file
+            .get(name)
+            .unwrap_or_else(|| panic!("fixture has no {name}"));
+        self.file.data(t).to_vec()
+    }
+
+    /// `[heads, P, d]` (the reference's layout) as `[P, heads, d]` (ours: token-major).
+    pub fn heads_to_tokens(&self, name: &str) -> (usize, Vec<f32>) {
+        let shape = self.shape(name);
+        let (heads, p, d) = (shape[0], shape[1], shape[2]);
+        let values = self.f32(name);
+        let mut out = vec![0.0; values.len()];
+        for h in 0..heads {
+            for i in 0..p {
+                out[(i * heads + h) * d..][..d].copy_from_slice(&values[(h * p + i) * d..][..d]);
+            }
+        }
+        (p, out)
+    }
+}
+
+/// Largest |a − b| over the largest |b| (at least 1): one number per tensor, comparable across
+/// tensors of different magnitudes.
+pub fn scaled_error(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max)
+        / scale
+}
+
+#[track_caller]
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tolerance: f32) {
+    let error = scaled_error(got, want);
+    if std::env::var_os("LATTE_PRINT_ERRORS").is_some() {
+        eprintln!("{what}: scaled error {error:e}");
+    }
+    assert!(
+        error <= tolerance,
+        "{what}: scaled error {error:e} > {tolerance:e}"
+    );
+}

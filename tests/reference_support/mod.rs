@@ -1,0 +1,117 @@
+//! Shared helpers of the parity tests against the PyTorch reference fixtures
+//! (`tests/fixtures/reference/<config>/`): reading the oracle tensors and converting the fixture
+//! checkpoint to a GGUF in a temporary directory.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use latte::convert::quantize::{parse_target_type, QuantizeOptions};
+use latte::convert::Checkpoint;
+use latte::safetensors::{Dtype, SafetensorsFile};
+
+pub fn fixture_dir(config: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/reference")
+        .join(config)
+}
+
+/// The oracle tensors of one fixture configuration.
+pub struct Oracle {
+    file: SafetensorsFile,
+}
+
+impl Oracle {
+    pub fn open(config: &str) -> Oracle {
+        Self::open_path(&fixture_dir(config).join("tensors.safetensors"))
+    }
+
+    pub fn open_path(path: &Path) -> Oracle {
+        Oracle {
+            file: SafetensorsFile::open(path).unwrap(),
+        }
+    }
+
+    pub fn shape(&self, name: &str) -> Vec<usize> {
+        let t = self
+            .file
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        t.shape.iter().map(|&d| d as usize).collect()
+    }
+
+    pub fn f32(&self, name: &str) -> Vec<f32> {
+        let t = self
+            .file
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(t.dtype, Dtype::F32, "{name}");
+        self.file
+            .data(t)
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    }
+
+    pub fn i64(&self, name: &str) -> Vec<i64> {
+        let t = self
+            .file
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(t.dtype, Dtype::I64, "{name}");
+        self.file
+            .data(t)
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    }
+
+    pub fn u32s(&self, name: &str) -> Vec<u32> {
+        self.i64(name).into_iter().map(|x| x as u32).collect()
+    }
+
+    pub fn u8(&self, name: &str) -> Vec<u8> {
+        let t = self
+            .file
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(t.dtype, Dtype::U8, "{name}");
+        self.file.data(t).to_vec()
+    }
+}
+
+/// The fixture checkpoint of `config` converted to a GGUF of type `ty` under `dir`.
+pub fn convert(config: &str, ty: &str, dir: &Path) -> PathBuf {
+    let options = QuantizeOptions {
+        target: parse_target_type(ty).unwrap(),
+        rules: Vec::new(),
+    };
+    let out = dir.join(format!("{config}-{ty}.gguf"));
+    Checkpoint::plan(&fixture_dir(config).join("checkpoint"), &options)
+        .unwrap()
+        .write(&out, &mut |_| {})
+        .unwrap();
+    out
+}
+
+/// Largest |a − b| and largest |b|.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> (f32, f32) {
+    assert_eq!(a.len(), b.len());
+    let diff = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    let scale = b.iter().map(|y| y.abs()).fold(0f32, f32::max);
+    (diff, scale)
+}
+
+/// Index of the largest value (first on ties), as torch's argmax.
+pub fn argmax(x: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best
+}
