@@ -161,8 +161,9 @@ def train_vision(tok, processor, scenes, imgs, model, seed, steps):
     torch.manual_seed(seed)
     for name, p in model.named_parameters():
         p.requires_grad_(name.startswith("model.visual."))
-    probe = ShapeColourProbe(S.TEXT["hidden_size"])
-    params = [p for p in model.parameters() if p.requires_grad] + list(probe.parameters())
+    probe = ShapeColourProbe(S.TEXT["hidden_size"]) if S.VISION_AUX_WEIGHT > 0 else None
+    params = [p for p in model.parameters() if p.requires_grad]
+    params += list(probe.parameters()) if probe is not None else []
     model.train()
     opt = torch.optim.AdamW(params, lr=S.VISION_LR, weight_decay=0.01)
     merged = []
@@ -178,7 +179,7 @@ def train_vision(tok, processor, scenes, imgs, model, seed, steps):
         out = model(input_ids=ids, attention_mask=mask, pixel_values=pv, image_grid_thw=grid,
                     mm_token_type_ids=(ids == model.config.image_token_id).int(), use_cache=False)
         answer = F.cross_entropy(out.logits[:, :-1].flatten(0, 1), lab[:, 1:].flatten(), ignore_index=-100)
-        aux = probe.loss(merged[0], len(idx), scenes, idx)
+        aux = probe.loss(merged[0], len(idx), scenes, idx) if probe is not None else torch.zeros(())
         loss = answer + S.VISION_AUX_WEIGHT * aux
         opt.zero_grad()
         loss.backward()
