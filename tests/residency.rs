@@ -23,9 +23,15 @@ fn groups_are_aligned_disjoint_ranges_and_advice_is_sound() {
         assert_eq!(group.len(), 1, "a group is one range: {group:?}");
         assert_eq!(group[0].start % GROUP_ALIGNMENT, 0);
     }
-    for ranges in [&parts.text, &parts.vision, &parts.shared, &parts.decoder]
-        .into_iter()
-        .chain(parts.groups.iter())
+    for ranges in [
+        &parts.text,
+        &parts.vocabulary,
+        &parts.vision,
+        &parts.shared,
+        &parts.decoder,
+    ]
+    .into_iter()
+    .chain(parts.groups.iter())
     {
         assert!(total(ranges) > 0);
         all.extend(ranges.iter().cloned());
