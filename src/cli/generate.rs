@@ -68,6 +68,7 @@ pub struct GenerateArgs {
     /// Noise seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Integration rule (Heun: two velocity evaluations per step).
     #[arg(long, value_enum, default_value = "euler")]
     sampler: Sampler,
     /// Run every layer at every step (the standard cost) instead of the owning group's.
