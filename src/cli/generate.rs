@@ -68,6 +68,7 @@ pub struct GenerateArgs {
     /// Noise seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Integration rule (Heun: two velocity evaluations per step).
     #[arg(long, value_enum, default_value = "euler")]
     sampler: Sampler,
     /// Run every layer at every step (the standard cost) instead of the owning group's.
@@ -253,13 +254,14 @@ fn dry_run(
     let plan = generator.memory_plan(options, prompt_len)?;
     let parts = generator.residency().parts();
     println!(
-        "{}: {} steps, cfg {}, {}; file {} (VLM text {}, vision {}, shared generation {}, {} groups of {} each, decoder {})",
+        "{}: {} steps, cfg {}, {}; file {} (VLM text {} + vocabulary {}, vision {}, shared generation {}, {} groups of {} each, decoder {})",
         generator.file().name(),
         options.steps,
         options.guidance,
         if options.dense { "dense" } else { "layerwise" },
         human_bytes(generator.file().gguf().bytes().len() as u64),
         human_bytes(total(&parts.text)),
+        human_bytes(total(&parts.vocabulary)),
         human_bytes(total(&parts.vision)),
         human_bytes(total(&parts.shared)),
         parts.groups.len(),

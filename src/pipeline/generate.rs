@@ -169,10 +169,12 @@ impl<'f> Generator<'f> {
         // Prefill: embeddings, normed rows, q, attention, projections, FFN and the KV cache, for
         // the prompt; the scores are one row per head.
         let p = prompt_len as u64;
+        // The embedding rows of the prompt's tokens are read from the file: at most one page each.
         let prefill = f
             * (p * (4 * tc.hidden + 2 * tc.q_dim() + 2 * tc.ffn) as u64
                 + 2 * p * (tc.layers * tc.kv_dim()) as u64
-                + (tc.heads as u64) * p);
+                + (tc.heads as u64) * p)
+            + p * 4096;
         // Sampling: the two prompts' K/V for every layer, one layer's buffers, the TCRA blocks and
         // the latent-sized vectors of the sampler.
         let kv = (c.kv_heads * c.head_dim) as u64;
@@ -183,8 +185,19 @@ impl<'f> Generator<'f> {
                 + 2 * (p + n as u64) * kv
                 + 3 * (c.heads * n * n) as u64
                 + 8 * c.latent_len() as u64);
-        let decode =
-            Decoder::load(self.file)?.predicted_working_bytes(c.latent_size, c.latent_size)?;
+        // The decoder computes on f32 weights: tensors stored in another type are dequantized
+        // into memory for the decode phase.
+        let dequantized: u64 = self
+            .file
+            .gguf()
+            .tensor_infos()
+            .iter()
+            .filter(|t| t.name.starts_with("dcae.") && t.ty != crate::dtype::TensorType::F32)
+            .map(|t| 4 * t.dims.iter().product::<u64>())
+            .sum();
+        let decode = Decoder::load(self.file)?
+            .predicted_working_bytes(c.latent_size, c.latent_size)?
+            + dequantized;
         Ok(memory_plan(
             self.residency.parts(),
             self.residency.policy(),
