@@ -13,6 +13,9 @@ pub use machine::{Build, Machine};
 pub use report::{Measurement, ModelDescription, PeerMeasurement, Report, Unit};
 pub use stats::Summary;
 
+pub mod bench_test;
 #[cfg(feature = "ggml-peer")]
 pub mod llama_cpp;
+pub mod peers;
+pub mod runner;
 pub mod text;

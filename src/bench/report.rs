@@ -45,13 +45,13 @@ pub struct Measurement {
     pub summary: Summary,
     /// Peak resident memory during the measured phase.
     pub peak_rss_bytes: Option<u64>,
-    pub peer: Option<PeerMeasurement>,
+    /// The same test run by other engines (llama.cpp, PyTorch, ...).
+    pub peers: Vec<PeerMeasurement>,
 }
 
 impl Measurement {
-    /// How many times faster we are than the peer (> 1: faster), from the means.
-    pub fn speedup(&self) -> Option<f64> {
-        let peer = self.peer.as_ref()?;
+    /// How many times faster we are than `peer` (> 1: faster), from the means.
+    pub fn speedup(&self, peer: &PeerMeasurement) -> Option<f64> {
         let ratio = match self.unit {
             Unit::TokensPerSecond => self.summary.mean / peer.summary.mean,
             Unit::Seconds => peer.summary.mean / self.summary.mean,
@@ -122,28 +122,32 @@ impl Report {
             self.model.parameters as f64 / 1e9,
             self.model.types
         );
-        out.push_str("| test | threads | unit | value (mean ± sd) | reps | peak RSS (MiB) | peer | peer value | speedup |\n");
-        out.push_str("|---|--:|---|--:|--:|--:|---|--:|--:|\n");
+        out.push_str(
+            "| test | threads | unit | latte (mean ± sd) | samples | peak RSS (MiB) | peers: value (latte speedup) |\n",
+        );
+        out.push_str("|---|--:|---|--:|--:|--:|---|\n");
         for r in &self.rows {
             let rss = r
                 .peak_rss_bytes
                 .map_or("n/a".into(), |x| format!("{:.1}", mib(x)));
-            let (peer, peer_value) = r.peer.as_ref().map_or(("".into(), "".into()), |p| {
-                (p.name.clone(), value_cell(r.unit, &p.summary))
-            });
-            let speedup = r.speedup().map_or(String::new(), |x| format!("{x:.2}×"));
+            let peers: Vec<String> = r
+                .peers
+                .iter()
+                .map(|p| {
+                    let speedup = r.speedup(p).map_or("n/a".into(), |x| format!("{x:.2}×"));
+                    format!("{} {} ({speedup})", p.name, value_cell(r.unit, &p.summary))
+                })
+                .collect();
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 r.test,
                 r.threads,
                 r.unit.label(),
                 value_cell(r.unit, &r.summary),
                 r.summary.n,
                 rss,
-                peer,
-                peer_value,
-                speedup
+                peers.join("; ")
             );
         }
         out
@@ -152,10 +156,18 @@ impl Report {
     pub fn csv(&self) -> String {
         let mut out = String::from(
             "cpu,cores,isa,build,profile,model,model_bytes,model_params,model_types,test,threads,unit,\
-             mean,std_dev,median,min,max,reps,peak_rss_bytes,peer,peer_mean,peer_std_dev,speedup\n",
+             mean,std_dev,median,min,max,samples,peak_rss_bytes,peer,peer_mean,peer_std_dev,speedup\n",
         );
         let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-        for r in &self.rows {
+        let no_peer = [None];
+        for (r, peer) in self.rows.iter().flat_map(|r| {
+            let peers: Vec<Option<&PeerMeasurement>> = if r.peers.is_empty() {
+                no_peer.to_vec()
+            } else {
+                r.peers.iter().map(Some).collect()
+            };
+            peers.into_iter().map(move |p| (r, p))
+        }) {
             let opt = |x: Option<f64>| x.map_or(String::new(), |v| v.to_string());
             let _ = writeln!(
                 out,
@@ -179,10 +191,10 @@ impl Report {
                 r.summary.max,
                 r.summary.n,
                 r.peak_rss_bytes.map_or(String::new(), |x| x.to_string()),
-                r.peer.as_ref().map_or(String::new(), |p| quote(&p.name)),
-                opt(r.peer.as_ref().map(|p| p.summary.mean)),
-                opt(r.peer.as_ref().map(|p| p.summary.std_dev)),
-                opt(r.speedup()),
+                peer.map_or(String::new(), |p| quote(&p.name)),
+                opt(peer.map(|p| p.summary.mean)),
+                opt(peer.map(|p| p.summary.std_dev)),
+                opt(peer.and_then(|p| r.speedup(p))),
             );
         }
         out
@@ -191,7 +203,7 @@ impl Report {
     pub fn json(&self) -> serde_json::Value {
         let summary = |s: &Summary| {
             json!({"mean": s.mean, "std_dev": s.std_dev, "median": s.median, "min": s.min,
-                   "max": s.max, "reps": s.n})
+                   "max": s.max, "samples": s.n})
         };
         json!({
             "machine": {
@@ -206,8 +218,9 @@ impl Report {
             "results": self.rows.iter().map(|r| json!({
                 "test": r.test, "threads": r.threads, "unit": r.unit.label(),
                 "value": summary(&r.summary), "peak_rss_bytes": r.peak_rss_bytes,
-                "peer": r.peer.as_ref().map(|p| json!({"name": p.name, "value": summary(&p.summary)})),
-                "speedup": r.speedup(),
+                "peers": r.peers.iter().map(|p| json!({
+                    "name": p.name, "value": summary(&p.summary), "speedup": r.speedup(p),
+                })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         })
     }
@@ -245,10 +258,10 @@ mod tests {
                     unit: Unit::TokensPerSecond,
                     summary: s(&[10.0, 12.0]),
                     peak_rss_bytes: Some(100 << 20),
-                    peer: Some(PeerMeasurement {
+                    peers: vec![PeerMeasurement {
                         name: "llama.cpp".into(),
                         summary: s(&[8.0, 8.0]),
-                    }),
+                    }],
                 },
                 Measurement {
                     test: "img".into(),
@@ -256,10 +269,16 @@ mod tests {
                     unit: Unit::Seconds,
                     summary: s(&[2.0]),
                     peak_rss_bytes: None,
-                    peer: Some(PeerMeasurement {
-                        name: "pytorch-f32".into(),
-                        summary: s(&[5.0]),
-                    }),
+                    peers: vec![
+                        PeerMeasurement {
+                            name: "pytorch-f32".into(),
+                            summary: s(&[5.0]),
+                        },
+                        PeerMeasurement {
+                            name: "pytorch-bf16".into(),
+                            summary: s(&[4.0]),
+                        },
+                    ],
                 },
             ],
         }
@@ -268,8 +287,8 @@ mod tests {
     #[test]
     fn speedup_direction_follows_the_unit() {
         let r = report();
-        assert_eq!(r.rows[0].speedup(), Some(11.0 / 8.0));
-        assert_eq!(r.rows[1].speedup(), Some(2.5));
+        assert_eq!(r.rows[0].speedup(&r.rows[0].peers[0]), Some(11.0 / 8.0));
+        assert_eq!(r.rows[1].speedup(&r.rows[1].peers[0]), Some(2.5));
     }
 
     #[test]
@@ -277,14 +296,18 @@ mod tests {
         let r = report();
         let md = r.markdown();
         assert!(md.contains(
-            "| tg128 | 2 | t/s | 11.00 ± 1.41 | 2 | 100.0 | llama.cpp | 8.00 ± 0.00 | 1.38× |"
+            "| tg128 | 2 | t/s | 11.00 ± 1.41 | 2 | 100.0 | llama.cpp 8.00 ± 0.00 (1.38×) |"
         ));
-        assert!(md.contains("| img | 2 | s | 2.0000 ± 0.0000 | 1 | n/a | pytorch-f32"));
+        assert!(md.contains(
+            "| img | 2 | s | 2.0000 ± 0.0000 | 1 | n/a | pytorch-f32 5.0000 ± 0.0000 (2.50×); \
+             pytorch-bf16 4.0000 ± 0.0000 (2.00×) |"
+        ));
         let csv = r.csv();
-        assert_eq!(csv.lines().count(), 3);
+        // Header, tg128 with llama.cpp, img once per PyTorch peer.
+        assert_eq!(csv.lines().count(), 4);
         assert!(csv.contains("\"Test CPU, \"\"quoted\"\"\""));
         let json = r.json();
-        assert_eq!(json["results"][1]["speedup"], 2.5);
-        assert_eq!(json["results"][0]["peer"]["name"], "llama.cpp");
+        assert_eq!(json["results"][1]["peers"][0]["speedup"], 2.5);
+        assert_eq!(json["results"][0]["peers"][0]["name"], "llama.cpp");
     }
 }

@@ -2,6 +2,7 @@
 //! arguments into library calls and results into text; errors become one line on stderr and a
 //! non-zero exit code.
 
+mod bench;
 mod convert;
 mod describe;
 mod generate;
@@ -25,6 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Benchmark a model: text tokens/s, image seconds per step and per image, memory (llama-bench style)
+    Bench(bench::BenchArgs),
     Convert(convert::ConvertArgs),
     Describe(describe::DescribeArgs),
     Generate(generate::GenerateArgs),
@@ -36,6 +39,7 @@ enum Command {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Bench(args) => bench::run_bench(args),
         Command::Convert(args) => convert::run(args),
         Command::Describe(args) => describe::run(args),
         Command::Generate(args) => generate::run(args),

@@ -6,8 +6,12 @@ sampler (cond and uncond passes per step, as tools/reference/sampler.py does the
   * seconds per guided sampling step for each expert group (layerwise) and for a dense step,
   * seconds per image = the sum of the steps each group owns (40 Euler steps over uniform boundaries
     give each group 10) + one DC-AE f32c32 decode at 256x256 (diffusers' AutoencoderDC).
-Prints one JSON object (stdout or --json FILE). Timings are medians of --reps repetitions after one
-warm-up. Python and torch are for tools only; the Rust test suite never runs this.
+Prints one JSON object (stdout or --json FILE) in the form `latte bench --peer-json` reads: rows named
+as latte's (`img`, `img gK step`, `img-dense`, `img-dense step`, `vae`), each a summary of --reps
+repetitions after one warm-up. `img` / `img-dense` per image are composed from the measured step times
+(steps each group owns x its step time) plus the measured decode: the reference has no prefill here
+(its prompt K/V are random), so it is a slight underestimate. Python and torch are for tools only; the
+Rust test suite never runs this.
 
     python tools/bench/pytorch_peer.py --threads 2 --dtype f32 --json /tmp/peer-f32.json
 """
@@ -50,9 +54,10 @@ def timed(fn, reps):
     return out
 
 
-def summary(seconds):
-    return {"median": statistics.median(seconds), "mean": statistics.fmean(seconds),
-            "std_dev": statistics.stdev(seconds) if len(seconds) > 1 else 0.0, "reps": len(seconds)}
+def summary(test, seconds):
+    return {"test": test, "unit": "s", "median": statistics.median(seconds), "mean": statistics.fmean(seconds),
+            "std_dev": statistics.stdev(seconds) if len(seconds) > 1 else 0.0, "min": min(seconds),
+            "max": max(seconds), "reps": len(seconds)}
 
 
 def prompt_context(cfg, prompt_tokens, dtype, seed):
@@ -79,7 +84,9 @@ def main():
     dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     tests = set(args.tests.split(","))
     result = {"peer": f"pytorch-{args.dtype}", "torch": torch.__version__, "threads": args.threads,
-              "dtype": args.dtype, "results": {}}
+              "dtype": args.dtype, "rows": []}
+    rows = result["rows"]
+    composed = {}
 
     if tests & {"img", "img-dense"}:
         cfg = GenerationConfig(**PAPER)
@@ -90,23 +97,22 @@ def main():
         x = torch.randn(1, cfg.latent_channels, cfg.latent_size, cfg.latent_size).to(dtype)
         ts = sampler.timesteps(args.steps, cfg.time_shift)
         if "img" in tests:
-            per_group = []
+            sampling = [0.0] * args.reps
             for k in range(cfg.num_groups):
-                # The first step the group owns.
+                # The first step the group owns, and how many steps it owns.
                 t = next(t for t in ts[:-1] if cfg.group_of(t) == k)
+                owned = sum(1 for u in ts[:-1] if cfg.group_of(u) == k)
                 secs = timed(lambda: sampler.guided_velocity(replica, x, t, cond, uncond, args.guidance, False),
                              args.reps)
-                per_group.append(summary(secs))
-            steps_per_group = [sum(1 for t in ts[:-1] if cfg.group_of(t) == k) for k in range(cfg.num_groups)]
-            result["results"]["img_step_per_group"] = per_group
-            result["results"]["img_sampling_seconds"] = sum(
-                n * s["median"] for n, s in zip(steps_per_group, per_group))
+                rows.append(summary(f"img g{k} step", secs))
+                sampling = [a + owned * b for a, b in zip(sampling, secs)]
+            composed["img"] = sampling
         if "img-dense" in tests:
             t = ts[0]
             secs = timed(lambda: sampler.guided_velocity(replica, x, t, cond, uncond, args.guidance, True),
                          args.reps)
-            result["results"]["img_dense_step"] = summary(secs)
-            result["results"]["img_dense_sampling_seconds"] = args.steps * statistics.median(secs)
+            rows.append(summary("img-dense step", secs))
+            composed["img-dense"] = [args.steps * b for b in secs]
         del replica
 
     if "vae" in tests:
@@ -114,12 +120,9 @@ def main():
         latent = torch.randn(1, 32, 8, 8).to(dtype)
         with torch.no_grad():
             secs = timed(lambda: ae.decode(latent), args.reps)
-        result["results"]["vae_decode"] = summary(secs)
-
-    for key in ("img_sampling_seconds", "img_dense_sampling_seconds"):
-        if key in result["results"] and "vae_decode" in result["results"]:
-            result["results"][key.replace("sampling_seconds", "image_seconds")] = (
-                result["results"][key] + result["results"]["vae_decode"]["median"])
+        rows.append(summary("vae", secs))
+        for name, sampling in composed.items():
+            rows.append(summary(name, [a + b for a, b in zip(sampling, secs)]))
     text = json.dumps(result, indent=1)
     if args.json:
         with open(args.json, "w") as f:

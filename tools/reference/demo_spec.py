@@ -23,6 +23,7 @@ AE_WIDTHS = (8, 16, 32, 32)  # f8: 64x64x3 <-> 8x8xC
 LATENT_CHANNELS = 8
 
 GROUPS = 4  # K = 4 groups of M = 2 layers (the VLM's 8)
+FLOW_PATCH = 2  # 2x2 latent patches: 16 image tokens, ~4x cheaper steps than p = 1 (README)
 
 AE_STEPS, AE_BATCH, AE_LR = 2000, 16, 2e-3
 VLM_STEPS, VLM_BATCH, VLM_LR = 1000, 16, 1e-3
@@ -30,10 +31,15 @@ VLM_STEPS, VLM_BATCH, VLM_LR = 1000, 16, 1e-3
 # (phase 1's tower reached only ~45% on "What shape is it?"; a linear probe on its tokens, 76%).
 VISION_PHASE2 = dict(depth=4, embed_dim=96, num_heads=4, mlp_ratio=2, patch_size=14, spatial_merge_size=2,
                      temporal_patch_size=2)
+PHASE2_PIXELS = 112 * 112  # input size of the phase-2 tower (the shipped one); see README for 56 * 56
 VISION_STEPS, VISION_LR = 2000, 2e-3
-FLOW_STEPS, FLOW_BATCH, FLOW_LR = 3000, 32, 5e-4
+VISION2_STEPS = 2000  # stage vision2 continues the phase-2 tower with a fresh schedule
+# Auxiliary shape/colour classifier on pooled tower tokens (train_demo.ShapeColourProbe). 0 = off (the
+# shipped recipe): with the language model frozen it did not help (README "Demo model", measured).
+VISION_AUX_WEIGHT = 0.0
+FLOW_STEPS, FLOW_BATCH, FLOW_LR = 10000, 32, 1e-3
 POOL = 12000  # rendered training images (latents for the flow, pixels for the autoencoder and VLM)
-FLOW2_STEPS = 4000  # phase 2 of the flow: continues phase 1 (3000 steps left blobs; see README)
+FLOW2_STEPS = 0  # optional phase 2 of the flow (continues phase 1 with a fresh schedule); unused
 CFG_DROP = 0.1
-EMA = 0.995
+EMA = 0.999
 GUIDANCE = 4.0

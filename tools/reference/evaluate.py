@@ -120,8 +120,9 @@ def main():
     ap.add_argument("--grid", default=None, help="PNG path: one image per 'a {colour} {shape}' prompt")
     ap.add_argument("--json", default=None)
     ap.add_argument("--only", choices=["understanding", "generation"], default=None)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on the shared machine)")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     vlm, tok, proc, cfg, rep, ae = checkpoint.load(args.model)
     report = {"model": args.model, "steps": args.steps or cfg.num_steps,
               "guidance": cfg.guidance_scale if args.scale is None else args.scale}

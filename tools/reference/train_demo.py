@@ -32,7 +32,7 @@ T0 = time.time()
 
 
 def log(msg):
-    print(f"[{time.time() - T0:7.1f}s] {msg}", flush=True)
+    print(f"[{time.time() - T0:7.1f}s, cpu {time.process_time():7.1f}s] {msg}", flush=True)
 
 
 def cosine_lr(opt, base, step, total, warmup=100):
@@ -133,32 +133,61 @@ def vision_upgrade(tok, lm_model, seed):
     return model
 
 
-def train_vision(tok, processor, scenes, imgs, model, seed):
+class ShapeColourProbe(torch.nn.Module):
+    """Auxiliary classifier on the mean of one image's merged vision tokens (shape and colour logits).
+
+    Used only while training the vision tower: the answer-token loss alone reaches the tower through the
+    frozen language model and learnt shape slowly (README "Demo model"). Thrown away afterwards; position
+    is left out because RoPE-only ViT tokens, mean-pooled, carry no absolute position.
+    """
+
+    def __init__(self, dim):
+        super().__init__()
+        self.proj = torch.nn.Linear(dim, len(d.SHAPES) + len(d.COLOURS))
+
+    def loss(self, merged, n_images, scenes, idx):
+        logits = self.proj(merged.view(n_images, -1, merged.shape[-1]).mean(1))
+        shape = torch.tensor([d.SHAPES.index(scenes[i].shape) for i in idx])
+        colour = torch.tensor([list(d.COLOURS).index(scenes[i].colour) for i in idx])
+        n = len(d.SHAPES)
+        return F.cross_entropy(logits[:, :n], shape) + F.cross_entropy(logits[:, n:], colour)
+
+
+def train_vision(tok, processor, scenes, imgs, model, seed, steps):
     """Phase 2 of understanding: only the vision tower (ViT + merger) learns; the language model stays
     exactly as phase 1 left it, so text-only prompt K/V (all that generation reads) do not change and the
-    replica can be trained at the same time."""
+    replica can be trained at the same time. Loss: answer-token cross-entropy plus VISION_AUX_WEIGHT times
+    the auxiliary shape/colour classification of the pooled merged tokens (ShapeColourProbe)."""
     torch.manual_seed(seed)
     for name, p in model.named_parameters():
         p.requires_grad_(name.startswith("model.visual."))
+    probe = ShapeColourProbe(S.TEXT["hidden_size"]) if S.VISION_AUX_WEIGHT > 0 else None
     params = [p for p in model.parameters() if p.requires_grad]
+    params += list(probe.parameters()) if probe is not None else []
     model.train()
     opt = torch.optim.AdamW(params, lr=S.VISION_LR, weight_decay=0.01)
+    merged = []
+    hook = model.model.visual.register_forward_hook(lambda m, i, out: merged.append(out.pooler_output))
     rng = np.random.default_rng(seed)
     kinds_all = list(d.QUESTIONS)
-    for step in range(S.VISION_STEPS):
-        cosine_lr(opt, S.VISION_LR, step, S.VISION_STEPS)
+    for step in range(steps):
+        cosine_lr(opt, S.VISION_LR, step, steps)
         idx = rng.integers(0, len(imgs), S.VLM_BATCH)
         kinds = [kinds_all[k] for k in rng.integers(0, 3, S.VLM_BATCH)]
         ids, lab, mask, pv, grid = vlm_batch(tok, processor, model, scenes, imgs, idx, kinds)
+        merged.clear()
         out = model(input_ids=ids, attention_mask=mask, pixel_values=pv, image_grid_thw=grid,
                     mm_token_type_ids=(ids == model.config.image_token_id).int(), use_cache=False)
-        loss = F.cross_entropy(out.logits[:, :-1].flatten(0, 1), lab[:, 1:].flatten(), ignore_index=-100)
+        answer = F.cross_entropy(out.logits[:, :-1].flatten(0, 1), lab[:, 1:].flatten(), ignore_index=-100)
+        aux = probe.loss(merged[0], len(idx), scenes, idx) if probe is not None else torch.zeros(())
+        loss = answer + S.VISION_AUX_WEIGHT * aux
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        if step % 100 == 0 or step == S.VISION_STEPS - 1:
-            log(f"vision step {step} loss {loss.item():.4f}")
+        if step % 100 == 0 or step == steps - 1:
+            log(f"vision step {step} answer loss {answer.item():.4f} aux loss {aux.item():.4f}")
+    hook.remove()
     for p in model.parameters():
         p.requires_grad_(True)
     return model.eval()
@@ -173,7 +202,7 @@ def generation_config(scaling_factor) -> GenerationConfig:
         rms_norm_eps=t["rms_norm_eps"], rope_theta=t["rope_parameters"]["rope_theta"],
         mrope_section=list(t["rope_parameters"]["mrope_section"]), num_groups=S.GROUPS,
         group_boundaries=uniform_boundaries(S.GROUPS), latent_channels=S.LATENT_CHANNELS, latent_size=8,
-        patch_size=1, scaling_factor=scaling_factor, image_size=64, num_steps=40, guidance_scale=S.GUIDANCE,
+        patch_size=S.FLOW_PATCH, scaling_factor=scaling_factor, image_size=64, num_steps=40, guidance_scale=S.GUIDANCE,
     )
 
 
@@ -280,7 +309,10 @@ def main():
     t = time.time()
     scenes, imgs = render_pool(S.POOL, S.SEED)
     tok = load_or_train_tokenizer(args.work)
-    processor = vlm_mod.image_processor(S.MIN_PIXELS, S.MAX_PIXELS)
+    processor = vlm_mod.image_processor(S.MIN_PIXELS, S.MAX_PIXELS)  # phase 1
+    # phase 2 (the shipped tower) may read another input size: the frozen language model takes any number
+    # of image tokens (M-RoPE gives them their grid positions)
+    vision_processor = vlm_mod.image_processor(S.PHASE2_PIXELS, S.PHASE2_PIXELS)
     times["render+tokenizer"] = time.time() - t
     log(f"rendered {len(imgs)} images; tokenizer: {len(tok)} tokens")
     run = lambda st: args.stage in ("all", st)  # noqa: E731
@@ -300,19 +332,19 @@ def main():
     if run("vision") and not os.path.exists(vlm_path):
         t = time.time()
         model = vision_upgrade(tok, Qwen2VLForConditionalGeneration.from_pretrained(lm_path), S.SEED + 4)
-        train_vision(tok, processor, scenes, imgs, model, S.SEED + 4).save_pretrained(vlm_path)
+        train_vision(tok, vision_processor, scenes, imgs, model, S.SEED + 4, S.VISION_STEPS).save_pretrained(vlm_path)
         times["vision"] = time.time() - t
     vlm3_path = os.path.join(args.work, "vlm_phase3")
-    if run("vision2") and not os.path.exists(vlm3_path):  # continue the phase-2 tower, fresh schedule
+    if run("vision2") and S.VISION2_STEPS and not os.path.exists(vlm3_path):  # continue the phase-2 tower, fresh schedule
         t = time.time()
         model = Qwen2VLForConditionalGeneration.from_pretrained(vlm_path)
-        train_vision(tok, processor, scenes, imgs, model, S.SEED + 6).save_pretrained(vlm3_path)
+        train_vision(tok, vision_processor, scenes, imgs, model, S.SEED + 6, S.VISION2_STEPS).save_pretrained(vlm3_path)
         times["vision2"] = time.time() - t
     flow_path = os.path.join(args.work, "generation")
     flow2_path = os.path.join(args.work, "generation_phase2")
     for phase, path, steps, seed in ((1, flow_path, S.FLOW_STEPS, S.SEED + 3),
                                      (2, flow2_path, S.FLOW2_STEPS, S.SEED + 5)):
-        if not run(f"flow{phase}" if phase == 2 else "flow") or os.path.exists(path):
+        if not run(f"flow{phase}" if phase == 2 else "flow") or not steps or os.path.exists(path):
             continue
         ae = AutoencoderDC.from_pretrained(ae_path).eval()
         model = Qwen2VLForConditionalGeneration.from_pretrained(lm_path).eval()
@@ -349,7 +381,7 @@ def main():
         replica = Replica(cfg)
         replica.load_state_dict(load_file(os.path.join(final, "model.safetensors")))
         log(f"replica from {final}")
-        checkpoint.save(args.out, model, tok, processor, cfg, replica, ae, dtype=torch.float16)
+        checkpoint.save(args.out, model, tok, vision_processor, cfg, replica, ae, dtype=torch.float16)
         log(f"checkpoint written to {args.out}")
     log("stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
 
