@@ -63,10 +63,12 @@ pub fn erf(x: f32) -> f32 {
 fn sigmoid(x: f32) -> f32 {
     if x >= 0.0 {
         1.0 / (1.0 + (-x).exp())
+    } else if x < -87.0 {
+        // e^x is below f32's normal range here: libm would take its slow underflow (errno) path,
+        // measured 4% of a DC-AE decode, for a result within 1.7e-38 of 0.
+        0.0
     } else {
-        // Below −87, e^x underflows towards subnormals and libm takes its slow errno path (measured
-        // 4% of a DC-AE decode); clamping changes the result by less than 1e-35.
-        let e = x.max(-87.0).exp();
+        let e = x.exp();
         e / (1.0 + e)
     }
 }
