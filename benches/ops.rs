@@ -4,8 +4,8 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use latte::backend::cpu::ops::{
-    attention, conv2d, kernels, rms_norm, silu, softmax_rows, AttentionScratch, AttentionShape,
-    BiasMode, BlockBias, Conv2d, Mask,
+    attention, conv2d_with_scratch, kernels, rms_norm, silu, softmax_rows, AttentionScratch,
+    AttentionShape, BiasMode, BlockBias, Conv2d, ConvScratch, Mask,
 };
 use std::hint::black_box;
 
@@ -101,8 +101,14 @@ fn bench_conv(c: &mut Criterion) {
     g.sample_size(10);
     // DC-AE-like layers: a 3×3 ResBlock conv, the depthwise 5×5 and grouped 1×1 of the
     // multi-scale linear attention, and a channel-mixing 1×1.
+    // Then the paper-size decoder's 3×3 ResBlock convs at their real sizes (1024 channels at
+    // 8×8 up to 128 at 256×256).
     let cases = [
         ("3x3_128to128_64x64", Conv2d::same(128, 128, 3), 64),
+        ("3x3_1024to1024_8x8", Conv2d::same(1024, 1024, 3), 8),
+        ("3x3_512to512_32x32", Conv2d::same(512, 512, 3), 32),
+        ("3x3_256to256_128x128", Conv2d::same(256, 256, 3), 128),
+        ("3x3_128to128_256x256", Conv2d::same(128, 128, 3), 256),
         (
             "dw5x5_384_32x32",
             Conv2d {
@@ -127,10 +133,22 @@ fn bench_conv(c: &mut Criterion) {
         let b = data(conv.out_channels, 3);
         let [oh, ow] = conv.output_hw([side, side]).unwrap();
         let mut out = vec![0f32; conv.out_channels * oh * ow];
+        let mut scratch = ConvScratch::default();
         let macs = conv.weight_len().unwrap() * oh * ow;
         g.throughput(Throughput::Elements(macs as u64));
         g.bench_function(name, |bch| {
-            bch.iter(|| conv2d(&conv, &x, [side, side], &w, Some(&b), &mut out).unwrap())
+            bch.iter(|| {
+                conv2d_with_scratch(
+                    &conv,
+                    &x,
+                    [side, side],
+                    &w,
+                    Some(&b),
+                    &mut out,
+                    &mut scratch,
+                )
+                .unwrap()
+            })
         });
     }
     g.finish();

@@ -2,7 +2,8 @@
 
 mod ops_util;
 
-use latte::backend::cpu::ops::{conv2d, Conv2d, OpError};
+use latte::backend::cpu::isa::Isa;
+use latte::backend::cpu::ops::{conv2d, conv2d_with_isa, Conv2d, ConvScratch, OpError};
 use ops_util::{assert_close, data};
 
 /// PyTorch's `F.conv2d` for batch 1, zero padding, literally.
@@ -53,18 +54,37 @@ fn check(c: Conv2d, hw: [usize; 2], with_bias: bool, seed: u64) {
     let b = data(c.out_channels, seed + 2, -1.0, 1.0);
     let bias = with_bias.then_some(&b[..]);
     let [oh, ow] = c.output_hw(hw).unwrap();
+    let want = reference(&c, &x, hw, &wt, bias);
+    // Every kernel family this CPU runs (the portable one forced too), each with a fresh scratch
+    // and again with one a larger convolution has already grown.
+    for isa in Isa::supported() {
+        for mut scratch in [ConvScratch::default(), grown_scratch(isa)] {
+            let mut out = vec![f32::NAN; c.out_channels * oh * ow];
+            conv2d_with_isa(isa, &c, &x, hw, &wt, bias, &mut out, &mut scratch).unwrap();
+            check_output(&c, &out, &want, isa);
+        }
+    }
     let mut out = vec![f32::NAN; c.out_channels * oh * ow];
     conv2d(&c, &x, hw, &wt, bias, &mut out).unwrap();
-    // Each output sums ≤ C_in/G·kh·kw ≤ 100 products of magnitude ≤ 1 in f32: error ≤ 100·eps·100
-    // ≈ 1e-3 in the worst case, ~1e-6 typically; 2e-5 holds for these sizes, while any wrong tap,
-    // channel or padding moves results by ~0.1.
-    assert_close(
-        &out,
-        &reference(&c, &x, hw, &wt, bias),
-        2e-5,
-        0.0,
-        &format!("{c:?}"),
-    );
+    check_output(&c, &out, &want, Isa::detect());
+}
+
+/// A scratch after a convolution with more channels, pixels and taps than any checked here.
+fn grown_scratch(isa: Isa) -> ConvScratch {
+    let c = Conv2d::same(30, 13, 3);
+    let x = vec![0.5f32; 30 * 20 * 21];
+    let w = vec![0.25f32; c.weight_len().unwrap()];
+    let mut out = vec![0f32; 13 * 20 * 21];
+    let mut scratch = ConvScratch::default();
+    conv2d_with_isa(isa, &c, &x, [20, 21], &w, None, &mut out, &mut scratch).unwrap();
+    scratch
+}
+
+fn check_output(c: &Conv2d, out: &[f32], want: &[f64], isa: Isa) {
+    // Each output sums ≤ C_in/G·kh·kw ≤ 270 products of magnitude ≤ 1 in f32: error ≤ 270·eps·270
+    // ≈ 4e-3 in the worst case, ~√270·eps·√270 ≈ 2e-6 typically; 2e-5 holds for these sizes, while
+    // any wrong tap, channel or padding moves results by ~0.1.
+    assert_close(out, want, 2e-5, 0.0, &format!("{isa}: {c:?}"));
 }
 
 fn conv(cin: usize, cout: usize, k: [usize; 2], s: [usize; 2], p: [usize; 2], g: usize) -> Conv2d {
@@ -92,27 +112,29 @@ fn general_convolutions() {
 }
 
 #[test]
-fn register_tile_path() {
-    // Rows wide enough for 16-column tiles plus border columns on both sides; 20 output channels
-    // are one task of 16 and one of 4.
+fn wide_rows_and_borders() {
+    // Rows wider than a 16-column micro-panel, with border columns on both sides; 20 output
+    // channels are several 6- or 8-row tiles and a ragged one.
     check(Conv2d::same(3, 20, 3), [5, 40], true, 30);
     check(conv(2, 8, [5, 5], [1, 1], [2, 2], 1), [6, 37], true, 31);
     // Non-square kernel, asymmetric padding use, no padding at all.
     check(conv(3, 4, [1, 3], [1, 1], [0, 1], 1), [3, 35], false, 32);
     check(conv(2, 4, [3, 3], [1, 1], [0, 0], 1), [4, 50], true, 33);
-    // Groups of 4 output channels (tiles stay inside a group) and of 2 (blocks straddle groups and
-    // take the row path).
+    // Groups of 4 and of 2 output channels (one small GEMM per group).
     check(conv(4, 8, [3, 3], [1, 1], [1, 1], 2), [3, 34], true, 34);
     check(conv(6, 6, [3, 3], [1, 1], [1, 1], 3), [3, 34], true, 35);
-    // Kernels wider than 33 columns take the row path.
+    // A kernel wider than a micro-panel.
     check(conv(1, 2, [1, 35], [1, 1], [0, 17], 1), [2, 40], true, 37);
-    // Stride 2 never tiles.
+    // Stride 2: im2col's strided gather.
     check(conv(2, 4, [3, 3], [2, 2], [1, 1], 1), [5, 40], true, 36);
+    // More taps (30·9 = 270) than one 256-deep block and more pixels (420) than one 384-column
+    // task, both ragged.
+    check(Conv2d::same(30, 7, 3), [20, 21], true, 38);
 }
 
 #[test]
 fn pointwise_convolutions() {
-    // 17·19 = 323 pixels: one full 256-pixel tile and a ragged one.
+    // 17·19 = 323 pixels: ragged against every micro-panel width.
     check(Conv2d::same(7, 5, 1), [17, 19], true, 10);
     check(conv(6, 9, [1, 1], [1, 1], [0, 0], 3), [4, 5], true, 11);
     // A 1×1 with stride or padding is not a plain matmul: it must take the general path.

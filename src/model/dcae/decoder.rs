@@ -268,6 +268,7 @@ impl<'a> Decoder<'a> {
                 } else {
                     0
                 },
+                conv: self.conv_in.scratch_sizes([h, w])?,
                 ..BufferSizes::default()
             };
             let mut hw = [h, w];
@@ -276,7 +277,10 @@ impl<'a> Decoder<'a> {
                 hw = layer.out_hw(hw)?;
             }
             let out_hw = match &self.conv_out {
-                ConvOut::Conv(_) => hw,
+                ConvOut::Conv(conv) => {
+                    buffers.conv = buffers.conv.max(conv.scratch_sizes(hw)?);
+                    hw
+                }
                 ConvOut::Up(up) => {
                     buffers = buffers.max(up.sizes(hw)?);
                     [hw[0].checked_mul(2)?, hw[1].checked_mul(2)?]
@@ -313,7 +317,7 @@ impl<'a> Decoder<'a> {
         let hw = [h, w];
         let top = self.conv_in.out_channels() * h * w;
         let x = grow(&mut s.x, top);
-        self.conv_in.forward(latent, hw, x)?;
+        self.conv_in.forward(latent, hw, x, &mut s.conv)?;
         if let Some(repeats) = self.in_shortcut_repeats {
             let a = grow(&mut s.a, top);
             repeat_channels(latent, c, hw, repeats, a)?;
@@ -330,7 +334,7 @@ impl<'a> Decoder<'a> {
         let [oh, ow] = plan.out_hw;
         let mut image = vec![0f32; self.config.image_channels * oh * ow];
         match &self.conv_out {
-            ConvOut::Conv(conv) => conv.forward(x, hw, &mut image)?,
+            ConvOut::Conv(conv) => conv.forward(x, hw, &mut image, &mut s.conv)?,
             ConvOut::Up(up) => {
                 up.forward(s, hw)?;
                 let n = image.len();

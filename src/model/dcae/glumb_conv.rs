@@ -70,6 +70,11 @@ impl<'a> GluMbConv<'a> {
             b: wide,
             c: narrow,
             attention: 0,
+            conv: self
+                .conv_inverted
+                .scratch_sizes(hw)?
+                .max(self.conv_depth.scratch_sizes(hw)?)
+                .max(self.conv_point.scratch_sizes(hw)?),
         })
     }
 
@@ -78,10 +83,10 @@ impl<'a> GluMbConv<'a> {
         let p = hw[0] * hw[1];
         let x = &mut s.x[..self.channels * p];
         let a = grow(&mut s.a, 2 * self.hidden * p);
-        self.conv_inverted.forward(x, hw, a)?;
+        self.conv_inverted.forward(x, hw, a, &mut s.conv)?;
         a.par_chunks_mut(p.max(1)).for_each(silu);
         let b = grow(&mut s.b, 2 * self.hidden * p);
-        self.conv_depth.forward(a, hw, b)?;
+        self.conv_depth.forward(a, hw, b, &mut s.conv)?;
         let (value, gate) = b.split_at_mut(self.hidden * p);
         // gate ← value · silu(gate): the product lands in the second half.
         gate.par_chunks_mut(p.max(1))
@@ -91,7 +96,7 @@ impl<'a> GluMbConv<'a> {
                 g.iter_mut().zip(v).for_each(|(g, v)| *g *= v);
             });
         let c = grow(&mut s.c, self.channels * p);
-        self.conv_point.forward(gate, hw, c)?;
+        self.conv_point.forward(gate, hw, c, &mut s.conv)?;
         self.norm.apply(c)?;
         add_assign(x, c);
         Ok(())

@@ -11,6 +11,7 @@ use super::config::NormType;
 use super::norm::ChannelNorm;
 use super::scratch::{add_assign, grow, product, BufferSizes, DecoderScratch};
 use super::weights::Conv;
+use crate::backend::cpu::ops::gemm::GemmScratchSizes;
 use crate::backend::cpu::ops::{relu_linear_attention, Conv2d};
 use crate::model::{ModelError, ModelFile};
 
@@ -115,12 +116,23 @@ impl<'a> MultiscaleAttention<'a> {
         let per_head = product(&[2, d, p])?
             .checked_add(product(&[d + 1, d])?)?
             .checked_add(p)?;
+        let mut conv = [&self.to_q, &self.to_k, &self.to_v, &self.to_out]
+            .iter()
+            .try_fold(Default::default(), |s: GemmScratchSizes, c| {
+                Some(s.max(c.scratch_sizes(hw)?))
+            })?;
+        for branch in &self.scales {
+            conv = conv
+                .max(branch.proj_in.scratch_sizes(hw)?)
+                .max(branch.proj_out.scratch_sizes(hw)?);
+        }
         Some(BufferSizes {
             x: product(&[self.channels, p])?,
             a: product(&[branches, qkv])?,
             b: attention_out.max(if self.scales.is_empty() { 0 } else { qkv }),
             c: product(&[self.channels, p])?,
             attention: product(&[self.all_heads(), per_head])?,
+            conv,
         })
     }
 
@@ -135,14 +147,14 @@ impl<'a> MultiscaleAttention<'a> {
         {
             let (q, kv) = qkv.split_at_mut(inner_len);
             let (k, v) = kv.split_at_mut(inner_len);
-            self.to_q.forward(x, hw, q)?;
-            self.to_k.forward(x, hw, k)?;
-            self.to_v.forward(x, hw, v)?;
+            self.to_q.forward(x, hw, q, &mut s.conv)?;
+            self.to_k.forward(x, hw, k, &mut s.conv)?;
+            self.to_v.forward(x, hw, v, &mut s.conv)?;
         }
         for (branch, out) in self.scales.iter().zip(multiscale.chunks_exact_mut(qkv_len)) {
             let b = grow(&mut s.b, qkv_len);
-            branch.proj_in.forward(qkv, hw, b)?;
-            branch.proj_out.forward(b, hw, out)?;
+            branch.proj_in.forward(qkv, hw, b, &mut s.conv)?;
+            branch.proj_out.forward(b, hw, out, &mut s.conv)?;
         }
         let attended = grow(&mut s.b, inner_len * (1 + self.scales.len()));
         relu_linear_attention(
@@ -155,7 +167,7 @@ impl<'a> MultiscaleAttention<'a> {
             &mut s.attention,
         )?;
         let c = grow(&mut s.c, self.channels * p);
-        self.to_out.forward(attended, hw, c)?;
+        self.to_out.forward(attended, hw, c, &mut s.conv)?;
         self.norm.apply(c)?;
         add_assign(x, c);
         Ok(())

@@ -39,6 +39,10 @@ impl<'a> ResBlock<'a> {
             x: n,
             a: n,
             b: n,
+            conv: self
+                .conv1
+                .scratch_sizes(hw)?
+                .max(self.conv2.scratch_sizes(hw)?),
             ..BufferSizes::default()
         })
     }
@@ -48,10 +52,10 @@ impl<'a> ResBlock<'a> {
         let n = self.channels * hw[0] * hw[1];
         let x = &mut s.x[..n];
         let a = grow(&mut s.a, n);
-        self.conv1.forward(x, hw, a)?;
+        self.conv1.forward(x, hw, a, &mut s.conv)?;
         self.activation.apply(a);
         let b = grow(&mut s.b, n);
-        self.conv2.forward(a, hw, b)?;
+        self.conv2.forward(a, hw, b, &mut s.conv)?;
         self.norm.apply(b)?;
         add_assign(x, b);
         Ok(())

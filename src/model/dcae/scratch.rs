@@ -6,6 +6,9 @@
 
 use rayon::prelude::*;
 
+use crate::backend::cpu::ops::gemm::GemmScratchSizes;
+use crate::backend::cpu::ops::ConvScratch;
+
 /// Reusable buffers for [`super::Decoder::decode`]; start with `DecoderScratch::default()`.
 #[derive(Default)]
 pub struct DecoderScratch {
@@ -15,12 +18,19 @@ pub struct DecoderScratch {
     pub(super) b: Vec<f32>,
     pub(super) c: Vec<f32>,
     pub(super) attention: Vec<f32>,
+    /// The convolutions' packing buffers (see [`ConvScratch`]).
+    pub(super) conv: ConvScratch,
 }
 
 impl DecoderScratch {
     /// f32 values held now (the high-water mark of every decode so far).
     pub fn held_values(&self) -> usize {
-        self.x.len() + self.a.len() + self.b.len() + self.c.len() + self.attention.len()
+        self.x.len()
+            + self.a.len()
+            + self.b.len()
+            + self.c.len()
+            + self.attention.len()
+            + self.conv.held_values()
     }
 }
 
@@ -32,6 +42,8 @@ pub struct BufferSizes {
     pub b: usize,
     pub c: usize,
     pub attention: usize,
+    /// The convolutions' packing buffers.
+    pub conv: GemmScratchSizes,
 }
 
 impl BufferSizes {
@@ -43,12 +55,14 @@ impl BufferSizes {
             b: self.b.max(o.b),
             c: self.c.max(o.c),
             attention: self.attention.max(o.attention),
+            conv: self.conv.max(o.conv),
         }
     }
 
     /// All values together, or `None` on overflow.
     pub fn total(self) -> Option<usize> {
-        [self.a, self.b, self.c, self.attention]
+        let conv = self.conv.total(rayon::current_num_threads())?;
+        [self.a, self.b, self.c, self.attention, conv]
             .iter()
             .try_fold(self.x, |t, &v| t.checked_add(v))
     }

@@ -73,9 +73,13 @@ impl<'a> UpBlock<'a> {
         let p = product(hw.as_slice())?;
         let input = product(&[self.in_channels, p])?;
         let output = product(&[self.out_channels, FACTOR * FACTOR, p])?;
-        let a = match self.kind {
-            UpsampleType::Interpolate => product(&[input, FACTOR * FACTOR])?,
-            UpsampleType::PixelShuffle => output,
+        let (a, conv) = match self.kind {
+            UpsampleType::Interpolate => (
+                product(&[input, FACTOR * FACTOR])?,
+                self.conv
+                    .scratch_sizes([hw[0].checked_mul(FACTOR)?, hw[1].checked_mul(FACTOR)?])?,
+            ),
+            UpsampleType::PixelShuffle => (output, self.conv.scratch_sizes(hw)?),
         };
         let shortcut = self.shortcut_repeats.is_some();
         Some(BufferSizes {
@@ -84,6 +88,7 @@ impl<'a> UpBlock<'a> {
             b: output,
             c: if shortcut { output } else { 0 },
             attention: 0,
+            conv,
         })
     }
 
@@ -99,11 +104,11 @@ impl<'a> UpBlock<'a> {
             UpsampleType::Interpolate => {
                 let a = grow(&mut s.a, input_len * FACTOR * FACTOR);
                 upsample_nearest(x, self.in_channels, hw, FACTOR, a)?;
-                self.conv.forward(a, big, b)?;
+                self.conv.forward(a, big, b, &mut s.conv)?;
             }
             UpsampleType::PixelShuffle => {
                 let a = grow(&mut s.a, output_len);
-                self.conv.forward(x, hw, a)?;
+                self.conv.forward(x, hw, a, &mut s.conv)?;
                 pixel_shuffle(a, self.conv.out_channels(), hw, FACTOR, b)?;
             }
         }

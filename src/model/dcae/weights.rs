@@ -9,7 +9,8 @@
 
 use std::borrow::Cow;
 
-use crate::backend::cpu::ops::{conv2d, Conv2d};
+use crate::backend::cpu::ops::gemm::GemmScratchSizes;
+use crate::backend::cpu::ops::{conv2d_with_scratch, Conv2d, ConvScratch};
 use crate::model::{ModelError, ModelFile};
 
 /// The f32 values of `name`, checked to have `torch_shape` (unit dimensions ignored).
@@ -98,16 +99,24 @@ impl<'a> Conv<'a> {
         input: &[f32],
         hw: [usize; 2],
         out: &mut [f32],
+        scratch: &mut ConvScratch,
     ) -> Result<(), ModelError> {
-        conv2d(
+        conv2d_with_scratch(
             &self.shape,
             input,
             hw,
             &self.weight,
             self.bias.as_deref(),
             out,
+            scratch,
         )?;
         Ok(())
+    }
+
+    /// The packing buffers [`Conv::forward`] grows its scratch to on an `hw` input (`None` on
+    /// overflow).
+    pub fn scratch_sizes(&self, hw: [usize; 2]) -> Option<GemmScratchSizes> {
+        ConvScratch::sizes_for(&self.shape, hw).ok()
     }
 
     pub fn out_channels(&self) -> usize {

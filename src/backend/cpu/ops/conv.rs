@@ -3,22 +3,27 @@
 //! where `g` is the group of `oc` and `c` runs over the `C/G` input channels of that group;
 //! zero padding. Weights are PyTorch's `[out_channels, in_channels / groups, kh, kw]`.
 //!
-//! Paths, all exact re-orderings of the same sum, none needing scratch memory (no im2col):
-//! - direct, stride 1: a register tile of 4 output channels (1 where channels of a block would
-//!   straddle groups) × 16 columns accumulates every tap (input channel, ky, kx) while held in
-//!   registers; near the borders it reads a zero-padded stack copy of the input row;
-//! - direct, row path (strides > 1, kernels wider than 33): each output row accumulates shifted
-//!   input rows, one axpy per tap;
-//! - pointwise (1×1, stride 1, no padding): the direct path on the image viewed as one row of
-//!   pixels, i.e. a matrix product over pixels;
-//! - depthwise (`groups = in = out`): the row path per plane, planes in parallel.
+//! Paths, all exact re-orderings of the same sum:
+//! - dense (every convolution that is not depthwise): a matrix product per group,
+//!   `out[oc, pixel] = bias[oc] + Σ_tap w[oc, tap] · col[tap, pixel]` with `tap = (c, ky, kx)`, on the
+//!   packed, register-tiled [`gemm`](super::gemm). `col` is im2col, built implicitly: each GEMM
+//!   task packs only the `kc × nc` block of it that it is about to use, straight from the input
+//!   (no `C·kh·kw × H·W` buffer); a 1×1 stride-1 unpadded convolution reads the input as `col`
+//!   directly;
+//! - depthwise (`groups = in = out`): one plane per task, each output row accumulating shifted
+//!   input rows (one vectorised axpy per tap); a GEMM of one row per group would waste the tile.
 //!
 //! This module owns convolution only (no activation or norm fused in).
 
 use rayon::prelude::*;
 
 use super::error::{check_len, checked_product, param, OpError};
+use super::gemm::{
+    self, put_run, put_zeros, GemmScratch, GemmScratchSizes, GemmShape, MatrixPanels, MicroKernel,
+    PanelSource,
+};
 use super::kernels::{self, multiversion};
+use crate::backend::cpu::isa::Isa;
 
 /// The hyper-parameters of a convolution, as `nn.Conv2d` has them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,8 +113,45 @@ impl Conv2d {
     }
 }
 
+/// Buffers [`conv2d_with_scratch`] reuses between calls (packed weights and im2col blocks).
+#[derive(Debug, Default)]
+pub struct ConvScratch {
+    gemm: GemmScratch,
+}
+
+impl ConvScratch {
+    /// f32 values held now.
+    pub fn held_values(&self) -> usize {
+        self.gemm.held_values()
+    }
+
+    /// What a scratch grows to for `conv` on an `hw` input, on this CPU's kernels (nothing for a
+    /// depthwise convolution); [`GemmScratchSizes::total`] turns it into values.
+    pub fn sizes_for(conv: &Conv2d, hw: [usize; 2]) -> Result<GemmScratchSizes, OpError> {
+        let [oh, ow] = conv.output_hw(hw)?;
+        if conv.is_depthwise() {
+            return Ok(GemmScratchSizes::default());
+        }
+        let shape = GemmShape {
+            groups: conv.groups,
+            m: conv.out_channels / conv.groups,
+            n: checked_product("conv2d", &[oh, ow])?,
+            k: checked_product(
+                "conv2d",
+                &[
+                    conv.in_channels / conv.groups,
+                    conv.kernel[0],
+                    conv.kernel[1],
+                ],
+            )?,
+        };
+        GemmScratchSizes::of(MicroKernel::detect(), shape)
+            .ok_or_else(|| param("conv2d", format!("{conv:?} on {hw:?} overflows usize")))
+    }
+}
+
 /// Convolves `input` (`[in_channels, h, w]`) into `out` (`[out_channels, oh, ow]`, see
-/// [`Conv2d::output_hw`]).
+/// [`Conv2d::output_hw`]). Allocates its buffers: loops call [`conv2d_with_scratch`].
 pub fn conv2d(
     conv: &Conv2d,
     input: &[f32],
@@ -117,6 +159,43 @@ pub fn conv2d(
     weight: &[f32],
     bias: Option<&[f32]>,
     out: &mut [f32],
+) -> Result<(), OpError> {
+    conv2d_with_scratch(
+        conv,
+        input,
+        hw,
+        weight,
+        bias,
+        out,
+        &mut ConvScratch::default(),
+    )
+}
+
+/// [`conv2d`] with caller-owned buffers, on this CPU's best kernels.
+pub fn conv2d_with_scratch(
+    conv: &Conv2d,
+    input: &[f32],
+    hw: [usize; 2],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    scratch: &mut ConvScratch,
+) -> Result<(), OpError> {
+    conv2d_with_isa(Isa::detect(), conv, input, hw, weight, bias, out, scratch)
+}
+
+/// [`conv2d_with_scratch`] on a chosen instruction set (tests pin [`Isa::Scalar`] and each SIMD
+/// family; an `isa` this CPU cannot run is an error).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_with_isa(
+    isa: Isa,
+    conv: &Conv2d,
+    input: &[f32],
+    hw: [usize; 2],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    scratch: &mut ConvScratch,
 ) -> Result<(), OpError> {
     const OP: &str = "conv2d";
     let [oh, ow] = conv.output_hw(hw)?;
@@ -136,6 +215,8 @@ pub fn conv2d(
     if let Some(b) = bias {
         check_len(OP, "bias", conv.out_channels, b.len())?;
     }
+    let kernel = MicroKernel::for_isa(isa)
+        .ok_or_else(|| param(OP, format!("this CPU cannot run {isa} kernels")))?;
     if out.is_empty() {
         return Ok(());
     }
@@ -144,14 +225,34 @@ pub fn conv2d(
         in_hw: hw,
         out_hw: [oh, ow],
     };
-    if conv.is_pointwise() {
-        pointwise(&geometry, input, weight, bias, out);
-    } else if conv.is_depthwise() {
-        depthwise(&geometry, input, weight, bias, out);
-    } else {
-        direct(&geometry, input, weight, bias, out);
+    if conv.is_depthwise() {
+        if isa == Isa::Scalar {
+            depthwise_portable(&geometry, input, weight, bias, out);
+        } else {
+            depthwise(&geometry, input, weight, bias, out);
+        }
+        return Ok(());
     }
-    Ok(())
+    let shape = GemmShape {
+        groups: conv.groups,
+        m: geometry.out_per_group(),
+        n: oh * ow,
+        k: geometry.in_per_group() * geometry.kernel_len(),
+    };
+    if conv.is_pointwise() {
+        let source = MatrixPanels {
+            data: input,
+            k: shape.k,
+            n: shape.n,
+        };
+        gemm::grouped_gemm(kernel, shape, weight, &source, bias, out, &mut scratch.gemm)
+    } else {
+        let source = Im2col {
+            g: &geometry,
+            input,
+        };
+        gemm::grouped_gemm(kernel, shape, weight, &source, bias, out, &mut scratch.gemm)
+    }
 }
 
 /// A checked convolution: every index computed from it is in bounds.
@@ -233,176 +334,118 @@ impl Geometry {
             }
         }
     }
+}
 
-    /// The register tile: `acc[o][j] += Σ_taps w[oc0 + o, tap] · x[tap, x0 + j]` for `N` output
-    /// channels of one group and `XT` columns of output row `oy` (stride 1, `kw ≤ MAX_KW`). The
-    /// accumulators (`4·XT` floats: eight AVX registers) stay in registers across all taps, so a tap
-    /// costs one input load and `N` weight broadcasts for `N·XT` multiply-adds. Columns whose taps
-    /// leave the input row (padding, or past the row end) read zeros from a small stack copy.
-    #[inline(always)]
-    fn accumulate_tile<const N: usize>(
+/// im2col of one group, packed block by block: row `tap = (c, ky, kx)`, column `pixel = (oy, ox)`
+/// holds `x[g·C/G + c, oy·sh + ky − ph, ox·sw + kx − pw]`, zero in the padding.
+struct Im2col<'a> {
+    g: &'a Geometry,
+    input: &'a [f32],
+}
+
+impl PanelSource for Im2col<'_> {
+    fn pack(
         &self,
-        oc0: usize,
-        oy: usize,
-        x0: usize,
-        input: &[f32],
-        weight: &[f32],
-        acc: &mut [[f32; XT]; N],
+        group: usize,
+        k0: usize,
+        kc: usize,
+        n0: usize,
+        nc: usize,
+        nr: usize,
+        dst: &mut [f32],
     ) {
-        let [kh, kw] = self.conv.kernel;
-        let [ih, iw] = self.in_hw;
-        let [ph, pw] = self.conv.padding;
-        let cin = self.in_per_group();
-        let c0 = oc0 / self.out_per_group() * cin;
-        let w_stride = cin * self.kernel_len(); // between consecutive output channels
-        let span = XT + kw - 1; // input columns the tile reads, from x0 − pw
-        let inside = x0 >= pw && x0 - pw + span <= iw;
-        let mut padded = [0f32; XT + MAX_KW - 1];
-        for c in 0..cin {
-            let plane = &input[(c0 + c) * ih * iw..][..ih * iw];
-            for ky in 0..kh {
-                let Some(iy) = (oy + ky).checked_sub(ph).filter(|&iy| iy < ih) else {
+        let g = self.g;
+        let [kh, kw] = g.conv.kernel;
+        let [ih, iw] = g.in_hw;
+        let ow = g.out_hw[1];
+        let [sh, sw] = g.conv.stride;
+        let [ph, pw] = g.conv.padding;
+        let c_base = group * g.in_per_group();
+        for p in 0..kc {
+            let tap = k0 + p;
+            let (c, ky, kx) = (tap / (kh * kw), tap / kw % kh, tap % kw);
+            let plane = &self.input[(c_base + c) * ih * iw..][..ih * iw];
+            // Valid output columns for this kx: pw ≤ ox·sw + kx < iw + pw.
+            let first_valid = pw.saturating_sub(kx).div_ceil(sw);
+            let end_valid = (iw + pw)
+                .checked_sub(kx + 1)
+                .map_or(0, |last| last / sw + 1);
+            let mut col = 0;
+            // One run per output row the block touches.
+            while col < nc {
+                let pixel = n0 + col;
+                let (oy, ox0) = (pixel / ow, pixel % ow);
+                let run = (ow - ox0).min(nc - col);
+                let Some(iy) = (oy * sh + ky).checked_sub(ph).filter(|&iy| iy < ih) else {
+                    put_zeros(dst, kc, nr, p, col, run);
+                    col += run;
                     continue;
                 };
                 let row = &plane[iy * iw..][..iw];
-                let window: &[f32] = if inside {
-                    &row[x0 - pw..][..span]
+                let first = first_valid.clamp(ox0, ox0 + run);
+                let end = end_valid.clamp(first, ox0 + run);
+                put_zeros(dst, kc, nr, p, col, first - ox0);
+                if sw == 1 {
+                    let ix = first + kx - pw;
+                    put_run(
+                        dst,
+                        kc,
+                        nr,
+                        p,
+                        col + first - ox0,
+                        &row[ix..ix + (end - first)],
+                    );
                 } else {
-                    // Window position t reads input column x0 + t − pw when that is in 0..iw.
-                    let lo = pw.saturating_sub(x0).min(span);
-                    let hi = (iw + pw).saturating_sub(x0).clamp(lo, span);
-                    padded[..span].fill(0.0);
-                    if lo < hi {
-                        let ix = x0 + lo - pw;
-                        padded[lo..hi].copy_from_slice(&row[ix..ix + (hi - lo)]);
-                    }
-                    &padded[..span]
-                };
-                for kx in 0..kw {
-                    let Ok(x) = <&[f32; XT]>::try_from(&window[kx..kx + XT]) else {
-                        continue;
-                    };
-                    let wi = ((oc0 * cin + c) * kh + ky) * kw + kx;
-                    let w: [f32; N] = std::array::from_fn(|o| weight[wi + o * w_stride]);
-                    for o in 0..N {
-                        for j in 0..XT {
-                            acc[o][j] += w[o] * x[j];
-                        }
+                    for ox in first..end {
+                        let at = col + ox - ox0;
+                        dst[at / nr * kc * nr + p * nr + at % nr] = row[ox * sw + kx - pw];
                     }
                 }
+                put_zeros(dst, kc, nr, p, col + end - ox0, ox0 + run - end);
+                col += run;
             }
+            put_zeros(dst, kc, nr, p, nc, nc.div_ceil(nr) * nr - nc);
         }
     }
-
-    /// Adds the tile at column `x0` of row `oy` to the `N` channels `oc0..` (`planes`: their
-    /// `[oh·ow]` planes), dropping columns past the row end.
-    #[inline(always)]
-    fn add_tile<const N: usize>(
-        &self,
-        oc0: usize,
-        oy: usize,
-        x0: usize,
-        input: &[f32],
-        weight: &[f32],
-        planes: &mut [f32],
-    ) {
-        let [oh, ow] = self.out_hw;
-        let mut acc = [[0f32; XT]; N];
-        self.accumulate_tile(oc0, oy, x0, input, weight, &mut acc);
-        let len = XT.min(ow - x0);
-        for (o, a) in acc.iter().enumerate() {
-            let dst = &mut planes[o * oh * ow + oy * ow + x0..][..len];
-            dst.iter_mut().zip(a).for_each(|(d, v)| *d += v);
-        }
-    }
-}
-
-/// Output channels per register tile (when they share a group).
-const OB: usize = 4;
-/// Output columns per register tile.
-const XT: usize = 16;
-/// Widest kernel the tile handles (its padded window lives on the stack).
-const MAX_KW: usize = 33;
-/// Output channels per parallel task: they share the input rows they read while cached.
-const TASK_CHANNELS: usize = 16;
-
-fn pointwise(g: &Geometry, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
-    // A 1×1 convolution is the direct one on a single row of all pixels: the tile path then
-    // runs along the whole image.
-    let pixels = g.in_hw[0] * g.in_hw[1];
-    let flat = Geometry {
-        conv: g.conv,
-        in_hw: [1, pixels],
-        out_hw: [1, pixels],
-    };
-    direct(&flat, input, weight, bias, out);
 }
 
 fn depthwise(g: &Geometry, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
     let [oh, ow] = g.out_hw;
     out.par_chunks_mut(oh * ow)
         .enumerate()
-        .for_each(|(c, plane)| direct_task(g, c, input, weight, bias, plane, false));
+        .for_each(|(c, plane)| depthwise_plane(g, c, input, weight, bias, plane));
 }
 
-fn direct(g: &Geometry, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+/// [`depthwise`] in the baseline build (the scalar reference).
+fn depthwise_portable(
+    g: &Geometry,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
     let [oh, ow] = g.out_hw;
-    out.par_chunks_mut(TASK_CHANNELS * oh * ow)
+    out.par_chunks_mut(oh * ow)
         .enumerate()
-        .for_each(|(t, planes)| {
-            direct_task(g, t * TASK_CHANNELS, input, weight, bias, planes, true)
-        });
+        .for_each(|(c, plane)| depthwise_plane_portable(g, c, input, weight, bias, plane));
 }
 
-// Each task's whole loop nest is multiversioned (not just an axpy inside), so the AVX2 build is
-// chosen once per task and the register tile is compiled for 8-wide vectors.
+// The whole plane loop is multiversioned (not just an axpy inside), so the AVX2 build is chosen
+// once per plane.
 multiversion! {
-    /// Output channels `oc0..` (`planes`: whole `[oh·ow]` planes, consecutive channels), with
-    /// register tiles where possible if `allow_tiles`. Depthwise convolutions do without: one
-    /// channel per tile has too little work per tap to beat row axpys (measured 1.2 vs 1.7 GMAC/s
-    /// on a 5×5, 32×32 plane).
-    fn direct_task / direct_task_portable(
+    /// Output channel `oc` (`plane`: its `[oh·ow]` values) of a depthwise convolution.
+    fn depthwise_plane / depthwise_plane_portable(
         g: &Geometry,
-        oc0: usize,
+        oc: usize,
         input: &[f32],
         weight: &[f32],
         bias: Option<&[f32]>,
-        planes: &mut [f32],
-        allow_tiles: bool
+        plane: &mut [f32]
     ) {
         let [oh, ow] = g.out_hw;
-        let plane_len = oh * ow;
-        let n_planes = planes.len() / plane_len;
-        for (o, plane) in planes.chunks_exact_mut(plane_len).enumerate() {
-            plane.fill(bias.map_or(0.0, |b| b[oc0 + o]));
-        }
-        let tiles = allow_tiles && g.conv.stride == [1, 1] && g.conv.kernel[1] <= MAX_KW;
-        let same_group = |first: usize, n: usize| {
-            first / g.out_per_group() == (first + n - 1) / g.out_per_group()
-        };
-        // Channels innermost: the input window of one tile serves every channel of the task while it
-        // is in L1.
+        plane.fill(bias.map_or(0.0, |b| b[oc]));
         for oy in 0..oh {
-            if !tiles {
-                for (o, plane) in planes.chunks_exact_mut(plane_len).enumerate() {
-                    let row = &mut plane[oy * ow..][..ow];
-                    g.accumulate_output_row(oc0 + o, oy, input, weight, row);
-                }
-                continue;
-            }
-            for x0 in (0..ow).step_by(XT) {
-                let mut o = 0;
-                while o < n_planes {
-                    let block = &mut planes[o * plane_len..];
-                    if o + OB <= n_planes && same_group(oc0 + o, OB) {
-                        g.add_tile::<OB>(oc0 + o, oy, x0, input, weight, block);
-                        o += OB;
-                    } else {
-                        g.add_tile::<1>(oc0 + o, oy, x0, input, weight, block);
-                        o += 1;
-                    }
-                }
-            }
+            g.accumulate_output_row(oc, oy, input, weight, &mut plane[oy * ow..][..ow]);
         }
     }
 }

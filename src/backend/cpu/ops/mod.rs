@@ -14,15 +14,16 @@
 //! | [`rope_neox`] with [`RopeTable`] (1-D, M-RoPE, vision 2-D) | `[n_tok, n_heads, d]`, in place | [`rope`] |
 //! | [`attention()`] (GQA, causal offset, TCRA block bias + readout) | q `[n_q, H, d]`, k/v `[n_kv, H_kv, d]` → `[n_q, H, d]` | [`attention`](mod@attention) |
 //! | [`relu_linear_attention`] (DC-AE's LiteMLA) | qkv `[H, 3, d, N]` → `[H, d, N]` | [`linear_attention`] |
-//! | [`conv2d`] (general, 1×1, depthwise; groups) | `[C_in, H, W]` → `[C_out, OH, OW]`, weights `[C_out, C_in/G, kh, kw]` | [`conv`] |
+//! | [`conv2d`] (general, 1×1, depthwise; groups), on [`gemm`] | `[C_in, H, W]` → `[C_out, OH, OW]`, weights `[C_out, C_in/G, kh, kw]` | [`conv`] |
 //! | [`upsample_nearest`], [`pixel_shuffle`], [`pixel_unshuffle`], [`repeat_channels`] | `[C, H, W]` | [`resample`] |
 //!
 //! SIMD (measured, see `benches/ops.rs`): [`kernels::dot`] has AVX2+FMA (runtime-detected) and NEON
 //! intrinsics, because LLVM vectorised every plain-Rust form of that reduction only 2-wide. Everything
 //! else is plain Rust that LLVM vectorises fully once compiled for AVX2: hot loop nests (a conv task,
 //! an attention head, the [`kernels`] element-wise loops) are built twice by `multiversion!` and
-//! dispatched at run time; on aarch64 NEON is baseline. Stride-1 convolutions use a register tile
-//! (4 output channels × 16 columns). Transcendentals (`exp`, `tanh`) are libm's scalar calls: they
+//! dispatched at run time; on aarch64 NEON is baseline. Dense convolutions are a packed,
+//! cache-blocked GEMM ([`gemm`]) over implicit im2col blocks, with an AVX2+FMA 6×16 intrinsics
+//! micro-kernel (a portable 8×12 one elsewhere). Transcendentals (`exp`, `tanh`) are libm's scalar calls: they
 //! are a small share of any model step next to the matrix products.
 //!
 //! Threads: rayon, over rows, heads, output-channel blocks, planes or pixel tiles.
@@ -31,6 +32,7 @@ pub mod activation;
 pub mod attention;
 pub mod conv;
 pub mod error;
+pub mod gemm;
 pub mod kernels;
 pub mod linear_attention;
 pub mod norm;
@@ -41,7 +43,7 @@ pub mod softmax;
 
 pub use activation::{erf, gelu_erf, gelu_tanh, quick_gelu, relu, silu, swiglu};
 pub use attention::{attention, AttentionScratch, AttentionShape, BiasMode, BlockBias, Mask};
-pub use conv::{conv2d, Conv2d};
+pub use conv::{conv2d, conv2d_with_isa, conv2d_with_scratch, Conv2d, ConvScratch};
 pub use error::OpError;
 pub use linear_attention::relu_linear_attention;
 pub use norm::{group_norm, layer_norm, rms_norm, rms_norm_channels};
