@@ -16,8 +16,11 @@ use crate::model::ModelFile;
 /// Byte ranges (absolute, coalesced) of each part of a file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FileParts {
-    /// The VLM's text decoder (token embedding, `blk.*`, output).
+    /// The VLM's text decoder layers and norms (`blk.*`, `output_norm`).
     pub text: Vec<Range<u64>>,
+    /// The vocabulary matrices (`token_embd`, `output`): a prompt prefill reads only its tokens'
+    /// embedding rows and no logits, so these stay mostly unread.
+    pub vocabulary: Vec<Range<u64>>,
     /// The VLM's vision encoder (`v.*`, `mm.*`); untouched by text-only prompts.
     pub vision: Vec<Range<u64>>,
     /// Generation tensors shared by all groups (`flow.*` outside any group).
@@ -69,6 +72,8 @@ impl FileParts {
                 &mut parts.decoder
             } else if name.starts_with("v.") || name.starts_with("mm.") {
                 &mut parts.vision
+            } else if name == "token_embd.weight" || name == "output.weight" {
+                &mut parts.vocabulary
             } else {
                 &mut parts.text
             };
@@ -121,6 +126,7 @@ impl<'f> Residency<'f> {
     /// After the prefill: the VLM is not needed again for this image.
     pub fn release_vlm(&self) {
         self.advise(&self.parts.text, PageAdvice::DontNeed);
+        self.advise(&self.parts.vocabulary, PageAdvice::DontNeed);
         self.advise(&self.parts.vision, PageAdvice::DontNeed);
     }
 
@@ -150,6 +156,11 @@ impl<'f> Residency<'f> {
         for ranges in &self.parts.groups {
             self.advise(ranges, PageAdvice::DontNeed);
         }
+    }
+
+    /// After loading: the decoder is not needed until the last phase.
+    pub fn release_decoder(&self) {
+        self.advise(&self.parts.decoder, PageAdvice::DontNeed);
     }
 
     /// Before decoding: the sampler's tensors are done.
@@ -196,6 +207,8 @@ pub fn memory_plan(
 ) -> Vec<PhaseMemory> {
     let group_bytes = |k: usize| parts.groups.get(k).map_or(0, |r| total(r));
     let shared = total(&parts.shared);
+    // The prefill reads every decoder layer but only its prompt's rows of the vocabulary matrices
+    // (counted with the buffers by the caller).
     let mut plan = vec![PhaseMemory {
         phase: "prefill".into(),
         weights: total(&parts.text),
@@ -270,6 +283,7 @@ mod tests {
     fn release_policy_bounds_the_plan() {
         let parts = FileParts {
             text: vec![0..100],
+            vocabulary: vec![],
             vision: vec![],
             shared: vec![100..110],
             groups: vec![vec![200..300], vec![300..400], vec![400..500]],

@@ -197,3 +197,63 @@ fn bad_input_fails_clearly_and_leaves_no_png() {
         .collect();
     assert_eq!(names, vec!["no-generation.gguf".to_string()]);
 }
+
+/// Files without a tokenizer (synthetic benchmark files) take token ids; asking them for a text
+/// prompt is a clear error. (`--dry-run`: decoding the tiny synthetic model's 256×256 image takes
+/// half a minute in a debug build; the empty-prompt path is generated in tests/generate_parity.rs.)
+#[test]
+fn prompt_ids_drive_a_file_without_tokenizer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny.gguf");
+    let run = latte(&[
+        "convert",
+        "--synthetic",
+        "latte-flow-tiny",
+        "--type",
+        "q8_0",
+        "--quiet",
+        "-o",
+        path_str(&model),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let run = latte(&[
+        "generate",
+        "-m",
+        path_str(&model),
+        "--prompt-ids",
+        "1,2,3",
+        "--uncond-ids",
+        "1",
+        "--steps",
+        "2",
+        "--dry-run",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.contains("2 steps") && stdout.contains("group 1"),
+        "{stdout}"
+    );
+    let out = tmp.path().join("out.png");
+    let run = latte(&[
+        "generate",
+        "-m",
+        path_str(&model),
+        "--prompt",
+        "a red circle",
+        "--quiet",
+        "-o",
+        path_str(&out),
+    ]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("tokenizer"));
+    assert!(!out.exists());
+}

@@ -131,6 +131,14 @@ fn text_only_prompts_and_limits() {
         .unwrap();
     assert_eq!(stats.generated_tokens, 0);
 
+    // An absurd answer length is bounded by the context (512 tokens), not allocated.
+    let stats = describer
+        .describe(&request(None, usize::MAX), &mut |_, _| {})
+        .unwrap();
+    // Every token but the last one sampled goes through the 512-token cache.
+    assert!(stats.prompt_tokens + stats.generated_tokens <= 513);
+    assert!(stats.stopped || stats.prompt_tokens + stats.decode_steps == 512);
+
     // A prompt longer than the context (512 tokens in the fixture model).
     let long = DescribeRequest {
         prompt: "star ".repeat(2000),

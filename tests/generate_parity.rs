@@ -152,6 +152,12 @@ fn same_seed_same_png_across_runs_and_thread_counts() {
     let one = png(&opts, 1, "one.png");
     assert_eq!(one, png(&opts, 1, "one-again.png"), "two runs differ");
     assert_eq!(one, png(&opts, 2, "two.png"), "1 and 2 threads differ");
+    // An empty unconditional prompt (what --prompt-ids without --uncond-ids gives): the image
+    // tokens then start at position 0 and attend to no prompt key.
+    let g = generator
+        .generate(&cond_ids, &[], &opts, &mut Quiet)
+        .unwrap();
+    assert!(g.image.iter().all(|v| v.is_finite()));
     // A different seed gives a different image (the comparison above can fail).
     opts.seed += 1;
     assert_ne!(one, png(&opts, 1, "other-seed.png"));

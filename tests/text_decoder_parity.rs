@@ -298,6 +298,8 @@ fn bad_inputs_are_errors() {
         .unwrap_err();
     assert!(err.to_string().contains("context full"), "{err}");
     assert_eq!(cache.len(), 0);
+    // A cache too large for memory is an error, not an abort.
+    assert!(KvCache::try_new(&c, usize::MAX / 2).is_err());
     // Image tokens that do not match the grids.
     assert!(rope_positions(&[1, 5, 5, 2], IMAGE_TOKEN, &[[1, 2, 2]]).is_err());
     assert!(rope_positions(&[1, 2], IMAGE_TOKEN, &[[1, 1, 1]]).is_err());

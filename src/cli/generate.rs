@@ -37,8 +37,25 @@ pub struct GenerateArgs {
     #[arg(short = 'm', long = "model")]
     model: Option<PathBuf>,
     /// The prompt, e.g. "a red circle".
-    #[arg(long)]
-    prompt: String,
+    #[arg(long, required_unless_present = "prompt_ids")]
+    prompt: Option<String>,
+    /// Token ids of the whole conditional prompt instead of --prompt (comma-separated), for files
+    /// without a tokenizer such as `latte convert --synthetic` benchmark files.
+    #[arg(
+        long = "prompt-ids",
+        value_name = "IDS",
+        value_delimiter = ',',
+        conflicts_with = "prompt"
+    )]
+    prompt_ids: Option<Vec<u32>>,
+    /// With --prompt-ids: token ids of the unconditional prompt [default: none, an empty prompt].
+    #[arg(
+        long = "uncond-ids",
+        value_name = "IDS",
+        value_delimiter = ',',
+        requires = "prompt_ids"
+    )]
+    uncond_ids: Option<Vec<u32>>,
     /// Output PNG (written to a temporary file, then renamed).
     #[arg(short = 'o', long = "output", default_value = "latte.png")]
     output: PathBuf,
@@ -51,6 +68,7 @@ pub struct GenerateArgs {
     /// Noise seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Integration rule (Heun: two velocity evaluations per step).
     #[arg(long, value_enum, default_value = "euler")]
     sampler: Sampler,
     /// Run every layer at every step (the standard cost) instead of the owning group's.
@@ -115,9 +133,17 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         dense: args.dense,
     };
     generator.schedule(&options)?;
-    let tokenizer = Tokenizer::from_model_file(&file)?;
-    let cond_ids = tokenizer.encode(&config.prompt_text(&args.prompt), true)?;
-    let uncond_ids = tokenizer.encode(&config.prompt_text(""), true)?;
+    let (cond_ids, uncond_ids) = match (&args.prompt, &args.prompt_ids) {
+        (Some(prompt), _) => {
+            let tokenizer = Tokenizer::from_model_file(&file)?;
+            (
+                tokenizer.encode(&config.prompt_text(prompt), true)?,
+                tokenizer.encode(&config.prompt_text(""), true)?,
+            )
+        }
+        (None, Some(ids)) => (ids.clone(), args.uncond_ids.clone().unwrap_or_default()),
+        (None, None) => bail!("give --prompt or --prompt-ids"),
+    };
 
     if args.dry_run {
         return dry_run(&generator, &options, cond_ids.len(), budget);
@@ -148,8 +174,12 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         options.guidance.to_string(),
         options.seed.to_string(),
     );
+    let prompt_text = match (&args.prompt, &args.prompt_ids) {
+        (Some(prompt), _) => prompt.clone(),
+        (None, ids) => format!("ids {:?}", ids.as_deref().unwrap_or_default()),
+    };
     let mut text = vec![
-        ("prompt", args.prompt.as_str()),
+        ("prompt", prompt_text.as_str()),
         ("seed", seed.as_str()),
         ("steps", steps.as_str()),
         ("guidance", guidance.as_str()),
@@ -224,13 +254,14 @@ fn dry_run(
     let plan = generator.memory_plan(options, prompt_len)?;
     let parts = generator.residency().parts();
     println!(
-        "{}: {} steps, cfg {}, {}; file {} (VLM text {}, vision {}, shared generation {}, {} groups of {} each, decoder {})",
+        "{}: {} steps, cfg {}, {}; file {} (VLM text {} + vocabulary {}, vision {}, shared generation {}, {} groups of {} each, decoder {})",
         generator.file().name(),
         options.steps,
         options.guidance,
         if options.dense { "dense" } else { "layerwise" },
         human_bytes(generator.file().gguf().bytes().len() as u64),
         human_bytes(total(&parts.text)),
+        human_bytes(total(&parts.vocabulary)),
         human_bytes(total(&parts.vision)),
         human_bytes(total(&parts.shared)),
         parts.groups.len(),

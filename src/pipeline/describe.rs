@@ -232,8 +232,8 @@ impl<'a> Describer<'a> {
             }
         }
         // Room for the whole answer, within the context; nothing grows while decoding.
-        let capacity = (ids.len() + request.max_tokens).min(context);
-        let mut cache = KvCache::new(config, capacity);
+        let capacity = ids.len().saturating_add(request.max_tokens).min(context);
+        let mut cache = KvCache::try_new(config, capacity)?;
         let mut scratch = TextScratch::with_capacity(config, ids.len(), capacity);
         let mut logits = Vec::with_capacity(config.vocab);
         self.text.forward(
@@ -248,7 +248,7 @@ impl<'a> Describer<'a> {
         stats.prefill_seconds = started.elapsed().as_secs_f64();
 
         let started = Instant::now();
-        let mut history = Vec::with_capacity(ids.len() + request.max_tokens);
+        let mut history = Vec::with_capacity(capacity + 1);
         history.extend_from_slice(&ids);
         let mut decoder = self.tokenizer.stream_decoder(false);
         let mut row = vec![0f32; d];

@@ -88,30 +88,31 @@ pub struct Generator<'f> {
     file: &'f ModelFile,
     text: TextModel<'f>,
     replica: Replica<'f>,
-    decoder: Decoder<'f>,
     residency: Residency<'f>,
 }
 
 impl<'f> Generator<'f> {
-    /// Loads the text decoder, the replica and the DC-AE decoder; then releases the pages loading
-    /// touched in the expert groups, so sampling starts with no group resident.
+    /// Loads the text decoder and the replica (the DC-AE decoder is loaded for the decode phase
+    /// only: its f32 copies of f16 weights would otherwise sit in memory while sampling); then
+    /// releases the pages loading touched in the expert groups, so sampling starts with none.
     pub fn load(file: &'f ModelFile, policy: ReleasePolicy) -> Result<Self, GenerateError> {
         if !crate::model::flow::FlowConfig::present(file) {
             return Err(GenerateError::NoGeneration(file.name().into()));
         }
         let replica = Replica::load(file)?;
         let text = TextModel::load(file)?;
-        let decoder = Decoder::load(file)?;
+        // Fail now, not after sampling, when the decoder is missing or malformed.
+        drop(Decoder::load(file)?);
         let residency = Residency::new(file, policy).map_err(|source| GenerateError::Layout {
             file: file.name().into(),
             source,
         })?;
         residency.release_all_groups();
+        residency.release_decoder();
         Ok(Generator {
             file,
             text,
             replica,
-            decoder,
             residency,
         })
     }
@@ -168,10 +169,12 @@ impl<'f> Generator<'f> {
         // Prefill: embeddings, normed rows, q, attention, projections, FFN and the KV cache, for
         // the prompt; the scores are one row per head.
         let p = prompt_len as u64;
+        // The embedding rows of the prompt's tokens are read from the file: at most one page each.
         let prefill = f
             * (p * (4 * tc.hidden + 2 * tc.q_dim() + 2 * tc.ffn) as u64
                 + 2 * p * (tc.layers * tc.kv_dim()) as u64
-                + (tc.heads as u64) * p);
+                + (tc.heads as u64) * p)
+            + p * 4096;
         // Sampling: the two prompts' K/V for every layer, one layer's buffers, the TCRA blocks and
         // the latent-sized vectors of the sampler.
         let kv = (c.kv_heads * c.head_dim) as u64;
@@ -182,9 +185,19 @@ impl<'f> Generator<'f> {
                 + 2 * (p + n as u64) * kv
                 + 3 * (c.heads * n * n) as u64
                 + 8 * c.latent_len() as u64);
-        let decode = self
-            .decoder
-            .predicted_working_bytes(c.latent_size, c.latent_size)?;
+        // The decoder computes on f32 weights: tensors stored in another type are dequantized
+        // into memory for the decode phase.
+        let dequantized: u64 = self
+            .file
+            .gguf()
+            .tensor_infos()
+            .iter()
+            .filter(|t| t.name.starts_with("dcae.") && t.ty != crate::dtype::TensorType::F32)
+            .map(|t| 4 * t.dims.iter().product::<u64>())
+            .sum();
+        let decode = Decoder::load(self.file)?
+            .predicted_working_bytes(c.latent_size, c.latent_size)?
+            + dequantized;
         Ok(memory_plan(
             self.residency.parts(),
             self.residency.policy(),
@@ -271,11 +284,11 @@ impl<'f> Generator<'f> {
         let progress = observer.progress;
         progress.phase("decode");
         let mut clock = PhaseClock::start();
+        let decoder = Decoder::load(self.file)?;
         let mut scratch = DecoderScratch::default();
         let image =
-            self.decoder
-                .decode_flow_latent(&latent, c.latent_size, c.latent_size, &mut scratch)?;
-        let [height, width] = self.decoder.output_hw(c.latent_size, c.latent_size)?;
+            decoder.decode_flow_latent(&latent, c.latent_size, c.latent_size, &mut scratch)?;
+        let [height, width] = decoder.output_hw(c.latent_size, c.latent_size)?;
         phases.push(clock.finish("decode", 0));
         Ok(Generated {
             image,

@@ -17,7 +17,39 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// Room for `capacity` tokens in every layer of `config`, allocated now.
+    /// [`KvCache::new`], but an allocation that cannot be made (a capacity from user input,
+    /// too large for memory) is an error instead of an abort.
+    pub fn try_new(config: &TextConfig, capacity: usize) -> Result<Self, ModelError> {
+        let kv_dim = config.kv_dim();
+        let too_large = || ModelError::ContextFull {
+            needed: capacity,
+            used: 0,
+            capacity: 0,
+        };
+        let size = capacity.checked_mul(kv_dim).ok_or_else(too_large)?;
+        let buffer = || -> Result<Vec<f32>, ModelError> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(size).map_err(|_| too_large())?;
+            v.resize(size, 0.0);
+            Ok(v)
+        };
+        let keys = (0..config.layers)
+            .map(|_| buffer())
+            .collect::<Result<_, _>>()?;
+        let values = (0..config.layers)
+            .map(|_| buffer())
+            .collect::<Result<_, _>>()?;
+        Ok(KvCache {
+            kv_dim,
+            capacity,
+            len: 0,
+            keys,
+            values,
+        })
+    }
+
+    /// Room for `capacity` tokens in every layer of `config`, allocated now (aborts, as `Vec`
+    /// does, if memory runs out; see [`KvCache::try_new`]).
     pub fn new(config: &TextConfig, capacity: usize) -> Self {
         let kv_dim = config.kv_dim();
         let size = capacity.saturating_mul(kv_dim);
