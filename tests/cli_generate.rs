@@ -11,6 +11,9 @@ use latte_bin::latte;
 
 #[path = "latte_bin/mod.rs"]
 mod latte_bin;
+mod reference_support;
+
+use reference_support::convert;
 
 fn path_str(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -33,29 +36,12 @@ fn png_text(bytes: &[u8]) -> Vec<(String, String)> {
     out
 }
 
-/// The tiny `base` reference fixture as an F32 GGUF in `dir` (16×16 images: fast, also under qemu).
-fn tiny_model(dir: &Path) -> std::path::PathBuf {
-    use latte::convert::quantize::{parse_target_type, QuantizeOptions};
-    use latte::convert::Checkpoint;
-    let checkpoint =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference/base/checkpoint");
-    let out = dir.join("tiny.gguf");
-    let options = QuantizeOptions {
-        target: parse_target_type("f32").unwrap(),
-        rules: Vec::new(),
-    };
-    Checkpoint::plan(&checkpoint, &options)
-        .unwrap()
-        .write(&out, &mut |_| {})
-        .unwrap();
-    out
-}
-
 #[test]
 fn generates_a_png_with_its_parameters_deterministically() {
     let tmp = tempfile::tempdir().unwrap();
     let models = tempfile::tempdir().unwrap();
-    let tiny = tiny_model(models.path());
+    // The tiny `base` reference fixture (16×16 images): fast, also under qemu.
+    let tiny = convert("base", "f32", models.path());
     let run = |model: Option<&Path>, name: &str, seed: &str, threads: &str| -> Vec<u8> {
         let out = tmp.path().join(name);
         let mut args = vec![

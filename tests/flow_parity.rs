@@ -18,14 +18,14 @@ use latte::pipeline::prompt_context::{bind, VlmPromptOutputs};
 use latte::pipeline::{sample, Evaluation, Pass, SamplerKind, SamplingObserver, SamplingOptions};
 use latte::schedule::TimestepSchedule;
 
-mod flow_support;
-use flow_support::{assert_close, convert_f32, Fixture, CONFIGS};
+mod reference_support;
+use reference_support::{assert_close, convert, Oracle, CONFIGS};
 
 const HIDDEN_TOLERANCE: f32 = 2e-5;
 const VELOCITY_TOLERANCE: f32 = 2e-5;
 const LATENT_TOLERANCE: f32 = 4e-5;
 
-fn fixture_prompt(fixture: &Fixture, replica: &Replica<'_>, which: &str) -> PromptKv {
+fn fixture_prompt(fixture: &Oracle, replica: &Replica<'_>, which: &str) -> PromptKv {
     let layers = replica.config().layer_count;
     let mut keys = Vec::new();
     let mut values = Vec::new();
@@ -42,7 +42,7 @@ fn fixture_prompt(fixture: &Fixture, replica: &Replica<'_>, which: &str) -> Prom
 
 /// Records what the sampler reports and checks it against the fixture as it goes.
 struct Checker<'f> {
-    fixture: &'f Fixture,
+    fixture: &'f Oracle,
     config: &'static str,
     evaluations: usize,
     layers_checked: usize,
@@ -123,7 +123,8 @@ fn options(fixture_sampler: &str, guidance: f32, dense: bool) -> SamplingOptions
 
 fn manifest(config: &str) -> serde_json::Value {
     let text =
-        std::fs::read_to_string(flow_support::fixture_dir(config).join("manifest.json")).unwrap();
+        std::fs::read_to_string(reference_support::fixture_dir(config).join("manifest.json"))
+            .unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -131,9 +132,9 @@ fn manifest(config: &str) -> serde_json::Value {
 fn sampling_matches_the_reference_with_fixture_prompt_kv() {
     let tmp = tempfile::tempdir().unwrap();
     for &config in CONFIGS {
-        let fixture = Fixture::open(config);
+        let fixture = Oracle::open(config);
         let m = manifest(config);
-        let file = ModelFile::open(convert_f32(config, tmp.path())).unwrap();
+        let file = ModelFile::open(convert(config, "f32", tmp.path())).unwrap();
         let replica = Replica::load(&file).unwrap();
         let c = replica.config();
         let steps = m["steps"].as_u64().unwrap() as usize;
@@ -205,8 +206,8 @@ fn sampling_matches_the_reference_with_fixture_prompt_kv() {
 #[test]
 fn replica_context_kv_matches_the_reference() {
     let tmp = tempfile::tempdir().unwrap();
-    let fixture = Fixture::open("alt");
-    let file = ModelFile::open(convert_f32("alt", tmp.path())).unwrap();
+    let fixture = Oracle::open("alt");
+    let file = ModelFile::open(convert("alt", "f32", tmp.path())).unwrap();
     let replica = Replica::load(&file).unwrap();
     let c = replica.config();
     for which in ["cond", "uncond"] {

@@ -17,19 +17,19 @@ use latte::pipeline::prompt_context::prefill;
 use latte::pipeline::SamplerKind;
 use latte::residency::ReleasePolicy;
 
-mod flow_support;
-use flow_support::{assert_close, convert_f32, fixture_dir, Fixture, CONFIGS};
+mod reference_support;
+use reference_support::{assert_close, convert, fixture_dir, Oracle, CONFIGS};
 
 fn manifest(config: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(fixture_dir(config).join("manifest.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
-fn ids(fixture: &Fixture, name: &str) -> Vec<u32> {
+fn ids(fixture: &Oracle, name: &str) -> Vec<u32> {
     fixture.i64(name).iter().map(|&i| i as u32).collect()
 }
 
-fn options(fixture: &Fixture, config: &str, dense: bool) -> GenerateOptions {
+fn options(fixture: &Oracle, config: &str, dense: bool) -> GenerateOptions {
     let m = manifest(config);
     GenerateOptions {
         steps: m["steps"].as_u64().unwrap() as usize,
@@ -47,8 +47,8 @@ fn options(fixture: &Fixture, config: &str, dense: bool) -> GenerateOptions {
 fn generation_matches_the_reference_from_prompt_ids() {
     let tmp = tempfile::tempdir().unwrap();
     for &config in CONFIGS {
-        let fixture = Fixture::open(config);
-        let file = ModelFile::open(convert_f32(config, tmp.path())).unwrap();
+        let fixture = Oracle::open(config);
+        let file = ModelFile::open(convert(config, "f32", tmp.path())).unwrap();
         let generator = Generator::load(&file, ReleasePolicy::ReleaseFinished).unwrap();
         let cond_ids = ids(&fixture, "gen.cond_ids");
         let uncond_ids = ids(&fixture, "gen.uncond_ids");
@@ -130,8 +130,8 @@ fn generation_matches_the_reference_from_prompt_ids() {
 fn same_seed_same_png_across_runs_and_thread_counts() {
     let tmp = tempfile::tempdir().unwrap();
     let config = "base";
-    let fixture = Fixture::open(config);
-    let file = ModelFile::open(convert_f32(config, tmp.path())).unwrap();
+    let fixture = Oracle::open(config);
+    let file = ModelFile::open(convert(config, "f32", tmp.path())).unwrap();
     let generator = Generator::load(&file, ReleasePolicy::Keep).unwrap();
     let cond_ids = ids(&fixture, "gen.cond_ids");
     let uncond_ids = ids(&fixture, "gen.uncond_ids");

@@ -8,13 +8,13 @@ use latte::model::expert_groups::GROUP_ALIGNMENT;
 use latte::model::ModelFile;
 use latte::residency::{total, FileParts, ReleasePolicy, Residency};
 
-mod flow_support;
-use flow_support::convert_f32;
+mod reference_support;
+use reference_support::convert;
 
 #[test]
 fn groups_are_aligned_disjoint_ranges_and_advice_is_sound() {
     let tmp = tempfile::tempdir().unwrap();
-    let path = convert_f32("base", tmp.path());
+    let path = convert("base", "f32", tmp.path());
     let file = ModelFile::open(&path).unwrap();
     let parts = FileParts::of(&file).unwrap();
     assert_eq!(parts.groups.len(), 2);

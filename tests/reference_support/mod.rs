@@ -9,6 +9,10 @@ use latte::convert::quantize::{parse_target_type, QuantizeOptions};
 use latte::convert::Checkpoint;
 use latte::safetensors::{Dtype, SafetensorsFile};
 
+/// Every fixture configuration (tools/reference/README.md: base = defaults, alt = every alternative
+/// switch, no_tcra = TCRA off, one layer per group, plus a dense run).
+pub const CONFIGS: &[&str] = &["base", "alt", "no_tcra"];
+
 pub fn fixture_dir(config: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/reference")
@@ -29,6 +33,10 @@ impl Oracle {
         Oracle {
             file: SafetensorsFile::open(path).unwrap(),
         }
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.file.get(name).is_some()
     }
 
     pub fn shape(&self, name: &str) -> Vec<usize> {
@@ -77,6 +85,20 @@ impl Oracle {
         assert_eq!(t.dtype, Dtype::U8, "{name}");
         self.file.data(t).to_vec()
     }
+
+    /// `[heads, P, d]` (the reference's layout) as `[P, heads, d]` (ours: token-major).
+    pub fn heads_to_tokens(&self, name: &str) -> (usize, Vec<f32>) {
+        let shape = self.shape(name);
+        let (heads, p, d) = (shape[0], shape[1], shape[2]);
+        let values = self.f32(name);
+        let mut out = vec![0.0; values.len()];
+        for h in 0..heads {
+            for i in 0..p {
+                out[(i * heads + h) * d..][..d].copy_from_slice(&values[(h * p + i) * d..][..d]);
+            }
+        }
+        (p, out)
+    }
 }
 
 /// The fixture checkpoint of `config` converted to a GGUF of type `ty` under `dir`.
@@ -114,4 +136,28 @@ pub fn argmax(x: &[f32]) -> usize {
         }
     }
     best
+}
+
+/// Largest |a − b| over the largest |b| (at least 1): one number per tensor, comparable across
+/// tensors of different magnitudes.
+pub fn scaled_error(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max)
+        / scale
+}
+
+#[track_caller]
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tolerance: f32) {
+    let error = scaled_error(got, want);
+    if std::env::var_os("LATTE_PRINT_ERRORS").is_some() {
+        eprintln!("{what}: scaled error {error:e}");
+    }
+    assert!(
+        error <= tolerance,
+        "{what}: scaled error {error:e} > {tolerance:e}"
+    );
 }
