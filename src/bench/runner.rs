@@ -251,9 +251,11 @@ fn image_rows(
     let dense = test == BenchTest::ImageDense;
     let generator = Generator::load(file, options.policy)?;
     let config = generator.replica().config();
-    let tokenizer = Tokenizer::from_model_file(file)?;
-    let cond = tokenizer.encode(&config.prompt_text(&options.prompt), true)?;
-    let uncond = tokenizer.encode(&config.prompt_text(""), true)?;
+    let (cond, uncond) = prompt_ids(
+        file,
+        &config.prompt_text(&options.prompt),
+        &config.prompt_text(""),
+    )?;
     let generate_options = |steps: usize, seed: u64| GenerateOptions {
         steps,
         guidance: config.guidance_scale,
@@ -379,6 +381,26 @@ fn image_rows(
         max_rss(&|p| p == "decode"),
     ));
     Ok(())
+}
+
+/// Token ids of the conditional and unconditional prompt texts. Files without a tokenizer (the
+/// synthetic benchmark models) get fixed pseudo-random ids of the lengths the chat template gives
+/// a short prompt (14) and the empty one (5), as tools/bench/pytorch_peer.py assumes.
+fn prompt_ids(
+    file: &ModelFile,
+    cond: &str,
+    uncond: &str,
+) -> Result<(Vec<u32>, Vec<u32>), BenchError> {
+    if file.get("tokenizer.ggml.model").is_none() {
+        let vocab = TextModel::load(file)?.config().vocab;
+        let ids = benchmark_tokens(19, vocab);
+        return Ok((ids[..14].to_vec(), ids[14..].to_vec()));
+    }
+    let tokenizer = Tokenizer::from_model_file(file)?;
+    Ok((
+        tokenizer.encode(cond, true)?,
+        tokenizer.encode(uncond, true)?,
+    ))
 }
 
 #[cfg(feature = "ggml-peer")]

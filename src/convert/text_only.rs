@@ -7,7 +7,9 @@
 
 use std::path::Path;
 
-use crate::gguf::{is_padding_tensor, GgufBuilder, GgufFile, WriteError};
+use crate::gguf::{
+    is_padding_tensor, GgufBuilder, GgufFile, MetadataArray, MetadataValue, WriteError,
+};
 
 /// True for tensors of the text decoder (llama.cpp's qwen2vl names).
 pub fn is_text_tensor(name: &str) -> bool {
@@ -34,6 +36,30 @@ pub fn write_text_model(source: &GgufFile, path: &Path) -> Result<usize, WriteEr
         if key != "general.alignment" && !is_other_part_key(key) {
             builder.push_metadata(key.clone(), value.clone())?;
         }
+    }
+    if source.get("tokenizer.ggml.model").is_none() {
+        // Synthetic benchmark files have no tokenizer, and llama.cpp will not load a model without
+        // one. Benchmarks feed token ids directly, so placeholder tokens (one per embedding row, no
+        // merges) are enough for it to run the same weights.
+        let rows = source
+            .tensor_info("token_embd.weight")
+            .and_then(|t| t.dims.get(1).copied())
+            .unwrap_or(0);
+        let tokens: Vec<String> = (0..rows).map(|i| format!("[PAD{i}]")).collect();
+        builder.push_metadata("tokenizer.ggml.model", MetadataValue::String("gpt2".into()))?;
+        builder.push_metadata("tokenizer.ggml.pre", MetadataValue::String("gpt-2".into()))?;
+        builder.push_metadata(
+            "tokenizer.ggml.token_type",
+            MetadataValue::Array(MetadataArray::I32(vec![1; tokens.len()])),
+        )?;
+        builder.push_metadata(
+            "tokenizer.ggml.tokens",
+            MetadataValue::Array(MetadataArray::String(tokens)),
+        )?;
+        builder.push_metadata(
+            "tokenizer.ggml.merges",
+            MetadataValue::Array(MetadataArray::String(Vec::new())),
+        )?;
     }
     let tensors: Vec<_> = source
         .tensor_infos()
