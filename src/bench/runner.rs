@@ -4,6 +4,7 @@
 //!
 //! This module owns the measuring loop; formats are `report`'s, statistics `stats`'.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use thiserror::Error;
@@ -87,7 +88,13 @@ pub fn run(
     options: &BenchOptions,
     on_row: &mut dyn FnMut(&Measurement),
 ) -> Result<BenchResults, BenchError> {
+    if options.llama_cpp && !cfg!(feature = "ggml-peer") {
+        return Err(BenchError::Peer(
+            "llama.cpp is a peer only in builds with `--features ggml-peer`".into(),
+        ));
+    }
     let mut results = BenchResults::default();
+    let mut peer_file = PeerTextFile::default();
     for &threads in &options.threads {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -98,7 +105,7 @@ pub fn run(
             })?;
         for &test in &options.tests {
             let start = results.rows.len();
-            pool.install(|| run_test(file, options, test, threads, &mut results))?;
+            pool.install(|| run_test(file, options, test, threads, &mut peer_file, &mut results))?;
             results.rows[start..].iter().for_each(&mut *on_row);
         }
     }
@@ -110,6 +117,7 @@ fn run_test(
     options: &BenchOptions,
     test: BenchTest,
     threads: usize,
+    peer_file: &mut PeerTextFile,
     results: &mut BenchResults,
 ) -> Result<(), BenchError> {
     let reps = options.repetitions.max(1);
@@ -142,9 +150,13 @@ fn run_test(
                 process_memory::peak_rss(),
             );
             if options.llama_cpp {
-                measurement
-                    .peers
-                    .push(llama_cpp_peer(file, test, &tokens, threads, reps)?);
+                measurement.peers.push(llama_cpp_peer(
+                    peer_file.path(file)?,
+                    test,
+                    &tokens,
+                    threads,
+                    reps,
+                )?);
             }
             results.rows.push(measurement);
         }
@@ -403,40 +415,63 @@ fn prompt_ids(
     ))
 }
 
+/// The text model llama.cpp runs, extracted from the file once per benchmark run (it is as large
+/// as the text decoder) and removed when the run ends.
+#[derive(Default)]
+struct PeerTextFile {
+    path: Option<PathBuf>,
+}
+
+impl PeerTextFile {
+    fn path(&mut self, file: &ModelFile) -> Result<&Path, BenchError> {
+        if self.path.is_none() {
+            let path =
+                std::env::temp_dir().join(format!("latte-bench-text-{}.gguf", std::process::id()));
+            crate::convert::text_only::write_text_model(file.gguf(), &path)
+                .map_err(|e| BenchError::Peer(e.to_string()))?;
+            self.path = Some(path);
+        }
+        Ok(self.path.as_deref().unwrap_or(Path::new("")))
+    }
+}
+
+impl Drop for PeerTextFile {
+    fn drop(&mut self) {
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 #[cfg(feature = "ggml-peer")]
 fn llama_cpp_peer(
-    file: &ModelFile,
+    path: &Path,
     test: BenchTest,
     tokens: &[u32],
     threads: usize,
     reps: usize,
 ) -> Result<PeerMeasurement, BenchError> {
     use super::llama_cpp::LlamaCppPeer;
-    let path = std::env::temp_dir().join(format!("latte-bench-text-{}.gguf", std::process::id()));
-    crate::convert::text_only::write_text_model(file.gguf(), &path)
-        .map_err(|e| BenchError::Peer(e.to_string()))?;
-    let measured = (|| {
-        let mut peer = LlamaCppPeer::load(&path, tokens.len().max(1) as u32, threads as i32)
-            .map_err(|e| BenchError::Peer(e.to_string()))?;
-        let mut measure = || match test {
-            BenchTest::Prompt(_) => peer.prompt_seconds(tokens),
-            _ => peer.generate_seconds(tokens),
-        };
-        measure().map_err(|e| BenchError::Peer(e.to_string()))?;
-        (0..reps)
-            .map(|_| measure().map_err(|e| BenchError::Peer(e.to_string())))
-            .collect::<Result<Vec<_>, _>>()
-    })();
-    let _ = std::fs::remove_file(&path);
+    let peer_error = |e: super::llama_cpp::LlamaCppError| BenchError::Peer(e.to_string());
+    let mut peer =
+        LlamaCppPeer::load(path, tokens.len().max(1) as u32, threads as i32).map_err(peer_error)?;
+    let mut measure = || match test {
+        BenchTest::Prompt(_) => peer.prompt_seconds(tokens),
+        _ => peer.generate_seconds(tokens),
+    };
+    measure().map_err(peer_error)?;
+    let seconds = (0..reps)
+        .map(|_| measure().map_err(peer_error))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(PeerMeasurement {
         name: "llama.cpp".into(),
-        summary: rates(tokens.len(), &measured?),
+        summary: rates(tokens.len(), &seconds),
     })
 }
 
 #[cfg(not(feature = "ggml-peer"))]
 fn llama_cpp_peer(
-    _file: &ModelFile,
+    _path: &Path,
     _test: BenchTest,
     _tokens: &[u32],
     _threads: usize,
