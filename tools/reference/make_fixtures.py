@@ -3,7 +3,9 @@
     python tools/reference/make_fixtures.py [--out tests/fixtures/reference]
 
 Writes, per configuration, `<name>/checkpoint/` (the README's checkpoint layout, f32),
-`<name>/tensors.safetensors` and `<name>/manifest.json` (every tensor: what it is, shape, dtype); and
+`<name>/tensors.safetensors` and `<name>/manifest.json` (every tensor: what it is, shape, dtype); for the
+configurations in IMAGE_PROMPT_CONFIGS also `<name>/image_prompt.safetensors` and `<name>/image_prompt.json`
+(generation from a prompt holding an image, kept apart so the older files stay byte-identical); and
 `rng.safetensors` (noise RNG test vectors) and a top-level `manifest.json`. This module owns the fixture
 contents; it must not define model math. Re-running it reproduces the same bytes on the same software.
 """
@@ -47,6 +49,14 @@ SEED = 1234
 PROMPT = "a red star on the left"
 QUESTION = "What shape is it?"
 RNG_SEEDS = (0, 1, 42, 1234, 2**64 - 1)
+# Generation from a prompt with an image: ctx_kv frozen (base) and replica (alt).
+IMAGE_PROMPT_CONFIGS = ("base", "alt")
+IMAGE_PROMPT = "a star like this"
+
+
+def fixture_image():
+    """The understanding fixture's raw image: uint8 [H=40, W=70, 3] (non-square)."""
+    return np.random.default_rng(3).integers(0, 256, (40, 70, 3)).astype(np.uint8)
 
 
 class Writer:
@@ -69,7 +79,7 @@ class Writer:
 
 
 def understanding(w, model, tok, proc):
-    img = np.random.default_rng(3).integers(0, 256, (40, 70, 3)).astype(np.uint8)
+    img = fixture_image()
     pv, grid = vlm_mod.preprocess(proc, img)
     merge = model.config.vision_config.spatial_merge_size
     ids = vlm_mod.understanding_ids(tok, QUESTION, model.config.image_token_id, vlm_mod.merged_tokens(grid, merge))
@@ -137,6 +147,37 @@ def generation(w, model, tok, rep, ae, method, prefix="gen"):
     return x
 
 
+def image_generation(w, model, tok, proc, rep, ae, method):
+    """A generation whose conditional prompt holds fixture_image() (unconditional: the empty text prompt)."""
+    cfg = rep.cfg
+    img = fixture_image()
+    ids, out = pipeline.image_prompt(model, tok, proc, cfg, IMAGE_PROMPT, img)
+    cond = rep.bind_context(out)
+    uncond = rep.bind_context(vlm_mod.prompt_outputs(model, [pipeline.generation_ids(tok, cfg, "")]))
+    w.add("img.image", torch.from_numpy(img), "raw RGB image in the prompt, uint8 [H=40, W=70, 3] (und.image)")
+    w.add("img.cond_ids", torch.tensor(ids), f"prompt_template with '<|vision_start|><|image_pad|><|vision_end|>"
+          f"{IMAGE_PROMPT}', the image pad expanded to one per merged token")
+    w.add("img.positions", out.positions[0], "M-RoPE positions (t, h, w) of the prompt [3, P] (get_rope_index)")
+    w.add("img.start", out.start[0], "next free position after the prompt: where the generated image tokens start")
+    for l in range(cfg.num_layers):
+        w.add(f"img.cond.k.{l}", cond.k[l][0], f"prompt keys the replica layer {l} attends to, RoPE applied "
+              f"[KV heads, P, head_dim] (ctx_kv={cfg.ctx_kv})")
+        w.add(f"img.cond.v.{l}", cond.v[l][0], f"prompt values of layer {l} [KV heads, P, head_dim]")
+    w.add("img.seed", torch.tensor(SEED), "noise seed (rng.py spec); the noise is gen.noise")
+    record = []
+    x = sample(rep, pipeline.noise_batch(cfg, [SEED]), cond, uncond, STEPS, cfg.guidance_scale, method,
+               record=record)
+    for e, r in enumerate(record):
+        w.add(f"img.eval{e}.t", torch.tensor(r["t"], dtype=torch.float32), "timestep of this evaluation")
+        w.add(f"img.eval{e}.group", torch.tensor(r["group"]), "group that owns t")
+        w.add(f"img.eval{e}.v_cond", r["v_cond"][0], "conditional velocity [C, H, W]")
+        w.add(f"img.eval{e}.v_uncond", r["v_uncond"][0], "unconditional velocity [C, H, W]")
+        w.add(f"img.eval{e}.v", r["v"][0], "guided velocity v_u + s (v_c - v_u) [C, H, W]")
+    w.add("img.final_latent", x[0], f"latent after {STEPS} {method} steps [C, H, W]")
+    w.add("img.image_u8", torch.from_numpy(autoencoder.to_uint8(autoencoder.decode(ae, x))[0]),
+          "PNG pixels [H, W, 3]")
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser()
@@ -178,6 +219,14 @@ def main():
         extra = {"switches": spec["switches"], "tied_embeddings": spec["tie"], "sampler": spec["method"],
                  "steps": STEPS, "guidance_scale": cfg.guidance_scale, "prompt": PROMPT, "question": QUESTION}
         w.save(folder, spec["doc"], extra)
+        if name in IMAGE_PROMPT_CONFIGS:
+            wi = Writer()
+            image_generation(wi, model, tok, proc, rep, ae, spec["method"])
+            save_file(wi.tensors, os.path.join(folder, "image_prompt.safetensors"))
+            with open(os.path.join(folder, "image_prompt.json"), "w") as f:
+                json.dump({"config": spec["doc"], **extra, "prompt": IMAGE_PROMPT, "image": "img.image",
+                           "tensors": wi.manifest}, f, indent=1)
+                f.write("\n")
         top["configs"][name] = {"doc": spec["doc"], **extra}
         print(f"{name}: {len(w.tensors)} tensors")
     with open(os.path.join(out, "manifest.json"), "w") as f:

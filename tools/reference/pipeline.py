@@ -13,16 +13,41 @@ import vlm as vlm_mod
 from sampler import sample
 
 
-def generation_ids(tokenizer, gen_cfg, prompt: str) -> list:
+IMAGE_ITEM = "<|vision_start|><|image_pad|><|vision_end|>"
+
+
+def generation_ids(tokenizer, gen_cfg, prompt: str, image_tokens: int = 0, image_token_id=None) -> list:
+    """prompt_template with {prompt} replaced. With an image (image_tokens > 0) the image item goes before
+    the text inside the user turn, the layout understanding_ids uses, its one pad expanded to image_tokens."""
+    if image_tokens:
+        prompt = IMAGE_ITEM + prompt
     text = gen_cfg.prompt_template.replace("{prompt}", prompt)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return vlm_mod.expand_image_pads(ids, image_token_id, image_tokens) if image_tokens else ids
 
 
-def contexts(vlm, tokenizer, replica, prompts: list):
-    """Conditional contexts for each prompt and the unconditional (empty prompt) context."""
+def image_prompt(vlm, tokenizer, processor, gen_cfg, prompt: str, image: np.ndarray):
+    """(ids with the pad run expanded, VlmPromptOutputs) of one prompt with an image (uint8 [H, W, 3])."""
+    pv, grid = vlm_mod.preprocess(processor, image)
+    n = vlm_mod.merged_tokens(grid, vlm.config.vision_config.spatial_merge_size)
+    ids = generation_ids(tokenizer, gen_cfg, prompt, n, vlm.config.image_token_id)
+    return ids, vlm_mod.image_prompt_outputs(vlm, ids, pv, grid)
+
+
+def contexts(vlm, tokenizer, replica, prompts: list, image=None, processor=None):
+    """Conditional contexts for each prompt and the unconditional context.
+
+    The unconditional prompt is always the empty text prompt, also when the conditional one holds an
+    image (one prompt, with `processor`): guidance then pushes towards prompt and image together.
+    """
     cfg = replica.cfg
-    ids = [generation_ids(tokenizer, cfg, p) for p in prompts]
-    cond = replica.bind_context(vlm_mod.prompt_outputs(vlm, ids))
+    if image is None:
+        ids = [generation_ids(tokenizer, cfg, p) for p in prompts]
+        cond = replica.bind_context(vlm_mod.prompt_outputs(vlm, ids))
+    else:
+        if len(prompts) != 1 or processor is None:
+            raise ValueError("a prompt with an image: one prompt, and the image processor")
+        cond = replica.bind_context(image_prompt(vlm, tokenizer, processor, cfg, prompts[0], image)[1])
     uncond = replica.bind_context(vlm_mod.prompt_outputs(vlm, [generation_ids(tokenizer, cfg, "")]))
     return cond, uncond
 
@@ -34,9 +59,11 @@ def noise_batch(cfg, seeds: list) -> torch.Tensor:
 
 @torch.no_grad()
 def generate(vlm, tokenizer, replica, ae, prompt: str, seed: int, steps=None, scale=None,
-             method="euler", dense=False, record=None):
-    """Returns (uint8 image [H, W, 3], final latent [1, C, h, w])."""
-    cond, uncond = contexts(vlm, tokenizer, replica, [prompt])
+             method="euler", dense=False, record=None, image=None, processor=None):
+    """Returns (uint8 image [H, W, 3], final latent [1, C, h, w]).
+
+    image: optional uint8 [H, W, 3] the VLM sees in the prompt (then `processor` is needed)."""
+    cond, uncond = contexts(vlm, tokenizer, replica, [prompt], image, processor)
     x = sample(replica, noise_batch(replica.cfg, [seed]), cond, uncond, steps, scale, method, dense, record)
     return autoencoder.to_uint8(autoencoder.decode(ae, x))[0], x
 

@@ -84,11 +84,12 @@ def greedy(model, input_ids, pixel_values=None, grid_thw=None, max_new: int = 8,
 
 @dataclass
 class VlmPromptOutputs:
-    """What the frozen VLM gives generation for a batch of (right-padded) text prompts.
+    """What the frozen VLM gives generation for a batch of (right-padded) prompts.
 
     cache_k/cache_v: per layer [B, KV, P, dh], keys with M-RoPE applied (the KV cache).
     normed_inputs: per layer [B, P, D]: input_layernorm of that layer's input (for ctx_kv = replica).
-    positions [B, 3, P]; mask [B, P] (True = real token); start [B] = first position after the prompt.
+    positions [B, 3, P] (t, h, w); mask [B, P] (True = real token); start [B] = the next free position
+    after the prompt (its largest position + 1: P for a text prompt, less when it holds an image).
     """
 
     cache_k: list
@@ -125,4 +126,34 @@ def prompt_outputs(model, prompts: list) -> VlmPromptOutputs:
     vs = [layer.values.clone() for layer in cache.layers]
     normed = [lm.layers[i].input_layernorm(out.hidden_states[i]) for i in range(len(lm.layers))]
     start = torch.tensor([len(x) for x in prompts], dtype=torch.long)
+    return VlmPromptOutputs(ks, vs, normed, pos.permute(1, 0, 2).contiguous(), mask, start)
+
+
+@torch.no_grad()
+def image_prompt_outputs(model, ids: list, pixel_values, grid_thw) -> VlmPromptOutputs:
+    """Run one prompt holding one image once through the frozen VLM, as transformers runs it for understanding.
+
+    ids: the prompt with its <|image_pad|> run expanded (expand_image_pads); pixel_values / grid_thw from
+    `preprocess`. The vision tower's merged features replace the pads' embeddings inside transformers'
+    Qwen2VLModel.forward; positions are transformers' own get_rope_index (t, h, w), and start is its
+    next free position (prompt length + its mrope delta), not the prompt length.
+    """
+    ids_t = torch.as_tensor(ids, dtype=torch.long).view(1, -1)
+    mm = (ids_t == model.config.image_token_id).int()
+    pos, delta = model.model.get_rope_index(ids_t, mm, image_grid_thw=grid_thw)
+    out = model.model(
+        input_ids=ids_t,
+        pixel_values=pixel_values,
+        image_grid_thw=grid_thw,
+        mm_token_type_ids=mm,
+        position_ids=pos,  # given, so the model keeps no rope_deltas state between calls
+        use_cache=True,
+        output_hidden_states=True,
+    )
+    lm = model.model.language_model
+    ks = [layer.keys.clone() for layer in out.cache.layers]
+    vs = [layer.values.clone() for layer in out.cache.layers]
+    normed = [lm.layers[i].input_layernorm(out.hidden_states[i]) for i in range(len(lm.layers))]
+    start = torch.tensor([ids_t.shape[1]], dtype=torch.long) + delta.view(-1)
+    mask = torch.ones(1, ids_t.shape[1], dtype=torch.bool)
     return VlmPromptOutputs(ks, vs, normed, pos.permute(1, 0, 2).contiguous(), mask, start)

@@ -225,3 +225,108 @@ def test_checkpoint_roundtrip(tmp_path, vlm, tok):
     b, _ = pipeline.generate(vlm2, tok2, rep2, ae2, "a green square", seed=1, steps=3)
     assert np.array_equal(a, b)
     assert "groups.1.image_head.proj.weight" in rep2.state_dict()
+
+
+IMAGE = np.random.default_rng(5).integers(0, 256, (40, 70, 3)).astype(np.uint8)  # non-square: 2x3 tokens
+
+
+def image_prompt(vlm, tok, cfg, prompt="a red star", image=IMAGE):
+    return pipeline.image_prompt(vlm, tok, tiny.processor(), cfg, prompt, image)
+
+
+def test_image_prompt_layout_and_positions(vlm, tok):
+    cfg = tiny.gen_config()
+    ids, out = image_prompt(vlm, tok, cfg)
+    text_ids = pipeline.generation_ids(tok, cfg, "a red star")
+    pad, vs, ve = (tok.convert_tokens_to_ids(s) for s in ("<|image_pad|>", "<|vision_start|>", "<|vision_end|>"))
+    # The image item sits before the text inside the user turn: the template's text, with
+    # <|vision_start|>, six pads (56x84 px -> 4x6 patches -> 2x3 merged) and <|vision_end|> inserted.
+    i = ids.index(vs)
+    assert ids[i + 1:i + 7] == [pad] * 6 and ids[i + 7] == ve
+    assert ids[:i] + ids[i + 8:] == text_ids
+    # Positions are transformers' get_rope_index; start is the next free position, not P.
+    pos = out.positions[0]
+    assert pos.shape == (3, len(ids))
+    assert pos[:, i + 1:i + 7].tolist() == [[i + 1] * 6, [i + 1] * 3 + [i + 2] * 3, [i + 1, i + 2, i + 3] * 2]
+    assert int(out.start[0]) == int(pos.max()) + 1 == len(ids) - 6 + 3
+    assert out.mask.all()
+
+
+def test_image_prompt_outputs_are_transformers_understanding_pass(vlm, tok):
+    # Oracle: Qwen2VLForConditionalGeneration's own forward (its positions, its splice of the vision
+    # features) with a KV cache, exactly as understanding runs a prompt.
+    cfg = tiny.gen_config()
+    ids, out = image_prompt(vlm, tok, cfg)
+    pv, grid = vlm_mod.preprocess(tiny.processor(), IMAGE)
+    t = torch.tensor([ids])
+    with torch.no_grad():
+        ref = vlm(input_ids=t, pixel_values=pv, image_grid_thw=grid, use_cache=True,
+                  mm_token_type_ids=(t == vlm.config.image_token_id).int())
+        feats = vlm.model.get_image_features(pv, grid).pooler_output[0]
+    vlm.model.rope_deltas = None  # the model caches them; later calls must not see ours
+    cache = ref.cache if hasattr(ref, "cache") else ref.past_key_values
+    for l, layer in enumerate(cache.layers):
+        assert torch.equal(out.cache_k[l], layer.keys) and torch.equal(out.cache_v[l], layer.values)
+    # Layer 0's input holds the merged vision features at the pads (normed by input_layernorm).
+    pads = t[0] == vlm.config.image_token_id
+    ln = vlm.model.language_model.layers[0].input_layernorm
+    assert torch.equal(out.normed_inputs[0][0, pads], ln(feats))
+
+
+def test_image_changes_prompt_kv_only_from_the_image_on(vlm, tok):
+    cfg = tiny.gen_config()
+    ids, a = image_prompt(vlm, tok, cfg)
+    other = np.random.default_rng(6).integers(0, 256, (40, 70, 3)).astype(np.uint8)
+    _, b = image_prompt(vlm, tok, cfg, image=other)
+    text = vlm_mod.prompt_outputs(vlm, [pipeline.generation_ids(tok, cfg, "a red star")])
+    item = ids.index(tok.convert_tokens_to_ids("<|vision_start|>"))
+    first_pad = item + 1
+    for l in range(cfg.num_layers):
+        # Causal: the tokens before the image item see the same keys either way.
+        assert torch.allclose(a.cache_k[l][..., :item, :], text.cache_k[l][..., :item, :], atol=1e-6)
+        assert (a.cache_v[l][..., first_pad:, :] - b.cache_v[l][..., first_pad:, :]).abs().max() > 1e-3
+    assert (a.cache_k[-1][..., -1, :] - text.cache_k[-1][..., -1, :]).abs().max() > 1e-3
+
+
+def test_text_only_prompt_path_is_unchanged(vlm, tok):
+    # contexts() without an image is exactly prompt_outputs + bind_context of the text ids.
+    for switches in ({}, {"ctx_kv": "replica"}):
+        cfg = tiny.gen_config(**switches)
+        rep = tiny.make_replica(cfg, seed=1)
+        cond, uncond = pipeline.contexts(vlm, tok, rep, ["a red star"])
+        ref = rep.bind_context(vlm_mod.prompt_outputs(vlm, [pipeline.generation_ids(tok, cfg, "a red star")]))
+        for l in range(cfg.num_layers):
+            assert torch.equal(cond.k[l], ref.k[l]) and torch.equal(cond.v[l], ref.v[l])
+        assert int(cond.start[0]) == len(pipeline.generation_ids(tok, cfg, "a red star"))
+
+
+def test_replica_context_kv_with_an_image_rotates_at_the_mrope_positions(vlm, tok):
+    # As test_replica_context_kv_equals_vlm_cache_when_projections_match, with an image in the prompt:
+    # the replica's keys use the (t, h, w) positions of get_rope_index.
+    cfg = tiny.gen_config(ctx_kv="replica")
+    rep = tiny.make_replica(cfg, seed=1)
+    lm = vlm.model.language_model
+    with torch.no_grad():
+        for l, layer in enumerate(rep.layers):
+            src = lm.layers[l].self_attn
+            for name in ("k_proj", "v_proj"):
+                getattr(layer, name).weight.copy_(getattr(src, name).weight)
+                getattr(layer, name).bias.copy_(getattr(src, name).bias)
+    _, out = image_prompt(vlm, tok, cfg)
+    ctx = rep.bind_context(out)
+    assert torch.equal(ctx.start, out.start)
+    for l in range(cfg.num_layers):
+        assert torch.allclose(ctx.k[l], out.cache_k[l], atol=1e-5)
+        assert torch.allclose(ctx.v[l], out.cache_v[l], atol=1e-5)
+
+
+def test_generation_with_an_image_runs_and_depends_on_it(vlm, tok):
+    cfg = tiny.gen_config()
+    rep = tiny.make_replica(cfg, seed=1)
+    ae = tiny.make_ae(1)
+    proc = tiny.processor()
+    other = np.random.default_rng(6).integers(0, 256, (40, 70, 3)).astype(np.uint8)
+    outs = [pipeline.generate(vlm, tok, rep, ae, "a red star", seed=1, steps=3, image=im, processor=proc)[1]
+            for im in (None, IMAGE, other)]
+    assert all(torch.isfinite(x).all() for x in outs)
+    assert (outs[0] - outs[1]).abs().max() > 1e-4 and (outs[1] - outs[2]).abs().max() > 1e-4
