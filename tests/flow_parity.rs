@@ -37,7 +37,8 @@ fn fixture_prompt(fixture: &Oracle, replica: &Replica<'_>, which: &str) -> Promp
         keys.push(k);
         values.push(v);
     }
-    PromptKv::new(replica.config(), len, keys, values).unwrap()
+    // Text prompts: the image tokens start right after the prompt.
+    PromptKv::new(replica.config(), len, len, keys, values).unwrap()
 }
 
 /// Records what the sampler reports and checks it against the fixture as it goes.
@@ -219,6 +220,8 @@ fn replica_context_kv_matches_the_reference() {
             &replica,
             VlmPromptOutputs {
                 len,
+                positions: (0..len as u32).map(|p| [p; 3]).collect(),
+                next_position: len,
                 cache_keys: Vec::new(),
                 cache_values: Vec::new(),
                 normed_inputs,

@@ -56,7 +56,14 @@ fn generation_matches_the_reference_from_prompt_ids() {
         // Our prefill gives the reference's prompt K/V for both prompts.
         let mut scratch = TextScratch::new();
         for (which, ids) in [("cond", &cond_ids), ("uncond", &uncond_ids)] {
-            let kv = prefill(generator.text(), generator.replica(), ids, &mut scratch).unwrap();
+            let kv = prefill(
+                generator.text(),
+                generator.replica(),
+                ids,
+                None,
+                &mut scratch,
+            )
+            .unwrap();
             for l in 0..generator.replica().config().layer_count {
                 let (_, k) = fixture.heads_to_tokens(&format!("gen.{which}.k.{l}"));
                 let (_, v) = fixture.heads_to_tokens(&format!("gen.{which}.v.{l}"));

@@ -1,5 +1,5 @@
-//! `latte generate [-m MODEL] --prompt TEXT [-o OUT.png] [--steps N] [--cfg S] [--seed N]
-//! [--sampler euler|heun] [--dense] [--threads N] [--mem-budget SIZE] [--dry-run]`
+//! `latte generate [-m MODEL] --prompt TEXT [--image PATH] [-o OUT.png] [--steps N] [--cfg S]
+//! [--seed N] [--sampler euler|heun] [--dense] [--threads N] [--mem-budget SIZE] [--dry-run]`
 //!
 //! Without `-m`, the demo model embedded in the binary (assets/demo-f16.gguf). Arguments in, a PNG
 //! with the generation parameters in its text chunks out, a progress bar and a per-phase summary
@@ -11,8 +11,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use latte::image::png::write_png;
+use latte::image::{load_rgb, DEFAULT_MAX_INPUT_PIXELS};
 use latte::model::ModelFile;
 use latte::pipeline::generate::{GenerateOptions, Generator, PhaseReport, Progress};
+use latte::pipeline::prompt_context::image_prompt_text;
 use latte::pipeline::{SamplerKind, StepInfo};
 use latte::process_memory;
 use latte::residency::{parse_size, total, ReleasePolicy};
@@ -30,7 +32,8 @@ enum Sampler {
     Heun,
 }
 
-/// Generate an image from a text prompt (layerwise timestep experts: one group of layers per step).
+/// Generate an image from a text prompt, optionally with an image in it (layerwise timestep experts:
+/// one group of layers per step).
 #[derive(Args)]
 pub struct GenerateArgs {
     /// Model file (GGUF with a generation pathway); default: the demo model embedded in the binary.
@@ -48,6 +51,13 @@ pub struct GenerateArgs {
         conflicts_with = "prompt"
     )]
     prompt_ids: Option<Vec<u32>>,
+    /// An image the VLM sees in the prompt, before the text (PNG, JPEG or WebP); needs a model with
+    /// a vision tower. With --prompt-ids, the ids hold one <|image_pad|> where the image goes.
+    #[arg(long, value_name = "PATH")]
+    image: Option<PathBuf>,
+    /// Largest --image accepted, in pixels.
+    #[arg(long, default_value_t = DEFAULT_MAX_INPUT_PIXELS)]
+    max_image_pixels: u64,
     /// With --prompt-ids: token ids of the unconditional prompt [default: none, an empty prompt].
     #[arg(
         long = "uncond-ids",
@@ -109,6 +119,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if !args.dry_run {
         check_output(&args.output)?;
     }
+    let image = args
+        .image
+        .as_ref()
+        .map(|path| load_rgb(path, args.max_image_pixels))
+        .transpose()?;
     let file = match &args.model {
         Some(path) => ModelFile::open(path)?,
         None => ModelFile::from_bytes(DEMO_NAME, DEMO_MODEL.to_vec())?,
@@ -133,11 +148,21 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         dense: args.dense,
     };
     generator.schedule(&options)?;
+    // Checks for a vision tower before any compute; the prompt's image tokens (without the one
+    // placeholder the template writes) count towards its length.
+    let image_tokens = image
+        .as_ref()
+        .map(|image| generator.image_tokens(image))
+        .transpose()?;
     let (cond_ids, uncond_ids) = match (&args.prompt, &args.prompt_ids) {
         (Some(prompt), _) => {
             let tokenizer = Tokenizer::from_model_file(&file)?;
+            let cond_text = match image {
+                Some(_) => image_prompt_text(config, prompt),
+                None => config.prompt_text(prompt),
+            };
             (
-                tokenizer.encode(&config.prompt_text(prompt), true)?,
+                tokenizer.encode(&cond_text, true)?,
                 tokenizer.encode(&config.prompt_text(""), true)?,
             )
         }
@@ -146,7 +171,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     };
 
     if args.dry_run {
-        return dry_run(&generator, &options, cond_ids.len(), budget);
+        let prompt_len = cond_ids.len() + image_tokens.map_or(0, |n| n.saturating_sub(1));
+        return dry_run(&generator, &options, prompt_len, budget);
     }
 
     let bar =
@@ -158,7 +184,13 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         ProgressStyle::with_template("{bar:40} {pos}/{len} steps {msg}").expect("a valid template"),
     );
     let mut progress = Bar { bar: bar.clone() };
-    let generated = generator.generate(&cond_ids, &uncond_ids, &options, &mut progress)?;
+    let generated = generator.generate_with_image(
+        &cond_ids,
+        image.as_ref(),
+        &uncond_ids,
+        &options,
+        &mut progress,
+    )?;
     bar.finish_and_clear();
 
     let model_name = match &args.model {
@@ -187,6 +219,15 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         ("model", model_name.as_str()),
         ("Software", "latte"),
     ];
+    let image_name = args.image.as_ref().map(|path| {
+        path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into(),
+        )
+    });
+    if let Some(name) = &image_name {
+        text.push(("image", name.as_str()));
+    }
     if options.dense {
         text.push(("dense", "true"));
     }

@@ -46,9 +46,9 @@ impl RgbImage {
 /// Reads and decodes the file at `path`.
 pub fn load_rgb(path: impl AsRef<Path>, max_pixels: u64) -> Result<RgbImage, ImageInputError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| ImageInputError::Io {
+    let bytes = std::fs::read(path).map_err(|error| ImageInputError::Io {
         path: path.into(),
-        source,
+        error,
     })?;
     decode_rgb(&bytes, &path.display().to_string(), max_pixels)
 }

@@ -6,11 +6,11 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum ImageInputError {
-    #[error("{path}: {source}")]
+    // The I/O error is part of the message, not a `source`: error chains would print it twice.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{what}: cannot decode the image: {reason}")]
     Decode { what: String, reason: String },

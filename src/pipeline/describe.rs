@@ -18,13 +18,14 @@ use std::time::Instant;
 
 use thiserror::Error;
 
-use crate::image::{preprocess, ImageInputError, RgbImage};
-use crate::model::positions::rope_positions;
+use crate::image::{ImageInputError, RgbImage};
 use crate::model::text::{KvCache, Logits, TextModel, TextScratch};
 use crate::model::vision::{VisionConfig, VisionModel};
 use crate::model::{ModelError, ModelFile};
 use crate::sampling::{SamplingError, SamplingParams, TokenSampler};
 use crate::tokenizer::{ChatMessage, ChatTemplate, ContentPart, Tokenizer, TokenizerError};
+
+use super::image_prompt::{embed_prompt, expand_image_pad, ImagePromptError, PromptImage};
 
 #[derive(Debug, Error)]
 pub enum DescribeError {
@@ -42,6 +43,16 @@ pub enum DescribeError {
     PromptTooLong { tokens: usize, context: usize },
     #[error("the chat template wrote {found} image placeholders for 1 image")]
     ImagePlaceholders { found: usize },
+}
+
+impl From<ImagePromptError> for DescribeError {
+    fn from(e: ImagePromptError) -> Self {
+        match e {
+            ImagePromptError::Image(e) => DescribeError::Image(e),
+            ImagePromptError::Model(e) => DescribeError::Model(e),
+            ImagePromptError::Placeholders { found } => DescribeError::ImagePlaceholders { found },
+        }
+    }
 }
 
 /// One question.
@@ -157,16 +168,7 @@ impl<'a> Describer<'a> {
                 })
             }
         };
-        let found = template_ids.iter().filter(|&&t| t == image_token).count();
-        if found != 1 {
-            return Err(DescribeError::ImagePlaceholders { found });
-        }
-        let mut ids = Vec::with_capacity(template_ids.len() + copies);
-        for &t in &template_ids {
-            let n = if t == image_token { copies } else { 1 };
-            ids.extend(std::iter::repeat_n(t, n));
-        }
-        Ok(ids)
+        Ok(expand_image_pad(&template_ids, image_token, copies)?)
     }
 
     /// Answers `request`. Each answer token goes to `on_token` with its text (complete UTF-8,
@@ -184,31 +186,20 @@ impl<'a> Describer<'a> {
 
         // Vision first: the number of image tokens shapes the prompt.
         let started = Instant::now();
-        let vision = match (request.image, &self.vision) {
+        let image = match (request.image, &self.vision) {
             (None, _) => None,
             (Some(_), None) => {
                 return Err(DescribeError::NoVisionTower {
                     file: self.file.name().into(),
                 })
             }
-            (Some(image), Some(tower)) => {
-                let pixels = preprocess(image, &tower.config().preprocess)?;
-                Some((tower.encode(&pixels)?, tower.config().image_token_id))
-            }
+            (Some(image), Some(tower)) => Some(PromptImage::encode(tower, image)?),
         };
         stats.vision_seconds = started.elapsed().as_secs_f64();
 
-        let image_token = self
-            .vision
-            .as_ref()
-            .map(|v| v.config().image_token_id)
-            // A model without a vision tower has no image token; no id can match this one.
-            .unwrap_or(u32::MAX);
-        let image_tokens = vision.as_ref().map(|(output, _)| output.n_tokens());
+        let image_tokens = image.as_ref().map(PromptImage::tokens);
         let ids = self.prompt_ids(&request.prompt, image_tokens)?;
-        let grids: Vec<_> = vision.iter().map(|(o, _)| o.merged_grid).collect();
         stats.image_tokens = image_tokens.unwrap_or(0);
-        let (positions, next_position) = rope_positions(&ids, image_token, &grids)?;
         stats.prompt_tokens = ids.len();
         let context = config.context_length;
         if ids.len() >= context {
@@ -220,17 +211,8 @@ impl<'a> Describer<'a> {
 
         let started = Instant::now();
         let mut embeddings = vec![0f32; ids.len() * d];
-        self.text.embed_tokens(&ids, &mut embeddings)?;
-        if let Some((output, _)) = &vision {
-            let mut rows = output.embeddings.chunks_exact(d);
-            for (id, row) in ids.iter().zip(embeddings.chunks_exact_mut(d)) {
-                if *id == image_token {
-                    if let Some(image_row) = rows.next() {
-                        row.copy_from_slice(image_row);
-                    }
-                }
-            }
-        }
+        let (positions, next_position) =
+            embed_prompt(&self.text, &ids, image.as_ref(), &mut embeddings)?;
         // Room for the whole answer, within the context; nothing grows while decoding.
         let capacity = ids.len().saturating_add(request.max_tokens).min(context);
         let mut cache = KvCache::try_new(config, capacity)?;

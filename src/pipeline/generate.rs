@@ -1,5 +1,6 @@
-//! `Generator`: text prompt ids → image, the whole of `latte generate` below the CLI. Phases:
-//! prefill (the conditional and, under guidance, the empty prompt through the frozen VLM, once),
+//! `Generator`: prompt ids (and optionally an image the VLM sees in the prompt) → image, the whole
+//! of `latte generate` below the CLI. Phases: prefill (the prompt image through the vision tower;
+//! the conditional and, under guidance, the empty prompt through the frozen VLM, once),
 //! sampling (layerwise: one expert group at a time, with the residency advice of `residency`),
 //! decode (DC-AE, clamp). Each phase is timed and its peak RSS read, for the summary.
 //!
@@ -8,14 +9,17 @@
 
 use std::time::Instant;
 
+use crate::image::{smart_resize, RgbImage};
 use crate::model::dcae::{Decoder, DecoderScratch};
 use crate::model::flow::{PromptKv, Replica};
 use crate::model::text::{TextModel, TextScratch};
+use crate::model::vision::{VisionConfig, VisionModel};
 use crate::model::{ModelError, ModelFile};
 use crate::process_memory;
 use crate::residency::{memory_plan, BufferSizes, PhaseMemory, ReleasePolicy, Residency};
 use crate::schedule::{ScheduleError, TimestepSchedule};
 
+use super::image_prompt::{expand_image_pad, ImagePromptError, PromptImage};
 use super::prompt_context::prefill;
 use super::sampler::{sample, SamplerKind, SamplingObserver, SamplingOptions, StepInfo};
 
@@ -31,12 +35,23 @@ pub enum GenerateError {
     Schedule(#[from] ScheduleError),
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error("{file}: this model has no vision tower, so its prompts cannot hold an image")]
+    NoVisionTower { file: String },
+    // Boxed: image errors are large and rare; every GenerateError result would carry their size.
+    #[error("the prompt image: {0}")]
+    ImagePrompt(Box<ImagePromptError>),
     #[error("{file}: {source}")]
     Layout {
         file: String,
         #[source]
         source: crate::model::expert_groups::GroupLayoutError,
     },
+}
+
+impl From<ImagePromptError> for GenerateError {
+    fn from(e: ImagePromptError) -> Self {
+        GenerateError::ImagePrompt(Box::new(e))
+    }
 }
 
 /// How to generate one image.
@@ -133,6 +148,38 @@ impl<'f> Generator<'f> {
         &self.residency
     }
 
+    /// The vision tower's embeddings of a prompt image (the tower is loaded for this only: text
+    /// prompts never touch it).
+    pub fn encode_image(&self, image: &RgbImage) -> Result<PromptImage, GenerateError> {
+        let tower = VisionModel::load(self.vision_file()?)?;
+        Ok(PromptImage::encode(&tower, image)?)
+    }
+
+    /// How many prompt tokens `image` becomes (the processor's resize; nothing runs).
+    pub fn image_tokens(&self, image: &RgbImage) -> Result<usize, GenerateError> {
+        let p = VisionConfig::from_file(self.vision_file()?)?.preprocess;
+        let (height, width) = smart_resize(
+            image.height,
+            image.width,
+            p.patch_size * p.merge_size,
+            p.min_pixels,
+            p.max_pixels,
+        )
+        .map_err(ImagePromptError::from)?;
+        let side = (p.patch_size * p.merge_size).max(1);
+        Ok((height / side) * (width / side))
+    }
+
+    fn vision_file(&self) -> Result<&'f ModelFile, GenerateError> {
+        if VisionConfig::present(self.file) {
+            Ok(self.file)
+        } else {
+            Err(GenerateError::NoVisionTower {
+                file: self.file.name().into(),
+            })
+        }
+    }
+
     /// The schedule `options` ask for, checked.
     pub fn schedule(&self, options: &GenerateOptions) -> Result<TimestepSchedule, GenerateError> {
         if !options.guidance.is_finite() || options.guidance < 0.0 {
@@ -220,6 +267,20 @@ impl<'f> Generator<'f> {
         options: &GenerateOptions,
         progress: &mut dyn Progress,
     ) -> Result<Generated, GenerateError> {
+        self.generate_with_image(cond_ids, None, uncond_ids, options, progress)
+    }
+
+    /// As [`generate`](Self::generate), with `image` in the conditional prompt: `cond_ids` then hold
+    /// the template's one `<|image_pad|>` where the image goes (expanded here to one pad per image
+    /// token). The unconditional prompt stays image-free (tools/reference/README.md, "Prompt").
+    pub fn generate_with_image(
+        &self,
+        cond_ids: &[u32],
+        image: Option<&RgbImage>,
+        uncond_ids: &[u32],
+        options: &GenerateOptions,
+        progress: &mut dyn Progress,
+    ) -> Result<Generated, GenerateError> {
         let schedule = self.schedule(options)?;
         let c = self.replica.config();
         let mut phases = Vec::new();
@@ -227,13 +288,26 @@ impl<'f> Generator<'f> {
         // Prefill.
         progress.phase("prefill");
         let mut clock = PhaseClock::start();
+        let image = image.map(|image| self.encode_image(image)).transpose()?;
+        let cond_ids = match &image {
+            Some(image) => expand_image_pad(cond_ids, image.token_id, image.tokens())?,
+            None => cond_ids.to_vec(),
+        };
         let mut scratch = TextScratch::new();
-        let cond = prefill(&self.text, &self.replica, cond_ids, &mut scratch)?;
+        let cond = prefill(
+            &self.text,
+            &self.replica,
+            &cond_ids,
+            image.as_ref(),
+            &mut scratch,
+        )?;
+        drop(image);
         let uncond: Option<PromptKv> = if options.guidance != 1.0 {
             Some(prefill(
                 &self.text,
                 &self.replica,
                 uncond_ids,
+                None,
                 &mut scratch,
             )?)
         } else {

@@ -3,15 +3,21 @@
 //!
 //! - `ctx_kv = frozen`: layer l's keys/values are the frozen VLM layer's KV cache (keys after M-RoPE).
 //! - `ctx_kv = replica`: they are the replica layer l's k/v projections of the frozen layer's normed
-//!   input (its `input_layernorm` output), keys rotated at the prompt positions 0..P.
+//!   input (its `input_layernorm` output), keys rotated at the prompt's M-RoPE positions.
+//!
+//! A prompt may hold one image (the VLM sees it, as in understanding: `image_prompt`); its tokens
+//! then sit on the image's grid, so the prompt's positions end before its length and the
+//! generated image tokens start at the next free position, not at P.
 //!
 //! This module owns that choice; it must not sample or decode.
 
 use crate::backend::cpu::matmul::MatmulScratch;
 use crate::model::flow::positions::prompt_rope;
-use crate::model::flow::{ContextKv, PromptKv, Replica};
+use crate::model::flow::{ContextKv, FlowConfig, PromptKv, Replica};
 use crate::model::text::{KvCache, Logits, TextModel, TextScratch};
 use crate::model::ModelError;
+
+use super::image_prompt::{embed_prompt, PromptImage};
 
 /// The prompt K/V of one generation: conditional, and unconditional when guidance needs it.
 pub struct PromptContext {
@@ -21,21 +27,45 @@ pub struct PromptContext {
 
 /// What the frozen VLM produced for one prompt of `len` tokens: per layer its cached keys
 /// (`[len, kv_heads·head_dim]`, RoPE applied) and values, and its normed layer inputs (`[len, D]`,
-/// needed only for `ctx_kv = replica`).
+/// needed only for `ctx_kv = replica`); the tokens' `(t, h, w)` positions and the next free
+/// position (where the generated image tokens start).
 pub struct VlmPromptOutputs {
     pub len: usize,
+    pub positions: Vec<[u32; 3]>,
+    pub next_position: usize,
     pub cache_keys: Vec<Vec<f32>>,
     pub cache_values: Vec<Vec<f32>>,
     pub normed_inputs: Vec<Vec<f32>>,
 }
 
+/// The image item of a prompt, as Qwen2-VL's chat template writes an image.
+pub const IMAGE_ITEM: &str = "<|vision_start|><|image_pad|><|vision_end|>";
+
+/// The generation prompt's text for `prompt` with an image: the image item before the text inside
+/// the user turn (the layout of understanding prompts), in the model's `prompt_template`.
+pub fn image_prompt_text(config: &FlowConfig, prompt: &str) -> String {
+    config.prompt_text(&format!("{IMAGE_ITEM}{prompt}"))
+}
+
 /// Binds the VLM's prompt outputs to the replica according to `ctx_kv`.
 pub fn bind(replica: &Replica<'_>, vlm: VlmPromptOutputs) -> Result<PromptKv, ModelError> {
     let config = replica.config();
+    let len = vlm.len;
+    if vlm.positions.len() != len {
+        return Err(ModelError::Invalid {
+            file: "prompt context".into(),
+            what: format!("{} positions for {len} prompt tokens", vlm.positions.len()),
+        });
+    }
     match config.ctx_kv {
-        ContextKv::Frozen => PromptKv::new(config, vlm.len, vlm.cache_keys, vlm.cache_values),
+        ContextKv::Frozen => PromptKv::new(
+            config,
+            len,
+            vlm.next_position,
+            vlm.cache_keys,
+            vlm.cache_values,
+        ),
         ContextKv::Replica => {
-            let len = vlm.len;
             let row = config.kv_heads * config.head_dim;
             if vlm.normed_inputs.len() != config.layer_count
                 || vlm
@@ -51,7 +81,7 @@ pub fn bind(replica: &Replica<'_>, vlm: VlmPromptOutputs) -> Result<PromptKv, Mo
                     ),
                 });
             }
-            let rope = prompt_rope(config, len)?;
+            let rope = prompt_rope(config, &vlm.positions)?;
             let mut scratch = MatmulScratch::new();
             let mut keys = Vec::with_capacity(config.layer_count);
             let mut values = Vec::with_capacity(config.layer_count);
@@ -68,17 +98,20 @@ pub fn bind(replica: &Replica<'_>, vlm: VlmPromptOutputs) -> Result<PromptKv, Mo
                 keys.push(k);
                 values.push(v);
             }
-            PromptKv::new(config, len, keys, values)
+            PromptKv::new(config, len, vlm.next_position, keys, values)
         }
     }
 }
 
-/// Runs `ids` (a text-only prompt, positions 0..P with t = h = w) once through the frozen VLM's
-/// text decoder and binds the result to the replica: the prompt K/V every sampling step reuses.
+/// Runs `ids` once through the frozen VLM's text decoder and binds the result to the replica: the
+/// prompt K/V every sampling step reuses. With `image`, `ids` hold its pad run (expanded,
+/// `image_prompt::expand_image_pad`), whose embeddings are the image's and whose positions are on
+/// its grid; without, the prompt is text (positions 0..P with t = h = w).
 pub fn prefill(
     text: &TextModel<'_>,
     replica: &Replica<'_>,
     ids: &[u32],
+    image: Option<&PromptImage>,
     scratch: &mut TextScratch,
 ) -> Result<PromptKv, ModelError> {
     let config = replica.config();
@@ -100,12 +133,16 @@ pub fn prefill(
             ),
         });
     }
-    // Image tokens are placed after the prompt, so prompt and image together must fit the context.
+    // Generated image tokens are placed after the prompt, so the prompt (its own image tokens
+    // included: `ids` hold the expanded pad run) and the generated image must fit the context.
     if ids.len() + config.image_tokens() > tc.context_length {
+        let in_prompt = image.map_or(String::new(), |i| {
+            format!(" ({} of them image)", i.tokens())
+        });
         return Err(ModelError::Invalid {
             file: "prompt".into(),
             what: format!(
-                "the prompt is too long: {} tokens and {} image tokens exceed the context of {} tokens",
+                "the prompt is too long: {} tokens{in_prompt} and {} generated image tokens exceed the context of {} tokens",
                 ids.len(),
                 config.image_tokens(),
                 tc.context_length
@@ -115,8 +152,7 @@ pub fn prefill(
     let len = ids.len();
     let mut cache = KvCache::new(tc, len);
     let mut embeddings = vec![0.0; len * tc.hidden];
-    text.embed_tokens(ids, &mut embeddings)?;
-    let positions: Vec<[u32; 3]> = (0..len as u32).map(|p| [p; 3]).collect();
+    let (positions, next_position) = embed_prompt(text, ids, image, &mut embeddings)?;
     let replica_kv = config.ctx_kv == ContextKv::Replica;
     let mut captured = Vec::new();
     let mut logits = Vec::new();
@@ -147,6 +183,8 @@ pub fn prefill(
         replica,
         VlmPromptOutputs {
             len,
+            positions,
+            next_position: next_position as usize,
             cache_keys,
             cache_values,
             normed_inputs: captured,

@@ -1,5 +1,6 @@
 //! Rotary positions of the replica: image tokens placed after the prompt (switch `img_pos`) and the
-//! prompt's own positions (0..P, all three M-RoPE components equal), as M-RoPE tables.
+//! prompt's own M-RoPE positions (0..P with t = h = w for text; an image in the prompt sits on its
+//! grid, `model::positions`), as M-RoPE tables.
 //!
 //! This module owns the image-token position rule; the rotation itself is `backend::cpu::ops::rope`.
 
@@ -23,9 +24,10 @@ pub fn image_positions(grid: usize, start: usize, rule: ImagePositions) -> Vec<[
         .collect()
 }
 
-/// The M-RoPE table of the image tokens for a prompt of `prompt_len` tokens.
-pub fn image_rope(config: &FlowConfig, prompt_len: usize) -> Result<RopeTable, ModelError> {
-    let positions = image_positions(config.grid(), prompt_len, config.img_pos);
+/// The M-RoPE table of the image tokens placed after a prompt whose next free position is `start`
+/// (its largest position + 1: the prompt length for text, less when the prompt holds an image).
+pub fn image_rope(config: &FlowConfig, start: usize) -> Result<RopeTable, ModelError> {
+    let positions = image_positions(config.grid(), start, config.img_pos);
     Ok(RopeTable::mrope(
         &positions,
         &replica_inv_freqs(config)?,
@@ -33,11 +35,10 @@ pub fn image_rope(config: &FlowConfig, prompt_len: usize) -> Result<RopeTable, M
     )?)
 }
 
-/// The M-RoPE table of prompt tokens 0..prompt_len (text only: t = h = w).
-pub fn prompt_rope(config: &FlowConfig, prompt_len: usize) -> Result<RopeTable, ModelError> {
-    let positions: Vec<[u32; 3]> = (0..prompt_len as u32).map(|p| [p; 3]).collect();
+/// The M-RoPE table of the prompt's tokens at their `(t, h, w)` positions.
+pub fn prompt_rope(config: &FlowConfig, positions: &[[u32; 3]]) -> Result<RopeTable, ModelError> {
     Ok(RopeTable::mrope(
-        &positions,
+        positions,
         &replica_inv_freqs(config)?,
         config.rope_sections,
     )?)

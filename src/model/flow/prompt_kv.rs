@@ -1,6 +1,6 @@
 //! `PromptKv`: the per-layer prompt keys and values the replica's image tokens attend to, computed
 //! once per prompt and reused at every sampling step (MODEL.md §2), plus the image tokens' RoPE
-//! table, which depends only on the prompt length.
+//! table, which depends only on where the prompt's positions end.
 //!
 //! This module owns that container and its shape checks; it must not run the VLM (the pipeline's
 //! `PromptContext` fills it).
@@ -12,11 +12,12 @@ use super::config::FlowConfig;
 use super::layer::PromptKvView;
 use super::positions::image_rope;
 
-/// Keys `[len, kv_heads·head_dim]` (RoPE applied at positions 0..len) and values of each replica
-/// layer, for one prompt.
+/// Keys `[len, kv_heads·head_dim]` (RoPE applied at the prompt's positions) and values of each
+/// replica layer, for one prompt.
 #[derive(Clone, Debug)]
 pub struct PromptKv {
     len: usize,
+    image_start: usize,
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
     image_rope: RopeTable,
@@ -24,9 +25,12 @@ pub struct PromptKv {
 
 impl PromptKv {
     /// Checks one `[len, kv_heads·head_dim]` key and value buffer per replica layer.
+    /// `image_start` is the prompt's next free position, where the generated image tokens start:
+    /// `len` for a text prompt, less when the prompt holds an image (whose tokens share positions).
     pub fn new(
         config: &FlowConfig,
         len: usize,
+        image_start: usize,
         keys: Vec<Vec<f32>>,
         values: Vec<Vec<f32>>,
     ) -> Result<Self, ModelError> {
@@ -52,11 +56,17 @@ impl PromptKv {
                 values[l].len()
             )));
         }
+        if image_start > len {
+            return Err(bad(format!(
+                "image start position {image_start} is past the prompt's {len} tokens"
+            )));
+        }
         Ok(PromptKv {
             len,
+            image_start,
             keys,
             values,
-            image_rope: image_rope(config, len)?,
+            image_rope: image_rope(config, image_start)?,
         })
     }
 
@@ -67,6 +77,11 @@ impl PromptKv {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The first position of the image tokens (the prompt's next free position).
+    pub fn image_start(&self) -> usize {
+        self.image_start
     }
 
     /// Layer `l`'s keys and values (`l` < layer count, checked at construction).
