@@ -260,4 +260,22 @@ fn image_prompt_errors_are_typed() {
         err.to_string().contains("consecutive image tokens"),
         "{err}"
     );
+    // The context check counts the prompt's image tokens: text that fits alone does not fit with
+    // the image's pads expanded.
+    let context = generator.text().config().context_length;
+    let generated = generator.replica().config().image_tokens();
+    let text_len = context - generated - encoded.tokens() + 2;
+    let mut ids = vec![1u32; text_len];
+    ids[0] = encoded.token_id;
+    assert!(ids.len() + generated <= context);
+    let err = generator
+        .generate_with_image(&ids, Some(&image), &[], &options, &mut Quiet)
+        .err()
+        .unwrap();
+    let message = err.to_string();
+    assert!(
+        message.contains("too long")
+            && message.contains(&format!("{} of them image", encoded.tokens())),
+        "{message}"
+    );
 }
