@@ -94,6 +94,8 @@ fn generation_with_an_image_in_the_prompt_matches_the_reference() {
             .encode(&image_prompt_text(c, prompt), true)
             .unwrap();
         let encoded = generator.encode_image(&image).unwrap();
+        // What --dry-run counts without running the tower.
+        assert_eq!(generator.image_tokens(&image).unwrap(), encoded.tokens());
         let ids = expand_image_pad(&template_ids, encoded.token_id, encoded.tokens()).unwrap();
         let want_ids: Vec<u32> = fixture.u32s("img.cond_ids");
         assert_eq!(ids, want_ids, "{config}: prompt ids");

@@ -17,5 +17,5 @@ pub mod resize;
 pub use decode::{decode_rgb, load_rgb, RgbImage, DEFAULT_MAX_INPUT_PIXELS};
 pub use error::ImageInputError;
 pub use png::{to_rgb8, write_png, ImageError};
-pub use preprocess::{preprocess, smart_resize, PixelValues, PreprocessConfig};
+pub use preprocess::{merged_tokens, preprocess, smart_resize, PixelValues, PreprocessConfig};
 pub use resize::resize_bicubic;

@@ -87,6 +87,18 @@ pub fn smart_resize(
     Ok((h_bar as usize, w_bar as usize))
 }
 
+/// How many merged tokens an image of `width × height` pixels becomes (the processor's resize
+/// only; nothing is computed on pixels). `preprocess` refuses images whose count is 0.
+pub fn merged_tokens(
+    width: usize,
+    height: usize,
+    config: &PreprocessConfig,
+) -> Result<usize, ImageInputError> {
+    let side = config.patch_size * config.merge_size;
+    let (h, w) = smart_resize(height, width, side, config.min_pixels, config.max_pixels)?;
+    Ok((h / side) * (w / side))
+}
+
 /// Runs the processor on `image`.
 pub fn preprocess(
     image: &RgbImage,

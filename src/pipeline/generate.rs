@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use crate::image::{smart_resize, RgbImage};
+use crate::image::{merged_tokens, RgbImage};
 use crate::model::dcae::{Decoder, DecoderScratch};
 use crate::model::flow::{PromptKv, Replica};
 use crate::model::text::{TextModel, TextScratch};
@@ -157,17 +157,9 @@ impl<'f> Generator<'f> {
 
     /// How many prompt tokens `image` becomes (the processor's resize; nothing runs).
     pub fn image_tokens(&self, image: &RgbImage) -> Result<usize, GenerateError> {
-        let p = VisionConfig::from_file(self.vision_file()?)?.preprocess;
-        let (height, width) = smart_resize(
-            image.height,
-            image.width,
-            p.patch_size * p.merge_size,
-            p.min_pixels,
-            p.max_pixels,
-        )
-        .map_err(ImagePromptError::from)?;
-        let side = (p.patch_size * p.merge_size).max(1);
-        Ok((height / side) * (width / side))
+        let config = VisionConfig::from_file(self.vision_file()?)?.preprocess;
+        merged_tokens(image.width, image.height, &config)
+            .map_err(|e| ImagePromptError::from(e).into())
     }
 
     fn vision_file(&self) -> Result<&'f ModelFile, GenerateError> {
