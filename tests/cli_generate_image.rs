@@ -13,7 +13,7 @@ use latte_bin::latte;
 mod latte_bin;
 mod reference_support;
 
-use reference_support::{convert, fixture_dir, Oracle};
+use reference_support::{convert, fixture_dir, max_level_difference, Oracle};
 
 fn path_str(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -131,13 +131,7 @@ fn generate_with_an_image_matches_the_reference_and_records_it() {
     let with_image = run(&["--image", path_str(&image)], "with-image.png");
     let (pixels, text) = read_png(&with_image);
     let want = image_fixture().u8("img.image_u8");
-    assert_eq!(pixels.len(), want.len());
-    let worst = pixels
-        .iter()
-        .zip(&want)
-        .map(|(&a, &b)| (a as i32 - b as i32).abs())
-        .max()
-        .unwrap();
+    let worst = max_level_difference(&pixels, &want);
     assert!(worst <= 2, "a pixel differs by {worst}/255");
     let get = |k: &str| {
         text.iter()

@@ -29,7 +29,7 @@ use latte::residency::ReleasePolicy;
 use latte::tokenizer::Tokenizer;
 
 mod reference_support;
-use reference_support::{assert_close, convert, fixture_dir, Oracle};
+use reference_support::{assert_close, convert, fixture_dir, max_level_difference, Oracle};
 
 const KV_TOLERANCE: f32 = 5e-6;
 const VELOCITY_TOLERANCE: f32 = 4e-5;
@@ -204,12 +204,7 @@ fn generation_with_an_image_in_the_prompt_matches_the_reference() {
         );
         let pixels = to_rgb8(&generated.image, generated.height, generated.width).unwrap();
         let want = fixture.u8("img.image_u8");
-        let worst = pixels
-            .iter()
-            .zip(&want)
-            .map(|(&a, &b)| (a as i32 - b as i32).abs())
-            .max()
-            .unwrap();
+        let worst = max_level_difference(&pixels, &want);
         if std::env::var_os("LATTE_PRINT_ERRORS").is_some() {
             eprintln!("{config} image prompt: worst pixel difference {worst}/255");
         }

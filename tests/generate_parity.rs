@@ -18,7 +18,9 @@ use latte::pipeline::SamplerKind;
 use latte::residency::ReleasePolicy;
 
 mod reference_support;
-use reference_support::{assert_close, convert, fixture_dir, Oracle, CONFIGS};
+use reference_support::{
+    assert_close, convert, fixture_dir, max_level_difference, Oracle, CONFIGS,
+};
 
 fn manifest(config: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(fixture_dir(config).join("manifest.json")).unwrap();
@@ -98,12 +100,7 @@ fn generation_matches_the_reference_from_prompt_ids() {
         );
         let pixels = to_rgb8(&generated.image, generated.height, generated.width).unwrap();
         let want = fixture.u8("gen.image_u8");
-        let worst = pixels
-            .iter()
-            .zip(&want)
-            .map(|(&a, &b)| (a as i32 - b as i32).abs())
-            .max()
-            .unwrap();
+        let worst = max_level_difference(&pixels, &want);
         if std::env::var_os("LATTE_PRINT_ERRORS").is_some() {
             eprintln!("{config}: worst pixel difference {worst}/255");
         }

@@ -127,6 +127,16 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> (f32, f32) {
     (diff, scale)
 }
 
+/// Largest difference in levels between two 8-bit images of the same size.
+pub fn max_level_difference(got: &[u8], want: &[u8]) -> i32 {
+    assert_eq!(got.len(), want.len(), "image sizes differ");
+    got.iter()
+        .zip(want)
+        .map(|(&a, &b)| (a as i32 - b as i32).abs())
+        .max()
+        .unwrap_or(0)
+}
+
 /// Index of the largest value (first on ties), as torch's argmax.
 pub fn argmax(x: &[f32]) -> usize {
     let mut best = 0;
