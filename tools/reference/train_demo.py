@@ -1,10 +1,13 @@
-"""One seeded command that trains the whole demo model on CPU and writes its checkpoint directory.
+"""The demo model's training stages on CPU, seeded; writes its checkpoint directory.
 
-    nice -n 19 python tools/reference/train_demo.py --out tools/reference/demo_model
+    tools/reference/train_demo.sh            # the one command: every stage, two processes on two cores
+    nice -n 19 python tools/reference/train_demo.py --stage all --out tools/reference/demo_model
 
-Stages (each logged with its wall time): render the image pool -> BPE tokenizer -> DC-AE (f8) ->
-Qwen2-VL understanding (answers "What shape is it?", "What colour is it?", "Describe the image.") ->
-LaTtE-Flow replica with the VLM frozen (layerwise flow-matching loss, MODEL.md §3) -> checkpoint (f16).
+Stages (each logged with wall and CPU time): tokenizer (render the image pool, BPE) -> dcae (f8) and,
+independently, tower (the vision tower alone, SceneProbe) -> vlm (the language model on the frozen
+tower: "What shape is it?", "What colour is it?", "Describe the image.", text-reading questions) ->
+flow (the LaTtE-Flow replica with the VLM frozen, layerwise flow-matching loss, MODEL.md §3) ->
+assemble (checkpoint in f16).
 This module owns the training loops. It must not define model math (replica.py, vlm.py do).
 """
 
@@ -71,126 +74,158 @@ def train_autoencoder(imgs, seed):
     return ae, z * scale
 
 
-def vlm_batch(tok, processor, model, scenes, imgs, idx, kinds):
-    pv = processor(images=[Image.fromarray(imgs[i]) for i in idx], return_tensors="pt")
-    n_img = vlm_mod.merged_tokens(pv["image_grid_thw"][0], S.VISION["spatial_merge_size"])
-    img_id = model.config.image_token_id
-    end = tok.convert_tokens_to_ids("<|im_end|>")
-    seqs, labels = [], []
-    for i, k in zip(idx, kinds):
-        prompt = vlm_mod.understanding_ids(tok, d.QUESTIONS[k], img_id, n_img)
-        ans = tok(scenes[i].answer(k), add_special_tokens=False)["input_ids"] + [end]
-        seqs.append(prompt + ans)
-        labels.append([-100] * len(prompt) + ans)
-    n = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), n), tok.pad_token_id, dtype=torch.long)
-    lab = torch.full((len(seqs), n), -100, dtype=torch.long)
-    mask = torch.zeros((len(seqs), n), dtype=torch.long)
-    for r, (s, l) in enumerate(zip(seqs, labels)):
-        ids[r, : len(s)] = torch.tensor(s)
-        lab[r, : len(l)] = torch.tensor(l)
-        mask[r, : len(s)] = 1
-    return ids, lab, mask, pv["pixel_values"], pv["image_grid_thw"]
+class SceneProbe(torch.nn.Module):
+    """Classifier of shape, colour and position on the mean of one image's merged vision tokens.
 
-
-def train_vlm(tok, processor, scenes, imgs, seed):
-    torch.manual_seed(seed)
-    text = dict(S.TEXT, vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=None,
-                eos_token_id=tok.eos_token_id)
-    vision = dict(S.VISION, hidden_size=S.TEXT["hidden_size"])
-    model = vlm_mod.build_vlm(text, vision, tokenizer_bpe.special_ids(tok), S.TIE).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=S.VLM_LR, weight_decay=0.01)
-    rng = np.random.default_rng(seed)
-    kinds_all = list(d.QUESTIONS)
-    for step in range(S.VLM_STEPS):
-        cosine_lr(opt, S.VLM_LR, step, S.VLM_STEPS)
-        idx = rng.integers(0, len(imgs), S.VLM_BATCH)
-        kinds = [kinds_all[k] for k in rng.integers(0, 3, S.VLM_BATCH)]
-        ids, lab, mask, pv, grid = vlm_batch(tok, processor, model, scenes, imgs, idx, kinds)
-        out = model(input_ids=ids, attention_mask=mask, pixel_values=pv, image_grid_thw=grid,
-                    mm_token_type_ids=(ids == model.config.image_token_id).int(), use_cache=False)
-        loss = F.cross_entropy(out.logits[:, :-1].flatten(0, 1), lab[:, 1:].flatten(), ignore_index=-100)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if step % 100 == 0 or step == S.VLM_STEPS - 1:
-            log(f"vlm step {step} loss {loss.item():.4f}")
-    return model.eval()
-
-
-def vision_upgrade(tok, lm_model, seed):
-    """A fresh, larger vision tower (demo_spec.VISION_PHASE2) on top of phase 1's language model."""
-    torch.manual_seed(seed)
-    text = dict(S.TEXT, vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=None,
-                eos_token_id=tok.eos_token_id)
-    vision = dict(S.VISION_PHASE2, hidden_size=S.TEXT["hidden_size"])
-    model = vlm_mod.build_vlm(text, vision, tokenizer_bpe.special_ids(tok), S.TIE)
-    state = {k: v for k, v in lm_model.state_dict().items() if not k.startswith("model.visual.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith("model.visual.") for k in missing):
-        raise RuntimeError(f"language model transfer failed: {missing} {unexpected}")
-    return model
-
-
-class ShapeColourProbe(torch.nn.Module):
-    """Auxiliary classifier on the mean of one image's merged vision tokens (shape and colour logits).
-
-    Used only while training the vision tower: the answer-token loss alone reaches the tower through the
-    frozen language model and learnt shape slowly (README "Demo model"). Thrown away afterwards; position
-    is left out because RoPE-only ViT tokens, mean-pooled, carry no absolute position.
+    Trains the vision tower in stage `tower` and is thrown away afterwards. Through the language model
+    alone the tower learnt shape slowly and the language model never learnt to tell shape words apart
+    (README "Demo model"). Position is in it so that the tower writes each token's absolute place into
+    its content: the language model's M-RoPE gives image columns only its lowest frequencies.
     """
 
     def __init__(self, dim):
         super().__init__()
-        self.proj = torch.nn.Linear(dim, len(d.SHAPES) + len(d.COLOURS))
+        self.proj = torch.nn.Linear(dim, len(d.SHAPES) + len(d.COLOURS) + len(d.POSITIONS))
 
-    def loss(self, merged, n_images, scenes, idx):
-        logits = self.proj(merged.view(n_images, -1, merged.shape[-1]).mean(1))
-        shape = torch.tensor([d.SHAPES.index(scenes[i].shape) for i in idx])
-        colour = torch.tensor([list(d.COLOURS).index(scenes[i].colour) for i in idx])
-        n = len(d.SHAPES)
-        return F.cross_entropy(logits[:, :n], shape) + F.cross_entropy(logits[:, n:], colour)
+    def loss(self, merged, scenes):
+        logits = self.proj(merged.view(len(scenes), -1, merged.shape[-1]).mean(1))
+        loss = torch.zeros(())
+        for names, value in ((d.SHAPES, lambda s: s.shape), (list(d.COLOURS), lambda s: s.colour),
+                             (list(d.POSITIONS), lambda s: s.position)):
+            target = torch.tensor([list(names).index(value(s)) for s in scenes])
+            loss = loss + F.cross_entropy(logits[:, : len(names)], target)
+            logits = logits[:, len(names):]
+        return loss
 
 
-def train_vision(tok, processor, scenes, imgs, model, seed, steps):
-    """Phase 2 of understanding: only the vision tower (ViT + merger) learns; the language model stays
-    exactly as phase 1 left it, so text-only prompt K/V (all that generation reads) do not change and the
-    replica can be trained at the same time. Loss: answer-token cross-entropy plus VISION_AUX_WEIGHT times
-    the auxiliary shape/colour classification of the pooled merged tokens (ShapeColourProbe)."""
+class VlmRows:
+    """Token ids of the training rows, each text tokenised once (there are only a few hundred)."""
+
+    def __init__(self, tok, image_token_id, image_tokens):
+        self.tok = tok
+        self.end = tok.convert_tokens_to_ids("<|im_end|>")
+        self.image_prompts = {k: vlm_mod.understanding_ids(tok, q, image_token_id, image_tokens)
+                              for k, q in d.QUESTIONS.items()}
+        self.cache = {}
+
+    def _ids(self, key, make):
+        if key not in self.cache:
+            self.cache[key] = make()
+        return self.cache[key]
+
+    def answer(self, text):
+        return self._ids(("answer", text), lambda: self.tok(text, add_special_tokens=False)["input_ids"] + [self.end])
+
+    def text_prompt(self, caption, kind):
+        def make():
+            msgs = [{"role": "user", "content": f"{caption}\n{d.QUESTIONS[kind]}"}]
+            text = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            return self.tok(text, add_special_tokens=False)["input_ids"]
+        return self._ids(("text", caption, kind), make)
+
+
+def build_vlm(tok):
+    text = dict(S.TEXT, vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=None,
+                eos_token_id=tok.eos_token_id)
+    vision = dict(S.VISION, hidden_size=S.TEXT["hidden_size"])
+    return vlm_mod.build_vlm(text, vision, tokenizer_bpe.special_ids(tok), S.TIE)
+
+
+def image_grid():
+    """Every pool image's `image_grid_thw` row (the renders are not resized)."""
+    side = math.isqrt(S.IMAGE_PIXELS) // S.VISION["patch_size"]
+    return torch.tensor([[1, side, side]])
+
+
+def pretrain_tower(tok, scenes, pixel_values, seed):
+    """Stage `tower`: the vision tower (ViT + merger) alone learns shape, colour and position through
+    SceneProbe, before any language model sees it. Returns the tower's state dict."""
     torch.manual_seed(seed)
-    for name, p in model.named_parameters():
-        p.requires_grad_(name.startswith("model.visual."))
-    probe = ShapeColourProbe(S.TEXT["hidden_size"]) if S.VISION_AUX_WEIGHT > 0 else None
-    params = [p for p in model.parameters() if p.requires_grad]
-    params += list(probe.parameters()) if probe is not None else []
-    model.train()
-    opt = torch.optim.AdamW(params, lr=S.VISION_LR, weight_decay=0.01)
-    merged = []
-    hook = model.model.visual.register_forward_hook(lambda m, i, out: merged.append(out.pooler_output))
+    tower = build_vlm(tok).model.visual.train()
+    probe = SceneProbe(S.TEXT["hidden_size"])
+    params = list(tower.parameters()) + list(probe.parameters())
+    opt = torch.optim.AdamW(params, lr=S.TOWER_LR, weight_decay=0.01)
+    grid = image_grid()
     rng = np.random.default_rng(seed)
-    kinds_all = list(d.QUESTIONS)
-    for step in range(steps):
-        cosine_lr(opt, S.VISION_LR, step, steps)
-        idx = rng.integers(0, len(imgs), S.VLM_BATCH)
-        kinds = [kinds_all[k] for k in rng.integers(0, 3, S.VLM_BATCH)]
-        ids, lab, mask, pv, grid = vlm_batch(tok, processor, model, scenes, imgs, idx, kinds)
-        merged.clear()
-        out = model(input_ids=ids, attention_mask=mask, pixel_values=pv, image_grid_thw=grid,
-                    mm_token_type_ids=(ids == model.config.image_token_id).int(), use_cache=False)
-        answer = F.cross_entropy(out.logits[:, :-1].flatten(0, 1), lab[:, 1:].flatten(), ignore_index=-100)
-        aux = probe.loss(merged[0], len(idx), scenes, idx) if probe is not None else torch.zeros(())
-        loss = answer + S.VISION_AUX_WEIGHT * aux
+    for step in range(S.TOWER_STEPS):
+        cosine_lr(opt, S.TOWER_LR, step, S.TOWER_STEPS)
+        idx = rng.integers(0, len(scenes), S.TOWER_BATCH)
+        merged = tower(pixel_values[idx].flatten(0, 1), grid_thw=grid.repeat(len(idx), 1)).pooler_output
+        loss = probe.loss(merged, [scenes[i] for i in idx])
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        if step % 100 == 0 or step == steps - 1:
-            log(f"vision step {step} answer loss {answer.item():.4f} aux loss {aux.item():.4f}")
-    hook.remove()
+        if step % 100 == 0 or step == S.TOWER_STEPS - 1:
+            log(f"tower step {step} shape+colour+position loss {loss.item():.4f}")
+    return tower.state_dict()
+
+
+def train_vlm(tok, scenes, pixel_values, tower_state, seed):
+    """The language model learns on top of stage `tower`'s vision tower, which stays frozen (trained
+    further through the language model it forgot shape again: README "Demo model"): answer-token
+    cross-entropy on image questions and on text-reading questions (demo_spec.TEXT_READING).
+    pixel_values: [pool, patches, features], the processor's output for every pool image."""
+    torch.manual_seed(seed)
+    model = build_vlm(tok).train()
+    model.model.visual.load_state_dict(tower_state)
+    model.model.visual.eval()
+    for p in model.model.visual.parameters():
+        p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=S.VLM_LR, weight_decay=0.01)
+    img_id = model.config.image_token_id
+    grid_one = image_grid()
+    rows = VlmRows(tok, img_id, vlm_mod.merged_tokens(grid_one[0], S.VISION["spatial_merge_size"]))
+    rng = np.random.default_rng(seed)
+    kinds_all = list(d.QUESTIONS)
+    for step in range(S.VLM_STEPS):
+        cosine_lr(opt, S.VLM_LR, step, S.VLM_STEPS)
+        idx = rng.integers(0, len(scenes), S.VLM_BATCH)
+        seqs, labels, with_image = [], [], []
+        for i in idx:
+            sc = scenes[i]
+            if rng.random() < S.TEXT_READING:
+                kind = ("shape", "colour")[rng.integers(2)]
+                prompt = rows.text_prompt(sc.caption(bool(rng.integers(2))), kind)
+            else:
+                kind = kinds_all[rng.integers(3)]
+                prompt = rows.image_prompts[kind]
+                with_image.append(i)
+            ans = rows.answer(sc.answer(kind))
+            seqs.append(prompt + ans)
+            labels.append([-100] * len(prompt) + ans)
+        n = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), n), tok.pad_token_id, dtype=torch.long)
+        lab = torch.full((len(seqs), n), -100, dtype=torch.long)
+        mask = torch.zeros((len(seqs), n), dtype=torch.long)
+        for r, (s, l) in enumerate(zip(seqs, labels)):
+            ids[r, : len(s)] = torch.tensor(s)
+            lab[r, : len(l)] = torch.tensor(l)
+            mask[r, : len(s)] = 1
+        images = {}
+        if with_image:
+            images = dict(pixel_values=pixel_values[with_image].flatten(0, 1),
+                          image_grid_thw=grid_one.repeat(len(with_image), 1))
+        out = model(input_ids=ids, attention_mask=mask, mm_token_type_ids=(ids == img_id).int(), use_cache=False,
+                    **images)
+        loss = F.cross_entropy(out.logits[:, :-1].flatten(0, 1), lab[:, 1:].flatten(), ignore_index=-100)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % 100 == 0 or step == S.VLM_STEPS - 1:
+            log(f"vlm step {step} answer loss {loss.item():.4f}")
     for p in model.parameters():
         p.requires_grad_(True)
     return model.eval()
+
+
+def pool_pixel_values(processor, imgs):
+    """The processor's pixel values of every pool image, [pool, patches, features] (computed once)."""
+    out = [processor(images=[Image.fromarray(x) for x in imgs[i:i + 512]], return_tensors="pt")["pixel_values"]
+           for i in range(0, len(imgs), 512)]
+    return torch.cat(out).view(len(imgs), -1, out[0].shape[-1])
 
 
 def generation_config(scaling_factor) -> GenerationConfig:
@@ -202,7 +237,7 @@ def generation_config(scaling_factor) -> GenerationConfig:
         rms_norm_eps=t["rms_norm_eps"], rope_theta=t["rope_parameters"]["rope_theta"],
         mrope_section=list(t["rope_parameters"]["mrope_section"]), num_groups=S.GROUPS,
         group_boundaries=uniform_boundaries(S.GROUPS), latent_channels=S.LATENT_CHANNELS, latent_size=8,
-        patch_size=S.FLOW_PATCH, scaling_factor=scaling_factor, image_size=64, num_steps=40, guidance_scale=S.GUIDANCE,
+        patch_size=S.FLOW_PATCH, img_pos=S.IMG_POS, scaling_factor=scaling_factor, image_size=64, num_steps=40, guidance_scale=S.GUIDANCE,
     )
 
 
@@ -227,15 +262,11 @@ def caption_table(tok, model, cfg, captions):
     return out
 
 
-def train_flow(tok, model, latents, scenes, scaling_factor, seed, steps, start=None):
-    """start: None (phase 1: replica initialised from the VLM) or a Replica to continue (phase 2)."""
+def train_flow(tok, model, latents, scenes, scaling_factor, seed, steps):
     torch.manual_seed(seed)
     cfg = generation_config(scaling_factor)
     replica = Replica(cfg)
-    if start is None:
-        init_from_vlm(replica, model)
-    else:
-        replica.load_state_dict(start.state_dict())
+    init_from_vlm(replica, model)
     replica.train()
     ema = copy.deepcopy(replica).eval()
     captions = [""] + d.all_captions()
@@ -294,9 +325,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_model"))
     ap.add_argument("--work", default="/tmp/latte_demo_work", help="stage outputs (reused when present)")
-    ap.add_argument("--stage", default="all", choices=["all", "dcae", "vlm", "vision", "vision2", "flow", "flow2", "assemble"],
-                    help="order: dcae and vlm (independent); then vision and flow (independent: vision "
-                         "does not change the language model); flow2 continues flow; then assemble")
+    ap.add_argument("--stage", default="all", choices=["all", "tokenizer", "dcae", "tower", "vlm", "flow", "assemble"],
+                    help="order: tokenizer; dcae and tower (independent, may run as two processes); vlm after "
+                         "tower; flow after dcae and vlm; then assemble (train_demo.sh runs them so)")
     ap.add_argument("--threads", type=int, default=S.THREADS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -309,10 +340,7 @@ def main():
     t = time.time()
     scenes, imgs = render_pool(S.POOL, S.SEED)
     tok = load_or_train_tokenizer(args.work)
-    processor = vlm_mod.image_processor(S.MIN_PIXELS, S.MAX_PIXELS)  # phase 1
-    # phase 2 (the shipped tower) may read another input size: the frozen language model takes any number
-    # of image tokens (M-RoPE gives them their grid positions)
-    vision_processor = vlm_mod.image_processor(S.PHASE2_PIXELS, S.PHASE2_PIXELS)
+    processor = vlm_mod.image_processor(S.IMAGE_PIXELS, S.IMAGE_PIXELS, S.VISION["patch_size"])
     times["render+tokenizer"] = time.time() - t
     log(f"rendered {len(imgs)} images; tokenizer: {len(tok)} tokens")
     run = lambda st: args.stage in ("all", st)  # noqa: E731
@@ -323,65 +351,48 @@ def main():
         ae, _ = train_autoencoder(imgs, S.SEED + 1)
         ae.save_pretrained(ae_path)
         times["dcae"] = time.time() - t
-    lm_path = os.path.join(args.work, "vlm_phase1")
-    if run("vlm") and not os.path.exists(lm_path):
+    tower_path = os.path.join(args.work, "tower.safetensors")
+    vlm_path = os.path.join(args.work, "vlm")
+    pixel_values = None
+    if run("tower") and not os.path.exists(tower_path):
         t = time.time()
-        train_vlm(tok, processor, scenes, imgs, S.SEED + 2).save_pretrained(lm_path)
+        pixel_values = pool_pixel_values(processor, imgs)
+        save_file(pretrain_tower(tok, scenes, pixel_values, S.SEED + 4), tower_path + ".tmp")
+        os.rename(tower_path + ".tmp", tower_path)
+        times["tower"] = time.time() - t
+    if run("vlm") and not os.path.exists(vlm_path):
+        if not os.path.exists(tower_path):
+            raise SystemExit(f"stage vlm needs stage tower's {tower_path}")
+        t = time.time()
+        pixel_values = pool_pixel_values(processor, imgs) if pixel_values is None else pixel_values
+        model = train_vlm(tok, scenes, pixel_values, load_file(tower_path), S.SEED + 2)
+        model.save_pretrained(vlm_path)
         times["vlm"] = time.time() - t
-    vlm_path = os.path.join(args.work, "vlm_phase2")
-    if run("vision") and not os.path.exists(vlm_path):
-        t = time.time()
-        model = vision_upgrade(tok, Qwen2VLForConditionalGeneration.from_pretrained(lm_path), S.SEED + 4)
-        train_vision(tok, vision_processor, scenes, imgs, model, S.SEED + 4, S.VISION_STEPS).save_pretrained(vlm_path)
-        times["vision"] = time.time() - t
-    vlm3_path = os.path.join(args.work, "vlm_phase3")
-    if run("vision2") and S.VISION2_STEPS and not os.path.exists(vlm3_path):  # continue the phase-2 tower, fresh schedule
-        t = time.time()
-        model = Qwen2VLForConditionalGeneration.from_pretrained(vlm_path)
-        train_vision(tok, vision_processor, scenes, imgs, model, S.SEED + 6, S.VISION2_STEPS).save_pretrained(vlm3_path)
-        times["vision2"] = time.time() - t
     flow_path = os.path.join(args.work, "generation")
-    flow2_path = os.path.join(args.work, "generation_phase2")
-    for phase, path, steps, seed in ((1, flow_path, S.FLOW_STEPS, S.SEED + 3),
-                                     (2, flow2_path, S.FLOW2_STEPS, S.SEED + 5)):
-        if not run(f"flow{phase}" if phase == 2 else "flow") or not steps or os.path.exists(path):
-            continue
+    if run("flow") and not os.path.exists(flow_path):
         ae = AutoencoderDC.from_pretrained(ae_path).eval()
-        model = Qwen2VLForConditionalGeneration.from_pretrained(lm_path).eval()
+        model = Qwen2VLForConditionalGeneration.from_pretrained(vlm_path).eval()
         for p in model.parameters():
             p.requires_grad_(False)
         with torch.no_grad():
             latents = torch.cat([autoencoder.encode(ae, autoencoder.to_pixels(imgs[i:i + 256]))
                                  for i in range(0, len(imgs), 256)])
-        start = None
-        if phase == 2:  # continue from phase 1's EMA weights with a fresh optimiser and schedule
-            start = Replica(GenerationConfig.load(os.path.join(flow_path, "config.json")))
-            start.load_state_dict(load_file(os.path.join(flow_path, "model.safetensors")))
         t = time.time()
-        cfg, replica = train_flow(tok, model, latents, scenes, ae.config.scaling_factor, seed, steps, start)
-        times[f"flow{phase}"] = time.time() - t
-        os.makedirs(path + ".tmp", exist_ok=True)
-        cfg.save(os.path.join(path + ".tmp", "config.json"))
+        cfg, replica = train_flow(tok, model, latents, scenes, ae.config.scaling_factor, S.SEED + 3, S.FLOW_STEPS)
+        times["flow"] = time.time() - t
+        os.makedirs(flow_path + ".tmp", exist_ok=True)
+        cfg.save(os.path.join(flow_path + ".tmp", "config.json"))
         save_file({k: v.contiguous() for k, v in replica.state_dict().items()},
-                  os.path.join(path + ".tmp", "model.safetensors"))
-        os.rename(path + ".tmp", path)
+                  os.path.join(flow_path + ".tmp", "model.safetensors"))
+        os.rename(flow_path + ".tmp", flow_path)
     if run("assemble"):
         ae = AutoencoderDC.from_pretrained(ae_path).eval()
-        final_vlm = vlm3_path if os.path.exists(vlm3_path) else vlm_path
-        model = Qwen2VLForConditionalGeneration.from_pretrained(final_vlm).eval()
-        log(f"vlm from {final_vlm}")
-        lm = Qwen2VLForConditionalGeneration.from_pretrained(lm_path).eval()
-        # the shipped language model must be the one the replica was trained against
-        lm_state = lm.state_dict()
-        for n, a in model.state_dict().items():
-            if not n.startswith("model.visual.") and not torch.equal(a, lm_state[n]):
-                raise RuntimeError(f"language model changed in the vision phase: {n}")
-        final = flow2_path if os.path.exists(flow2_path) else flow_path
-        cfg = GenerationConfig.load(os.path.join(final, "config.json"))
+        model = Qwen2VLForConditionalGeneration.from_pretrained(vlm_path).eval()
+        cfg = GenerationConfig.load(os.path.join(flow_path, "config.json"))
+        cfg.guidance_scale = S.GUIDANCE  # a sampling default, chosen after training (demo_spec)
         replica = Replica(cfg)
-        replica.load_state_dict(load_file(os.path.join(final, "model.safetensors")))
-        log(f"replica from {final}")
-        checkpoint.save(args.out, model, tok, vision_processor, cfg, replica, ae, dtype=torch.float16)
+        replica.load_state_dict(load_file(os.path.join(flow_path, "model.safetensors")))
+        checkpoint.save(args.out, model, tok, processor, cfg, replica, ae, dtype=torch.float16)
         log(f"checkpoint written to {args.out}")
     log("stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
 

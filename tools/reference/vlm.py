@@ -23,8 +23,9 @@ def build_vlm(text: dict, vision: dict, tokens: dict, tie: bool) -> Qwen2VLForCo
     return model.eval()
 
 
-def image_processor(min_pixels: int, max_pixels: int) -> Qwen2VLImageProcessorPil:
-    return Qwen2VLImageProcessorPil(size={"shortest_edge": min_pixels, "longest_edge": max_pixels})
+def image_processor(min_pixels: int, max_pixels: int, patch_size: int = 14) -> Qwen2VLImageProcessorPil:
+    return Qwen2VLImageProcessorPil(size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
+                                    patch_size=patch_size)
 
 
 def preprocess(processor, image: np.ndarray):
