@@ -44,6 +44,14 @@ def cosine_lr(opt, base, step, total, warmup=100):
         g["lr"] = lr
 
 
+def optimizer_step(opt, params, loss, clip=1.0):
+    opt.zero_grad()
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+
+
 def render_pool(n, seed):
     rng = np.random.default_rng(seed)
     scenes = [d.random_scene(rng) for _ in range(n)]
@@ -60,9 +68,7 @@ def train_autoencoder(imgs, seed):
         x = autoencoder.to_pixels(imgs[rng.integers(0, len(imgs), S.AE_BATCH)])
         y = ae.decode(ae.encode(x).latent).sample
         loss = F.mse_loss(y, x)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        optimizer_step(opt, None, loss, clip=None)
         if step % 100 == 0 or step == S.AE_STEPS - 1:
             log(f"dcae step {step} mse {loss.item():.5f}")
     ae.eval()
@@ -152,10 +158,7 @@ def pretrain_tower(tok, scenes, pixel_values, seed):
         idx = rng.integers(0, len(scenes), S.TOWER_BATCH)
         merged = tower(pixel_values[idx].flatten(0, 1), grid_thw=grid.repeat(len(idx), 1)).pooler_output
         loss = probe.loss(merged, [scenes[i] for i in idx])
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(opt, params, loss)
         if step % 100 == 0 or step == S.TOWER_STEPS - 1:
             log(f"tower step {step} shape+colour+position loss {loss.item():.4f}")
     return tower.state_dict()
@@ -210,10 +213,7 @@ def train_vlm(tok, scenes, pixel_values, tower_state, seed):
         out = model(input_ids=ids, attention_mask=mask, mm_token_type_ids=(ids == img_id).int(), use_cache=False,
                     **images)
         loss = F.cross_entropy(out.logits[:, :-1].flatten(0, 1), lab[:, 1:].flatten(), ignore_index=-100)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(opt, params, loss)
         if step % 100 == 0 or step == S.VLM_STEPS - 1:
             log(f"vlm step {step} answer loss {loss.item():.4f}")
     for p in model.parameters():
@@ -298,10 +298,7 @@ def train_flow(tok, model, latents, scenes, scaling_factor, seed, steps):
         xt = tt * x1 + (1 - tt) * x0
         v = replica.velocity(xt, t, ctx, cfg.layers_of(k), k)
         loss = F.mse_loss(v, x1 - x0)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(replica.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, replica.parameters(), loss)
         with torch.no_grad():
             for pe, p in zip(ema.parameters(), replica.parameters()):
                 pe.lerp_(p, 1.0 - S.EMA)
