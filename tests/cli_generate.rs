@@ -7,6 +7,7 @@ use std::path::Path;
 
 use latte::dtype::TensorType;
 use latte::gguf::{GgufBuilder, MetadataValue};
+use latte::model::ModelFile;
 use latte_bin::latte;
 
 #[path = "latte_bin/mod.rs"]
@@ -86,7 +87,15 @@ fn generates_a_png_with_its_parameters_deterministically() {
     assert_eq!(get("seed"), Some("7"));
     assert_eq!(get("steps"), Some("2"));
     assert_eq!(get("sampler"), Some("euler"));
-    assert_eq!(get("guidance"), Some("4"));
+    // Without --cfg, the model's default guidance, as the file states it.
+    let demo_file =
+        ModelFile::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo-f16.gguf"))
+            .unwrap();
+    let default_guidance = demo_file
+        .f32("latte.flow.guidance_scale")
+        .unwrap()
+        .to_string();
+    assert_eq!(get("guidance"), Some(default_guidance.as_str()));
     // Determinism on the tiny model (the same code path, a fraction of the time).
     let first = run(Some(&tiny), "a.png", "7", "1");
     assert_eq!(
