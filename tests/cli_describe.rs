@@ -11,19 +11,10 @@ mod latte_bin;
 use latte_bin::latte;
 use reference_support::{convert, Oracle};
 
+/// The reference image as PNG.
 fn fixture_png(dir: &std::path::Path) -> std::path::PathBuf {
-    // The reference image, written as PNG by the `image` crate (a lossless round trip).
-    let o = Oracle::open("base");
-    let shape = o.shape("und.image");
     let path = dir.join("und.png");
-    image::save_buffer(
-        &path,
-        &o.u8("und.image"),
-        shape[1] as u32,
-        shape[0] as u32,
-        image::ExtendedColorType::Rgb8,
-    )
-    .unwrap();
+    Oracle::open("base").write_png("und.image", &path);
     path
 }
 

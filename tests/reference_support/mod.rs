@@ -35,6 +35,20 @@ impl Oracle {
         }
     }
 
+    /// Writes the `[H, W, 3]` u8 image tensor `name` to `path` as PNG (a lossless round trip through
+    /// the `image` crate), for tests that feed a fixture image to the binary.
+    pub fn write_png(&self, name: &str, path: &Path) {
+        let shape = self.shape(name);
+        image::save_buffer(
+            path,
+            &self.u8(name),
+            shape[1] as u32,
+            shape[0] as u32,
+            image::ExtendedColorType::Rgb8,
+        )
+        .unwrap();
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.file.get(name).is_some()
     }

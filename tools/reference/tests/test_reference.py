@@ -67,9 +67,8 @@ def test_each_switch_changes_the_result(vlm, tok, key, alt):
     assert (outs[0] - outs[1]).abs().max() > 1e-4
 
 
-def test_replica_context_kv_equals_vlm_cache_when_projections_match(vlm, tok):
-    # Oracle: transformers' own KV cache (its M-RoPE). The replica's rope + projections must reproduce it.
-    cfg = tiny.gen_config(ctx_kv="replica")
+def replica_with_vlm_kv_projections(vlm, cfg):
+    """A tiny replica whose k/v projections are the VLM's: its context K/V must then equal the VLM's cache."""
     rep = tiny.make_replica(cfg, seed=1)
     lm = vlm.model.language_model
     with torch.no_grad():
@@ -78,6 +77,13 @@ def test_replica_context_kv_equals_vlm_cache_when_projections_match(vlm, tok):
             for name in ("k_proj", "v_proj"):
                 getattr(layer, name).weight.copy_(getattr(src, name).weight)
                 getattr(layer, name).bias.copy_(getattr(src, name).bias)
+    return rep
+
+
+def test_replica_context_kv_equals_vlm_cache_when_projections_match(vlm, tok):
+    # Oracle: transformers' own KV cache (its M-RoPE). The replica's rope + projections must reproduce it.
+    cfg = tiny.gen_config(ctx_kv="replica")
+    rep = replica_with_vlm_kv_projections(vlm, cfg)
     ids = [pipeline.generation_ids(tok, cfg, "a blue star on the left"), pipeline.generation_ids(tok, cfg, "")]
     out = vlm_mod.prompt_outputs(vlm, ids)
     ctx = rep.bind_context(out)
@@ -304,14 +310,7 @@ def test_replica_context_kv_with_an_image_rotates_at_the_mrope_positions(vlm, to
     # As test_replica_context_kv_equals_vlm_cache_when_projections_match, with an image in the prompt:
     # the replica's keys use the (t, h, w) positions of get_rope_index.
     cfg = tiny.gen_config(ctx_kv="replica")
-    rep = tiny.make_replica(cfg, seed=1)
-    lm = vlm.model.language_model
-    with torch.no_grad():
-        for l, layer in enumerate(rep.layers):
-            src = lm.layers[l].self_attn
-            for name in ("k_proj", "v_proj"):
-                getattr(layer, name).weight.copy_(getattr(src, name).weight)
-                getattr(layer, name).bias.copy_(getattr(src, name).bias)
+    rep = replica_with_vlm_kv_projections(vlm, cfg)
     _, out = image_prompt(vlm, tok, cfg)
     ctx = rep.bind_context(out)
     assert torch.equal(ctx.start, out.start)
