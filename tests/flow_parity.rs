@@ -219,7 +219,6 @@ fn replica_context_kv_matches_the_reference() {
         let bound = bind(
             &replica,
             VlmPromptOutputs {
-                len,
                 positions: (0..len as u32).map(|p| [p; 3]).collect(),
                 next_position: len,
                 cache_keys: Vec::new(),

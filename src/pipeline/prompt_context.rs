@@ -25,12 +25,11 @@ pub struct PromptContext {
     pub uncond: Option<PromptKv>,
 }
 
-/// What the frozen VLM produced for one prompt of `len` tokens: per layer its cached keys
-/// (`[len, kv_heads·head_dim]`, RoPE applied) and values, and its normed layer inputs (`[len, D]`,
-/// needed only for `ctx_kv = replica`); the tokens' `(t, h, w)` positions and the next free
-/// position (where the generated image tokens start).
+/// What the frozen VLM produced for one prompt of `len` tokens (`len` = `positions.len()`): the
+/// tokens' `(t, h, w)` positions and the next free position (where the generated image tokens
+/// start); per layer its cached keys (`[len, kv_heads·head_dim]`, RoPE applied) and values, and its
+/// normed layer inputs (`[len, D]`, needed only for `ctx_kv = replica`).
 pub struct VlmPromptOutputs {
-    pub len: usize,
     pub positions: Vec<[u32; 3]>,
     pub next_position: usize,
     pub cache_keys: Vec<Vec<f32>>,
@@ -50,13 +49,7 @@ pub fn image_prompt_text(config: &FlowConfig, prompt: &str) -> String {
 /// Binds the VLM's prompt outputs to the replica according to `ctx_kv`.
 pub fn bind(replica: &Replica<'_>, vlm: VlmPromptOutputs) -> Result<PromptKv, ModelError> {
     let config = replica.config();
-    let len = vlm.len;
-    if vlm.positions.len() != len {
-        return Err(ModelError::Invalid {
-            file: "prompt context".into(),
-            what: format!("{} positions for {len} prompt tokens", vlm.positions.len()),
-        });
-    }
+    let len = vlm.positions.len();
     match config.ctx_kv {
         ContextKv::Frozen => PromptKv::new(
             config,
@@ -182,7 +175,6 @@ pub fn prefill(
     bind(
         replica,
         VlmPromptOutputs {
-            len,
             positions,
             next_position: next_position as usize,
             cache_keys,
