@@ -70,10 +70,15 @@ fn generation_matches_the_reference_from_prompt_ids() {
                 let (_, k) = fixture.heads_to_tokens(&format!("gen.{which}.k.{l}"));
                 let (_, v) = fixture.heads_to_tokens(&format!("gen.{which}.v.{l}"));
                 let layer = kv.layer(l);
-                assert_close(&format!("{config} {which} keys {l}"), layer.keys, &k, 5e-6);
+                assert_close(
+                    &format!("{config} {which} keys {l}"),
+                    layer.keys.host(),
+                    &k,
+                    5e-6,
+                );
                 assert_close(
                     &format!("{config} {which} values {l}"),
-                    layer.values,
+                    layer.values.host(),
                     &v,
                     5e-6,
                 );

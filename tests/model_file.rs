@@ -1,6 +1,8 @@
 //! `ModelFile` lookups and `Linear` on a small GGUF written by our writer: shapes, dtypes and keys
 //! are checked, and every failure names the file and the tensor or key.
 
+use latte::backend::cpu::CPU;
+use latte::backend::{DeviceBuffer, Placement};
 use latte::dtype::TensorType;
 use latte::gguf::{GgufBuilder, MetadataValue};
 use latte::model::{Linear, ModelError, ModelFile};
@@ -61,13 +63,12 @@ fn lookups_are_typed_and_errors_name_the_file() {
 fn linear_applies_weight_and_bias() {
     let dir = tempfile::tempdir().unwrap();
     let file = ModelFile::open(write_file(dir.path())).unwrap();
-    let linear = Linear::load_pair(&file, "w", true, 3, 2).unwrap();
-    let x = [1.0f32, 1.0, 1.0, 2.0, 0.0, -2.0];
-    let mut y = [0f32; 4];
-    let mut scratch = Default::default();
-    linear.forward(&x, 2, &mut y, &mut scratch).unwrap();
+    let linear = Linear::load_pair(&CPU, &file, "w", true, [3, 2], Placement::Shared).unwrap();
+    let x = vec![1.0f32, 1.0, 1.0, 2.0, 0.0, -2.0];
+    let mut y = vec![0f32; 4];
+    linear.forward(x.all(), 2, y.all_mut()).unwrap();
     // Rows of W: [1, 2, 3] and [-1, 0.5, 0] (exact in f16); F16 weights take F16 activations, exact
     // for these small integers.
     assert_eq!(y, [6.0 + 10.0, -0.5 + 20.0, -4.0 + 10.0, -2.0 + 20.0]);
-    assert!(Linear::load_pair(&file, "w", true, 2, 3).is_err());
+    assert!(Linear::load_pair(&CPU, &file, "w", true, [2, 3], Placement::Shared).is_err());
 }

@@ -5,7 +5,7 @@ use thiserror::Error;
 
 use super::dcae::DcaeConfigError;
 use crate::backend::cpu::matmul::MatmulError;
-use crate::backend::cpu::ops::OpError;
+use crate::backend::{BackendError, OpError};
 use crate::gguf::GgufError;
 use crate::quant::QuantError;
 use crate::tensor::TensorError;
@@ -59,9 +59,19 @@ pub enum ModelError {
         capacity: usize,
     },
     #[error(transparent)]
-    Matmul(#[from] MatmulError),
-    #[error(transparent)]
-    Op(#[from] OpError),
+    Backend(#[from] BackendError),
     #[error(transparent)]
     Tensor(#[from] TensorError),
+}
+
+impl From<OpError> for ModelError {
+    fn from(e: OpError) -> Self {
+        ModelError::Backend(e.into())
+    }
+}
+
+impl From<MatmulError> for ModelError {
+    fn from(e: MatmulError) -> Self {
+        ModelError::Backend(e.into())
+    }
 }

@@ -1,39 +1,44 @@
 //! `Linear`: a weight matrix of any computable type plus an optional f32 bias, `y = W·x + b` over
 //! token-major rows. The one way model code applies a projection (QKV, FFN, heads, patch embeddings).
 //!
-//! This module owns shape checks and the bias add; the arithmetic is `backend::cpu::matmul`'s.
+//! This module owns shape checks and where the weight lives; the arithmetic is the backend's.
 
-use crate::backend::cpu::matmul::{matmul, MatmulScratch};
+use crate::backend::{Backend, Placement, Slice, SliceMut};
 use crate::tensor::TensorView;
 
 use super::error::ModelError;
 use super::file::ModelFile;
 
 /// A projection from `in_features` to `out_features`, weight stored `[out, in]` (torch), i.e. ggml
-/// dims `[in, out]`.
-pub struct Linear<'a> {
-    weight: TensorView<'a>,
-    bias: Option<Vec<f32>>,
+/// dims `[in, out]`, prepared on backend `B`.
+pub struct Linear<'a, B: Backend> {
+    backend: &'a B,
+    weight: B::Weight<'a>,
+    bias: Option<B::Buffer>,
     in_features: usize,
     out_features: usize,
 }
 
-impl<'a> Linear<'a> {
+impl<'a, B: Backend> Linear<'a, B> {
     /// Loads `weight` (checked to be `[in, out]` in ggml order) and, if `bias` is given, that bias
     /// (checked to hold `out` values).
     pub fn load(
+        backend: &'a B,
         file: &'a ModelFile,
         weight: &str,
         bias: Option<&str>,
-        in_features: usize,
-        out_features: usize,
+        [in_features, out_features]: [usize; 2],
+        placement: Placement,
     ) -> Result<Self, ModelError> {
-        let weight = file.tensor_with_dims(weight, &[in_features as u64, out_features as u64])?;
+        let view = file.tensor_with_dims(weight, &[in_features as u64, out_features as u64])?;
         let bias = bias
             .map(|name| file.tensor_f32(name, &[out_features as u64]))
+            .transpose()?
+            .map(|b| backend.upload_owned(b))
             .transpose()?;
         Ok(Linear {
-            weight,
+            backend,
+            weight: backend.weight(view, placement)?,
             bias,
             in_features,
             out_features,
@@ -44,10 +49,10 @@ impl<'a> Linear<'a> {
     /// `[kw, kh, c_in, c_out]`) used as the matrix `[in, out]` over flattened patches: its
     /// element count must be `in · out` and its rows must stay whole blocks of its type.
     pub fn load_flattened(
+        backend: &'a B,
         file: &'a ModelFile,
         weight: &str,
-        in_features: usize,
-        out_features: usize,
+        [in_features, out_features]: [usize; 2],
     ) -> Result<Self, ModelError> {
         let view = file.tensor(weight)?;
         let dims = [in_features as u64, out_features as u64];
@@ -59,8 +64,10 @@ impl<'a> Linear<'a> {
                 got: view.dims().to_vec(),
             });
         }
+        let view = TensorView::new(view.name(), view.ty(), &dims, view.bytes())?;
         Ok(Linear {
-            weight: TensorView::new(view.name(), view.ty(), &dims, view.bytes())?,
+            backend,
+            weight: backend.weight(view, Placement::Shared)?,
             bias: None,
             in_features,
             out_features,
@@ -69,19 +76,21 @@ impl<'a> Linear<'a> {
 
     /// `name.weight` and, when `with_bias`, `name.bias`: the usual GGUF pair.
     pub fn load_pair(
+        backend: &'a B,
         file: &'a ModelFile,
         name: &str,
         with_bias: bool,
-        in_features: usize,
-        out_features: usize,
+        features: [usize; 2],
+        placement: Placement,
     ) -> Result<Self, ModelError> {
         let bias = with_bias.then(|| format!("{name}.bias"));
         Self::load(
+            backend,
             file,
             &format!("{name}.weight"),
             bias.as_deref(),
-            in_features,
-            out_features,
+            features,
+            placement,
         )
     }
 
@@ -93,26 +102,21 @@ impl<'a> Linear<'a> {
         self.out_features
     }
 
-    pub fn weight(&self) -> &TensorView<'a> {
+    pub fn weight(&self) -> &B::Weight<'a> {
         &self.weight
     }
 
     /// `y[n × out] = x[n × in] · Wᵀ + b` for `n` token rows.
     pub fn forward(
         &self,
-        x: &[f32],
+        x: Slice<'_, B::Buffer>,
         n: usize,
-        y: &mut [f32],
-        scratch: &mut MatmulScratch,
+        y: SliceMut<'_, B::Buffer>,
     ) -> Result<(), ModelError> {
-        matmul(&self.weight, x, n, y, scratch)?;
-        if let Some(bias) = &self.bias {
-            for row in y.chunks_exact_mut(self.out_features) {
-                for (value, b) in row.iter_mut().zip(bias) {
-                    *value += b;
-                }
-            }
-        }
-        Ok(())
+        let bias = self
+            .bias
+            .as_ref()
+            .map(|b| crate::backend::DeviceBuffer::all(b));
+        Ok(self.backend.matmul(&self.weight, x, n, y, bias)?)
     }
 }

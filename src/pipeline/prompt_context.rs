@@ -11,7 +11,8 @@
 //!
 //! This module owns that choice; it must not sample or decode.
 
-use crate::backend::cpu::matmul::MatmulScratch;
+use crate::backend::cpu::CPU;
+use crate::backend::{Backend, DeviceBuffer};
 use crate::model::flow::positions::prompt_rope;
 use crate::model::flow::{ContextKv, FlowConfig, PromptKv, Replica};
 use crate::model::text::{KvCache, Logits, TextModel, TextScratch};
@@ -74,8 +75,7 @@ pub fn bind(replica: &Replica<'_>, vlm: VlmPromptOutputs) -> Result<PromptKv, Mo
                     ),
                 });
             }
-            let rope = prompt_rope(config, &vlm.positions)?;
-            let mut scratch = MatmulScratch::new();
+            let rope = CPU.rope_table(&prompt_rope(config, &vlm.positions)?)?;
             let mut keys = Vec::with_capacity(config.layer_count);
             let mut values = Vec::with_capacity(config.layer_count);
             for (l, normed) in vlm.normed_inputs.iter().enumerate() {
@@ -86,7 +86,7 @@ pub fn bind(replica: &Replica<'_>, vlm: VlmPromptOutputs) -> Result<PromptKv, Mo
                 let mut k = vec![0.0; len * row];
                 let mut v = vec![0.0; len * row];
                 if len > 0 {
-                    layer.context_kv(normed, len, &rope, &mut k, &mut v, &mut scratch)?;
+                    layer.context_kv(normed.all(), len, &rope, k.all_mut(), v.all_mut())?;
                 }
                 keys.push(k);
                 values.push(v);

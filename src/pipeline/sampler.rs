@@ -6,6 +6,7 @@
 //! This module owns the update rules and the order of evaluations; it must not load files, run the
 //! VLM or manage memory (its observer hears about each step so the caller can).
 
+use crate::backend::Backend;
 use crate::model::flow::{LayerTrace, PromptKv, Replica, ReplicaScratch, StepConditioning};
 use crate::model::ModelError;
 use crate::schedule::TimestepSchedule;
@@ -81,23 +82,23 @@ pub struct Silent;
 impl SamplingObserver for Silent {}
 
 /// Buffers of one run, allocated once.
-struct Buffers {
+struct Buffers<B: Backend> {
     x: Vec<f32>,
     x_pred: Vec<f32>,
     v0: Vec<f32>,
     v1: Vec<f32>,
     guidance: GuidanceBuffers,
-    conditioning: StepConditioning,
-    scratch: ReplicaScratch,
+    conditioning: StepConditioning<B>,
+    scratch: ReplicaScratch<B>,
 }
 
 /// Integrates from `noise` (`[C, S, S]`) over `schedule`; returns the final latent.
-pub fn sample(
-    replica: &Replica<'_>,
+pub fn sample<B: Backend>(
+    replica: &Replica<'_, B>,
     schedule: &TimestepSchedule,
     noise: &[f32],
-    cond: &PromptKv,
-    uncond: Option<&PromptKv>,
+    cond: &PromptKv<B>,
+    uncond: Option<&PromptKv<B>>,
     options: &SamplingOptions,
     observer: &mut dyn SamplingObserver,
 ) -> Result<Vec<f32>, ModelError> {
@@ -213,18 +214,18 @@ pub fn sample(
 /// `v = v_u + s·(v_c − v_u)` at time `t` into `v` (the conditional velocity when there is no
 /// unconditional pass).
 #[allow(clippy::too_many_arguments)]
-fn guided_velocity(
-    replica: &Replica<'_>,
+fn guided_velocity<B: Backend>(
+    replica: &Replica<'_, B>,
     schedule: &TimestepSchedule,
     x: &[f32],
     t: f64,
-    cond: &PromptKv,
-    uncond: Option<&PromptKv>,
+    cond: &PromptKv<B>,
+    uncond: Option<&PromptKv<B>>,
     options: &SamplingOptions,
     v: &mut [f32],
     buffers: &mut GuidanceBuffers,
-    conditioning: &mut StepConditioning,
-    scratch: &mut ReplicaScratch,
+    conditioning: &mut StepConditioning<B>,
+    scratch: &mut ReplicaScratch<B>,
     index: usize,
     observer: &mut dyn SamplingObserver,
 ) -> Result<(), ModelError> {
@@ -294,13 +295,13 @@ struct GuidanceBuffers {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_pass(
-    replica: &Replica<'_>,
+fn run_pass<B: Backend>(
+    replica: &Replica<'_, B>,
     x: &[f32],
-    conditioning: &StepConditioning,
-    prompt: &PromptKv,
+    conditioning: &StepConditioning<B>,
+    prompt: &PromptKv<B>,
     out: &mut [f32],
-    scratch: &mut ReplicaScratch,
+    scratch: &mut ReplicaScratch<B>,
     traced: bool,
     index: usize,
     pass: Pass,

@@ -1,10 +1,12 @@
 //! The CPU backend: quantized matrix multiplication (runtime ISA dispatch) and the f32 operations
-//! the models need.
+//! the models need, behind the [`Backend`](crate::backend::Backend) interface ([`CpuBackend`]).
 
+pub mod backend;
 pub mod dot;
 pub mod isa;
 pub mod matmul;
 pub mod ops;
 
+pub use backend::{CpuBackend, CpuWeight, CPU};
 pub use isa::Isa;
 pub use matmul::{matmul, matmul_with_isa, MatmulError, MatmulScratch};

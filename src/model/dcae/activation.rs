@@ -1,40 +1,24 @@
-//! The activations a DC-AE config can name, applied in place over a whole activation image, in
-//! parallel chunks (the full-resolution stages hold millions of values). The element math is the
-//! `backend::cpu::ops` activations', except Mish, which only DC-AE configs use.
-
-use rayon::prelude::*;
+//! The activations a DC-AE config can name, as the backend's element-wise functions.
 
 use super::config::Activation;
-use crate::backend::cpu::ops::{gelu_erf, relu, silu};
-
-/// Values per parallel task.
-const CHUNK: usize = 1 << 15;
+use crate::backend::Unary;
 
 impl Activation {
-    /// Applies the activation to every element of `x`.
-    pub fn apply(self, x: &mut [f32]) {
-        let f: fn(&mut [f32]) = match self {
-            Activation::Identity => return,
-            Activation::Silu => silu,
-            Activation::Mish => mish,
-            Activation::Gelu => gelu_erf,
-            Activation::Relu => relu,
-        };
-        x.par_chunks_mut(CHUNK).for_each(f);
-    }
-}
-
-/// Mish, `x·tanh(softplus(x))` (PyTorch's `F.mish`: `x·tanh(log1p(exp(x)))`; for large x,
-/// `exp` overflows to +inf and the result is x, as in PyTorch).
-pub fn mish(x: &mut [f32]) {
-    for v in x.iter_mut() {
-        *v *= v.exp().ln_1p().tanh();
+    /// The element-wise function, or `None` for the identity.
+    pub fn unary(self) -> Option<Unary> {
+        match self {
+            Activation::Identity => None,
+            Activation::Silu => Some(Unary::Silu),
+            Activation::Mish => Some(Unary::Mish),
+            Activation::Gelu => Some(Unary::GeluErf),
+            Activation::Relu => Some(Unary::Relu),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::backend::cpu::ops::mish;
 
     #[test]
     fn mish_matches_its_definition_in_f64() {
@@ -51,14 +35,5 @@ mod tests {
                 "{x}: {y} vs {want}"
             );
         }
-    }
-
-    #[test]
-    fn identity_leaves_values() {
-        let mut x = vec![-1.0, 2.0];
-        Activation::Identity.apply(&mut x);
-        assert_eq!(x, [-1.0, 2.0]);
-        Activation::Relu.apply(&mut x);
-        assert_eq!(x, [0.0, 2.0]);
     }
 }

@@ -12,22 +12,23 @@ use super::config::{BlockType, DcaeConfig, NormType, KEY_CONFIG_JSON};
 use super::efficient_vit::EfficientVitBlock;
 use super::norm::ChannelNorm;
 use super::res_block::ResBlock;
-use super::scratch::{add_assign, grow, product, BufferSizes, DecoderScratch};
+use super::scratch::{grow, product, BufferSizes, DecoderScratch};
 use super::up_block::UpBlock;
 use super::weights::Conv;
-use crate::backend::cpu::ops::repeat_channels;
+use crate::backend::cpu::{CpuBackend, CPU};
+use crate::backend::{Backend, DeviceBuffer};
 use crate::model::{ModelError, ModelFile};
 
 /// The GGUF name prefix of the decoder's tensors.
 const PREFIX: &str = "dcae";
 
-enum Layer<'a> {
-    Res(ResBlock<'a>),
-    EfficientVit(Box<EfficientVitBlock<'a>>),
-    Up(UpBlock<'a>),
+enum Layer<'a, B: Backend> {
+    Res(ResBlock<'a, B>),
+    EfficientVit(Box<EfficientVitBlock<'a, B>>),
+    Up(UpBlock<'a, B>),
 }
 
-impl Layer<'_> {
+impl<B: Backend> Layer<'_, B> {
     fn sizes(&self, hw: [usize; 2]) -> Option<BufferSizes> {
         match self {
             Layer::Res(l) => l.sizes(hw),
@@ -36,7 +37,7 @@ impl Layer<'_> {
         }
     }
 
-    fn forward(&self, s: &mut DecoderScratch, hw: [usize; 2]) -> Result<(), ModelError> {
+    fn forward(&self, s: &mut DecoderScratch<B>, hw: [usize; 2]) -> Result<(), ModelError> {
         match self {
             Layer::Res(l) => l.forward(s, hw),
             Layer::EfficientVit(l) => l.forward(s, hw),
@@ -54,22 +55,23 @@ impl Layer<'_> {
 }
 
 /// The last layer: a plain 3×3 convolution, or an up-sampling block without shortcut.
-enum ConvOut<'a> {
-    Conv(Conv<'a>),
-    Up(UpBlock<'a>),
+enum ConvOut<'a, B: Backend> {
+    Conv(Conv<'a, B>),
+    Up(UpBlock<'a, B>),
 }
 
-/// A loaded decoder; weights borrow the file when stored as F32.
-pub struct Decoder<'a> {
+/// A loaded decoder on backend `B` (on the CPU, F32 weights are borrowed from the file).
+pub struct Decoder<'a, B: Backend = CpuBackend> {
+    backend: &'a B,
     /// The file's name, for errors.
     file: String,
     config: DcaeConfig,
-    conv_in: Conv<'a>,
+    conv_in: Conv<'a, B>,
     in_shortcut_repeats: Option<usize>,
-    layers: Vec<Layer<'a>>,
+    layers: Vec<Layer<'a, B>>,
     norm_channels: usize,
-    norm_out: ChannelNorm<'a>,
-    conv_out: ConvOut<'a>,
+    norm_out: ChannelNorm<'a, B>,
+    conv_out: ConvOut<'a, B>,
 }
 
 /// Everything a decode of one latent size needs, computed before any work.
@@ -78,9 +80,16 @@ struct Plan {
     out_hw: [usize; 2],
 }
 
-impl<'a> Decoder<'a> {
-    /// Reads the config key and every `dcae.*` tensor the config calls for.
+impl<'a> Decoder<'a, CpuBackend> {
+    /// [`Decoder::load_on`] the CPU.
     pub fn load(file: &'a ModelFile) -> Result<Self, ModelError> {
+        Self::load_on(&CPU, file)
+    }
+}
+
+impl<'a, B: Backend> Decoder<'a, B> {
+    /// Reads the config key and every `dcae.*` tensor the config calls for.
+    pub fn load_on(backend: &'a B, file: &'a ModelFile) -> Result<Self, ModelError> {
         let json = file.str(KEY_CONFIG_JSON)?;
         let config = DcaeConfig::from_json(json).map_err(|source| ModelError::DcaeConfig {
             file: file.name().into(),
@@ -90,10 +99,10 @@ impl<'a> Decoder<'a> {
         let n = stages.len();
         let top = stages[n - 1].channels;
         let conv_in = Conv::same(
+            backend,
             file,
             &format!("{PREFIX}.conv_in"),
-            config.latent_channels,
-            top,
+            [config.latent_channels, top],
             3,
             true,
         )?;
@@ -124,8 +133,15 @@ impl<'a> Decoder<'a> {
                          {channels} (a stage with no layers in between)"
                     )));
                 }
-                let up =
-                    UpBlock::load(file, &name(0), from, stage.channels, config.upsample, true)?;
+                let up = UpBlock::load(
+                    backend,
+                    file,
+                    &name(0),
+                    from,
+                    stage.channels,
+                    config.upsample,
+                    true,
+                )?;
                 layers.push(Layer::Up(up));
                 channels = stage.channels;
                 j = 1;
@@ -139,6 +155,7 @@ impl<'a> Decoder<'a> {
                 }
                 layers.push(match stage.block_type {
                     BlockType::ResBlock => Layer::Res(ResBlock::load(
+                        backend,
                         file,
                         &name(j),
                         channels,
@@ -147,6 +164,7 @@ impl<'a> Decoder<'a> {
                     )?),
                     BlockType::EfficientVitBlock => {
                         Layer::EfficientVit(Box::new(EfficientVitBlock::load(
+                            backend,
                             file,
                             &name(j),
                             channels,
@@ -172,6 +190,7 @@ impl<'a> Decoder<'a> {
             )));
         }
         let norm_out = ChannelNorm::load(
+            backend,
             file,
             &format!("{PREFIX}.norm_out"),
             NormType::RmsNorm,
@@ -180,15 +199,16 @@ impl<'a> Decoder<'a> {
         let name = format!("{PREFIX}.conv_out");
         let conv_out = if stages[0].layers > 0 {
             ConvOut::Conv(Conv::same(
+                backend,
                 file,
                 &name,
-                channels,
-                config.image_channels,
+                [channels, config.image_channels],
                 3,
                 true,
             )?)
         } else {
             ConvOut::Up(UpBlock::load(
+                backend,
                 file,
                 &name,
                 channels,
@@ -198,6 +218,7 @@ impl<'a> Decoder<'a> {
             )?)
         };
         Ok(Decoder {
+            backend,
             file: file.name().into(),
             config,
             conv_in,
@@ -227,15 +248,15 @@ impl<'a> Decoder<'a> {
     }
 
     /// Peak working memory of [`Decoder::decode_flow_latent`] for an `h×w` latent, in bytes: the
-    /// scratch buffers at their high-water mark, the scaled latent copy and the returned image
-    /// (weights not included: they are mapped, or resident since load).
+    /// scratch buffers at their high-water mark, the backend's working memory, the scaled latent
+    /// and the returned image (weights not included: they are mapped, or resident since load).
     pub fn predicted_working_bytes(&self, h: usize, w: usize) -> Result<u64, ModelError> {
         let plan = self.plan(h, w)?;
         let image = product(&[self.config.image_channels, plan.out_hw[0], plan.out_hw[1]]);
         let latent = product(&[self.config.latent_channels, h, w]);
         let values = plan
             .buffers
-            .total()
+            .total(self.backend.scratch_threads())
             .zip(image)
             .zip(latent)
             .and_then(|((b, i), l)| b.checked_add(i)?.checked_add(l));
@@ -261,6 +282,7 @@ impl<'a> Decoder<'a> {
         let plan = || -> Option<Plan> {
             let p = product(&[h, w])?;
             let conv_in = product(&[self.conv_in.out_channels(), p])?;
+            // The latent is uploaded into `c`; a plain `conv_out` writes the image into `a`.
             let mut buffers = BufferSizes {
                 x: conv_in,
                 a: if self.in_shortcut_repeats.is_some() {
@@ -268,6 +290,7 @@ impl<'a> Decoder<'a> {
                 } else {
                     0
                 },
+                c: product(&[self.config.latent_channels, p])?,
                 conv: self.conv_in.scratch_sizes([h, w])?,
                 ..BufferSizes::default()
             };
@@ -279,6 +302,8 @@ impl<'a> Decoder<'a> {
             let out_hw = match &self.conv_out {
                 ConvOut::Conv(conv) => {
                     buffers.conv = buffers.conv.max(conv.scratch_sizes(hw)?);
+                    let image = product(&[self.config.image_channels, hw[0], hw[1]])?;
+                    buffers.a = buffers.a.max(image);
                     hw
                 }
                 ConvOut::Up(up) => {
@@ -287,7 +312,7 @@ impl<'a> Decoder<'a> {
                 }
             };
             // Every buffer's total must stay addressable.
-            buffers.total()?;
+            buffers.total(self.backend.scratch_threads())?;
             Some(Plan { buffers, out_hw })
         };
         plan().ok_or_else(|| self.too_large(h, w))
@@ -300,8 +325,9 @@ impl<'a> Decoder<'a> {
         latent: &[f32],
         h: usize,
         w: usize,
-        scratch: &mut DecoderScratch,
+        scratch: &mut DecoderScratch<B>,
     ) -> Result<Vec<f32>, ModelError> {
+        let bk = self.backend;
         let plan = self.plan(h, w)?;
         let c = self.config.latent_channels;
         if product(&[c, h, w]) != Some(latent.len()) {
@@ -316,29 +342,45 @@ impl<'a> Decoder<'a> {
         let s = scratch;
         let hw = [h, w];
         let top = self.conv_in.out_channels() * h * w;
-        let x = grow(&mut s.x, top);
-        self.conv_in.forward(latent, hw, x, &mut s.conv)?;
+        let latent_len = latent.len();
+        grow(bk, &mut s.c, latent_len)?;
+        bk.write(s.c.slice_mut(..latent_len), latent)?;
+        grow(bk, &mut s.x, top)?;
+        self.conv_in
+            .forward(s.c.slice(..latent_len), hw, s.x.slice_mut(..top))?;
         if let Some(repeats) = self.in_shortcut_repeats {
-            let a = grow(&mut s.a, top);
-            repeat_channels(latent, c, hw, repeats, a)?;
-            add_assign(x, a);
+            grow(bk, &mut s.a, top)?;
+            bk.repeat_channels(
+                s.c.slice(..latent_len),
+                c,
+                hw,
+                repeats,
+                s.a.slice_mut(..top),
+            )?;
+            bk.add(s.x.slice_mut(..top), s.a.slice(..top))?;
         }
         let mut hw = hw;
         for layer in &self.layers {
             layer.forward(s, hw)?;
             hw = layer.out_hw(hw).unwrap_or(hw);
         }
-        let x = &mut s.x[..self.norm_channels * hw[0] * hw[1]];
-        self.norm_out.apply(x)?;
-        self.config.conv_activation.apply(x);
+        let x = ..self.norm_channels * hw[0] * hw[1];
+        self.norm_out.apply(s.x.slice_mut(x))?;
+        if let Some(f) = self.config.conv_activation.unary() {
+            bk.unary(s.x.slice_mut(x), f)?;
+        }
         let [oh, ow] = plan.out_hw;
-        let mut image = vec![0f32; self.config.image_channels * oh * ow];
+        let n = self.config.image_channels * oh * ow;
+        let mut image = vec![0f32; n];
         match &self.conv_out {
-            ConvOut::Conv(conv) => conv.forward(x, hw, &mut image, &mut s.conv)?,
+            ConvOut::Conv(conv) => {
+                grow(bk, &mut s.a, n)?;
+                conv.forward(s.x.slice(x), hw, s.a.slice_mut(..n))?;
+                bk.read(s.a.slice(..n), &mut image)?;
+            }
             ConvOut::Up(up) => {
                 up.forward(s, hw)?;
-                let n = image.len();
-                image.copy_from_slice(&s.x[..n]);
+                bk.read(s.x.slice(..n), &mut image)?;
             }
         }
         Ok(image)
@@ -351,7 +393,7 @@ impl<'a> Decoder<'a> {
         latent: &[f32],
         h: usize,
         w: usize,
-        scratch: &mut DecoderScratch,
+        scratch: &mut DecoderScratch<B>,
     ) -> Result<Vec<f32>, ModelError> {
         let scale = self.config.scaling_factor;
         let scaled: Vec<f32> = latent.iter().map(|v| v / scale).collect();

@@ -5,16 +5,18 @@ use super::config::NormType;
 use super::glumb_conv::GluMbConv;
 use super::multiscale_attention::MultiscaleAttention;
 use super::scratch::{BufferSizes, DecoderScratch};
+use crate::backend::Backend;
 use crate::model::{ModelError, ModelFile};
 
-pub struct EfficientVitBlock<'a> {
-    attention: MultiscaleAttention<'a>,
-    conv_out: GluMbConv<'a>,
+pub struct EfficientVitBlock<'a, B: Backend> {
+    attention: MultiscaleAttention<'a, B>,
+    conv_out: GluMbConv<'a, B>,
 }
 
-impl<'a> EfficientVitBlock<'a> {
+impl<'a, B: Backend> EfficientVitBlock<'a, B> {
     /// Loads `{name}.attn` and `{name}.conv_out`.
     pub fn load(
+        backend: &'a B,
         file: &'a ModelFile,
         name: &str,
         channels: usize,
@@ -24,6 +26,7 @@ impl<'a> EfficientVitBlock<'a> {
     ) -> Result<Self, ModelError> {
         Ok(EfficientVitBlock {
             attention: MultiscaleAttention::load(
+                backend,
                 file,
                 &format!("{name}.attn"),
                 channels,
@@ -31,7 +34,7 @@ impl<'a> EfficientVitBlock<'a> {
                 kernel_sizes,
                 norm,
             )?,
-            conv_out: GluMbConv::load(file, &format!("{name}.conv_out"), channels)?,
+            conv_out: GluMbConv::load(backend, file, &format!("{name}.conv_out"), channels)?,
         })
     }
 
@@ -39,7 +42,7 @@ impl<'a> EfficientVitBlock<'a> {
         Some(self.attention.sizes(hw)?.max(self.conv_out.sizes(hw)?))
     }
 
-    pub fn forward(&self, s: &mut DecoderScratch, hw: [usize; 2]) -> Result<(), ModelError> {
+    pub fn forward(&self, s: &mut DecoderScratch<B>, hw: [usize; 2]) -> Result<(), ModelError> {
         self.attention.forward(s, hw)?;
         self.conv_out.forward(s, hw)
     }

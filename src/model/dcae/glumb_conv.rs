@@ -2,44 +2,50 @@
 //! a 1×1 convolution to `2·hidden` channels, SiLU, a depthwise 3×3 convolution, the gated product
 //! `first half · silu(second half)`, a bias-free 1×1 convolution back, RMSNorm, plus the input.
 
-use rayon::prelude::*;
-
 use super::config::NormType;
 use super::norm::ChannelNorm;
-use super::scratch::{add_assign, grow, product, BufferSizes, DecoderScratch};
+use super::scratch::{grow, product, BufferSizes, DecoderScratch};
 use super::weights::Conv;
-use crate::backend::cpu::ops::{silu, Conv2d};
+use crate::backend::{Backend, Conv2d, DeviceBuffer, Unary};
 use crate::model::{ModelError, ModelFile};
 
 /// `hidden = int(expand_ratio · channels)` with diffusers' expand ratio 4.
 const EXPAND: usize = 4;
 
-pub struct GluMbConv<'a> {
+pub struct GluMbConv<'a, B: Backend> {
+    backend: &'a B,
     channels: usize,
     hidden: usize,
-    conv_inverted: Conv<'a>,
-    conv_depth: Conv<'a>,
-    conv_point: Conv<'a>,
-    norm: ChannelNorm<'a>,
+    conv_inverted: Conv<'a, B>,
+    conv_depth: Conv<'a, B>,
+    conv_point: Conv<'a, B>,
+    norm: ChannelNorm<'a, B>,
 }
 
-impl<'a> GluMbConv<'a> {
+impl<'a, B: Backend> GluMbConv<'a, B> {
     /// Loads `{name}.conv_inverted`, `{name}.conv_depth`, `{name}.conv_point`, `{name}.norm`.
-    pub fn load(file: &'a ModelFile, name: &str, channels: usize) -> Result<Self, ModelError> {
+    pub fn load(
+        backend: &'a B,
+        file: &'a ModelFile,
+        name: &str,
+        channels: usize,
+    ) -> Result<Self, ModelError> {
         let hidden = EXPAND * channels;
         let wide = 2 * hidden;
         Ok(GluMbConv {
+            backend,
             channels,
             hidden,
             conv_inverted: Conv::same(
+                backend,
                 file,
                 &format!("{name}.conv_inverted"),
-                channels,
-                wide,
+                [channels, wide],
                 1,
                 true,
             )?,
             conv_depth: Conv::load(
+                backend,
                 file,
                 &format!("{name}.conv_depth"),
                 Conv2d {
@@ -49,14 +55,20 @@ impl<'a> GluMbConv<'a> {
                 true,
             )?,
             conv_point: Conv::same(
+                backend,
                 file,
                 &format!("{name}.conv_point"),
-                hidden,
-                channels,
+                [hidden, channels],
                 1,
                 false,
             )?,
-            norm: ChannelNorm::load(file, &format!("{name}.norm"), NormType::RmsNorm, channels)?,
+            norm: ChannelNorm::load(
+                backend,
+                file,
+                &format!("{name}.norm"),
+                NormType::RmsNorm,
+                channels,
+            )?,
         })
     }
 
@@ -79,26 +91,26 @@ impl<'a> GluMbConv<'a> {
     }
 
     /// `s.x` (`[channels, h, w]`) through the block and its residual, in place.
-    pub fn forward(&self, s: &mut DecoderScratch, hw: [usize; 2]) -> Result<(), ModelError> {
+    pub fn forward(&self, s: &mut DecoderScratch<B>, hw: [usize; 2]) -> Result<(), ModelError> {
+        let bk = self.backend;
         let p = hw[0] * hw[1];
-        let x = &mut s.x[..self.channels * p];
-        let a = grow(&mut s.a, 2 * self.hidden * p);
-        self.conv_inverted.forward(x, hw, a, &mut s.conv)?;
-        a.par_chunks_mut(p.max(1)).for_each(silu);
-        let b = grow(&mut s.b, 2 * self.hidden * p);
-        self.conv_depth.forward(a, hw, b, &mut s.conv)?;
-        let (value, gate) = b.split_at_mut(self.hidden * p);
-        // gate ← value · silu(gate): the product lands in the second half.
-        gate.par_chunks_mut(p.max(1))
-            .zip(value.par_chunks(p.max(1)))
-            .for_each(|(g, v)| {
-                silu(g);
-                g.iter_mut().zip(v).for_each(|(g, v)| *g *= v);
-            });
-        let c = grow(&mut s.c, self.channels * p);
-        self.conv_point.forward(gate, hw, c, &mut s.conv)?;
-        self.norm.apply(c)?;
-        add_assign(x, c);
+        let (x, half, wide) = (..self.channels * p, self.hidden * p, 2 * self.hidden * p);
+        grow(bk, &mut s.a, wide)?;
+        grow(bk, &mut s.b, wide)?;
+        grow(bk, &mut s.c, self.channels * p)?;
+        self.conv_inverted
+            .forward(s.x.slice(x), hw, s.a.slice_mut(..wide))?;
+        bk.unary(s.a.slice_mut(..wide), Unary::Silu)?;
+        self.conv_depth
+            .forward(s.a.slice(..wide), hw, s.b.slice_mut(..wide))?;
+        // gate ← silu(gate) · value: the gated product lands in the second half, computed into the
+        // free first half of `a` (the op's output and input must be distinct buffers).
+        bk.copy(s.b.slice(half..wide), s.a.slice_mut(..half))?;
+        bk.swiglu(s.a.slice_mut(..half), s.b.slice(..half))?;
+        self.conv_point
+            .forward(s.a.slice(..half), hw, s.c.slice_mut(x))?;
+        self.norm.apply(s.c.slice_mut(x))?;
+        bk.add(s.x.slice_mut(x), s.c.slice(x))?;
         Ok(())
     }
 }

@@ -9,37 +9,38 @@
 
 use super::config::NormType;
 use super::norm::ChannelNorm;
-use super::scratch::{add_assign, grow, product, BufferSizes, DecoderScratch};
+use super::scratch::{grow, product, BufferSizes, DecoderScratch};
 use super::weights::Conv;
-use crate::backend::cpu::ops::gemm::GemmScratchSizes;
-use crate::backend::cpu::ops::{relu_linear_attention, Conv2d};
+use crate::backend::{Backend, Conv2d, DeviceBuffer, ScratchSizes};
 use crate::model::{ModelError, ModelFile};
 
 /// diffusers' `eps` of the attention's divisor.
 const ATTENTION_EPS: f32 = 1e-15;
 
 /// One multi-scale branch: depthwise `k×k`, then 1×1 grouped per head (`3·heads` groups).
-struct ScaleBranch<'a> {
-    proj_in: Conv<'a>,
-    proj_out: Conv<'a>,
+struct ScaleBranch<'a, B: Backend> {
+    proj_in: Conv<'a, B>,
+    proj_out: Conv<'a, B>,
 }
 
-pub struct MultiscaleAttention<'a> {
+pub struct MultiscaleAttention<'a, B: Backend> {
+    backend: &'a B,
     channels: usize,
     heads: usize,
     head_dim: usize,
-    to_q: Conv<'a>,
-    to_k: Conv<'a>,
-    to_v: Conv<'a>,
-    scales: Vec<ScaleBranch<'a>>,
-    to_out: Conv<'a>,
-    norm: ChannelNorm<'a>,
+    to_q: Conv<'a, B>,
+    to_k: Conv<'a, B>,
+    to_v: Conv<'a, B>,
+    scales: Vec<ScaleBranch<'a, B>>,
+    to_out: Conv<'a, B>,
+    norm: ChannelNorm<'a, B>,
 }
 
-impl<'a> MultiscaleAttention<'a> {
+impl<'a, B: Backend> MultiscaleAttention<'a, B> {
     /// Loads `{name}.to_q/k/v`, `{name}.to_qkv_multiscale.{i}.proj_in/proj_out`, `{name}.to_out`
     /// and `{name}.norm_out`.
     pub fn load(
+        backend: &'a B,
         file: &'a ModelFile,
         name: &str,
         channels: usize,
@@ -63,6 +64,7 @@ impl<'a> MultiscaleAttention<'a> {
                 let p = format!("{name}.to_qkv_multiscale.{i}");
                 Ok(ScaleBranch {
                     proj_in: Conv::load(
+                        backend,
                         file,
                         &format!("{p}.proj_in"),
                         Conv2d {
@@ -72,6 +74,7 @@ impl<'a> MultiscaleAttention<'a> {
                         false,
                     )?,
                     proj_out: Conv::load(
+                        backend,
                         file,
                         &format!("{p}.proj_out"),
                         Conv2d {
@@ -83,8 +86,10 @@ impl<'a> MultiscaleAttention<'a> {
                 })
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
-        let projection = |p: &str| Conv::linear(file, &format!("{name}.{p}"), channels, inner);
+        let projection =
+            |p: &str| Conv::linear(backend, file, &format!("{name}.{p}"), [channels, inner]);
         Ok(MultiscaleAttention {
+            backend,
             channels,
             heads,
             head_dim,
@@ -92,13 +97,13 @@ impl<'a> MultiscaleAttention<'a> {
             to_k: projection("to_k")?,
             to_v: projection("to_v")?,
             to_out: Conv::linear(
+                backend,
                 file,
                 &format!("{name}.to_out"),
-                inner * (1 + scales.len()),
-                channels,
+                [inner * (1 + scales.len()), channels],
             )?,
             scales,
-            norm: ChannelNorm::load(file, &format!("{name}.norm_out"), norm, channels)?,
+            norm: ChannelNorm::load(backend, file, &format!("{name}.norm_out"), norm, channels)?,
         })
     }
 
@@ -112,13 +117,12 @@ impl<'a> MultiscaleAttention<'a> {
         let (d, branches) = (self.head_dim, 1 + self.scales.len());
         let qkv = product(&[3, self.heads, d, p])?;
         let attention_out = product(&[branches, self.heads, d, p])?;
-        // The op's scratch per head: relu(q), relu(k), V·Kᵀ with its key-sum row, the divisor.
-        let per_head = product(&[2, d, p])?
-            .checked_add(product(&[d + 1, d])?)?
-            .checked_add(p)?;
+        let attention = self
+            .backend
+            .linear_attention_scratch(self.all_heads(), d, p)?;
         let mut conv = [&self.to_q, &self.to_k, &self.to_v, &self.to_out]
             .iter()
-            .try_fold(Default::default(), |s: GemmScratchSizes, c| {
+            .try_fold(Default::default(), |s: ScratchSizes, c| {
                 Some(s.max(c.scratch_sizes(hw)?))
             })?;
         for branch in &self.scales {
@@ -131,45 +135,53 @@ impl<'a> MultiscaleAttention<'a> {
             a: product(&[branches, qkv])?,
             b: attention_out.max(if self.scales.is_empty() { 0 } else { qkv }),
             c: product(&[self.channels, p])?,
-            attention: product(&[self.all_heads(), per_head])?,
+            attention,
             conv,
         })
     }
 
     /// `s.x` (`[channels, h, w]`) through the attention and its residual, in place.
-    pub fn forward(&self, s: &mut DecoderScratch, hw: [usize; 2]) -> Result<(), ModelError> {
+    pub fn forward(&self, s: &mut DecoderScratch<B>, hw: [usize; 2]) -> Result<(), ModelError> {
+        let bk = self.backend;
         let p = hw[0] * hw[1];
         let inner_len = self.heads * self.head_dim * p;
         let qkv_len = 3 * inner_len;
-        let x = &mut s.x[..self.channels * p];
-        let all = grow(&mut s.a, qkv_len * (1 + self.scales.len()));
-        let (qkv, multiscale) = all.split_at_mut(qkv_len);
-        {
-            let (q, kv) = qkv.split_at_mut(inner_len);
-            let (k, v) = kv.split_at_mut(inner_len);
-            self.to_q.forward(x, hw, q, &mut s.conv)?;
-            self.to_k.forward(x, hw, k, &mut s.conv)?;
-            self.to_v.forward(x, hw, v, &mut s.conv)?;
+        let branches = 1 + self.scales.len();
+        let x = ..self.channels * p;
+        grow(bk, &mut s.a, qkv_len * branches)?;
+        self.to_q
+            .forward(s.x.slice(x), hw, s.a.slice_mut(..inner_len))?;
+        self.to_k
+            .forward(s.x.slice(x), hw, s.a.slice_mut(inner_len..2 * inner_len))?;
+        self.to_v
+            .forward(s.x.slice(x), hw, s.a.slice_mut(2 * inner_len..qkv_len))?;
+        if !self.scales.is_empty() {
+            grow(bk, &mut s.b, qkv_len)?;
         }
-        for (branch, out) in self.scales.iter().zip(multiscale.chunks_exact_mut(qkv_len)) {
-            let b = grow(&mut s.b, qkv_len);
-            branch.proj_in.forward(qkv, hw, b, &mut s.conv)?;
-            branch.proj_out.forward(b, hw, out, &mut s.conv)?;
+        for (i, branch) in self.scales.iter().enumerate() {
+            branch
+                .proj_in
+                .forward(s.a.slice(..qkv_len), hw, s.b.slice_mut(..qkv_len))?;
+            let out = (i + 1) * qkv_len..(i + 2) * qkv_len;
+            branch
+                .proj_out
+                .forward(s.b.slice(..qkv_len), hw, s.a.slice_mut(out))?;
         }
-        let attended = grow(&mut s.b, inner_len * (1 + self.scales.len()));
-        relu_linear_attention(
-            all,
+        let attended = inner_len * branches;
+        grow(bk, &mut s.b, attended)?;
+        bk.relu_linear_attention(
+            s.a.slice(..qkv_len * branches),
             self.all_heads(),
             self.head_dim,
             p,
             ATTENTION_EPS,
-            attended,
-            &mut s.attention,
+            s.b.slice_mut(..attended),
         )?;
-        let c = grow(&mut s.c, self.channels * p);
-        self.to_out.forward(attended, hw, c, &mut s.conv)?;
-        self.norm.apply(c)?;
-        add_assign(x, c);
+        grow(bk, &mut s.c, self.channels * p)?;
+        self.to_out
+            .forward(s.b.slice(..attended), hw, s.c.slice_mut(x))?;
+        self.norm.apply(s.c.slice_mut(x))?;
+        bk.add(s.x.slice_mut(x), s.c.slice(x))?;
         Ok(())
     }
 }

@@ -3,33 +3,47 @@
 
 use super::config::{Activation, NormType};
 use super::norm::ChannelNorm;
-use super::scratch::{add_assign, grow, product, BufferSizes, DecoderScratch};
+use super::scratch::{grow, product, BufferSizes, DecoderScratch};
 use super::weights::Conv;
+use crate::backend::{Backend, DeviceBuffer};
 use crate::model::{ModelError, ModelFile};
 
-pub struct ResBlock<'a> {
+pub struct ResBlock<'a, B: Backend> {
+    backend: &'a B,
     channels: usize,
-    conv1: Conv<'a>,
+    conv1: Conv<'a, B>,
     activation: Activation,
-    conv2: Conv<'a>,
-    norm: ChannelNorm<'a>,
+    conv2: Conv<'a, B>,
+    norm: ChannelNorm<'a, B>,
 }
 
-impl<'a> ResBlock<'a> {
+impl<'a, B: Backend> ResBlock<'a, B> {
     /// Loads `{name}.conv1`, `{name}.conv2` and `{name}.norm` for `channels` channels.
     pub fn load(
+        backend: &'a B,
         file: &'a ModelFile,
         name: &str,
         channels: usize,
         norm: NormType,
         activation: Activation,
     ) -> Result<Self, ModelError> {
+        let conv = |part: &str, bias: bool| {
+            Conv::same(
+                backend,
+                file,
+                &format!("{name}.{part}"),
+                [channels; 2],
+                3,
+                bias,
+            )
+        };
         Ok(ResBlock {
+            backend,
             channels,
-            conv1: Conv::same(file, &format!("{name}.conv1"), channels, channels, 3, true)?,
+            conv1: conv("conv1", true)?,
             activation,
-            conv2: Conv::same(file, &format!("{name}.conv2"), channels, channels, 3, false)?,
-            norm: ChannelNorm::load(file, &format!("{name}.norm"), norm, channels)?,
+            conv2: conv("conv2", false)?,
+            norm: ChannelNorm::load(backend, file, &format!("{name}.norm"), norm, channels)?,
         })
     }
 
@@ -48,16 +62,18 @@ impl<'a> ResBlock<'a> {
     }
 
     /// `s.x` (`[channels, h, w]`) through the block, in place.
-    pub fn forward(&self, s: &mut DecoderScratch, hw: [usize; 2]) -> Result<(), ModelError> {
+    pub fn forward(&self, s: &mut DecoderScratch<B>, hw: [usize; 2]) -> Result<(), ModelError> {
+        let bk = self.backend;
         let n = self.channels * hw[0] * hw[1];
-        let x = &mut s.x[..n];
-        let a = grow(&mut s.a, n);
-        self.conv1.forward(x, hw, a, &mut s.conv)?;
-        self.activation.apply(a);
-        let b = grow(&mut s.b, n);
-        self.conv2.forward(a, hw, b, &mut s.conv)?;
-        self.norm.apply(b)?;
-        add_assign(x, b);
+        grow(bk, &mut s.a, n)?;
+        grow(bk, &mut s.b, n)?;
+        self.conv1.forward(s.x.slice(..n), hw, s.a.slice_mut(..n))?;
+        if let Some(f) = self.activation.unary() {
+            bk.unary(s.a.slice_mut(..n), f)?;
+        }
+        self.conv2.forward(s.a.slice(..n), hw, s.b.slice_mut(..n))?;
+        self.norm.apply(s.b.slice_mut(..n))?;
+        bk.add(s.x.slice_mut(..n), s.b.slice(..n))?;
         Ok(())
     }
 }

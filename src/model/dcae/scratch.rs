@@ -1,40 +1,42 @@
-//! The decoder's working memory: the current activation image and three temporaries, plus the
-//! linear attention's scratch. Each buffer keeps one role in every layer and only ever grows, so
-//! after the first decode of a size nothing is allocated again, and the peak is exactly the sum of
-//! each buffer's largest need ([`BufferSizes`], which every layer states for itself; the decoder's
-//! `predicted_working_bytes` adds them up before running anything).
+//! The decoder's working memory: the current activation image and three temporaries, on the
+//! decoder's backend. Each buffer keeps one role in every layer and only ever grows, so after the
+//! first decode of a size nothing is allocated again, and the peak is exactly the sum of each
+//! buffer's largest need plus the backend's own working memory ([`BufferSizes`], which every
+//! layer states for itself; the decoder's `predicted_working_bytes` adds them up before running
+//! anything).
 
-use rayon::prelude::*;
-
-use crate::backend::cpu::ops::gemm::GemmScratchSizes;
-use crate::backend::cpu::ops::ConvScratch;
+use crate::backend::{ensure_len, Backend, BackendError, DeviceBuffer, ScratchSizes};
 
 /// Reusable buffers for [`super::Decoder::decode`]; start with `DecoderScratch::default()`.
-#[derive(Default)]
-pub struct DecoderScratch {
+pub struct DecoderScratch<B: Backend = crate::backend::cpu::CpuBackend> {
     /// The activation flowing through the decoder, `[C, H, W]` in its first `C·H·W` values.
-    pub(super) x: Vec<f32>,
-    pub(super) a: Vec<f32>,
-    pub(super) b: Vec<f32>,
-    pub(super) c: Vec<f32>,
-    pub(super) attention: Vec<f32>,
-    /// The convolutions' packing buffers (see [`ConvScratch`]).
-    pub(super) conv: ConvScratch,
+    pub(super) x: B::Buffer,
+    pub(super) a: B::Buffer,
+    pub(super) b: B::Buffer,
+    pub(super) c: B::Buffer,
 }
 
-impl DecoderScratch {
-    /// f32 values held now (the high-water mark of every decode so far).
-    pub fn held_values(&self) -> usize {
-        self.x.len()
-            + self.a.len()
-            + self.b.len()
-            + self.c.len()
-            + self.attention.len()
-            + self.conv.held_values()
+impl<B: Backend> Default for DecoderScratch<B> {
+    fn default() -> Self {
+        DecoderScratch {
+            x: Default::default(),
+            a: Default::default(),
+            b: Default::default(),
+            c: Default::default(),
+        }
     }
 }
 
-/// Elements a layer needs in each buffer of [`DecoderScratch`].
+impl<B: Backend> DecoderScratch<B> {
+    /// f32 values held now in the four buffers (the high-water mark of every decode so far; the
+    /// backend's own working memory is not counted here).
+    pub fn held_values(&self) -> usize {
+        self.x.len() + self.a.len() + self.b.len() + self.c.len()
+    }
+}
+
+/// Elements a layer needs in each buffer of [`DecoderScratch`], and of the backend's working
+/// memory (linear attention, convolution packing).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BufferSizes {
     pub x: usize,
@@ -42,8 +44,7 @@ pub struct BufferSizes {
     pub b: usize,
     pub c: usize,
     pub attention: usize,
-    /// The convolutions' packing buffers.
-    pub conv: GemmScratchSizes,
+    pub conv: ScratchSizes,
 }
 
 impl BufferSizes {
@@ -59,9 +60,9 @@ impl BufferSizes {
         }
     }
 
-    /// All values together, or `None` on overflow.
-    pub fn total(self) -> Option<usize> {
-        let conv = self.conv.total(rayon::current_num_threads())?;
+    /// All values together with `threads` backend worker threads, or `None` on overflow.
+    pub fn total(self, threads: usize) -> Option<usize> {
+        let conv = self.conv.total(threads)?;
         [self.a, self.b, self.c, self.attention, conv]
             .iter()
             .try_fold(self.x, |t, &v| t.checked_add(v))
@@ -73,18 +74,11 @@ pub(super) fn product(dims: &[usize]) -> Option<usize> {
     dims.iter().try_fold(1usize, |t, &d| t.checked_mul(d))
 }
 
-/// The first `n` values of `v`, growing it (never shrinking) to hold them.
-pub(super) fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
-    if v.len() < n {
-        v.resize(n, 0.0);
-    }
-    &mut v[..n]
-}
-
-/// `x += y` element-wise (the residual connections), in parallel chunks.
-pub(super) fn add_assign(x: &mut [f32], y: &[f32]) {
-    const CHUNK: usize = 1 << 15;
-    x.par_chunks_mut(CHUNK)
-        .zip(y.par_chunks(CHUNK))
-        .for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(a, b)| *a += b));
+/// Grows `buffer` to hold at least `n` values (contents are not kept: each use overwrites).
+pub(super) fn grow<B: Backend>(
+    backend: &B,
+    buffer: &mut B::Buffer,
+    n: usize,
+) -> Result<(), BackendError> {
+    ensure_len(backend, buffer, n)
 }

@@ -4,26 +4,28 @@
 //! the input's channels repeated `4·out/in` times and pixel-shuffled are added.
 
 use super::config::UpsampleType;
-use super::scratch::{add_assign, grow, product, BufferSizes, DecoderScratch};
+use super::scratch::{grow, product, BufferSizes, DecoderScratch};
 use super::weights::Conv;
-use crate::backend::cpu::ops::{pixel_shuffle, repeat_channels, upsample_nearest};
+use crate::backend::{Backend, DeviceBuffer};
 use crate::model::{ModelError, ModelFile};
 
 /// diffusers' up-sampling factor.
 const FACTOR: usize = 2;
 
-pub struct UpBlock<'a> {
+pub struct UpBlock<'a, B: Backend> {
+    backend: &'a B,
     in_channels: usize,
     out_channels: usize,
     kind: UpsampleType,
-    conv: Conv<'a>,
+    conv: Conv<'a, B>,
     /// Channel repeats of the shortcut, when there is one.
     shortcut_repeats: Option<usize>,
 }
 
-impl<'a> UpBlock<'a> {
+impl<'a, B: Backend> UpBlock<'a, B> {
     /// Loads `{name}.conv`.
     pub fn load(
+        backend: &'a B,
         file: &'a ModelFile,
         name: &str,
         in_channels: usize,
@@ -36,10 +38,10 @@ impl<'a> UpBlock<'a> {
             UpsampleType::PixelShuffle => out_channels * FACTOR * FACTOR,
         };
         let conv = Conv::same(
+            backend,
             file,
             &format!("{name}.conv"),
-            in_channels,
-            conv_out,
+            [in_channels, conv_out],
             3,
             true,
         )?;
@@ -57,6 +59,7 @@ impl<'a> UpBlock<'a> {
             None
         };
         Ok(UpBlock {
+            backend,
             in_channels,
             out_channels,
             kind,
@@ -93,33 +96,55 @@ impl<'a> UpBlock<'a> {
     }
 
     /// `s.x` from `[in, h, w]` to `[out, 2h, 2w]`.
-    pub fn forward(&self, s: &mut DecoderScratch, hw: [usize; 2]) -> Result<(), ModelError> {
+    pub fn forward(&self, s: &mut DecoderScratch<B>, hw: [usize; 2]) -> Result<(), ModelError> {
+        let bk = self.backend;
         let [h, w] = hw;
         let big = [h * FACTOR, w * FACTOR];
         let input_len = self.in_channels * h * w;
         let output_len = self.out_channels * big[0] * big[1];
-        let x = &s.x[..input_len];
-        let b = grow(&mut s.b, output_len);
+        grow(bk, &mut s.b, output_len)?;
+        let x = s.x.slice(..input_len);
         match self.kind {
             UpsampleType::Interpolate => {
-                let a = grow(&mut s.a, input_len * FACTOR * FACTOR);
-                upsample_nearest(x, self.in_channels, hw, FACTOR, a)?;
-                self.conv.forward(a, big, b, &mut s.conv)?;
+                let up_len = input_len * FACTOR * FACTOR;
+                grow(bk, &mut s.a, up_len)?;
+                bk.upsample_nearest(x, self.in_channels, hw, FACTOR, s.a.slice_mut(..up_len))?;
+                self.conv
+                    .forward(s.a.slice(..up_len), big, s.b.slice_mut(..output_len))?;
             }
             UpsampleType::PixelShuffle => {
-                let a = grow(&mut s.a, output_len);
-                self.conv.forward(x, hw, a, &mut s.conv)?;
-                pixel_shuffle(a, self.conv.out_channels(), hw, FACTOR, b)?;
+                grow(bk, &mut s.a, output_len)?;
+                self.conv.forward(x, hw, s.a.slice_mut(..output_len))?;
+                bk.pixel_shuffle(
+                    s.a.slice(..output_len),
+                    self.conv.out_channels(),
+                    hw,
+                    FACTOR,
+                    s.b.slice_mut(..output_len),
+                )?;
             }
         }
         if let Some(repeats) = self.shortcut_repeats {
-            let a = grow(&mut s.a, output_len);
-            repeat_channels(x, self.in_channels, hw, repeats, a)?;
-            let c = grow(&mut s.c, output_len);
-            pixel_shuffle(a, self.in_channels * repeats, hw, FACTOR, c)?;
-            add_assign(b, c);
+            grow(bk, &mut s.a, output_len)?;
+            grow(bk, &mut s.c, output_len)?;
+            bk.repeat_channels(
+                s.x.slice(..input_len),
+                self.in_channels,
+                hw,
+                repeats,
+                s.a.slice_mut(..output_len),
+            )?;
+            bk.pixel_shuffle(
+                s.a.slice(..output_len),
+                self.in_channels * repeats,
+                hw,
+                FACTOR,
+                s.c.slice_mut(..output_len),
+            )?;
+            bk.add(s.b.slice_mut(..output_len), s.c.slice(..output_len))?;
         }
-        grow(&mut s.x, output_len).copy_from_slice(b);
+        grow(bk, &mut s.x, output_len)?;
+        bk.copy(s.b.slice(..output_len), s.x.slice_mut(..output_len))?;
         Ok(())
     }
 }

@@ -1,24 +1,21 @@
-//! Loading the decoder's tensors as f32: borrowed straight from the mapped file when stored as F32,
-//! dequantized into an owned copy otherwise. And [`Conv`], a convolution with its weights, the one
-//! layer every DC-AE block is made of (diffusers' `nn.Linear` over channels is a 1×1 convolution in
-//! CHW layout).
+//! Loading the decoder's tensors: per-channel vectors (norms, biases) as backend buffers, and
+//! [`Conv`], a convolution with its weights, the one layer every DC-AE block is made of
+//! (diffusers' `nn.Linear` over channels is a 1×1 convolution in CHW layout).
 //!
 //! Shapes are given in PyTorch order and compared with unit dimensions dropped (the GGUF writer
 //! keeps or drops the 1s of a 1×1 kernel depending on the tool that wrote it). This module loads;
 //! it must not know the decoder's structure.
 
-use std::borrow::Cow;
-
-use crate::backend::cpu::ops::gemm::GemmScratchSizes;
-use crate::backend::cpu::ops::{conv2d_with_scratch, Conv2d, ConvScratch};
+use crate::backend::{Backend, Conv2d, ScratchSizes, Slice, SliceMut};
 use crate::model::{ModelError, ModelFile};
+use crate::tensor::TensorView;
 
-/// The f32 values of `name`, checked to have `torch_shape` (unit dimensions ignored).
-pub fn load_f32<'a>(
+/// The tensor `name`, checked to have `torch_shape` (unit dimensions ignored).
+fn checked_view<'a>(
     file: &'a ModelFile,
     name: &str,
     torch_shape: &[usize],
-) -> Result<Cow<'a, [f32]>, ModelError> {
+) -> Result<TensorView<'a>, ModelError> {
     let view = file.tensor(name)?;
     let squeeze =
         |dims: &mut dyn Iterator<Item = u64>| -> Vec<u64> { dims.filter(|&d| d != 1).collect() };
@@ -32,91 +29,110 @@ pub fn load_f32<'a>(
             got: view.dims().to_vec(),
         });
     }
-    if let Ok(values) = view.as_f32() {
-        return Ok(Cow::Borrowed(values));
-    }
-    // Not F32 (or, in a hand-made file, misaligned): an owned copy, any float or quantized type.
+    Ok(view)
+}
+
+/// The f32 values of `name` (any float or quantized type), checked to have `torch_shape`.
+pub fn load_f32(
+    file: &ModelFile,
+    name: &str,
+    torch_shape: &[usize],
+) -> Result<Vec<f32>, ModelError> {
+    let view = checked_view(file, name, torch_shape)?;
     let dims = view.dims().to_vec();
-    Ok(Cow::Owned(file.tensor_f32(name, &dims)?))
+    file.tensor_f32(name, &dims)
+}
+
+/// `name` (checked to have `torch_shape`) as a buffer on `backend`.
+pub fn load_vector<B: Backend>(
+    backend: &B,
+    file: &ModelFile,
+    name: &str,
+    torch_shape: &[usize],
+) -> Result<B::Buffer, ModelError> {
+    Ok(backend.upload_owned(load_f32(file, name, torch_shape)?)?)
 }
 
 /// A 2-D convolution with its weights `[out, in/groups, k, k]` and optional bias.
-pub struct Conv<'a> {
+pub struct Conv<'a, B: Backend> {
+    backend: &'a B,
     pub shape: Conv2d,
-    weight: Cow<'a, [f32]>,
-    bias: Option<Cow<'a, [f32]>>,
+    weight: B::ConvWeight<'a>,
+    bias: Option<B::Buffer>,
 }
 
-impl<'a> Conv<'a> {
+impl<'a, B: Backend> Conv<'a, B> {
     /// Loads `{name}.weight` (and `{name}.bias` when `bias`) for `shape`.
     pub fn load(
+        backend: &'a B,
         file: &'a ModelFile,
         name: &str,
         shape: Conv2d,
         bias: bool,
     ) -> Result<Self, ModelError> {
         let [kh, kw] = shape.kernel;
-        let weight = load_f32(
+        let view = checked_view(
             file,
             &format!("{name}.weight"),
             &[shape.out_channels, shape.in_channels / shape.groups, kh, kw],
         )?;
         let bias = bias
-            .then(|| load_f32(file, &format!("{name}.bias"), &[shape.out_channels]))
+            .then(|| {
+                load_vector(
+                    backend,
+                    file,
+                    &format!("{name}.bias"),
+                    &[shape.out_channels],
+                )
+            })
             .transpose()?;
         Ok(Conv {
+            backend,
             shape,
-            weight,
+            weight: backend.conv_weight(view, &shape)?,
             bias,
         })
     }
 
     /// A `k×k` "same" convolution (stride 1, padding k/2) from `in` to `out` channels.
     pub fn same(
+        backend: &'a B,
         file: &'a ModelFile,
         name: &str,
-        in_channels: usize,
-        out_channels: usize,
+        [in_channels, out_channels]: [usize; 2],
         k: usize,
         bias: bool,
     ) -> Result<Self, ModelError> {
-        Self::load(file, name, Conv2d::same(in_channels, out_channels, k), bias)
+        let shape = Conv2d::same(in_channels, out_channels, k);
+        Self::load(backend, file, name, shape, bias)
     }
 
     /// A bias-free `nn.Linear` applied over channels: a 1×1 convolution whose weight is `[out, in]`.
     pub fn linear(
+        backend: &'a B,
         file: &'a ModelFile,
         name: &str,
-        in_features: usize,
-        out_features: usize,
+        features: [usize; 2],
     ) -> Result<Self, ModelError> {
-        Self::same(file, name, in_features, out_features, 1, false)
+        Self::same(backend, file, name, features, 1, false)
     }
 
     /// `out = conv(input)` for a `[in, h, w]` input; `out` holds `[out, h, w]` (stride 1, "same").
     pub fn forward(
         &self,
-        input: &[f32],
+        input: Slice<'_, B::Buffer>,
         hw: [usize; 2],
-        out: &mut [f32],
-        scratch: &mut ConvScratch,
+        out: SliceMut<'_, B::Buffer>,
     ) -> Result<(), ModelError> {
-        conv2d_with_scratch(
-            &self.shape,
-            input,
-            hw,
-            &self.weight,
-            self.bias.as_deref(),
-            out,
-            scratch,
-        )?;
+        let bias = self.bias.as_ref().map(crate::backend::DeviceBuffer::all);
+        self.backend
+            .conv2d(&self.shape, &self.weight, bias, input, hw, out)?;
         Ok(())
     }
 
-    /// The packing buffers [`Conv::forward`] grows its scratch to on an `hw` input (`None` on
-    /// overflow).
-    pub fn scratch_sizes(&self, hw: [usize; 2]) -> Option<GemmScratchSizes> {
-        ConvScratch::sizes_for(&self.shape, hw).ok()
+    /// The backend working memory [`Conv::forward`] grows to on an `hw` input (`None` on overflow).
+    pub fn scratch_sizes(&self, hw: [usize; 2]) -> Option<ScratchSizes> {
+        self.backend.conv2d_scratch(&self.shape, hw)
     }
 
     pub fn out_channels(&self) -> usize {

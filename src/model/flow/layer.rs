@@ -12,10 +12,9 @@
 //! This module owns one layer's weights and math; it must not choose layers, groups or timesteps.
 //! All working memory is the caller's [`LayerScratch`].
 
-use crate::backend::cpu::matmul::MatmulScratch;
-use crate::backend::cpu::ops::{
-    attention, rms_norm, rope_neox, silu, swiglu, AttentionScratch, AttentionShape, BiasMode,
-    BlockBias, Mask, RopeTable,
+use crate::backend::{
+    ensure_len, AttentionShape, Backend, BiasMode, DeviceBuffer, GatedScores, Mask, Placement,
+    ScoreBlock, Slice, SliceMut, Unary,
 };
 use crate::model::{Linear, ModelError, ModelFile};
 
@@ -23,105 +22,156 @@ use super::config::{FlowConfig, Tcra};
 
 /// The parts of a layer that depend only on the timestep: computed once per evaluation time and
 /// shared by the conditional and unconditional passes.
-#[derive(Clone, Debug, Default)]
-pub struct LayerConditioning {
-    /// tanh(a_attn), [D].
-    pub attn_gate: Vec<f32>,
-    pub shift_ffn: Vec<f32>,
-    /// 1 + scale_ffn, [D].
-    pub scale_ffn: Vec<f32>,
-    /// tanh(a_ffn), [D].
-    pub ffn_gate: Vec<f32>,
+pub struct LayerConditioning<B: Backend> {
+    hidden: usize,
+    /// `[tanh(a_attn) | shift_ffn | 1 + scale_ffn | tanh(a_ffn)]`, 4·D.
+    modulation: B::Buffer,
     /// tanh(tcra_gate(e)), one per query head.
-    pub tcra_gate: Vec<f32>,
+    tcra_gate: B::Buffer,
+    heads: usize,
 }
 
-/// One pass's per-layer working buffers, sized for `n` image tokens and a prompt of up to `p` tokens.
-#[derive(Default)]
-pub struct LayerScratch {
-    x: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    keys: Vec<f32>,
-    values: Vec<f32>,
-    attn: Vec<f32>,
-    proj: Vec<f32>,
-    gate: Vec<f32>,
-    up: Vec<f32>,
-    bias: Vec<f32>,
-    modulation: Vec<f32>,
-    silu_e: Vec<f32>,
-    pub(crate) matmul: MatmulScratch,
-    attention: AttentionScratch,
-}
-
-fn ensure(buffer: &mut Vec<f32>, len: usize) {
-    if buffer.len() < len {
-        buffer.resize(len, 0.0);
+impl<B: Backend> Default for LayerConditioning<B> {
+    fn default() -> Self {
+        LayerConditioning {
+            hidden: 0,
+            modulation: B::Buffer::default(),
+            tcra_gate: B::Buffer::default(),
+            heads: 0,
+        }
     }
 }
 
-impl LayerScratch {
+impl<B: Backend> LayerConditioning<B> {
+    fn part(&self, i: usize) -> Slice<'_, B::Buffer> {
+        let d = self.hidden;
+        self.modulation.slice(i * d..(i + 1) * d)
+    }
+
+    /// tanh(a_attn), [D].
+    pub fn attn_gate(&self) -> Slice<'_, B::Buffer> {
+        self.part(0)
+    }
+
+    pub fn shift_ffn(&self) -> Slice<'_, B::Buffer> {
+        self.part(1)
+    }
+
+    /// 1 + scale_ffn, [D].
+    pub fn scale_ffn(&self) -> Slice<'_, B::Buffer> {
+        self.part(2)
+    }
+
+    /// tanh(a_ffn), [D].
+    pub fn ffn_gate(&self) -> Slice<'_, B::Buffer> {
+        self.part(3)
+    }
+
+    /// One gate per query head.
+    pub fn tcra_gate(&self) -> Slice<'_, B::Buffer> {
+        self.tcra_gate.slice(..self.heads)
+    }
+}
+
+/// One pass's per-layer working buffers, sized for `n` image tokens and a prompt of up to `p` tokens.
+pub struct LayerScratch<B: Backend> {
+    x: B::Buffer,
+    q: B::Buffer,
+    keys: B::Buffer,
+    values: B::Buffer,
+    attn: B::Buffer,
+    proj: B::Buffer,
+    gate: B::Buffer,
+    up: B::Buffer,
+    silu_e: B::Buffer,
+}
+
+impl<B: Backend> Default for LayerScratch<B> {
+    fn default() -> Self {
+        LayerScratch {
+            x: Default::default(),
+            q: Default::default(),
+            keys: Default::default(),
+            values: Default::default(),
+            attn: Default::default(),
+            proj: Default::default(),
+            gate: Default::default(),
+            up: Default::default(),
+            silu_e: Default::default(),
+        }
+    }
+}
+
+impl<B: Backend> LayerScratch<B> {
     /// Sizes every buffer for `n` image tokens and prompts of up to `prompt_len` tokens; later calls
     /// with the same or smaller sizes do not allocate.
-    pub fn reserve(&mut self, config: &FlowConfig, n: usize, prompt_len: usize) {
+    pub fn reserve(
+        &mut self,
+        backend: &B,
+        config: &FlowConfig,
+        n: usize,
+        prompt_len: usize,
+    ) -> Result<(), ModelError> {
         let d = config.hidden;
         let q = config.heads * config.head_dim;
         let kv = config.kv_heads * config.head_dim;
-        ensure(&mut self.x, n * d);
-        ensure(&mut self.q, n * q);
-        ensure(&mut self.k, n * kv);
-        ensure(&mut self.v, n * kv);
-        ensure(&mut self.keys, (prompt_len + n) * kv);
-        ensure(&mut self.values, (prompt_len + n) * kv);
-        ensure(&mut self.attn, n * q);
-        ensure(&mut self.proj, n * d);
-        ensure(&mut self.gate, n * config.ffn_hidden);
-        ensure(&mut self.up, n * config.ffn_hidden);
-        ensure(&mut self.bias, config.heads * n * n);
-        ensure(&mut self.modulation, 4 * d);
-        ensure(&mut self.silu_e, d);
+        for (buffer, len) in [
+            (&mut self.x, n * d),
+            (&mut self.q, n * q),
+            (&mut self.keys, (prompt_len + n) * kv),
+            (&mut self.values, (prompt_len + n) * kv),
+            (&mut self.attn, n * q),
+            (&mut self.proj, n * d),
+            (&mut self.gate, n * config.ffn_hidden),
+            (&mut self.up, n * config.ffn_hidden),
+            (&mut self.silu_e, d),
+        ] {
+            ensure_len(backend, buffer, len)?;
+        }
+        Ok(())
     }
 }
 
 /// The prompt keys and values one layer attends to: `[len, kv_heads·head_dim]` each, RoPE applied.
-#[derive(Clone, Copy, Debug)]
-pub struct PromptKvView<'p> {
+pub struct PromptKvView<'p, B: Backend> {
     pub len: usize,
-    pub keys: &'p [f32],
-    pub values: &'p [f32],
+    pub keys: Slice<'p, B::Buffer>,
+    pub values: Slice<'p, B::Buffer>,
 }
 
 /// The TCRA residual in and out of one layer: `[H, N, N]` blocks.
-pub struct TcraBlocks<'b> {
+pub struct TcraBlocks<'b, B: Backend> {
     /// The previous layer's block, or `None` in a group's first layer.
-    pub previous: Option<&'b [f32]>,
+    pub previous: Option<Slice<'b, B::Buffer>>,
     /// Receives this layer's block (biased scores or renormalised probabilities).
-    pub current: &'b mut [f32],
+    pub current: SliceMut<'b, B::Buffer>,
 }
 
 /// One replica layer's weights (`flow.blk.{l}.*`).
-pub struct ReplicaLayer<'a> {
+pub struct ReplicaLayer<'a, B: Backend> {
+    backend: &'a B,
     index: usize,
     kv_heads: usize,
-    attn_norm: Vec<f32>,
-    attn_q: Linear<'a>,
-    attn_k: Linear<'a>,
-    attn_v: Linear<'a>,
-    attn_output: Linear<'a>,
-    attn_post_norm: Vec<f32>,
-    ffn_norm: Vec<f32>,
-    ffn_gate: Linear<'a>,
-    ffn_up: Linear<'a>,
-    ffn_down: Linear<'a>,
-    ffn_post_norm: Vec<f32>,
-    modulation: Linear<'a>,
-    tcra_gate: Linear<'a>,
+    attn_norm: B::Buffer,
+    attn_q: Linear<'a, B>,
+    attn_k: Linear<'a, B>,
+    attn_v: Linear<'a, B>,
+    attn_output: Linear<'a, B>,
+    attn_post_norm: B::Buffer,
+    ffn_norm: B::Buffer,
+    ffn_gate: Linear<'a, B>,
+    ffn_up: Linear<'a, B>,
+    ffn_down: Linear<'a, B>,
+    ffn_post_norm: B::Buffer,
+    modulation: Linear<'a, B>,
+    tcra_gate: Linear<'a, B>,
 }
 
-impl<'a> ReplicaLayer<'a> {
+impl<'a, B: Backend> ReplicaLayer<'a, B> {
+    /// Loads layer `index`; its matrices are placed in its expert group (norms and biases, a few
+    /// KiB, stay resident with the shared tensors).
     pub fn load(
+        backend: &'a B,
         file: &'a ModelFile,
         config: &FlowConfig,
         index: usize,
@@ -131,11 +181,23 @@ impl<'a> ReplicaLayer<'a> {
         let q = config.heads * config.head_dim;
         let kv = config.kv_heads * config.head_dim;
         let f = config.ffn_hidden;
-        let norm = |name: &str| file.tensor_f32(&format!("{p}{name}.weight"), &[d as u64]);
+        let placement = Placement::Group(index / config.layers_per_group.max(1));
+        let norm = |name: &str| -> Result<B::Buffer, ModelError> {
+            let values = file.tensor_f32(&format!("{p}{name}.weight"), &[d as u64])?;
+            Ok(backend.upload_owned(values)?)
+        };
         let linear = |name: &str, bias: bool, i: usize, o: usize| {
-            Linear::load_pair(file, &format!("{p}{name}"), bias, i, o)
+            Linear::load_pair(
+                backend,
+                file,
+                &format!("{p}{name}"),
+                bias,
+                [i, o],
+                placement,
+            )
         };
         Ok(ReplicaLayer {
+            backend,
             index,
             kv_heads: config.kv_heads,
             attn_norm: norm("attn_norm")?,
@@ -158,34 +220,50 @@ impl<'a> ReplicaLayer<'a> {
         self.index
     }
 
-    /// The timestep-dependent gates of this layer from the time embedding `e`.
+    /// The matrices of this layer (what its group slot holds).
+    pub fn weights(&self) -> impl Iterator<Item = &B::Weight<'a>> {
+        [
+            &self.attn_q,
+            &self.attn_k,
+            &self.attn_v,
+            &self.attn_output,
+            &self.ffn_gate,
+            &self.ffn_up,
+            &self.ffn_down,
+            &self.modulation,
+            &self.tcra_gate,
+        ]
+        .into_iter()
+        .map(Linear::weight)
+    }
+
+    /// The timestep-dependent gates of this layer from the time embedding `e` (`[D]`).
     pub fn condition(
         &self,
-        e: &[f32],
-        out: &mut LayerConditioning,
-        scratch: &mut LayerScratch,
+        e: Slice<'_, B::Buffer>,
+        out: &mut LayerConditioning<B>,
+        scratch: &mut LayerScratch<B>,
     ) -> Result<(), ModelError> {
-        let d = e.len();
+        let b = self.backend;
+        let d = e.len;
         let heads = self.tcra_gate.out_features();
-        ensure(&mut scratch.silu_e, d);
-        ensure(&mut scratch.modulation, 4 * d);
-        let silu_e = &mut scratch.silu_e[..d];
-        silu_e.copy_from_slice(e);
-        silu(silu_e);
-        let modulation = &mut scratch.modulation[..4 * d];
+        ensure_len(b, &mut scratch.silu_e, d)?;
+        ensure_len(b, &mut out.modulation, 4 * d)?;
+        ensure_len(b, &mut out.tcra_gate, heads)?;
+        out.hidden = d;
+        out.heads = heads;
+        let silu_e = &mut scratch.silu_e;
+        b.copy(e, silu_e.slice_mut(..d))?;
+        b.unary(silu_e.slice_mut(..d), Unary::Silu)?;
+        let m = &mut out.modulation;
         self.modulation
-            .forward(silu_e, 1, modulation, &mut scratch.matmul)?;
-        let (a_attn, rest) = modulation.split_at(d);
-        let (shift, rest) = rest.split_at(d);
-        let (scale, a_ffn) = rest.split_at(d);
-        fill(&mut out.attn_gate, a_attn.iter().map(|a| a.tanh()));
-        fill(&mut out.shift_ffn, shift.iter().copied());
-        fill(&mut out.scale_ffn, scale.iter().map(|s| 1.0 + s));
-        fill(&mut out.ffn_gate, a_ffn.iter().map(|a| a.tanh()));
-        out.tcra_gate.resize(heads, 0.0);
+            .forward(silu_e.slice(..d), 1, m.slice_mut(..4 * d))?;
+        b.unary(m.slice_mut(..d), Unary::Tanh)?;
+        b.unary(m.slice_mut(2 * d..3 * d), Unary::Add(1.0))?;
+        b.unary(m.slice_mut(3 * d..4 * d), Unary::Tanh)?;
         self.tcra_gate
-            .forward(e, 1, &mut out.tcra_gate, &mut scratch.matmul)?;
-        out.tcra_gate.iter_mut().for_each(|g| *g = g.tanh());
+            .forward(e, 1, out.tcra_gate.slice_mut(..heads))?;
+        b.unary(out.tcra_gate.slice_mut(..heads), Unary::Tanh)?;
         Ok(())
     }
 
@@ -193,16 +271,15 @@ impl<'a> ReplicaLayer<'a> {
     /// VLM layer's normed prompt input `normed` ([len, D]).
     pub fn context_kv(
         &self,
-        normed: &[f32],
+        normed: Slice<'_, B::Buffer>,
         len: usize,
-        rope: &RopeTable,
-        keys: &mut [f32],
-        values: &mut [f32],
-        scratch: &mut MatmulScratch,
+        rope: &B::Rope,
+        mut keys: SliceMut<'_, B::Buffer>,
+        values: SliceMut<'_, B::Buffer>,
     ) -> Result<(), ModelError> {
-        self.attn_k.forward(normed, len, keys, scratch)?;
-        rope_neox(keys, self.kv_heads, rope)?;
-        self.attn_v.forward(normed, len, values, scratch)?;
+        self.attn_k.forward(normed, len, keys.reborrow())?;
+        self.backend.rope(keys, self.kv_heads, rope)?;
+        self.attn_v.forward(normed, len, values)?;
         Ok(())
     }
 
@@ -211,73 +288,45 @@ impl<'a> ReplicaLayer<'a> {
     pub fn forward(
         &self,
         config: &FlowConfig,
-        h: &mut [f32],
+        mut h: SliceMut<'_, B::Buffer>,
         n: usize,
-        conditioning: &LayerConditioning,
-        prompt: PromptKvView<'_>,
-        image_rope: &RopeTable,
-        tcra: TcraBlocks<'_>,
-        scratch: &mut LayerScratch,
+        conditioning: &LayerConditioning<B>,
+        prompt: PromptKvView<'_, B>,
+        image_rope: &B::Rope,
+        tcra: TcraBlocks<'_, B>,
+        scratch: &mut LayerScratch<B>,
     ) -> Result<(), ModelError> {
+        let b = self.backend;
         let d = config.hidden;
         let (heads, kv_heads, head_dim) = (config.heads, config.kv_heads, config.head_dim);
         let q_len = heads * head_dim;
         let kv_len = kv_heads * head_dim;
         let f = config.ffn_hidden;
         let p = prompt.len;
-        scratch.reserve(config, n, p);
+        scratch.reserve(b, config, n, p)?;
         let s = scratch;
+        let eps = config.rms_eps;
 
         // Attention.
-        let x = &mut s.x[..n * d];
-        x.copy_from_slice(h);
-        rms_norm(x, &self.attn_norm, config.rms_eps)?;
-        let q = &mut s.q[..n * q_len];
-        self.attn_q.forward(x, n, q, &mut s.matmul)?;
-        rope_neox(q, heads, image_rope)?;
-        let keys = &mut s.keys[..(p + n) * kv_len];
-        let values = &mut s.values[..(p + n) * kv_len];
-        keys[..p * kv_len].copy_from_slice(prompt.keys);
-        values[..p * kv_len].copy_from_slice(prompt.values);
-        self.attn_k
-            .forward(x, n, &mut keys[p * kv_len..], &mut s.matmul)?;
-        rope_neox(&mut keys[p * kv_len..], kv_heads, image_rope)?;
-        self.attn_v
-            .forward(x, n, &mut values[p * kv_len..], &mut s.matmul)?;
+        b.copy(h.as_slice(), s.x.slice_mut(..n * d))?;
+        b.rms_norm(s.x.slice_mut(..n * d), self.attn_norm.all(), eps)?;
+        let x = s.x.slice(..n * d);
+        self.attn_q.forward(x, n, s.q.slice_mut(..n * q_len))?;
+        b.rope(s.q.slice_mut(..n * q_len), heads, image_rope)?;
+        if p > 0 {
+            b.copy(prompt.keys, s.keys.slice_mut(..p * kv_len))?;
+            b.copy(prompt.values, s.values.slice_mut(..p * kv_len))?;
+        }
+        let new = p * kv_len..(p + n) * kv_len;
+        self.attn_k.forward(x, n, s.keys.slice_mut(new.clone()))?;
+        b.rope(s.keys.slice_mut(new.clone()), kv_heads, image_rope)?;
+        self.attn_v.forward(x, n, s.values.slice_mut(new))?;
 
-        let block_len = heads * n * n;
-        let add = match (config.tcra, tcra.previous) {
-            (Tcra::None, _) | (_, None) => None,
-            (_, Some(previous)) => {
-                let bias = &mut s.bias[..block_len];
-                for (head, (out, prev)) in bias
-                    .chunks_exact_mut(n * n)
-                    .zip(previous.chunks_exact(n * n))
-                    .enumerate()
-                {
-                    let g = conditioning.tcra_gate[head];
-                    out.iter_mut().zip(prev).for_each(|(o, &b)| *o = g * b);
-                }
-                Some(&s.bias[..block_len])
-            }
-        };
-        let mode = match config.tcra {
-            Tcra::PreSoftmax => Some(BiasMode::PreSoftmax),
-            Tcra::PostSoftmax => Some(BiasMode::PostSoftmax),
-            Tcra::None => None,
-        };
-        let bias = mode.map(|mode| BlockBias {
-            mode,
-            col0: p,
-            n_cols: n,
-            add,
-            readout: Some(&mut tcra.current[..block_len]),
-        });
-        let attn = &mut s.attn[..n * q_len];
-        attention(
-            q,
-            keys,
-            values,
+        let block = tcra_block(config.tcra, p, n, conditioning, tcra);
+        b.attention(
+            s.q.slice(..n * q_len),
+            s.keys.slice(..(p + n) * kv_len),
+            s.values.slice(..(p + n) * kv_len),
             AttentionShape {
                 n_q: n,
                 n_kv: p + n,
@@ -285,55 +334,61 @@ impl<'a> ReplicaLayer<'a> {
                 n_kv_heads: kv_heads,
                 head_dim,
             },
-            None,
             Mask::None,
-            bias,
-            attn,
-            &mut s.attention,
+            block,
+            s.attn.slice_mut(..n * q_len),
         )?;
-        let proj = &mut s.proj[..n * d];
-        self.attn_output.forward(attn, n, proj, &mut s.matmul)?;
-        rms_norm(proj, &self.attn_post_norm, config.rms_eps)?;
-        add_gated(h, proj, &conditioning.attn_gate);
+        self.attn_output
+            .forward(s.attn.slice(..n * q_len), n, s.proj.slice_mut(..n * d))?;
+        b.rms_norm(s.proj.slice_mut(..n * d), self.attn_post_norm.all(), eps)?;
+        b.add_gated_rows(
+            h.reborrow(),
+            s.proj.slice(..n * d),
+            conditioning.attn_gate(),
+        )?;
 
         // Feed-forward.
-        let x = &mut s.x[..n * d];
-        x.copy_from_slice(h);
-        rms_norm(x, &self.ffn_norm, config.rms_eps)?;
-        for row in x.chunks_exact_mut(d) {
-            for ((v, scale), shift) in row
-                .iter_mut()
-                .zip(&conditioning.scale_ffn)
-                .zip(&conditioning.shift_ffn)
-            {
-                *v = *v * scale + shift;
-            }
-        }
-        let gate = &mut s.gate[..n * f];
-        let up = &mut s.up[..n * f];
-        self.ffn_gate.forward(x, n, gate, &mut s.matmul)?;
-        self.ffn_up.forward(x, n, up, &mut s.matmul)?;
-        swiglu(gate, up)?;
-        self.ffn_down.forward(gate, n, proj, &mut s.matmul)?;
-        rms_norm(proj, &self.ffn_post_norm, config.rms_eps)?;
-        add_gated(h, proj, &conditioning.ffn_gate);
+        b.copy(h.as_slice(), s.x.slice_mut(..n * d))?;
+        b.rms_norm(s.x.slice_mut(..n * d), self.ffn_norm.all(), eps)?;
+        b.modulate_rows(
+            s.x.slice_mut(..n * d),
+            conditioning.scale_ffn(),
+            conditioning.shift_ffn(),
+        )?;
+        let x = s.x.slice(..n * d);
+        self.ffn_gate.forward(x, n, s.gate.slice_mut(..n * f))?;
+        self.ffn_up.forward(x, n, s.up.slice_mut(..n * f))?;
+        b.swiglu(s.gate.slice_mut(..n * f), s.up.slice(..n * f))?;
+        self.ffn_down
+            .forward(s.gate.slice(..n * f), n, s.proj.slice_mut(..n * d))?;
+        b.rms_norm(s.proj.slice_mut(..n * d), self.ffn_post_norm.all(), eps)?;
+        b.add_gated_rows(h, s.proj.slice(..n * d), conditioning.ffn_gate())?;
         Ok(())
     }
 }
 
-/// `h[i, :] += gate ⊙ delta[i, :]` for every token row.
-fn add_gated(h: &mut [f32], delta: &[f32], gate: &[f32]) {
-    for (row, delta) in h
-        .chunks_exact_mut(gate.len())
-        .zip(delta.chunks_exact(gate.len()))
-    {
-        for ((v, dv), g) in row.iter_mut().zip(delta).zip(gate) {
-            *v += g * dv;
-        }
-    }
-}
-
-fn fill(out: &mut Vec<f32>, values: impl Iterator<Item = f32>) {
-    out.clear();
-    out.extend(values);
+/// The attention's TCRA block for this layer: columns `p .. p + n` (the image keys) of every image
+/// query, gated by the previous layer's block when there is one, read out for the next layer.
+fn tcra_block<'b, B: Backend>(
+    tcra: Tcra,
+    p: usize,
+    n: usize,
+    conditioning: &'b LayerConditioning<B>,
+    blocks: TcraBlocks<'b, B>,
+) -> Option<ScoreBlock<'b, B::Buffer>> {
+    let mode = match tcra {
+        Tcra::PreSoftmax => BiasMode::PreSoftmax,
+        Tcra::PostSoftmax => BiasMode::PostSoftmax,
+        Tcra::None => return None,
+    };
+    Some(ScoreBlock {
+        mode,
+        col0: p,
+        n_cols: n,
+        add: blocks.previous.map(|previous| GatedScores {
+            previous,
+            gate: conditioning.tcra_gate(),
+        }),
+        readout: Some(blocks.current),
+    })
 }

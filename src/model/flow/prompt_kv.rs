@@ -1,11 +1,13 @@
 //! `PromptKv`: the per-layer prompt keys and values the replica's image tokens attend to, computed
 //! once per prompt and reused at every sampling step (MODEL.md §2), plus the image tokens' RoPE
-//! table, which depends only on where the prompt's positions end.
+//! table, which depends only on where the prompt's positions end. Both live on the backend that
+//! runs the replica.
 //!
 //! This module owns that container and its shape checks; it must not run the VLM (the pipeline's
 //! `PromptContext` fills it).
 
-use crate::backend::cpu::ops::RopeTable;
+use crate::backend::cpu::CpuBackend;
+use crate::backend::{Backend, DeviceBuffer};
 use crate::model::ModelError;
 
 use super::config::FlowConfig;
@@ -14,20 +16,41 @@ use super::positions::image_rope;
 
 /// Keys `[len, kv_heads·head_dim]` (RoPE applied at the prompt's positions) and values of each
 /// replica layer, for one prompt.
-#[derive(Clone, Debug)]
-pub struct PromptKv {
+pub struct PromptKv<B: Backend = CpuBackend> {
     len: usize,
     image_start: usize,
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
-    image_rope: RopeTable,
+    keys: Vec<B::Buffer>,
+    values: Vec<B::Buffer>,
+    image_rope: B::Rope,
 }
 
-impl PromptKv {
-    /// Checks one `[len, kv_heads·head_dim]` key and value buffer per replica layer.
-    /// `image_start` is the prompt's next free position, where the generated image tokens start:
-    /// `len` for a text prompt, less when the prompt holds an image (whose tokens share positions).
+impl PromptKv<CpuBackend> {
+    /// [`PromptKv::upload`] on the CPU.
     pub fn new(
+        config: &FlowConfig,
+        len: usize,
+        image_start: usize,
+        keys: Vec<Vec<f32>>,
+        values: Vec<Vec<f32>>,
+    ) -> Result<Self, ModelError> {
+        Self::upload(
+            &crate::backend::cpu::CPU,
+            config,
+            len,
+            image_start,
+            keys,
+            values,
+        )
+    }
+}
+
+impl<B: Backend> PromptKv<B> {
+    /// Checks one `[len, kv_heads·head_dim]` key and value buffer per replica layer and moves them
+    /// to `backend`. `image_start` is the prompt's next free position, where the generated image
+    /// tokens start: `len` for a text prompt, less when the prompt holds an image (whose tokens
+    /// share positions).
+    pub fn upload(
+        backend: &B,
         config: &FlowConfig,
         len: usize,
         image_start: usize,
@@ -61,12 +84,18 @@ impl PromptKv {
                 "image start position {image_start} is past the prompt's {len} tokens"
             )));
         }
+        let upload = |layers: Vec<Vec<f32>>| -> Result<Vec<B::Buffer>, ModelError> {
+            layers
+                .into_iter()
+                .map(|v| Ok(backend.upload_owned(v)?))
+                .collect()
+        };
         Ok(PromptKv {
             len,
             image_start,
-            keys,
-            values,
-            image_rope: image_rope(config, image_start)?,
+            keys: upload(keys)?,
+            values: upload(values)?,
+            image_rope: backend.rope_table(&image_rope(config, image_start)?)?,
         })
     }
 
@@ -85,16 +114,16 @@ impl PromptKv {
     }
 
     /// Layer `l`'s keys and values (`l` < layer count, checked at construction).
-    pub fn layer(&self, l: usize) -> PromptKvView<'_> {
+    pub fn layer(&self, l: usize) -> PromptKvView<'_, B> {
         PromptKvView {
             len: self.len,
-            keys: &self.keys[l],
-            values: &self.values[l],
+            keys: self.keys[l].all(),
+            values: self.values[l].all(),
         }
     }
 
     /// RoPE of the image tokens placed after this prompt.
-    pub fn image_rope(&self) -> &RopeTable {
+    pub fn image_rope(&self) -> &B::Rope {
         &self.image_rope
     }
 
@@ -104,7 +133,7 @@ impl PromptKv {
             .keys
             .iter()
             .chain(&self.values)
-            .map(Vec::len)
+            .map(DeviceBuffer::len)
             .sum::<usize>())
     }
 }

@@ -7,48 +7,90 @@
 
 use std::ops::Range;
 
-use crate::backend::cpu::ops::rms_norm;
+use crate::backend::cpu::{CpuBackend, CPU};
+use crate::backend::{ensure_len, Backend, DeviceBuffer, Placement};
 use crate::model::{Linear, ModelError, ModelFile};
 
 use super::config::{FlowConfig, Tcra};
 use super::layer::{LayerConditioning, LayerScratch, ReplicaLayer, TcraBlocks};
 use super::prompt_kv::PromptKv;
-use super::time_embedding::TimeEmbedding;
+use super::time_embedding::{TimeEmbedding, TimeScratch};
 
 /// Patch embedding, time embedding and image head: shared (`flow.*`) or one set per group
 /// (`flow.group.{k}.*`, switch `per_group_head`).
-pub struct Ends<'a> {
-    patch_embd: Linear<'a>,
-    time_embedding: TimeEmbedding<'a>,
-    head_norm: Vec<f32>,
-    head: Linear<'a>,
+pub struct Ends<'a, B: Backend> {
+    patch_embd: Linear<'a, B>,
+    time_embedding: TimeEmbedding<'a, B>,
+    head_norm: B::Buffer,
+    head: Linear<'a, B>,
 }
 
-impl<'a> Ends<'a> {
-    fn load(file: &'a ModelFile, config: &FlowConfig, prefix: &str) -> Result<Self, ModelError> {
+impl<'a, B: Backend> Ends<'a, B> {
+    fn load(
+        backend: &'a B,
+        file: &'a ModelFile,
+        config: &FlowConfig,
+        prefix: &str,
+        placement: Placement,
+    ) -> Result<Self, ModelError> {
         let d = config.hidden;
         let features = config.token_features();
+        let linear = |name: &str, shape: [usize; 2]| {
+            Linear::load_pair(
+                backend,
+                file,
+                &format!("{prefix}{name}"),
+                true,
+                shape,
+                placement,
+            )
+        };
+        let head_norm = file.tensor_f32(&format!("{prefix}head_norm.weight"), &[d as u64])?;
         Ok(Ends {
-            patch_embd: Linear::load_pair(file, &format!("{prefix}patch_embd"), true, features, d)?,
-            time_embedding: TimeEmbedding::load(file, prefix, config.time_freq_dim, d)?,
-            head_norm: file.tensor_f32(&format!("{prefix}head_norm.weight"), &[d as u64])?,
-            head: Linear::load_pair(file, &format!("{prefix}head"), true, d, features)?,
+            patch_embd: linear("patch_embd", [features, d])?,
+            time_embedding: TimeEmbedding::load(
+                backend,
+                file,
+                prefix,
+                config.time_freq_dim,
+                d,
+                placement,
+            )?,
+            head_norm: backend.upload_owned(head_norm)?,
+            head: linear("head", [d, features])?,
         })
+    }
+
+    fn weights(&self) -> impl Iterator<Item = &B::Weight<'a>> {
+        [self.patch_embd.weight(), self.head.weight()]
+            .into_iter()
+            .chain(self.time_embedding.weights())
     }
 }
 
 /// Everything that depends only on the evaluation time and the group: the time embedding and each
 /// layer's gates. Computed once per time, shared by the conditional and unconditional passes.
-#[derive(Debug, Default)]
-pub struct StepConditioning {
+pub struct StepConditioning<B: Backend = CpuBackend> {
     t: f32,
     group: usize,
     layers: Range<usize>,
-    embedding: Vec<f32>,
-    per_layer: Vec<LayerConditioning>,
+    embedding: B::Buffer,
+    per_layer: Vec<LayerConditioning<B>>,
 }
 
-impl StepConditioning {
+impl<B: Backend> Default for StepConditioning<B> {
+    fn default() -> Self {
+        StepConditioning {
+            t: 0.0,
+            group: 0,
+            layers: 0..0,
+            embedding: Default::default(),
+            per_layer: Vec::new(),
+        }
+    }
+}
+
+impl<B: Backend> StepConditioning<B> {
     pub fn t(&self) -> f32 {
         self.t
     }
@@ -63,15 +105,33 @@ impl StepConditioning {
 }
 
 /// Working memory of velocity evaluations, reused across steps.
-#[derive(Default)]
-pub struct ReplicaScratch {
-    layer: LayerScratch,
-    tokens: Vec<f32>,
-    hidden: Vec<f32>,
-    head_out: Vec<f32>,
-    blocks: [Vec<f32>; 2],
-    features: Vec<f32>,
-    inner: Vec<f32>,
+pub struct ReplicaScratch<B: Backend = CpuBackend> {
+    layer: LayerScratch<B>,
+    time: TimeScratch<B>,
+    host_tokens: Vec<f32>,
+    tokens: B::Buffer,
+    hidden: B::Buffer,
+    head_out: B::Buffer,
+    blocks: [B::Buffer; 2],
+    /// Host copies for [`LayerTrace`]s.
+    trace_hidden: Vec<f32>,
+    trace_block: Vec<f32>,
+}
+
+impl<B: Backend> Default for ReplicaScratch<B> {
+    fn default() -> Self {
+        ReplicaScratch {
+            layer: Default::default(),
+            time: Default::default(),
+            host_tokens: Vec::new(),
+            tokens: Default::default(),
+            hidden: Default::default(),
+            head_out: Default::default(),
+            blocks: Default::default(),
+            trace_hidden: Vec::new(),
+            trace_block: Vec::new(),
+        }
+    }
 }
 
 /// One layer's output, for parity checks: the image hidden state after the layer and its TCRA block.
@@ -83,28 +143,47 @@ pub struct LayerTrace<'t> {
     pub block: Option<&'t [f32]>,
 }
 
-/// The replica of a LaTtE-Flow file: its config, every layer and the ends.
-pub struct Replica<'a> {
+/// The replica of a LaTtE-Flow file: its config, every layer and the ends, on backend `B`.
+pub struct Replica<'a, B: Backend = CpuBackend> {
+    backend: &'a B,
     config: FlowConfig,
-    layers: Vec<ReplicaLayer<'a>>,
-    ends: Vec<Ends<'a>>,
+    layers: Vec<ReplicaLayer<'a, B>>,
+    ends: Vec<Ends<'a, B>>,
 }
 
-impl<'a> Replica<'a> {
-    /// Reads the config and every replica tensor (views; only norms and biases are copied).
+impl<'a> Replica<'a, CpuBackend> {
+    /// [`Replica::load_on`] the CPU.
     pub fn load(file: &'a ModelFile) -> Result<Self, ModelError> {
+        Self::load_on(&CPU, file)
+    }
+}
+
+impl<'a, B: Backend> Replica<'a, B> {
+    /// Reads the config and prepares every replica tensor on `backend`: layer matrices (and
+    /// per-group ends) placed in their expert group, the shared ends resident.
+    pub fn load_on(backend: &'a B, file: &'a ModelFile) -> Result<Self, ModelError> {
         let config = FlowConfig::from_file(file)?;
         let layers = (0..config.layer_count)
-            .map(|l| ReplicaLayer::load(file, &config, l))
+            .map(|l| ReplicaLayer::load(backend, file, &config, l))
             .collect::<Result<Vec<_>, _>>()?;
         let ends = if config.per_group_head {
             (0..config.group_count)
-                .map(|k| Ends::load(file, &config, &format!("flow.group.{k}.")))
+                .map(|k| {
+                    let prefix = format!("flow.group.{k}.");
+                    Ends::load(backend, file, &config, &prefix, Placement::Group(k))
+                })
                 .collect::<Result<Vec<_>, _>>()?
         } else {
-            vec![Ends::load(file, &config, "flow.")?]
+            vec![Ends::load(
+                backend,
+                file,
+                &config,
+                "flow.",
+                Placement::Shared,
+            )?]
         };
         Ok(Replica {
+            backend,
             config,
             layers,
             ends,
@@ -115,11 +194,34 @@ impl<'a> Replica<'a> {
         &self.config
     }
 
-    pub fn layer(&self, l: usize) -> Option<&ReplicaLayer<'a>> {
+    pub fn backend(&self) -> &'a B {
+        self.backend
+    }
+
+    pub fn layer(&self, l: usize) -> Option<&ReplicaLayer<'a, B>> {
         self.layers.get(l)
     }
 
-    fn ends(&self, group: usize) -> Result<&Ends<'a>, ModelError> {
+    /// The matrices expert group `group` holds: its layers' and, with per-group ends, its ends'.
+    pub fn group_weights(&self, group: usize) -> Vec<&B::Weight<'a>> {
+        let m = self.config.layers_per_group;
+        let layers = self
+            .layers
+            .iter()
+            .skip(group * m)
+            .take(m)
+            .flat_map(ReplicaLayer::weights);
+        let ends = self
+            .config
+            .per_group_head
+            .then(|| self.ends.get(group))
+            .flatten()
+            .into_iter()
+            .flat_map(Ends::weights);
+        layers.chain(ends).collect()
+    }
+
+    fn ends(&self, group: usize) -> Result<&Ends<'a, B>, ModelError> {
         let index = if self.config.per_group_head { group } else { 0 };
         self.ends.get(index).ok_or_else(|| ModelError::Invalid {
             file: "replica".into(),
@@ -137,28 +239,25 @@ impl<'a> Replica<'a> {
         t: f32,
         group: usize,
         layers: Range<usize>,
-        out: &mut StepConditioning,
-        scratch: &mut ReplicaScratch,
+        out: &mut StepConditioning<B>,
+        scratch: &mut ReplicaScratch<B>,
     ) -> Result<(), ModelError> {
         self.check_layers(&layers)?;
         let ends = self.ends(group)?;
         let d = self.config.hidden;
-        resize(&mut scratch.features, self.config.time_freq_dim);
-        resize(&mut scratch.inner, d);
-        resize(&mut out.embedding, d);
-        ends.time_embedding.forward(
-            t,
-            &mut scratch.features,
-            &mut scratch.inner,
-            &mut out.embedding,
-            &mut scratch.layer.matmul,
-        )?;
+        ensure_len(self.backend, &mut out.embedding, d)?;
+        ends.time_embedding
+            .forward(t, out.embedding.slice_mut(..d), &mut scratch.time)?;
         if out.per_layer.len() < self.layers.len() {
             out.per_layer
                 .resize_with(self.layers.len(), Default::default);
         }
         for l in layers.clone() {
-            self.layers[l].condition(&out.embedding, &mut out.per_layer[l], &mut scratch.layer)?;
+            self.layers[l].condition(
+                out.embedding.slice(..d),
+                &mut out.per_layer[l],
+                &mut scratch.layer,
+            )?;
         }
         out.t = t;
         out.group = group;
@@ -180,16 +279,17 @@ impl<'a> Replica<'a> {
     }
 
     /// `velocity = v(latent, t | prompt)` over the layers and group of `conditioning`. `latent` and
-    /// `velocity` are `[C, S, S]`. `trace` sees each layer's output.
+    /// `velocity` are host `[C, S, S]`. `trace` sees each layer's output.
     pub fn velocity(
         &self,
         latent: &[f32],
-        conditioning: &StepConditioning,
-        prompt: &PromptKv,
+        conditioning: &StepConditioning<B>,
+        prompt: &PromptKv<B>,
         velocity: &mut [f32],
-        scratch: &mut ReplicaScratch,
+        scratch: &mut ReplicaScratch<B>,
         mut trace: Option<&mut dyn FnMut(LayerTrace<'_>)>,
     ) -> Result<(), ModelError> {
+        let b = self.backend;
         let config = &self.config;
         let latent_len = config.latent_len();
         if latent.len() != latent_len || velocity.len() != latent_len {
@@ -207,64 +307,76 @@ impl<'a> Replica<'a> {
         let d = config.hidden;
         let features = config.token_features();
         let block_len = config.heads * n * n;
-        resize(&mut scratch.tokens, n * features);
-        resize(&mut scratch.hidden, n * d);
-        resize(&mut scratch.head_out, n * features);
-        for block in &mut scratch.blocks {
-            resize(block, block_len);
+        let s = scratch;
+        ensure_len(b, &mut s.tokens, n * features)?;
+        ensure_len(b, &mut s.hidden, n * d)?;
+        ensure_len(b, &mut s.head_out, n * features)?;
+        for block in &mut s.blocks {
+            ensure_len(b, block, block_len)?;
         }
 
-        patchify(config, latent, &mut scratch.tokens);
+        s.host_tokens.resize(n * features, 0.0);
+        patchify(config, latent, &mut s.host_tokens);
+        b.write(s.tokens.slice_mut(..n * features), &s.host_tokens)?;
         ends.patch_embd.forward(
-            &scratch.tokens,
+            s.tokens.slice(..n * features),
             n,
-            &mut scratch.hidden,
-            &mut scratch.layer.matmul,
+            s.hidden.slice_mut(..n * d),
         )?;
         let mut previous_exists = false;
         for (step, l) in conditioning.layers.clone().enumerate() {
             // The residual resets at each group's first layer (also in dense mode).
             let first_in_group = l % config.layers_per_group == 0;
-            let [previous, current] = &mut scratch.blocks;
+            let [first, second] = &mut s.blocks;
             let (previous, current) = if step % 2 == 0 {
-                (previous, current)
+                (first, second)
             } else {
-                (current, previous)
+                (second, first)
             };
             let tcra = TcraBlocks {
-                previous: (previous_exists && !first_in_group).then_some(&previous[..]),
-                current: &mut current[..],
+                previous: (previous_exists && !first_in_group).then(|| previous.slice(..block_len)),
+                current: current.slice_mut(..block_len),
             };
             self.layers[l].forward(
                 config,
-                &mut scratch.hidden,
+                s.hidden.slice_mut(..n * d),
                 n,
                 &conditioning.per_layer[l],
                 prompt.layer(l),
                 prompt.image_rope(),
                 tcra,
-                &mut scratch.layer,
+                &mut s.layer,
             )?;
             previous_exists = config.tcra != Tcra::None;
             if let Some(trace) = trace.as_mut() {
+                s.trace_hidden.resize(n * d, 0.0);
+                b.read(s.hidden.slice(..n * d), &mut s.trace_hidden)?;
+                if previous_exists {
+                    s.trace_block.resize(block_len, 0.0);
+                    b.read(current.slice(..block_len), &mut s.trace_block)?;
+                }
                 trace(LayerTrace {
                     layer: l,
-                    hidden: &scratch.hidden,
-                    block: previous_exists.then_some(&current[..]),
+                    hidden: &s.trace_hidden,
+                    block: previous_exists.then_some(&s.trace_block[..]),
                 });
             }
         }
-        rms_norm(&mut scratch.hidden, &ends.head_norm, config.rms_eps)?;
-        let matmul = &mut scratch.layer.matmul;
-        ends.head
-            .forward(&scratch.hidden, n, &mut scratch.head_out, matmul)?;
-        unpatchify(config, &scratch.head_out, velocity);
+        b.rms_norm(
+            s.hidden.slice_mut(..n * d),
+            ends.head_norm.all(),
+            config.rms_eps,
+        )?;
+        ends.head.forward(
+            s.hidden.slice(..n * d),
+            n,
+            s.head_out.slice_mut(..n * features),
+        )?;
+        s.host_tokens.resize(n * features, 0.0);
+        b.read(s.head_out.slice(..n * features), &mut s.host_tokens)?;
+        unpatchify(config, &s.host_tokens, velocity);
         Ok(())
     }
-}
-
-fn resize(buffer: &mut Vec<f32>, len: usize) {
-    buffer.resize(len, 0.0);
 }
 
 /// `[C, S, S]` → tokens row-major over the `G × G` patch grid, features ordered `(c, py, px)`.

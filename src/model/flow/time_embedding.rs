@@ -3,58 +3,86 @@
 //!
 //! This module owns that formula and its two projections; it must not know which group uses it.
 
-use crate::backend::cpu::matmul::MatmulScratch;
-use crate::backend::cpu::ops::silu;
+use crate::backend::{Backend, DeviceBuffer, Placement, SliceMut, Unary};
 use crate::model::{Linear, ModelError, ModelFile};
 
 /// The two projections of one time embedding (`{prefix}time_embd_1`, `{prefix}time_embd_2`).
-pub struct TimeEmbedding<'a> {
+pub struct TimeEmbedding<'a, B: Backend> {
+    backend: &'a B,
     freq_dim: usize,
-    linear_1: Linear<'a>,
-    linear_2: Linear<'a>,
+    linear_1: Linear<'a, B>,
+    linear_2: Linear<'a, B>,
 }
 
-impl<'a> TimeEmbedding<'a> {
+/// The host and device buffers of one evaluation.
+pub struct TimeScratch<B: Backend> {
+    host: Vec<f32>,
+    features: B::Buffer,
+    inner: B::Buffer,
+}
+
+impl<B: Backend> Default for TimeScratch<B> {
+    fn default() -> Self {
+        TimeScratch {
+            host: Vec::new(),
+            features: Default::default(),
+            inner: Default::default(),
+        }
+    }
+}
+
+impl<'a, B: Backend> TimeEmbedding<'a, B> {
     pub fn load(
+        backend: &'a B,
         file: &'a ModelFile,
         prefix: &str,
         freq_dim: usize,
         hidden: usize,
+        placement: Placement,
     ) -> Result<Self, ModelError> {
+        let linear = |name: &str, features: [usize; 2]| {
+            Linear::load_pair(
+                backend,
+                file,
+                &format!("{prefix}{name}"),
+                true,
+                features,
+                placement,
+            )
+        };
         Ok(TimeEmbedding {
+            backend,
             freq_dim,
-            linear_1: Linear::load_pair(
-                file,
-                &format!("{prefix}time_embd_1"),
-                true,
-                freq_dim,
-                hidden,
-            )?,
-            linear_2: Linear::load_pair(
-                file,
-                &format!("{prefix}time_embd_2"),
-                true,
-                hidden,
-                hidden,
-            )?,
+            linear_1: linear("time_embd_1", [freq_dim, hidden])?,
+            linear_2: linear("time_embd_2", [hidden, hidden])?,
         })
     }
 
-    /// Writes `e` (hidden values) for timestep `t`; `features` (freq_dim) and `inner` (hidden) are
-    /// the caller's scratch.
+    pub fn weights(&self) -> impl Iterator<Item = &B::Weight<'a>> {
+        [self.linear_1.weight(), self.linear_2.weight()].into_iter()
+    }
+
+    /// Writes `e` (hidden values) for timestep `t`.
     pub fn forward(
         &self,
         t: f32,
-        features: &mut [f32],
-        inner: &mut [f32],
-        e: &mut [f32],
-        scratch: &mut MatmulScratch,
+        e: SliceMut<'_, B::Buffer>,
+        scratch: &mut TimeScratch<B>,
     ) -> Result<(), ModelError> {
-        sinusoidal(t, &mut features[..self.freq_dim]);
-        self.linear_1
-            .forward(&features[..self.freq_dim], 1, inner, scratch)?;
-        silu(inner);
-        self.linear_2.forward(inner, 1, e, scratch)
+        let b = self.backend;
+        let hidden = self.linear_1.out_features();
+        scratch.host.resize(self.freq_dim, 0.0);
+        sinusoidal(t, &mut scratch.host);
+        crate::backend::ensure_len(b, &mut scratch.features, self.freq_dim)?;
+        crate::backend::ensure_len(b, &mut scratch.inner, hidden)?;
+        b.write(scratch.features.slice_mut(..self.freq_dim), &scratch.host)?;
+        self.linear_1.forward(
+            scratch.features.slice(..self.freq_dim),
+            1,
+            scratch.inner.slice_mut(..hidden),
+        )?;
+        b.unary(scratch.inner.slice_mut(..hidden), Unary::Silu)?;
+        self.linear_2.forward(scratch.inner.slice(..hidden), 1, e)
     }
 }
 

@@ -13,10 +13,9 @@
 //! This module owns the decoder math; it must not decide positions (`model::positions`), build
 //! prompts or sample (pipelines do).
 
-use crate::backend::cpu::matmul::MatmulScratch;
-use crate::backend::cpu::ops::attention::{attention, AttentionScratch, AttentionShape, Mask};
-use crate::backend::cpu::ops::rope::{inv_freqs, rope_neox, RopeTable};
-use crate::backend::cpu::ops::{rms_norm, swiglu};
+use crate::backend::cpu::ops::rope::{inv_freqs, RopeTable};
+use crate::backend::cpu::{CpuBackend, CPU};
+use crate::backend::{ensure_len, AttentionShape, Backend, DeviceBuffer, Mask, Placement};
 use crate::model::{Linear, ModelError, ModelFile};
 use crate::tensor::TensorView;
 
@@ -34,122 +33,189 @@ pub enum Logits {
     All,
 }
 
-struct DecoderLayer<'a> {
-    attn_norm: Vec<f32>,
-    q: Linear<'a>,
-    k: Linear<'a>,
-    v: Linear<'a>,
-    output: Linear<'a>,
-    ffn_norm: Vec<f32>,
-    gate: Linear<'a>,
-    up: Linear<'a>,
-    down: Linear<'a>,
+struct DecoderLayer<'a, B: Backend> {
+    attn_norm: B::Buffer,
+    q: Linear<'a, B>,
+    k: Linear<'a, B>,
+    v: Linear<'a, B>,
+    output: Linear<'a, B>,
+    ffn_norm: B::Buffer,
+    gate: Linear<'a, B>,
+    up: Linear<'a, B>,
+    down: Linear<'a, B>,
 }
 
-impl<'a> DecoderLayer<'a> {
-    fn load(file: &'a ModelFile, c: &TextConfig, l: usize) -> Result<Self, ModelError> {
+impl<'a, B: Backend> DecoderLayer<'a, B> {
+    fn load(
+        backend: &'a B,
+        file: &'a ModelFile,
+        c: &TextConfig,
+        l: usize,
+    ) -> Result<Self, ModelError> {
         let name = |part: &str| format!("blk.{l}.{part}");
         let d = c.hidden as u64;
+        let norm = |part: &str| -> Result<B::Buffer, ModelError> {
+            Ok(backend.upload_owned(file.tensor_f32(&name(part), &[d])?)?)
+        };
+        let linear = |part: &str, bias: bool, shape: [usize; 2]| {
+            Linear::load_pair(backend, file, &name(part), bias, shape, Placement::Shared)
+        };
         Ok(DecoderLayer {
-            attn_norm: file.tensor_f32(&name("attn_norm.weight"), &[d])?,
-            q: Linear::load_pair(file, &name("attn_q"), true, c.hidden, c.q_dim())?,
-            k: Linear::load_pair(file, &name("attn_k"), true, c.hidden, c.kv_dim())?,
-            v: Linear::load_pair(file, &name("attn_v"), true, c.hidden, c.kv_dim())?,
-            output: Linear::load_pair(file, &name("attn_output"), false, c.q_dim(), c.hidden)?,
-            ffn_norm: file.tensor_f32(&name("ffn_norm.weight"), &[d])?,
-            gate: Linear::load_pair(file, &name("ffn_gate"), false, c.hidden, c.ffn)?,
-            up: Linear::load_pair(file, &name("ffn_up"), false, c.hidden, c.ffn)?,
-            down: Linear::load_pair(file, &name("ffn_down"), false, c.ffn, c.hidden)?,
+            attn_norm: norm("attn_norm.weight")?,
+            q: linear("attn_q", true, [c.hidden, c.q_dim()])?,
+            k: linear("attn_k", true, [c.hidden, c.kv_dim()])?,
+            v: linear("attn_v", true, [c.hidden, c.kv_dim()])?,
+            output: linear("attn_output", false, [c.q_dim(), c.hidden])?,
+            ffn_norm: norm("ffn_norm.weight")?,
+            gate: linear("ffn_gate", false, [c.hidden, c.ffn])?,
+            up: linear("ffn_up", false, [c.hidden, c.ffn])?,
+            down: linear("ffn_down", false, [c.ffn, c.hidden])?,
         })
     }
 }
 
-/// The decoder's weights, borrowed from the mapped file (norms and biases copied as f32).
-pub struct TextModel<'a> {
+/// The decoder's weights on backend `B` (the embedding matrix stays a view of the mapped file:
+/// a prompt reads only its tokens' rows).
+pub struct TextModel<'a, B: Backend = CpuBackend> {
+    backend: &'a B,
     file: &'a ModelFile,
     config: TextConfig,
     embedding: TensorView<'a>,
-    layers: Vec<DecoderLayer<'a>>,
-    output_norm: Vec<f32>,
-    head: Linear<'a>,
+    layers: Vec<DecoderLayer<'a, B>>,
+    output_norm: B::Buffer,
+    head: Linear<'a, B>,
     inv_freq: Vec<f32>,
 }
 
 /// Working memory of a forward pass. It grows to the largest number of new tokens it has seen and
 /// is then reused, so decoding one token after another allocates nothing.
-#[derive(Default)]
-pub struct TextScratch {
+pub struct TextScratch<B: Backend = CpuBackend> {
     tokens: usize,
-    hidden: Vec<f32>,
-    normed: Vec<f32>,
-    q: Vec<f32>,
-    attn: Vec<f32>,
-    proj: Vec<f32>,
-    gate: Vec<f32>,
-    up: Vec<f32>,
-    rope: Option<RopeTable>,
-    matmul: MatmulScratch,
-    attention: AttentionScratch,
+    hidden: B::Buffer,
+    normed: B::Buffer,
+    q: B::Buffer,
+    attn: B::Buffer,
+    proj: B::Buffer,
+    gate: B::Buffer,
+    up: B::Buffer,
+    logits: B::Buffer,
+    rope_host: Option<RopeTable>,
+    rope: Option<B::Rope>,
 }
 
-impl TextScratch {
+impl<B: Backend> Default for TextScratch<B> {
+    fn default() -> Self {
+        TextScratch {
+            tokens: 0,
+            hidden: Default::default(),
+            normed: Default::default(),
+            q: Default::default(),
+            attn: Default::default(),
+            proj: Default::default(),
+            gate: Default::default(),
+            up: Default::default(),
+            logits: Default::default(),
+            rope_host: None,
+            rope: None,
+        }
+    }
+}
+
+impl TextScratch<CpuBackend> {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Scratch already sized for `tokens` new tokens per call with a cache of `context` tokens.
+    /// [`TextScratch::with_capacity_on`] the CPU.
     pub fn with_capacity(config: &TextConfig, tokens: usize, context: usize) -> Self {
+        // Sizing up front is an optimisation: a failure here only means the first call grows.
+        Self::with_capacity_on(&CPU, config, tokens, context).unwrap_or_default()
+    }
+}
+
+impl<B: Backend> TextScratch<B> {
+    /// Scratch already sized for `tokens` new tokens per call with a cache of `context` tokens
+    /// (the backend's attention working memory included).
+    pub fn with_capacity_on(
+        backend: &B,
+        config: &TextConfig,
+        tokens: usize,
+        context: usize,
+    ) -> Result<Self, ModelError> {
         let mut s = Self::default();
-        s.reserve(config, tokens);
-        // Warm the attention scratch for the longest key range (it sizes by n_q and n_kv).
-        let shape = AttentionShape {
+        s.reserve(backend, config, tokens, 1)?;
+        backend.reserve_attention(AttentionShape {
             n_q: tokens,
             n_kv: context,
             n_heads: config.heads,
             n_kv_heads: config.kv_heads,
             head_dim: config.head_dim,
-        };
-        if let Ok(a) = AttentionScratch::for_shape(&shape) {
-            s.attention = a;
-        }
-        s
+        })?;
+        Ok(s)
     }
 
-    fn reserve(&mut self, c: &TextConfig, n: usize) {
+    fn reserve(
+        &mut self,
+        backend: &B,
+        c: &TextConfig,
+        n: usize,
+        logit_rows: usize,
+    ) -> Result<(), ModelError> {
+        ensure_len(backend, &mut self.logits, logit_rows * c.vocab)?;
         if n <= self.tokens {
-            return;
+            return Ok(());
         }
-        let grow = |v: &mut Vec<f32>, len: usize| v.resize(len, 0.0);
-        grow(&mut self.hidden, n * c.hidden);
-        grow(&mut self.normed, n * c.hidden);
-        grow(&mut self.q, n * c.q_dim());
-        grow(&mut self.attn, n * c.q_dim());
-        grow(&mut self.proj, n * c.hidden);
-        grow(&mut self.gate, n * c.ffn);
-        grow(&mut self.up, n * c.ffn);
+        for (buffer, len) in [
+            (&mut self.hidden, n * c.hidden),
+            (&mut self.normed, n * c.hidden),
+            (&mut self.q, n * c.q_dim()),
+            (&mut self.attn, n * c.q_dim()),
+            (&mut self.proj, n * c.hidden),
+            (&mut self.gate, n * c.ffn),
+            (&mut self.up, n * c.ffn),
+        ] {
+            ensure_len(backend, buffer, len)?;
+        }
         self.tokens = n;
+        Ok(())
     }
 }
 
-impl<'a> TextModel<'a> {
+impl<'a> TextModel<'a, CpuBackend> {
+    /// [`TextModel::load_on`] the CPU.
     pub fn load(file: &'a ModelFile) -> Result<Self, ModelError> {
+        Self::load_on(&CPU, file)
+    }
+}
+
+impl<'a, B: Backend> TextModel<'a, B> {
+    pub fn load_on(backend: &'a B, file: &'a ModelFile) -> Result<Self, ModelError> {
         let config = TextConfig::from_file(file)?;
         let embedding = file.tensor_with_dims(
             "token_embd.weight",
             &[config.hidden as u64, config.vocab as u64],
         )?;
         let layers = (0..config.layers)
-            .map(|l| DecoderLayer::load(file, &config, l))
+            .map(|l| DecoderLayer::load(backend, file, &config, l))
             .collect::<Result<Vec<_>, _>>()?;
-        let output_norm = file.tensor_f32("output_norm.weight", &[config.hidden as u64])?;
+        let output_norm = backend
+            .upload_owned(file.tensor_f32("output_norm.weight", &[config.hidden as u64])?)?;
         let head_name = if config.tied {
             "token_embd.weight"
         } else {
             "output.weight"
         };
-        let head = Linear::load(file, head_name, None, config.hidden, config.vocab)?;
+        let head = Linear::load(
+            backend,
+            file,
+            head_name,
+            None,
+            [config.hidden, config.vocab],
+            Placement::Shared,
+        )?;
         let inv_freq = inv_freqs(config.head_dim, config.rope_theta)?;
         Ok(TextModel {
+            backend,
             file,
             config,
             embedding,
@@ -162,6 +228,10 @@ impl<'a> TextModel<'a> {
 
     pub fn config(&self) -> &TextConfig {
         &self.config
+    }
+
+    pub fn backend(&self) -> &'a B {
+        self.backend
     }
 
     /// Writes the embedding rows of `ids` into `out` (`[ids.len(), hidden]`).
@@ -192,8 +262,8 @@ impl<'a> TextModel<'a> {
         Ok(())
     }
 
-    /// Runs `embeddings` (`[n, hidden]`) at `positions` (`[t, h, w]` per token) after the tokens
-    /// already in `cache`, causally, and appends their keys and values to it.
+    /// Runs `embeddings` (`[n, hidden]`, host) at `positions` (`[t, h, w]` per token) after the
+    /// tokens already in `cache`, causally, and appends their keys and values to it.
     ///
     /// `capture`, when given, receives every layer's `input_layernorm` output rows of these tokens
     /// (`capture[l]` gets `n · hidden` values appended; the vector is extended to one entry per
@@ -204,12 +274,13 @@ impl<'a> TextModel<'a> {
         &self,
         embeddings: &[f32],
         positions: &[[u32; 3]],
-        cache: &mut KvCache,
-        scratch: &mut TextScratch,
+        cache: &mut KvCache<B>,
+        scratch: &mut TextScratch<B>,
         mut capture: Option<&mut Vec<Vec<f32>>>,
         logits: Logits,
         out: &mut Vec<f32>,
     ) -> Result<(), ModelError> {
+        let b = self.backend;
         let c = &self.config;
         let n = positions.len();
         let d = c.hidden;
@@ -230,28 +301,41 @@ impl<'a> TextModel<'a> {
         if n == 0 {
             return Ok(());
         }
-        scratch.reserve(c, n);
+        let logit_rows = match logits {
+            Logits::None => 0,
+            Logits::Last => 1,
+            Logits::All => n,
+        };
+        let s = scratch;
+        s.reserve(b, c, n, logit_rows)?;
         let past = cache.len();
         let total = past + n;
         let (q_dim, kv_dim) = (c.q_dim(), c.kv_dim());
 
-        match scratch.rope.as_mut() {
+        match s.rope_host.as_mut() {
             Some(table) => table.set_mrope(positions, &self.inv_freq, c.mrope_sections)?,
             None => {
-                scratch.rope = Some(RopeTable::mrope(
+                s.rope_host = Some(RopeTable::mrope(
                     positions,
                     &self.inv_freq,
                     c.mrope_sections,
                 )?)
             }
         }
-        let rope = scratch
+        let host_rope = s
+            .rope_host
+            .as_ref()
+            .ok_or_else(|| self.file.invalid("text forward: no rotary table"))?;
+        match s.rope.as_mut() {
+            Some(rope) => b.set_rope_table(rope, host_rope)?,
+            None => s.rope = Some(b.rope_table(host_rope)?),
+        }
+        let rope = s
             .rope
             .as_ref()
             .ok_or_else(|| self.file.invalid("text forward: no rotary table"))?;
 
-        let hidden = &mut scratch.hidden[..n * d];
-        hidden.copy_from_slice(embeddings);
+        b.write(s.hidden.slice_mut(..n * d), embeddings)?;
         if let Some(capture) = capture.as_deref_mut() {
             capture.resize_with(c.layers, Vec::new);
         }
@@ -263,70 +347,70 @@ impl<'a> TextModel<'a> {
             head_dim: c.head_dim,
         };
         for (l, layer) in self.layers.iter().enumerate() {
-            let normed = &mut scratch.normed[..n * d];
-            normed.copy_from_slice(hidden);
-            rms_norm(normed, &layer.attn_norm, c.eps)?;
+            b.copy(s.hidden.slice(..n * d), s.normed.slice_mut(..n * d))?;
+            b.rms_norm(s.normed.slice_mut(..n * d), layer.attn_norm.all(), c.eps)?;
             if let Some(capture) = capture.as_deref_mut() {
-                capture[l].extend_from_slice(normed);
+                let row = &mut capture[l];
+                let at = row.len();
+                row.resize(at + n * d, 0.0);
+                b.read(s.normed.slice(..n * d), &mut row[at..])?;
             }
-            let q = &mut scratch.q[..n * q_dim];
-            layer.q.forward(normed, n, q, &mut scratch.matmul)?;
-            rope_neox(q, c.heads, rope)?;
+            let normed = s.normed.slice(..n * d);
+            layer.q.forward(normed, n, s.q.slice_mut(..n * q_dim))?;
+            b.rope(s.q.slice_mut(..n * q_dim), c.heads, rope)?;
             let (keys, values) = cache
                 .layer_storage_mut(l)
                 .ok_or_else(|| self.file.invalid("text forward: KV cache layer missing"))?;
-            let new_keys = &mut keys[past * kv_dim..total * kv_dim];
-            layer.k.forward(normed, n, new_keys, &mut scratch.matmul)?;
-            rope_neox(new_keys, c.kv_heads, rope)?;
-            let new_values = &mut values[past * kv_dim..total * kv_dim];
-            layer
-                .v
-                .forward(normed, n, new_values, &mut scratch.matmul)?;
-            let attn = &mut scratch.attn[..n * q_dim];
-            attention(
-                q,
-                &keys[..total * kv_dim],
-                &values[..total * kv_dim],
+            let new = past * kv_dim..total * kv_dim;
+            layer.k.forward(normed, n, keys.slice_mut(new.clone()))?;
+            b.rope(keys.slice_mut(new.clone()), c.kv_heads, rope)?;
+            layer.v.forward(normed, n, values.slice_mut(new))?;
+            b.attention(
+                s.q.slice(..n * q_dim),
+                keys.slice(..total * kv_dim),
+                values.slice(..total * kv_dim),
                 shape,
-                None,
                 Mask::Causal { offset: past },
                 None,
-                attn,
-                &mut scratch.attention,
+                s.attn.slice_mut(..n * q_dim),
             )?;
-            let proj = &mut scratch.proj[..n * d];
-            layer.output.forward(attn, n, proj, &mut scratch.matmul)?;
-            add_assign(hidden, proj);
+            layer
+                .output
+                .forward(s.attn.slice(..n * q_dim), n, s.proj.slice_mut(..n * d))?;
+            b.add(s.hidden.slice_mut(..n * d), s.proj.slice(..n * d))?;
 
-            normed.copy_from_slice(hidden);
-            rms_norm(normed, &layer.ffn_norm, c.eps)?;
-            let gate = &mut scratch.gate[..n * c.ffn];
-            let up = &mut scratch.up[..n * c.ffn];
-            layer.gate.forward(normed, n, gate, &mut scratch.matmul)?;
-            layer.up.forward(normed, n, up, &mut scratch.matmul)?;
-            swiglu(gate, up)?;
-            layer.down.forward(gate, n, proj, &mut scratch.matmul)?;
-            add_assign(hidden, proj);
+            b.copy(s.hidden.slice(..n * d), s.normed.slice_mut(..n * d))?;
+            b.rms_norm(s.normed.slice_mut(..n * d), layer.ffn_norm.all(), c.eps)?;
+            let normed = s.normed.slice(..n * d);
+            layer
+                .gate
+                .forward(normed, n, s.gate.slice_mut(..n * c.ffn))?;
+            layer.up.forward(normed, n, s.up.slice_mut(..n * c.ffn))?;
+            b.swiglu(s.gate.slice_mut(..n * c.ffn), s.up.slice(..n * c.ffn))?;
+            layer
+                .down
+                .forward(s.gate.slice(..n * c.ffn), n, s.proj.slice_mut(..n * d))?;
+            b.add(s.hidden.slice_mut(..n * d), s.proj.slice(..n * d))?;
         }
         cache.advance(n);
 
-        let rows = match logits {
-            Logits::None => return Ok(()),
-            Logits::Last => (n - 1)..n,
-            Logits::All => 0..n,
-        };
-        let m = rows.len();
-        let normed = &mut scratch.normed[..m * d];
-        normed.copy_from_slice(&hidden[rows.start * d..rows.end * d]);
-        rms_norm(normed, &self.output_norm, c.eps)?;
+        if logit_rows == 0 {
+            return Ok(());
+        }
+        let m = logit_rows;
+        let first = n - m;
+        b.copy(
+            s.hidden.slice(first * d..n * d),
+            s.normed.slice_mut(..m * d),
+        )?;
+        b.rms_norm(s.normed.slice_mut(..m * d), self.output_norm.all(), c.eps)?;
+        self.head.forward(
+            s.normed.slice(..m * d),
+            m,
+            s.logits.slice_mut(..m * c.vocab),
+        )?;
         out.resize(m * c.vocab, 0.0);
-        self.head.forward(normed, m, out, &mut scratch.matmul)?;
+        b.read(s.logits.slice(..m * c.vocab), out)?;
         Ok(())
-    }
-}
-
-fn add_assign(acc: &mut [f32], x: &[f32]) {
-    for (a, b) in acc.iter_mut().zip(x) {
-        *a += b;
     }
 }

@@ -1,25 +1,58 @@
 //! `KvCache`: each decoder layer's keys (M-RoPE applied) and values for the tokens seen so far,
-//! preallocated for a fixed number of tokens so that decoding never allocates.
+//! preallocated on the backend for a fixed number of tokens so that decoding never allocates.
 //!
 //! This module owns the storage and its bookkeeping; it must not compute keys or values.
 
 use super::config::TextConfig;
+use crate::backend::cpu::{CpuBackend, CPU};
+use crate::backend::{Backend, DeviceBuffer, Slice};
 use crate::model::ModelError;
 
 /// Keys and values of every layer, token-major: row `i` of a layer is token `i`'s
 /// `[kv_heads, head_dim]`, the layout `attention` reads.
-pub struct KvCache {
+pub struct KvCache<B: Backend = CpuBackend> {
     kv_dim: usize,
     capacity: usize,
     len: usize,
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
+    keys: Vec<B::Buffer>,
+    values: Vec<B::Buffer>,
 }
 
-impl KvCache {
-    /// [`KvCache::new`], but an allocation that cannot be made (a capacity from user input,
-    /// too large for memory) is an error instead of an abort.
+impl KvCache<CpuBackend> {
+    /// [`KvCache::try_new_on`] the CPU.
     pub fn try_new(config: &TextConfig, capacity: usize) -> Result<Self, ModelError> {
+        Self::try_new_on(&CPU, config, capacity)
+    }
+
+    /// Room for `capacity` tokens in every layer of `config` on the CPU; a capacity too large for
+    /// memory panics (use [`KvCache::try_new`] for a capacity from user input).
+    pub fn new(config: &TextConfig, capacity: usize) -> Self {
+        match Self::try_new(config, capacity) {
+            Ok(cache) => cache,
+            Err(e) => panic!("KvCache::new: {e}"),
+        }
+    }
+
+    /// Layer `l`'s keys and values of the stored tokens, each `[len, kv_heads · head_dim]`;
+    /// empty slices for a layer that does not exist.
+    pub fn layer(&self, l: usize) -> (&[f32], &[f32]) {
+        let end = self.len * self.kv_dim;
+        match (self.keys.get(l), self.values.get(l)) {
+            (Some(k), Some(v)) => (&k[..end], &v[..end]),
+            _ => (&[], &[]),
+        }
+    }
+}
+
+impl<B: Backend> KvCache<B> {
+    /// Room for `capacity` tokens in every layer of `config`, allocated now on `backend`; an
+    /// allocation that cannot be made (a capacity from user input, too large for memory) is an
+    /// error, not an abort.
+    pub fn try_new_on(
+        backend: &B,
+        config: &TextConfig,
+        capacity: usize,
+    ) -> Result<Self, ModelError> {
         let kv_dim = config.kv_dim();
         let too_large = || ModelError::ContextFull {
             needed: capacity,
@@ -27,39 +60,18 @@ impl KvCache {
             capacity: 0,
         };
         let size = capacity.checked_mul(kv_dim).ok_or_else(too_large)?;
-        let buffer = || -> Result<Vec<f32>, ModelError> {
-            let mut v = Vec::new();
-            v.try_reserve_exact(size).map_err(|_| too_large())?;
-            v.resize(size, 0.0);
-            Ok(v)
+        let buffers = || -> Result<Vec<B::Buffer>, ModelError> {
+            (0..config.layers)
+                .map(|_| backend.alloc(size).map_err(|_| too_large()))
+                .collect()
         };
-        let keys = (0..config.layers)
-            .map(|_| buffer())
-            .collect::<Result<_, _>>()?;
-        let values = (0..config.layers)
-            .map(|_| buffer())
-            .collect::<Result<_, _>>()?;
         Ok(KvCache {
             kv_dim,
             capacity,
             len: 0,
-            keys,
-            values,
+            keys: buffers()?,
+            values: buffers()?,
         })
-    }
-
-    /// Room for `capacity` tokens in every layer of `config`, allocated now (aborts, as `Vec`
-    /// does, if memory runs out; see [`KvCache::try_new`]).
-    pub fn new(config: &TextConfig, capacity: usize) -> Self {
-        let kv_dim = config.kv_dim();
-        let size = capacity.saturating_mul(kv_dim);
-        KvCache {
-            kv_dim,
-            capacity,
-            len: 0,
-            keys: (0..config.layers).map(|_| vec![0.0; size]).collect(),
-            values: (0..config.layers).map(|_| vec![0.0; size]).collect(),
-        }
     }
 
     /// Tokens stored.
@@ -90,14 +102,10 @@ impl KvCache {
         self.keys.len()
     }
 
-    /// Layer `l`'s keys and values of the stored tokens, each `[len, kv_heads · head_dim]`;
-    /// empty slices for a layer that does not exist.
-    pub fn layer(&self, l: usize) -> (&[f32], &[f32]) {
+    /// Layer `l`'s keys and values of the stored tokens on the backend (`l` < `n_layers()`).
+    pub fn layer_slices(&self, l: usize) -> (Slice<'_, B::Buffer>, Slice<'_, B::Buffer>) {
         let end = self.len * self.kv_dim;
-        match (self.keys.get(l), self.values.get(l)) {
-            (Some(k), Some(v)) => (&k[..end], &v[..end]),
-            _ => (&[], &[]),
-        }
+        (self.keys[l].slice(..end), self.values[l].slice(..end))
     }
 
     /// Errors unless `n` more tokens fit.
@@ -114,7 +122,10 @@ impl KvCache {
 
     /// Layer `l`'s whole key and value storage (stored tokens, then free rows), for a forward
     /// pass that writes `n` new rows after `len()` and then reads all of them.
-    pub(crate) fn layer_storage_mut(&mut self, l: usize) -> Option<(&mut [f32], &mut [f32])> {
+    pub(crate) fn layer_storage_mut(
+        &mut self,
+        l: usize,
+    ) -> Option<(&mut B::Buffer, &mut B::Buffer)> {
         Some((self.keys.get_mut(l)?, self.values.get_mut(l)?))
     }
 

@@ -10,42 +10,51 @@
 //!
 //! This module owns that math; it must not preprocess images or merge patches.
 
-use crate::backend::cpu::matmul::MatmulScratch;
-use crate::backend::cpu::ops::attention::{attention, AttentionScratch, AttentionShape, Mask};
-use crate::backend::cpu::ops::rope::{rope_neox, vision_positions, RopeTable};
-use crate::backend::cpu::ops::{gelu_erf, gelu_tanh, layer_norm, quick_gelu, silu};
+use crate::backend::cpu::ops::rope::{vision_positions, RopeTable};
+use crate::backend::{AttentionShape, Backend, DeviceBuffer, Mask, Placement, Unary};
 use crate::model::{Linear, ModelError, ModelFile};
 
 use super::config::{VisionActivation, VisionConfig};
 
-struct VisionBlock<'a> {
-    norm1: (Vec<f32>, Vec<f32>),
-    q: Linear<'a>,
-    k: Linear<'a>,
-    v: Linear<'a>,
-    output: Linear<'a>,
-    norm2: (Vec<f32>, Vec<f32>),
-    up: Linear<'a>,
-    down: Linear<'a>,
+struct VisionBlock<'a, B: Backend> {
+    norm1: (B::Buffer, B::Buffer),
+    q: Linear<'a, B>,
+    k: Linear<'a, B>,
+    v: Linear<'a, B>,
+    output: Linear<'a, B>,
+    norm2: (B::Buffer, B::Buffer),
+    up: Linear<'a, B>,
+    down: Linear<'a, B>,
 }
 
-fn load_norm(file: &ModelFile, name: &str, dim: usize) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
-    Ok((
-        file.tensor_f32(&format!("{name}.weight"), &[dim as u64])?,
-        file.tensor_f32(&format!("{name}.bias"), &[dim as u64])?,
-    ))
+pub(super) fn load_norm<B: Backend>(
+    backend: &B,
+    file: &ModelFile,
+    name: &str,
+    dim: usize,
+) -> Result<(B::Buffer, B::Buffer), ModelError> {
+    let tensor = |part: &str| -> Result<B::Buffer, ModelError> {
+        let values = file.tensor_f32(&format!("{name}.{part}"), &[dim as u64])?;
+        Ok(backend.upload_owned(values)?)
+    };
+    Ok((tensor("weight")?, tensor("bias")?))
 }
 
 /// The patch embedding and the transformer blocks.
-pub struct VisionEncoder<'a> {
+pub struct VisionEncoder<'a, B: Backend> {
+    backend: &'a B,
     config: VisionConfig,
     /// One `[3·p², E]` kernel per temporal slice.
-    patch_embed: Vec<Linear<'a>>,
-    blocks: Vec<VisionBlock<'a>>,
+    patch_embed: Vec<Linear<'a, B>>,
+    blocks: Vec<VisionBlock<'a, B>>,
 }
 
-impl<'a> VisionEncoder<'a> {
-    pub fn load(file: &'a ModelFile, config: &VisionConfig) -> Result<Self, ModelError> {
+impl<'a, B: Backend> VisionEncoder<'a, B> {
+    pub fn load(
+        backend: &'a B,
+        file: &'a ModelFile,
+        config: &VisionConfig,
+    ) -> Result<Self, ModelError> {
         let e = config.embed;
         let slice = 3 * config.preprocess.patch_size.pow(2);
         let patch_embed = (0..config.preprocess.temporal_patch_size)
@@ -54,25 +63,29 @@ impl<'a> VisionEncoder<'a> {
                     0 => "v.patch_embd.weight".to_string(),
                     t => format!("v.patch_embd.weight.{t}"),
                 };
-                Linear::load_flattened(file, &name, slice, e)
+                Linear::load_flattened(backend, file, &name, [slice, e])
             })
             .collect::<Result<Vec<_>, _>>()?;
         let blocks = (0..config.layers)
             .map(|l| {
                 let name = |part: &str| format!("v.blk.{l}.{part}");
+                let linear = |part: &str, shape: [usize; 2]| {
+                    Linear::load_pair(backend, file, &name(part), true, shape, Placement::Shared)
+                };
                 Ok(VisionBlock {
-                    norm1: load_norm(file, &name("ln1"), e)?,
-                    q: Linear::load_pair(file, &name("attn_q"), true, e, e)?,
-                    k: Linear::load_pair(file, &name("attn_k"), true, e, e)?,
-                    v: Linear::load_pair(file, &name("attn_v"), true, e, e)?,
-                    output: Linear::load_pair(file, &name("attn_out"), true, e, e)?,
-                    norm2: load_norm(file, &name("ln2"), e)?,
-                    up: Linear::load_pair(file, &name("ffn_up"), true, e, config.ffn)?,
-                    down: Linear::load_pair(file, &name("ffn_down"), true, config.ffn, e)?,
+                    norm1: load_norm(backend, file, &name("ln1"), e)?,
+                    q: linear("attn_q", [e, e])?,
+                    k: linear("attn_k", [e, e])?,
+                    v: linear("attn_v", [e, e])?,
+                    output: linear("attn_out", [e, e])?,
+                    norm2: load_norm(backend, file, &name("ln2"), e)?,
+                    up: linear("ffn_up", [e, config.ffn])?,
+                    down: linear("ffn_down", [config.ffn, e])?,
                 })
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
         Ok(VisionEncoder {
+            backend,
             config: config.clone(),
             patch_embed,
             blocks,
@@ -82,6 +95,7 @@ impl<'a> VisionEncoder<'a> {
     /// Hidden states `[patches, E]` of one image's `pixels` (`[patches, patch_len]`, merge-window
     /// order) on a `grid = [t, h, w]` of patches.
     pub fn forward(&self, pixels: &[f32], grid: [usize; 3]) -> Result<Vec<f32>, ModelError> {
+        let b = self.backend;
         let c = &self.config;
         let (e, merge) = (c.embed, c.preprocess.merge_size);
         let [frames, gh, gw] = grid;
@@ -103,14 +117,14 @@ impl<'a> VisionEncoder<'a> {
                 pixels.len()
             )));
         }
-        let mut matmul = MatmulScratch::new();
 
         // Patch embedding: gather each temporal slice (rows are ordered channel, time, y, x).
         let temporal = c.preprocess.temporal_patch_size;
         let plane = c.preprocess.patch_size.pow(2);
         let mut slice = vec![0f32; n * 3 * plane];
-        let mut hidden = vec![0f32; n * e];
-        let mut part = vec![0f32; n * e];
+        let mut slice_device = b.alloc(n * 3 * plane)?;
+        let mut hidden = b.alloc(n * e)?;
+        let mut part = b.alloc(n * e)?;
         for (t, kernel) in self.patch_embed.iter().enumerate() {
             for (row, out) in pixels
                 .chunks_exact(patch_len)
@@ -121,12 +135,14 @@ impl<'a> VisionEncoder<'a> {
                     out[ch * plane..(ch + 1) * plane].copy_from_slice(&row[from..from + plane]);
                 }
             }
-            kernel.forward(&slice, n, &mut part, &mut matmul)?;
-            add_assign(&mut hidden, &part);
+            b.write(slice_device.all_mut(), &slice)?;
+            kernel.forward(slice_device.all(), n, part.all_mut())?;
+            b.add(hidden.all_mut(), part.all())?;
         }
+        drop(slice_device);
 
         let positions = vision_positions(frames, gh, gw, merge)?;
-        let rope = RopeTable::vision_2d(&positions, c.head_dim, c.rope_theta)?;
+        let rope = b.rope_table(&RopeTable::vision_2d(&positions, c.head_dim, c.rope_theta)?)?;
         let per_frame = gh * gw;
         let shape = AttentionShape {
             n_q: per_frame,
@@ -135,76 +151,68 @@ impl<'a> VisionEncoder<'a> {
             n_kv_heads: c.heads,
             head_dim: c.head_dim,
         };
-        let mut attention_scratch = AttentionScratch::for_shape(&shape)?;
-        let mut normed = vec![0f32; n * e];
+        b.reserve_attention(shape)?;
+        let mut normed = b.alloc(n * e)?;
         let (mut q, mut k, mut v, mut attn) = (
-            vec![0f32; n * e],
-            vec![0f32; n * e],
-            vec![0f32; n * e],
-            vec![0f32; n * e],
+            b.alloc(n * e)?,
+            b.alloc(n * e)?,
+            b.alloc(n * e)?,
+            b.alloc(n * e)?,
         );
-        let mut up = vec![0f32; n * c.ffn];
+        let mut up = b.alloc(n * c.ffn)?;
         for block in &self.blocks {
-            normed.copy_from_slice(&hidden);
-            layer_norm(
-                &mut normed,
+            b.copy(hidden.all(), normed.all_mut())?;
+            b.layer_norm(
+                normed.all_mut(),
                 e,
-                Some(&block.norm1.0),
-                Some(&block.norm1.1),
+                Some(block.norm1.0.all()),
+                Some(block.norm1.1.all()),
                 c.eps,
             )?;
-            block.q.forward(&normed, n, &mut q, &mut matmul)?;
-            block.k.forward(&normed, n, &mut k, &mut matmul)?;
-            block.v.forward(&normed, n, &mut v, &mut matmul)?;
-            rope_neox(&mut q, c.heads, &rope)?;
-            rope_neox(&mut k, c.heads, &rope)?;
+            block.q.forward(normed.all(), n, q.all_mut())?;
+            block.k.forward(normed.all(), n, k.all_mut())?;
+            block.v.forward(normed.all(), n, v.all_mut())?;
+            b.rope(q.all_mut(), c.heads, &rope)?;
+            b.rope(k.all_mut(), c.heads, &rope)?;
             // Each frame attends within itself (transformers' cu_seqlens).
             for f in 0..frames {
                 let r = f * per_frame * e..(f + 1) * per_frame * e;
-                attention(
-                    &q[r.clone()],
-                    &k[r.clone()],
-                    &v[r.clone()],
+                b.attention(
+                    q.slice(r.clone()),
+                    k.slice(r.clone()),
+                    v.slice(r.clone()),
                     shape,
-                    None,
                     Mask::None,
                     None,
-                    &mut attn[r],
-                    &mut attention_scratch,
+                    attn.slice_mut(r),
                 )?;
             }
-            block.output.forward(&attn, n, &mut part, &mut matmul)?;
-            add_assign(&mut hidden, &part);
+            block.output.forward(attn.all(), n, part.all_mut())?;
+            b.add(hidden.all_mut(), part.all())?;
 
-            normed.copy_from_slice(&hidden);
-            layer_norm(
-                &mut normed,
+            b.copy(hidden.all(), normed.all_mut())?;
+            b.layer_norm(
+                normed.all_mut(),
                 e,
-                Some(&block.norm2.0),
-                Some(&block.norm2.1),
+                Some(block.norm2.0.all()),
+                Some(block.norm2.1.all()),
                 c.eps,
             )?;
-            block.up.forward(&normed, n, &mut up, &mut matmul)?;
-            activate(c.activation, &mut up);
-            block.down.forward(&up, n, &mut part, &mut matmul)?;
-            add_assign(&mut hidden, &part);
+            block.up.forward(normed.all(), n, up.all_mut())?;
+            b.unary(up.all_mut(), activation(c.activation))?;
+            block.down.forward(up.all(), n, part.all_mut())?;
+            b.add(hidden.all_mut(), part.all())?;
         }
-        Ok(hidden)
+        Ok(b.read_vec(hidden.all())?)
     }
 }
 
-fn activate(activation: VisionActivation, x: &mut [f32]) {
+fn activation(activation: VisionActivation) -> Unary {
     match activation {
-        VisionActivation::QuickGelu => quick_gelu(x),
-        VisionActivation::Gelu => gelu_erf(x),
-        VisionActivation::GeluTanh => gelu_tanh(x),
-        VisionActivation::Silu => silu(x),
-    }
-}
-
-pub(super) fn add_assign(acc: &mut [f32], x: &[f32]) {
-    for (a, b) in acc.iter_mut().zip(x) {
-        *a += b;
+        VisionActivation::QuickGelu => Unary::QuickGelu,
+        VisionActivation::Gelu => Unary::GeluErf,
+        VisionActivation::GeluTanh => Unary::GeluTanh,
+        VisionActivation::Silu => Unary::Silu,
     }
 }
 

@@ -4,41 +4,46 @@
 //!
 //! This module owns the merge; it must not run the vision blocks.
 
-use crate::backend::cpu::matmul::MatmulScratch;
-use crate::backend::cpu::ops::{gelu_erf, layer_norm};
+use crate::backend::{Backend, DeviceBuffer, Placement, Unary};
 use crate::model::{Linear, ModelError, ModelFile};
 
 use super::config::VisionConfig;
-use super::encoder::invalid;
+use super::encoder::{invalid, load_norm};
 
-pub struct PatchMerger<'a> {
+pub struct PatchMerger<'a, B: Backend> {
+    backend: &'a B,
     embed: usize,
     merge_count: usize,
     eps: f32,
-    norm: (Vec<f32>, Vec<f32>),
-    fc1: Linear<'a>,
-    fc2: Linear<'a>,
+    norm: (B::Buffer, B::Buffer),
+    fc1: Linear<'a, B>,
+    fc2: Linear<'a, B>,
 }
 
-impl<'a> PatchMerger<'a> {
-    pub fn load(file: &'a ModelFile, config: &VisionConfig) -> Result<Self, ModelError> {
-        let e = config.embed as u64;
+impl<'a, B: Backend> PatchMerger<'a, B> {
+    pub fn load(
+        backend: &'a B,
+        file: &'a ModelFile,
+        config: &VisionConfig,
+    ) -> Result<Self, ModelError> {
         let wide = config.embed * config.merge_count();
+        let linear = |name: &str, shape: [usize; 2]| {
+            Linear::load_pair(backend, file, name, true, shape, Placement::Shared)
+        };
         Ok(PatchMerger {
+            backend,
             embed: config.embed,
             merge_count: config.merge_count(),
             eps: config.eps,
-            norm: (
-                file.tensor_f32("v.post_ln.weight", &[e])?,
-                file.tensor_f32("v.post_ln.bias", &[e])?,
-            ),
-            fc1: Linear::load_pair(file, "mm.0", true, wide, wide)?,
-            fc2: Linear::load_pair(file, "mm.2", true, wide, config.out_dim)?,
+            norm: load_norm(backend, file, "v.post_ln", config.embed)?,
+            fc1: linear("mm.0", [wide, wide])?,
+            fc2: linear("mm.2", [wide, config.out_dim])?,
         })
     }
 
     /// `[patches, E]` → `[patches / merge², out_dim]`.
     pub fn forward(&self, hidden: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let b = self.backend;
         let group = self.embed * self.merge_count;
         if hidden.is_empty() || hidden.len() % group != 0 {
             return Err(invalid(format!(
@@ -49,20 +54,19 @@ impl<'a> PatchMerger<'a> {
             )));
         }
         let tokens = hidden.len() / group;
-        let mut x = hidden.to_vec();
-        layer_norm(
-            &mut x,
+        let mut x = b.upload(hidden)?;
+        b.layer_norm(
+            x.all_mut(),
             self.embed,
-            Some(&self.norm.0),
-            Some(&self.norm.1),
+            Some(self.norm.0.all()),
+            Some(self.norm.1.all()),
             self.eps,
         )?;
-        let mut mid = vec![0f32; tokens * group];
-        let mut matmul = MatmulScratch::new();
-        self.fc1.forward(&x, tokens, &mut mid, &mut matmul)?;
-        gelu_erf(&mut mid);
-        let mut out = vec![0f32; tokens * self.fc2.out_features()];
-        self.fc2.forward(&mid, tokens, &mut out, &mut matmul)?;
-        Ok(out)
+        let mut mid = b.alloc(tokens * group)?;
+        self.fc1.forward(x.all(), tokens, mid.all_mut())?;
+        b.unary(mid.all_mut(), Unary::GeluErf)?;
+        let mut out = b.alloc(tokens * self.fc2.out_features())?;
+        self.fc2.forward(mid.all(), tokens, out.all_mut())?;
+        Ok(b.read_vec(out.all())?)
     }
 }

@@ -12,6 +12,8 @@ pub use config::{VisionActivation, VisionConfig};
 pub use encoder::VisionEncoder;
 pub use merger::PatchMerger;
 
+use crate::backend::cpu::CpuBackend;
+use crate::backend::Backend;
 use crate::image::PixelValues;
 use crate::model::positions::MergedGrid;
 use crate::model::{ModelError, ModelFile};
@@ -32,18 +34,25 @@ impl VisionOutput {
     }
 }
 
-pub struct VisionModel<'a> {
+pub struct VisionModel<'a, B: Backend = CpuBackend> {
     config: VisionConfig,
-    encoder: VisionEncoder<'a>,
-    merger: PatchMerger<'a>,
+    encoder: VisionEncoder<'a, B>,
+    merger: PatchMerger<'a, B>,
 }
 
-impl<'a> VisionModel<'a> {
+impl<'a> VisionModel<'a, CpuBackend> {
+    /// [`VisionModel::load_on`] the CPU.
     pub fn load(file: &'a ModelFile) -> Result<Self, ModelError> {
+        Self::load_on(&crate::backend::cpu::CPU, file)
+    }
+}
+
+impl<'a, B: Backend> VisionModel<'a, B> {
+    pub fn load_on(backend: &'a B, file: &'a ModelFile) -> Result<Self, ModelError> {
         let config = VisionConfig::from_file(file)?;
         Ok(VisionModel {
-            encoder: VisionEncoder::load(file, &config)?,
-            merger: PatchMerger::load(file, &config)?,
+            encoder: VisionEncoder::load(backend, file, &config)?,
+            merger: PatchMerger::load(backend, file, &config)?,
             config,
         })
     }

@@ -104,6 +104,14 @@ pub fn quick_gelu(x: &mut [f32]) {
     }
 }
 
+/// Mish, `x·tanh(softplus(x))` (PyTorch's `F.mish`: `x·tanh(log1p(exp(x)))`; for large x,
+/// `exp` overflows to +inf and the result is x, as in PyTorch).
+pub fn mish(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v *= v.exp().ln_1p().tanh();
+    }
+}
+
 /// ReLU: `max(x, 0)` (NaN stays NaN, as in PyTorch).
 pub fn relu(x: &mut [f32]) {
     for v in x.iter_mut() {

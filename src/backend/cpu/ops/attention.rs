@@ -27,24 +27,7 @@ use rayon::prelude::*;
 
 use super::error::{check_len, checked_product, param, OpError};
 use super::kernels::{self, multiversion};
-
-/// Which keys a query may see.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mask {
-    /// Every query sees every key (bidirectional).
-    None,
-    /// Query `i` sees keys `j ≤ i + offset`.
-    Causal { offset: usize },
-}
-
-/// Where a [`BlockBias`] is added.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BiasMode {
-    /// To the scores, before the softmax.
-    PreSoftmax,
-    /// To the probabilities, after the softmax; rows are then renormalised.
-    PostSoftmax,
-}
+pub use crate::backend::params::{AttentionShape, BiasMode, Mask};
 
 /// The TCRA hook: a block of score columns that can receive a bias and be read out.
 #[derive(Debug)]
@@ -58,16 +41,6 @@ pub struct BlockBias<'a> {
     pub add: Option<&'a [f32]>,
     /// `[n_heads, n_q, n_cols]` buffer that receives the block after the bias, or `None`.
     pub readout: Option<&'a mut [f32]>,
-}
-
-/// Sizes of one attention call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AttentionShape {
-    pub n_q: usize,
-    pub n_kv: usize,
-    pub n_heads: usize,
-    pub n_kv_heads: usize,
-    pub head_dim: usize,
 }
 
 /// Reusable working memory: one score row and one output block per head.
@@ -89,7 +62,13 @@ impl AttentionScratch {
         Ok(s)
     }
 
-    fn reserve(&mut self, shape: &AttentionShape) -> Result<(), OpError> {
+    /// f32 values held now.
+    pub fn held_values(&self) -> usize {
+        self.scores.len() + self.out.len()
+    }
+
+    /// Grows to hold calls of `shape`.
+    pub fn reserve(&mut self, shape: &AttentionShape) -> Result<(), OpError> {
         let scores = checked_product("attention", &[shape.n_heads, shape.n_kv])?;
         let out = checked_product("attention", &[shape.n_heads, shape.n_q, shape.head_dim])?;
         if self.scores.len() < scores {

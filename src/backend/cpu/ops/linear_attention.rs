@@ -19,6 +19,17 @@ use rayon::prelude::*;
 use super::error::{check_len, checked_product, param, OpError};
 use super::kernels;
 
+/// Scratch values [`relu_linear_attention`] needs: per head relu(q) and relu(k) (d·n each), V·Kᵀ
+/// with its row of key sums ((d+1)·d) and the per-pixel divisor (n). `None` on overflow.
+pub fn scratch_values(n_heads: usize, head_dim: usize, n_pixels: usize) -> Option<usize> {
+    let plane = head_dim.checked_mul(n_pixels)?;
+    let per_head = plane
+        .checked_mul(2)?
+        .checked_add((head_dim + 1).checked_mul(head_dim)?)?
+        .checked_add(n_pixels)?;
+    n_heads.checked_mul(per_head)
+}
+
 /// `out = relu linear attention(qkv)` per head, see the module docs; `scratch` is resized as needed.
 pub fn relu_linear_attention(
     qkv: &[f32],
@@ -50,10 +61,9 @@ pub fn relu_linear_attention(
     if n_pixels == 0 {
         return Ok(());
     }
-    // Per head: relu(q) and relu(k) (d·n each), V·Kᵀ with its row of key sums ((d+1)·d), and the
-    // per-pixel divisor (n).
     let per_head = 2 * plane + (d + 1) * d + n_pixels;
-    let total = checked_product(OP, &[n_heads, per_head])?;
+    let total = scratch_values(n_heads, d, n_pixels)
+        .ok_or_else(|| param(OP, "scratch size overflows usize"))?;
     if scratch.len() < total {
         scratch.resize(total, 0.0);
     }

@@ -31,7 +31,6 @@
 pub mod activation;
 pub mod attention;
 pub mod conv;
-pub mod error;
 pub mod gemm;
 pub mod kernels;
 pub mod linear_attention;
@@ -41,10 +40,10 @@ pub mod rope;
 mod shared_mut;
 pub mod softmax;
 
-pub use activation::{erf, gelu_erf, gelu_tanh, quick_gelu, relu, silu, swiglu};
+pub use crate::backend::op_error::{self as error, OpError};
+pub use activation::{erf, gelu_erf, gelu_tanh, mish, quick_gelu, relu, silu, swiglu};
 pub use attention::{attention, AttentionScratch, AttentionShape, BiasMode, BlockBias, Mask};
 pub use conv::{conv2d, conv2d_with_isa, conv2d_with_scratch, Conv2d, ConvScratch};
-pub use error::OpError;
 pub use linear_attention::relu_linear_attention;
 pub use norm::{group_norm, layer_norm, rms_norm, rms_norm_channels};
 pub use resample::{pixel_shuffle, pixel_unshuffle, repeat_channels, upsample_nearest};

@@ -163,6 +163,24 @@ impl RopeTable {
         Ok(())
     }
 
+    /// Becomes a copy of `other`, reusing this table's storage (no allocation once it has held as
+    /// many rows).
+    pub fn copy_from(&mut self, other: &RopeTable) {
+        self.half = other.half;
+        self.cos.clone_from(&other.cos);
+        self.sin.clone_from(&other.sin);
+    }
+
+    /// Every token's cos values, `[tokens, half]`.
+    pub fn cos(&self) -> &[f32] {
+        &self.cos
+    }
+
+    /// Every token's sin values, `[tokens, half]`.
+    pub fn sin(&self) -> &[f32] {
+        &self.sin
+    }
+
     /// Number of tokens (rows).
     pub fn n_tokens(&self) -> usize {
         self.cos.len().checked_div(self.half).unwrap_or(0)
