@@ -12,38 +12,18 @@
 //! within a few ulp; erf is a polynomial of 1e-7); matrix products as stated at their test.
 #![cfg(feature = "wgpu")]
 
-use std::sync::OnceLock;
+mod common;
 
+use common::gpu::gpu;
 use latte::backend::cpu::ops::RopeTable;
 use latte::backend::cpu::CPU;
-use latte::backend::wgpu::{AdapterChoice, WgpuBackend};
+use latte::backend::wgpu::WgpuBackend;
 use latte::backend::{
     AttentionShape, Backend, BackendError, BiasMode, Conv2d, DeviceBuffer, GatedScores, Mask,
     Placement, ScoreBlock, Unary,
 };
 use latte::dtype::TensorType;
 use latte::tensor::TensorView;
-
-fn gpu() -> Option<&'static WgpuBackend> {
-    static GPU: OnceLock<Option<WgpuBackend>> = OnceLock::new();
-    let gpu = GPU
-        .get_or_init(|| match WgpuBackend::open(AdapterChoice::Best) {
-            Ok(Some(b)) => Some(b),
-            Ok(None) => None,
-            Err(e) => {
-                eprintln!("no GPU adapter: {e}");
-                None
-            }
-        })
-        .as_ref();
-    if gpu.is_none() && std::env::var("LATTE_REQUIRE_GPU").as_deref() == Ok("1") {
-        panic!("LATTE_REQUIRE_GPU=1 but no GPU adapter could be opened");
-    }
-    if gpu.is_none() {
-        eprintln!("no GPU adapter: skipped");
-    }
-    gpu
-}
 
 /// splitmix64 → uniform values in [-scale, scale).
 struct Rng(u64);

@@ -159,6 +159,7 @@ fn generation_with_an_image_in_the_prompt_matches_the_reference() {
             seed,
             sampler,
             dense: false,
+            device_budget: None,
         };
         let schedule = generator.schedule(&options).unwrap();
         let mut noise = vec![0.0; c.latent_len()];
@@ -239,6 +240,7 @@ fn image_prompt_errors_are_typed() {
         seed: 0,
         sampler: SamplerKind::Euler,
         dense: false,
+        device_budget: None,
     };
     // Ids without the image's placeholder.
     let err = generator

@@ -42,6 +42,7 @@ fn options(fixture: &Oracle, config: &str, dense: bool) -> GenerateOptions {
             _ => SamplerKind::Euler,
         },
         dense,
+        device_budget: None,
     }
 }
 

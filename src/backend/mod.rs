@@ -23,6 +23,7 @@
 //! Data flows one way: a backend knows tensors and quant formats, never a model.
 
 pub mod buffer;
+pub mod choice;
 pub mod cpu;
 pub mod error;
 pub mod op_error;
@@ -31,6 +32,7 @@ pub mod params;
 pub mod wgpu;
 
 pub use buffer::{DeviceBuffer, Slice, SliceMut};
+pub use choice::DeviceChoice;
 pub use error::BackendError;
 pub use op_error::OpError;
 pub use params::{AttentionShape, BiasMode, Conv2d, Mask, Unary};
@@ -206,7 +208,8 @@ pub trait Backend: Sync {
     fn group_bytes(&self, _weights: &[&Self::Weight<'_>]) -> u64 {
         0
     }
-    /// Allocates `slots` group slots of `bytes` each (replacing any), before sampling.
+    /// Allocates `slots` group slots of `bytes` each (replacing any), before sampling. A
+    /// backend's slots serve one sampling run at a time.
     fn reserve_group_slots(&self, _slots: usize, _bytes: u64) -> Result<(), BackendError> {
         Ok(())
     }

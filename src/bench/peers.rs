@@ -154,6 +154,7 @@ mod tests {
             unit: Unit::Seconds,
             summary: Summary::of(&[2.0]).unwrap(),
             peak_rss_bytes: None,
+            device_peak_bytes: None,
             peers: Vec::new(),
         };
         let mut rows = vec![ours("img", 2), ours("img", 1)];

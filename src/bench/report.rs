@@ -45,6 +45,8 @@ pub struct Measurement {
     pub summary: Summary,
     /// Peak resident memory during the measured phase.
     pub peak_rss_bytes: Option<u64>,
+    /// Peak device memory during the measured phase (GPU backends).
+    pub device_peak_bytes: Option<u64>,
     /// The same test run by other engines (llama.cpp, PyTorch, ...).
     pub peers: Vec<PeerMeasurement>,
 }
@@ -74,6 +76,8 @@ pub struct Report {
     pub machine: Machine,
     pub build: Build,
     pub model: ModelDescription,
+    /// The backend the rows ran on (`cpu (avx2, 2 threads)`, `wgpu: NAME (Vulkan, discrete)`).
+    pub device: String,
     pub rows: Vec<Measurement>,
 }
 
@@ -114,6 +118,7 @@ impl Report {
                 .as_deref()
                 .map_or(String::new(), |c| format!(", {c}"))
         );
+        let _ = writeln!(out, "device: {}", self.device);
         let _ = writeln!(
             out,
             "model: {} ({:.2} MiB, {:.3} B params, {})\n",
@@ -122,14 +127,27 @@ impl Report {
             self.model.parameters as f64 / 1e9,
             self.model.types
         );
-        out.push_str(
-            "| test | threads | unit | latte (mean ± sd) | samples | peak RSS (MiB) | peers: value (latte speedup) |\n",
-        );
-        out.push_str("|---|--:|---|--:|--:|--:|---|\n");
+        let device = self.rows.iter().any(|r| r.device_peak_bytes.is_some());
+        out.push_str("| test | threads | unit | latte (mean ± sd) | samples | peak RSS (MiB) |");
+        out.push_str(if device { " device peak (MiB) |" } else { "" });
+        out.push_str(" peers: value (latte speedup) |\n");
+        out.push_str(if device {
+            "|---|--:|---|--:|--:|--:|--:|---|\n"
+        } else {
+            "|---|--:|---|--:|--:|--:|---|\n"
+        });
         for r in &self.rows {
             let rss = r
                 .peak_rss_bytes
                 .map_or("n/a".into(), |x| format!("{:.1}", mib(x)));
+            let rss = if device {
+                let d = r
+                    .device_peak_bytes
+                    .map_or("n/a".into(), |x| format!("{:.1}", mib(x)));
+                format!("{rss} | {d}")
+            } else {
+                rss
+            };
             let peers: Vec<String> = r
                 .peers
                 .iter()
@@ -155,8 +173,9 @@ impl Report {
 
     pub fn csv(&self) -> String {
         let mut out = String::from(
-            "cpu,cores,isa,build,profile,model,model_bytes,model_params,model_types,test,threads,unit,\
-             mean,std_dev,median,min,max,samples,peak_rss_bytes,peer,peer_mean,peer_std_dev,speedup\n",
+            "cpu,cores,isa,device,build,profile,model,model_bytes,model_params,model_types,test,threads,\
+             unit,mean,std_dev,median,min,max,samples,peak_rss_bytes,device_peak_bytes,peer,peer_mean,\
+             peer_std_dev,speedup\n",
         );
         let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
         let no_peer = [None];
@@ -171,10 +190,11 @@ impl Report {
             let opt = |x: Option<f64>| x.map_or(String::new(), |v| v.to_string());
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 quote(&self.machine.cpu),
                 self.machine.logical_cores,
                 self.machine.isa,
+                quote(&self.device),
                 quote(&self.build.version),
                 self.build.profile,
                 quote(&self.model.path),
@@ -191,6 +211,7 @@ impl Report {
                 r.summary.max,
                 r.summary.n,
                 r.peak_rss_bytes.map_or(String::new(), |x| x.to_string()),
+                r.device_peak_bytes.map_or(String::new(), |x| x.to_string()),
                 peer.map_or(String::new(), |p| quote(&p.name)),
                 opt(peer.map(|p| p.summary.mean)),
                 opt(peer.map(|p| p.summary.std_dev)),
@@ -211,6 +232,7 @@ impl Report {
                 "isa": self.machine.isa, "memory_bytes": self.machine.memory_bytes, "os": self.machine.os,
             },
             "build": {"version": self.build.version, "profile": self.build.profile, "commit": self.build.commit},
+            "device": self.device,
             "model": {
                 "path": self.model.path, "size_bytes": self.model.size_bytes,
                 "parameters": self.model.parameters, "types": self.model.types,
@@ -218,6 +240,7 @@ impl Report {
             "results": self.rows.iter().map(|r| json!({
                 "test": r.test, "threads": r.threads, "unit": r.unit.label(),
                 "value": summary(&r.summary), "peak_rss_bytes": r.peak_rss_bytes,
+                "device_peak_bytes": r.device_peak_bytes,
                 "peers": r.peers.iter().map(|p| json!({
                     "name": p.name, "value": summary(&p.summary), "speedup": r.speedup(p),
                 })).collect::<Vec<_>>(),
@@ -251,6 +274,7 @@ mod tests {
                 parameters: 1_500_000_000,
                 types: "Q4_0".into(),
             },
+            device: "cpu (avx2, 2 threads)".into(),
             rows: vec![
                 Measurement {
                     test: "tg128".into(),
@@ -258,6 +282,7 @@ mod tests {
                     unit: Unit::TokensPerSecond,
                     summary: s(&[10.0, 12.0]),
                     peak_rss_bytes: Some(100 << 20),
+                    device_peak_bytes: None,
                     peers: vec![PeerMeasurement {
                         name: "llama.cpp".into(),
                         summary: s(&[8.0, 8.0]),
@@ -269,6 +294,7 @@ mod tests {
                     unit: Unit::Seconds,
                     summary: s(&[2.0]),
                     peak_rss_bytes: None,
+                    device_peak_bytes: None,
                     peers: vec![
                         PeerMeasurement {
                             name: "pytorch-f32".into(),

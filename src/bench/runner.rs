@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use thiserror::Error;
 
+use crate::backend::Backend;
 use crate::model::dcae::{Decoder, DecoderScratch};
 use crate::model::flow::FlowConfig;
 use crate::model::text::TextModel;
@@ -64,6 +65,8 @@ pub struct BenchOptions {
     pub trace_memory: bool,
     /// The model's path, so the `load` test times opening the file too (not for in-memory files).
     pub model_path: Option<std::path::PathBuf>,
+    /// Device memory the image tests may use (`--vram-budget`).
+    pub device_budget: Option<u64>,
 }
 
 /// The course of one generation, for plots: each step's group and seconds, and RSS over time.
@@ -82,8 +85,10 @@ pub struct BenchResults {
     pub traces: Vec<ImageTrace>,
 }
 
-/// Runs every test of `options` on `file`; `on_row` hears of each row as it is measured.
-pub fn run(
+/// Runs every test of `options` on `file` with `backend`; `on_row` hears of each row as it is
+/// measured.
+pub fn run<B: Backend>(
+    backend: &B,
     file: &ModelFile,
     options: &BenchOptions,
     on_row: &mut dyn FnMut(&Measurement),
@@ -105,14 +110,25 @@ pub fn run(
             })?;
         for &test in &options.tests {
             let start = results.rows.len();
-            pool.install(|| run_test(file, options, test, threads, &mut peer_file, &mut results))?;
+            pool.install(|| {
+                run_test(
+                    backend,
+                    file,
+                    options,
+                    test,
+                    threads,
+                    &mut peer_file,
+                    &mut results,
+                )
+            })?;
             results.rows[start..].iter().for_each(&mut *on_row);
         }
     }
     Ok(results)
 }
 
-fn run_test(
+fn run_test<B: Backend>(
+    backend: &B,
     file: &ModelFile,
     options: &BenchOptions,
     test: BenchTest,
@@ -127,19 +143,21 @@ fn run_test(
         unit,
         summary,
         peak_rss_bytes: rss,
+        device_peak_bytes: backend.device_memory().map(|m| m.peak),
         peers: Vec::new(),
     };
     match test {
         BenchTest::Prompt(n) | BenchTest::Generate(n) => {
-            let model = TextModel::load(file)?;
+            let model = TextModel::load_on(backend, file)?;
             let tokens = benchmark_tokens(n, model.config().vocab);
-            let mut bench = TextBench::new(&model, n);
-            let measure = |bench: &mut TextBench| match test {
+            let mut bench = TextBench::new(&model, n)?;
+            let measure = |bench: &mut TextBench<B>| match test {
                 BenchTest::Prompt(_) => bench.prompt_seconds(&tokens),
                 _ => bench.generate_seconds(&tokens),
             };
             measure(&mut bench)?;
             process_memory::reset_peak_rss();
+            backend.reset_peak_memory();
             let seconds = (0..reps)
                 .map(|_| measure(&mut bench))
                 .collect::<Result<Vec<_>, _>>()?;
@@ -161,14 +179,14 @@ fn run_test(
             results.rows.push(measurement);
         }
         BenchTest::Image | BenchTest::ImageDense => {
-            image_rows(file, options, test, threads, results)?;
+            image_rows(backend, file, options, test, threads, results)?;
         }
         BenchTest::Vae => {
             if !FlowConfig::present(file) {
                 return Err(unsupported(file, test, "a DC-AE decoder"));
             }
             let config = FlowConfig::from_file(file)?;
-            let decoder = Decoder::load(file)?;
+            let decoder = Decoder::load_on(backend, file)?;
             let mut latent = vec![0.0; config.latent_len()];
             crate::rng::fill_normal(0, &mut latent);
             let mut scratch = DecoderScratch::default();
@@ -180,6 +198,7 @@ fn run_test(
             };
             decode()?;
             process_memory::reset_peak_rss();
+            backend.reset_peak_memory();
             let seconds = (0..reps).map(|_| decode()).collect::<Result<Vec<_>, _>>()?;
             results.rows.push(row(
                 "vae".into(),
@@ -199,9 +218,9 @@ fn run_test(
                 };
                 let file = opened.as_ref().unwrap_or(file);
                 if FlowConfig::present(file) {
-                    Generator::load(file, options.policy)?;
+                    Generator::load_on(backend, file, options.policy)?;
                 } else {
-                    Describer::load(file).map_err(Box::new)?;
+                    Describer::load_on(backend, file).map_err(Box::new)?;
                 }
                 Ok(start.elapsed().as_secs_f64())
             };
@@ -250,7 +269,8 @@ impl Progress for StepLog {
     }
 }
 
-fn image_rows(
+fn image_rows<B: Backend>(
+    backend: &B,
     file: &ModelFile,
     options: &BenchOptions,
     test: BenchTest,
@@ -261,7 +281,7 @@ fn image_rows(
         return Err(unsupported(file, test, "a generation pathway"));
     }
     let dense = test == BenchTest::ImageDense;
-    let generator = Generator::load(file, options.policy)?;
+    let generator = Generator::load_on(backend, file, options.policy)?;
     let config = generator.replica().config();
     let (cond, uncond) = prompt_ids(
         file,
@@ -274,6 +294,7 @@ fn image_rows(
         seed,
         sampler: SamplerKind::Euler,
         dense,
+        device_budget: options.device_budget,
     };
     let steps = options.steps.unwrap_or(config.num_steps);
     // Warm-up: one step per group touches every tensor once.
@@ -305,12 +326,13 @@ fn image_rows(
         runs.push((generated, log.steps));
     }
     let name = test.to_string();
-    let row = |label: String, samples: &[f64], rss: Option<u64>| Measurement {
+    let row = |label: String, samples: &[f64], rss: Option<u64>, device: Option<u64>| Measurement {
         test: label,
         threads,
         unit: Unit::Seconds,
         summary: summary(samples),
         peak_rss_bytes: rss,
+        device_peak_bytes: device,
         peers: Vec::new(),
     };
     let phase = |generated: &Generated, phase: &str| {
@@ -327,13 +349,23 @@ fn image_rows(
             .filter_map(|p| p.peak_rss)
             .max()
     };
+    let max_device = |phase_names: &dyn Fn(&str) -> bool| {
+        runs.iter()
+            .flat_map(|(g, _)| g.phases.iter())
+            .filter(|p| phase_names(&p.name))
+            .filter_map(|p| p.device_peak)
+            .max()
+    };
     let totals: Vec<f64> = runs
         .iter()
         .map(|(g, _)| g.phases.iter().map(|p| p.seconds).sum())
         .collect();
-    results
-        .rows
-        .push(row(name.clone(), &totals, max_rss(&|_| true)));
+    results.rows.push(row(
+        name.clone(),
+        &totals,
+        max_rss(&|_| true),
+        max_device(&|_| true),
+    ));
     let prefill: Vec<f64> = runs
         .iter()
         .filter_map(|(g, _)| phase(g, "prefill").map(|p| p.0))
@@ -342,6 +374,7 @@ fn image_rows(
         format!("{name} prefill"),
         &prefill,
         max_rss(&|p| p == "prefill"),
+        max_device(&|p| p == "prefill"),
     ));
     let groups = if dense { 1 } else { config.group_count };
     for k in 0..groups {
@@ -376,11 +409,12 @@ fn image_rows(
             format!("{name} g{k} step")
         };
         let rss = max_rss(&|p| p == phase_name);
-        results.rows.push(row(label, &steady, rss));
+        let device = max_device(&|p| p == phase_name);
+        results.rows.push(row(label, &steady, rss, device));
         if !dense && !switch.is_empty() {
             results
                 .rows
-                .push(row(format!("{name} g{k} switch"), &switch, None));
+                .push(row(format!("{name} g{k} switch"), &switch, None, None));
         }
     }
     let decode: Vec<f64> = runs
@@ -391,6 +425,7 @@ fn image_rows(
         format!("{name} decode"),
         &decode,
         max_rss(&|p| p == "decode"),
+        max_device(&|p| p == "decode"),
     ));
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use crate::backend::Backend;
 use crate::model::text::{KvCache, Logits, TextModel, TextScratch};
 use crate::model::ModelError;
 use crate::rng::SplitMix64;
@@ -17,26 +18,27 @@ pub fn benchmark_tokens(n: usize, vocab: usize) -> Vec<u32> {
 }
 
 /// A text model with its cache and scratch sized for the longest test, reused by every repetition.
-pub struct TextBench<'m, 'a> {
-    model: &'m TextModel<'a>,
-    cache: KvCache,
-    scratch: TextScratch,
+pub struct TextBench<'m, 'a, B: Backend> {
+    model: &'m TextModel<'a, B>,
+    cache: KvCache<B>,
+    scratch: TextScratch<B>,
     embeddings: Vec<f32>,
     positions: Vec<[u32; 3]>,
     logits: Vec<f32>,
 }
 
-impl<'m, 'a> TextBench<'m, 'a> {
-    pub fn new(model: &'m TextModel<'a>, max_tokens: usize) -> Self {
+impl<'m, 'a, B: Backend> TextBench<'m, 'a, B> {
+    pub fn new(model: &'m TextModel<'a, B>, max_tokens: usize) -> Result<Self, ModelError> {
         let config = model.config();
-        TextBench {
+        let backend = model.backend();
+        Ok(TextBench {
             model,
-            cache: KvCache::new(config, max_tokens),
-            scratch: TextScratch::with_capacity(config, max_tokens, max_tokens),
+            cache: KvCache::try_new_on(backend, config, max_tokens)?,
+            scratch: TextScratch::with_capacity_on(backend, config, max_tokens, max_tokens)?,
             embeddings: vec![0.0; max_tokens * config.hidden],
             positions: Vec::with_capacity(max_tokens),
             logits: Vec::new(),
-        }
+        })
     }
 
     fn run(&mut self, tokens: &[u32], start: usize) -> Result<(), ModelError> {

@@ -1,12 +1,13 @@
 //! `latte bench [-m MODEL] [-t THREADS,...] [-r REPS] [--tests pp512,tg128,img,img-dense,vae,load]
-//! [-o md|csv|json] [--steps N] [--mem-budget SIZE] [--llama-cpp] [--peer-json FILE ...]
-//! [--trace FILE]`: llama-bench for a unified model. Rows go to stderr as they are measured, the
-//! report to stdout.
+//! [-o md|csv|json] [--steps N] [--mem-budget SIZE] [--device D] [--vram-budget SIZE]
+//! [--llama-cpp] [--peer-json FILE ...] [--trace FILE]`: llama-bench for a unified model. Rows go
+//! to stderr as they are measured, the report to stdout.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use latte::backend::DeviceChoice;
 use latte::bench::bench_test::BenchTest;
 use latte::bench::peers::{attach, read_peer_file};
 use latte::bench::runner::{run, BenchOptions, ImageTrace};
@@ -14,6 +15,7 @@ use latte::bench::{Build, Machine, ModelDescription, Report};
 use latte::model::ModelFile;
 use latte::residency::{parse_size, ReleasePolicy};
 
+use super::device::{on_device, Device};
 use super::generate::{DEMO_MODEL, DEMO_NAME};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -62,6 +64,12 @@ pub struct BenchArgs {
     /// Write each image test's per-step times and RSS over time (JSON) here, for plots
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Where to compute: auto, cpu, wgpu or wgpu:N (image tests prefill on the CPU either way)
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    device: DeviceChoice,
+    /// Device memory the image tests may use, e.g. 1G
+    #[arg(long = "vram-budget", alias = "max-vram", value_name = "SIZE")]
+    vram_budget: Option<String>,
 }
 
 pub fn run_bench(args: BenchArgs) -> Result<()> {
@@ -102,6 +110,13 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
             DEMO_NAME.to_string(),
         ),
     };
+    let device_budget = args
+        .vram_budget
+        .as_deref()
+        .map(|s| {
+            parse_size(s).with_context(|| format!("--vram-budget '{s}' is not a size like 1G"))
+        })
+        .transpose()?;
     let options = BenchOptions {
         tests: args.tests.clone(),
         threads,
@@ -112,8 +127,10 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
         llama_cpp: args.llama_cpp,
         trace_memory: args.trace.is_some(),
         model_path: args.model.clone(),
+        device_budget,
     };
-    let mut results = run(&file, &options, &mut |row| {
+    let device = Device::open(args.device)?;
+    let mut on_row = |row: &latte::bench::Measurement| {
         eprintln!(
             "latte bench: {} ({} threads): {:.4} {} ± {:.4}",
             row.test,
@@ -122,7 +139,8 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
             row.unit.label(),
             row.summary.std_dev
         )
-    })?;
+    };
+    let mut results = on_device!(&device, b => run(b, &file, &options, &mut on_row))?;
     for unmatched in attach(&mut results.rows, peers.into_iter().flatten().collect()) {
         eprintln!(
             "latte bench: peer {} row '{}' ({} threads) matches no measured test",
@@ -133,6 +151,7 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
         machine: Machine::detect(),
         build: Build::this(),
         model: describe_model(&file, path),
+        device: device.description(),
         rows: results.rows,
     };
     match args.output {

@@ -9,11 +9,13 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use latte::backend::{Backend, DeviceChoice};
 use latte::image::{load_rgb, DEFAULT_MAX_INPUT_PIXELS};
 use latte::model::ModelFile;
 use latte::pipeline::{DescribeRequest, Describer};
 use latte::sampling::SamplingParams;
 
+use super::device::{on_device, Device};
 use super::generate::{DEMO_MODEL, DEMO_NAME};
 
 #[derive(Args)]
@@ -49,6 +51,9 @@ pub struct DescribeArgs {
     /// Largest input image accepted, in pixels
     #[arg(long, default_value_t = DEFAULT_MAX_INPUT_PIXELS)]
     max_image_pixels: u64,
+    /// Where to compute: auto (a hardware GPU if there is one, else the CPU), cpu, wgpu or wgpu:N
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    device: DeviceChoice,
 }
 
 pub fn run(args: DescribeArgs) -> Result<()> {
@@ -63,7 +68,17 @@ pub fn run(args: DescribeArgs) -> Result<()> {
         Some(path) => ModelFile::open(path)?,
         None => ModelFile::from_bytes(DEMO_NAME, DEMO_MODEL.to_vec())?,
     };
-    let describer = Describer::load(&file)?;
+    let device = Device::open(args.device)?;
+    on_device!(&device, b => answer(b, &args, &file, started))
+}
+
+fn answer<B: Backend>(
+    backend: &B,
+    args: &DescribeArgs,
+    file: &ModelFile,
+    started: Instant,
+) -> Result<()> {
+    let describer = Describer::load_on(backend, file)?;
     let load_seconds = started.elapsed().as_secs_f64();
     let image = args
         .image

@@ -1,5 +1,6 @@
 //! `latte generate [-m MODEL] --prompt TEXT [--image PATH] [-o OUT.png] [--steps N] [--cfg S]
-//! [--seed N] [--sampler euler|heun] [--dense] [--threads N] [--mem-budget SIZE] [--dry-run]`
+//! [--seed N] [--sampler euler|heun] [--dense] [--threads N] [--mem-budget SIZE]
+//! [--device auto|cpu|wgpu[:N]] [--vram-budget SIZE] [--dry-run]`
 //!
 //! Without `-m`, the demo model embedded in the binary (assets/demo-f16.gguf). Arguments in, a PNG
 //! with the generation parameters in its text chunks out, a progress bar and a per-phase summary
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use latte::backend::{Backend, DeviceChoice};
 use latte::image::png::write_png;
 use latte::image::{load_rgb, DEFAULT_MAX_INPUT_PIXELS};
 use latte::model::ModelFile;
@@ -20,6 +22,7 @@ use latte::process_memory;
 use latte::residency::{parse_size, total, ReleasePolicy};
 use latte::tokenizer::Tokenizer;
 
+use super::device::{on_device, Device};
 use super::human_bytes;
 
 /// The demo model shipped inside the binary (tools/make_demo_gguf.sh writes it).
@@ -90,7 +93,17 @@ pub struct GenerateArgs {
     /// Memory budget, e.g. 2G: release each expert group's pages when sampling leaves it.
     #[arg(long = "mem-budget", value_name = "SIZE")]
     mem_budget: Option<String>,
-    /// Print the predicted peak working memory per phase and generate nothing.
+    /// Where to compute: auto (a hardware GPU if there is one, else the CPU), cpu, wgpu (the
+    /// best GPU adapter, software ones included) or wgpu:N (see `latte devices`). The prompt
+    /// prefill runs on the CPU; sampling and the decode on the device.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    device: DeviceChoice,
+    /// Device memory the run may use, e.g. 1G (sd.cpp's --max-vram): two expert-group slots if
+    /// they fit, else one (synchronous switches); refused before running if one group does not fit.
+    #[arg(long = "vram-budget", alias = "max-vram", value_name = "SIZE")]
+    vram_budget: Option<String>,
+    /// Print the predicted peak working memory per phase (host, and device on a GPU) and
+    /// generate nothing.
     #[arg(long)]
     dry_run: bool,
     /// No progress bar.
@@ -108,14 +121,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             .build_global()
             .context("setting up the thread pool")?;
     }
-    let budget = args
-        .mem_budget
-        .as_deref()
-        .map(|s| {
-            parse_size(s)
-                .with_context(|| format!("--mem-budget '{s}' is not a size like 512M or 2G"))
-        })
-        .transpose()?;
+    let budget = parse_budget("--mem-budget", args.mem_budget.as_deref())?;
+    let device_budget = parse_budget("--vram-budget", args.vram_budget.as_deref())?;
     if !args.dry_run {
         check_output(&args.output)?;
     }
@@ -128,128 +135,178 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         Some(path) => ModelFile::open(path)?,
         None => ModelFile::from_bytes(DEMO_NAME, DEMO_MODEL.to_vec())?,
     };
-    let file_len = file.gguf().bytes().len() as u64;
-    // Release finished groups under a budget, or when the file would not fit in free memory.
-    let policy = match (budget, process_memory::available_memory()) {
-        (Some(_), _) => ReleasePolicy::ReleaseFinished,
-        (None, Some(free)) if file_len > free => ReleasePolicy::ReleaseFinished,
-        _ => ReleasePolicy::Keep,
+    let device = Device::open(args.device)?;
+    let run = Run {
+        args: &args,
+        file: &file,
+        image: image.as_ref(),
+        budget,
+        device_budget,
+        device_name: device.description(),
     };
-    let generator = Generator::load(&file, policy)?;
-    let config = generator.replica().config();
-    let options = GenerateOptions {
-        steps: args.steps.unwrap_or(config.num_steps),
-        guidance: args.cfg.unwrap_or(config.guidance_scale),
-        seed: args.seed,
-        sampler: match args.sampler {
-            Sampler::Euler => SamplerKind::Euler,
-            Sampler::Heun => SamplerKind::Heun,
-        },
-        dense: args.dense,
-    };
-    generator.schedule(&options)?;
-    // Checks for a vision tower before any compute; the prompt's image tokens (without the one
-    // placeholder the template writes) count towards its length.
-    let image_tokens = image
-        .as_ref()
-        .map(|image| generator.image_tokens(image))
-        .transpose()?;
-    let (cond_ids, uncond_ids) = match (&args.prompt, &args.prompt_ids) {
-        (Some(prompt), _) => {
-            let tokenizer = Tokenizer::from_model_file(&file)?;
-            let cond_text = match image {
-                Some(_) => image_prompt_text(config, prompt),
-                None => config.prompt_text(prompt),
-            };
-            (
-                tokenizer.encode(&cond_text, true)?,
-                tokenizer.encode(&config.prompt_text(""), true)?,
-            )
-        }
-        (None, Some(ids)) => (ids.clone(), args.uncond_ids.clone().unwrap_or_default()),
-        (None, None) => bail!("give --prompt or --prompt-ids"),
-    };
+    on_device!(&device, b => run.on(b))
+}
 
-    if args.dry_run {
+fn parse_budget(flag: &str, size: Option<&str>) -> Result<Option<u64>> {
+    size.map(|s| {
+        parse_size(s).with_context(|| format!("{flag} '{s}' is not a size like 512M or 2G"))
+    })
+    .transpose()
+}
+
+/// One `latte generate` after its arguments are checked and the file and device opened.
+struct Run<'a> {
+    args: &'a GenerateArgs,
+    file: &'a ModelFile,
+    image: Option<&'a latte::image::RgbImage>,
+    budget: Option<u64>,
+    device_budget: Option<u64>,
+    device_name: String,
+}
+
+impl Run<'_> {
+    fn on<B: Backend>(&self, backend: &B) -> Result<()> {
+        let (args, file) = (self.args, self.file);
+        let file_len = file.gguf().bytes().len() as u64;
+        // Release finished groups under a budget, or when the file would not fit in free memory.
+        let policy = match (self.budget, process_memory::available_memory()) {
+            (Some(_), _) => ReleasePolicy::ReleaseFinished,
+            (None, Some(free)) if file_len > free => ReleasePolicy::ReleaseFinished,
+            _ => ReleasePolicy::Keep,
+        };
+        let generator = Generator::load_on(backend, file, policy)?;
+        let config = generator.replica().config();
+        let options = GenerateOptions {
+            steps: args.steps.unwrap_or(config.num_steps),
+            guidance: args.cfg.unwrap_or(config.guidance_scale),
+            seed: args.seed,
+            sampler: match args.sampler {
+                Sampler::Euler => SamplerKind::Euler,
+                Sampler::Heun => SamplerKind::Heun,
+            },
+            dense: args.dense,
+            device_budget: self.device_budget,
+        };
+        generator.schedule(&options)?;
+        // Checks for a vision tower before any compute; the prompt's image tokens (without the
+        // one placeholder the template writes) count towards its length.
+        let image_tokens = self
+            .image
+            .map(|image| generator.image_tokens(image))
+            .transpose()?;
+        let (cond_ids, uncond_ids) = match (&args.prompt, &args.prompt_ids) {
+            (Some(prompt), _) => {
+                let tokenizer = Tokenizer::from_model_file(file)?;
+                let cond_text = match self.image {
+                    Some(_) => image_prompt_text(config, prompt),
+                    None => config.prompt_text(prompt),
+                };
+                (
+                    tokenizer.encode(&cond_text, true)?,
+                    tokenizer.encode(&config.prompt_text(""), true)?,
+                )
+            }
+            (None, Some(ids)) => (ids.clone(), args.uncond_ids.clone().unwrap_or_default()),
+            (None, None) => bail!("give --prompt or --prompt-ids"),
+        };
+
         let prompt_len = cond_ids.len() + image_tokens.map_or(0, |n| n.saturating_sub(1));
-        return dry_run(&generator, &options, prompt_len, budget);
-    }
+        if args.dry_run {
+            return dry_run(
+                &generator,
+                &options,
+                prompt_len,
+                self.budget,
+                &self.device_name,
+            );
+        }
+        // A device budget too small fails here, before the prefill.
+        generator.device_plan(&options, prompt_len.max(uncond_ids.len()))?;
 
-    let bar =
-        ProgressBar::with_draw_target(Some(options.steps as u64), ProgressDrawTarget::stderr());
-    if args.quiet {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} steps {msg}").expect("a valid template"),
-    );
-    let mut progress = Bar { bar: bar.clone() };
-    let generated = generator.generate_with_image(
-        &cond_ids,
-        image.as_ref(),
-        &uncond_ids,
-        &options,
-        &mut progress,
-    )?;
-    bar.finish_and_clear();
+        let bar =
+            ProgressBar::with_draw_target(Some(options.steps as u64), ProgressDrawTarget::stderr());
+        if args.quiet {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} steps {msg}")
+                .expect("a valid template"),
+        );
+        let mut progress = Bar { bar: bar.clone() };
+        let generated = generator.generate_with_image(
+            &cond_ids,
+            self.image,
+            &uncond_ids,
+            &options,
+            &mut progress,
+        )?;
+        bar.finish_and_clear();
+        if let Some(bad) = generated.image.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "the decoded image holds a non-finite value (at index {bad}); no PNG written \
+                 (is the guidance scale {} too large?)",
+                options.guidance
+            );
+        }
 
-    let model_name = match &args.model {
-        Some(path) => path.display().to_string(),
-        None => "demo (embedded)".to_string(),
-    };
-    let sampler = match options.sampler {
-        SamplerKind::Euler => "euler",
-        SamplerKind::Heun => "heun",
-    };
-    let (steps, guidance, seed) = (
-        options.steps.to_string(),
-        options.guidance.to_string(),
-        options.seed.to_string(),
-    );
-    let prompt_text = match (&args.prompt, &args.prompt_ids) {
-        (Some(prompt), _) => prompt.clone(),
-        (None, ids) => format!("ids {:?}", ids.as_deref().unwrap_or_default()),
-    };
-    let mut text = vec![
-        ("prompt", prompt_text.as_str()),
-        ("seed", seed.as_str()),
-        ("steps", steps.as_str()),
-        ("guidance", guidance.as_str()),
-        ("sampler", sampler),
-        ("model", model_name.as_str()),
-        ("Software", "latte"),
-    ];
-    let image_name = args.image.as_ref().map(|path| {
-        path.file_name().map_or_else(
-            || path.display().to_string(),
-            |n| n.to_string_lossy().into(),
-        )
-    });
-    if let Some(name) = &image_name {
-        text.push(("image", name.as_str()));
+        let model_name = match &args.model {
+            Some(path) => path.display().to_string(),
+            None => "demo (embedded)".to_string(),
+        };
+        let sampler = match options.sampler {
+            SamplerKind::Euler => "euler",
+            SamplerKind::Heun => "heun",
+        };
+        let (steps, guidance, seed) = (
+            options.steps.to_string(),
+            options.guidance.to_string(),
+            options.seed.to_string(),
+        );
+        let prompt_text = match (&args.prompt, &args.prompt_ids) {
+            (Some(prompt), _) => prompt.clone(),
+            (None, ids) => format!("ids {:?}", ids.as_deref().unwrap_or_default()),
+        };
+        let mut text = vec![
+            ("prompt", prompt_text.as_str()),
+            ("seed", seed.as_str()),
+            ("steps", steps.as_str()),
+            ("guidance", guidance.as_str()),
+            ("sampler", sampler),
+            ("model", model_name.as_str()),
+            ("Software", "latte"),
+        ];
+        let image_name = args.image.as_ref().map(|path| {
+            path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into(),
+            )
+        });
+        if let Some(name) = &image_name {
+            text.push(("image", name.as_str()));
+        }
+        if options.dense {
+            text.push(("dense", "true"));
+        }
+        write_png(
+            &args.output,
+            &generated.image,
+            generated.height,
+            generated.width,
+            &text,
+        )?;
+        summary(&generated, options.dense, &self.device_name);
+        eprintln!(
+            "wrote {} ({}×{}, seed {}, {} steps, cfg {}, {})",
+            args.output.display(),
+            generated.width,
+            generated.height,
+            options.seed,
+            options.steps,
+            options.guidance,
+            sampler
+        );
+        Ok(())
     }
-    if options.dense {
-        text.push(("dense", "true"));
-    }
-    write_png(
-        &args.output,
-        &generated.image,
-        generated.height,
-        generated.width,
-        &text,
-    )?;
-    summary(&generated.phases, options.dense);
-    eprintln!(
-        "wrote {} ({}×{}, seed {}, {} steps, cfg {}, {})",
-        args.output.display(),
-        generated.width,
-        generated.height,
-        options.seed,
-        options.steps,
-        options.guidance,
-        sampler
-    );
-    Ok(())
 }
 
 /// Fails early (before any compute) when the output's directory is missing or not writable.
@@ -286,11 +343,12 @@ fn tempfile_probe(dir: &Path) -> PathBuf {
     dir.join(format!(".latte-write-check-{}", std::process::id()))
 }
 
-fn dry_run(
-    generator: &Generator<'_>,
+fn dry_run<B: Backend>(
+    generator: &Generator<'_, B>,
     options: &GenerateOptions,
     prompt_len: usize,
     budget: Option<u64>,
+    device: &str,
 ) -> Result<()> {
     let plan = generator.memory_plan(options, prompt_len)?;
     let parts = generator.residency().parts();
@@ -329,12 +387,35 @@ fn dry_run(
             );
         }
     }
+    if let Some(plan) = generator.device_plan(options, prompt_len)? {
+        println!(
+            "device {device}: {} expert-group slot(s) of {} ({}); predicted device memory per phase:",
+            plan.slots.slots,
+            human_bytes(plan.slots.slot_bytes),
+            if plan.slots.slots >= 2 || options.dense {
+                "the next group uploads while the current one runs"
+            } else {
+                "synchronous group switches"
+            }
+        );
+        for (phase, bytes) in &plan.phases {
+            println!("  {phase:<28} {:>12}", human_bytes(*bytes));
+        }
+        let peak = plan.phases.iter().map(|p| p.1).max().unwrap_or(0);
+        println!("device peak: {}", human_bytes(peak));
+    }
     Ok(())
 }
 
-fn summary(phases: &[PhaseReport], dense: bool) {
+fn summary(generated: &latte::pipeline::generate::Generated, dense: bool, device: &str) {
+    let phases: &[PhaseReport] = &generated.phases;
     let rss = |p: &PhaseReport| p.peak_rss.map_or("n/a".to_string(), human_bytes);
-    eprintln!("phase                      time      s/step   peak RSS");
+    let on_device = phases.iter().any(|p| p.device_peak.is_some());
+    eprintln!("device: {device}");
+    eprintln!(
+        "phase                      time      s/step   peak RSS{}",
+        if on_device { "  device peak" } else { "" }
+    );
     let mut sampling = 0.0;
     let mut steps = 0;
     for p in phases {
@@ -347,12 +428,21 @@ fn summary(phases: &[PhaseReport], dense: bool) {
             sampling += p.seconds;
             steps += p.steps;
         }
+        let device_peak = p
+            .device_peak
+            .map_or(String::new(), |b| format!(" {:>12}", human_bytes(b)));
         eprintln!(
-            "{:<24} {:>8.3}s {:>10} {:>10}",
+            "{:<24} {:>8.3}s {:>10} {:>10}{device_peak}",
             p.name,
             p.seconds,
             per_step,
             rss(p)
+        );
+    }
+    if on_device {
+        eprintln!(
+            "expert groups uploaded to the device: {}",
+            generated.group_uploads
         );
     }
     if steps > 0 {

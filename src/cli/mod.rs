@@ -5,6 +5,7 @@
 mod bench;
 mod convert;
 mod describe;
+mod device;
 mod generate;
 mod info;
 mod quantize;
@@ -30,6 +31,7 @@ enum Command {
     Bench(bench::BenchArgs),
     Convert(convert::ConvertArgs),
     Describe(describe::DescribeArgs),
+    Devices(device::DevicesArgs),
     Generate(generate::GenerateArgs),
     Info(info::InfoArgs),
     Quantize(quantize::QuantizeArgs),
@@ -42,6 +44,7 @@ pub fn run() -> ExitCode {
         Command::Bench(args) => bench::run_bench(args),
         Command::Convert(args) => convert::run(args),
         Command::Describe(args) => describe::run(args),
+        Command::Devices(args) => device::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Info(args) => info::run(args),
         Command::Quantize(args) => quantize::run(args),

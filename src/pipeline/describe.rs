@@ -18,6 +18,8 @@ use std::time::Instant;
 
 use thiserror::Error;
 
+use crate::backend::cpu::{CpuBackend, CPU};
+use crate::backend::Backend;
 use crate::image::{ImageInputError, RgbImage};
 use crate::model::text::{KvCache, Logits, TextModel, TextScratch};
 use crate::model::vision::{VisionConfig, VisionModel};
@@ -93,21 +95,30 @@ impl DescribeStats {
     }
 }
 
-/// A model ready to answer: decoder, optional vision tower, tokenizer and chat template.
-pub struct Describer<'a> {
+/// A model ready to answer: decoder, optional vision tower, tokenizer and chat template, on
+/// backend `B`.
+pub struct Describer<'a, B: Backend = CpuBackend> {
     file: &'a ModelFile,
-    text: TextModel<'a>,
-    vision: Option<VisionModel<'a>>,
+    backend: &'a B,
+    text: TextModel<'a, B>,
+    vision: Option<VisionModel<'a, B>>,
     tokenizer: Tokenizer,
     template: ChatTemplate,
     stop_ids: Vec<u32>,
 }
 
 impl<'a> Describer<'a> {
+    /// [`Describer::load_on`] the CPU.
     pub fn load(file: &'a ModelFile) -> Result<Self, DescribeError> {
-        let text = TextModel::load(file)?;
+        Self::load_on(&CPU, file)
+    }
+}
+
+impl<'a, B: Backend> Describer<'a, B> {
+    pub fn load_on(backend: &'a B, file: &'a ModelFile) -> Result<Self, DescribeError> {
+        let text = TextModel::load_on(backend, file)?;
         let vision = if VisionConfig::present(file) {
-            Some(VisionModel::load(file)?)
+            Some(VisionModel::load_on(backend, file)?)
         } else {
             None
         };
@@ -120,6 +131,7 @@ impl<'a> Describer<'a> {
         stop_ids.dedup();
         Ok(Describer {
             file,
+            backend,
             text,
             vision,
             tokenizer,
@@ -128,11 +140,11 @@ impl<'a> Describer<'a> {
         })
     }
 
-    pub fn text_model(&self) -> &TextModel<'a> {
+    pub fn text_model(&self) -> &TextModel<'a, B> {
         &self.text
     }
 
-    pub fn vision_model(&self) -> Option<&VisionModel<'a>> {
+    pub fn vision_model(&self) -> Option<&VisionModel<'a, B>> {
         self.vision.as_ref()
     }
 
@@ -215,8 +227,8 @@ impl<'a> Describer<'a> {
             embed_prompt(&self.text, &ids, image.as_ref(), &mut embeddings)?;
         // Room for the whole answer, within the context; nothing grows while decoding.
         let capacity = ids.len().saturating_add(request.max_tokens).min(context);
-        let mut cache = KvCache::try_new(config, capacity)?;
-        let mut scratch = TextScratch::with_capacity(config, ids.len(), capacity);
+        let mut cache = KvCache::try_new_on(self.backend, config, capacity)?;
+        let mut scratch = TextScratch::with_capacity_on(self.backend, config, ids.len(), capacity)?;
         let mut logits = Vec::with_capacity(config.vocab);
         self.text.forward(
             &embeddings,

@@ -4,14 +4,21 @@
 //! sampling (layerwise: one expert group at a time, with the residency advice of `residency`),
 //! decode (DC-AE, clamp). Each phase is timed and its peak RSS read, for the summary.
 //!
+//! The VLM prefill runs on the CPU (the frozen VLM is read once per prompt from the mapped file);
+//! the replica and the decoder run on the generator's backend. On a GPU backend the expert groups
+//! move through device slots (`device_groups`), the prompt K/V are uploaded once, and the decoder
+//! is uploaded only after the groups are released, so device memory holds one phase at a time.
+//!
 //! This module owns the order of phases and their bookkeeping; it must not parse arguments, print
 //! or write files (the CLI does), nor tokenize (the caller passes ids).
 
 use std::time::Instant;
 
+use crate::backend::cpu::{CpuBackend, CPU};
+use crate::backend::Backend;
 use crate::image::{merged_tokens, RgbImage};
 use crate::model::dcae::{Decoder, DecoderScratch};
-use crate::model::flow::{PromptKv, Replica};
+use crate::model::flow::{FlowConfig, PromptKv, Replica};
 use crate::model::text::{TextModel, TextScratch};
 use crate::model::vision::{VisionConfig, VisionModel};
 use crate::model::{ModelError, ModelFile};
@@ -19,6 +26,7 @@ use crate::process_memory;
 use crate::residency::{memory_plan, BufferSizes, PhaseMemory, ReleasePolicy, Residency};
 use crate::schedule::{ScheduleError, TimestepSchedule};
 
+use super::device_groups::{plan_slots, BudgetError, DeviceGroups, SlotPlan};
 use super::image_prompt::{expand_image_pad, ImagePromptError, PromptImage};
 use super::prompt_context::prefill;
 use super::sampler::{sample, SamplerKind, SamplingObserver, SamplingOptions, StepInfo};
@@ -46,6 +54,10 @@ pub enum GenerateError {
         #[source]
         source: crate::model::expert_groups::GroupLayoutError,
     },
+    #[error("{0}")]
+    Budget(BudgetError),
+    #[error(transparent)]
+    Backend(#[from] crate::backend::BackendError),
 }
 
 impl From<ImagePromptError> for GenerateError {
@@ -62,6 +74,8 @@ pub struct GenerateOptions {
     pub seed: u64,
     pub sampler: SamplerKind,
     pub dense: bool,
+    /// Device memory the run may use (`--vram-budget`); `None`: as much as it needs.
+    pub device_budget: Option<u64>,
 }
 
 /// One timed phase of a run.
@@ -74,6 +88,8 @@ pub struct PhaseReport {
     pub steps: usize,
     /// Peak resident memory during the phase, where the OS tells.
     pub peak_rss: Option<u64>,
+    /// Peak device memory the backend allocated during the phase (GPU backends).
+    pub device_peak: Option<u64>,
 }
 
 /// The result of [`Generator::generate`].
@@ -85,6 +101,8 @@ pub struct Generated {
     /// The final latent `[C, S, S]` (before the decoder's scaling).
     pub latent: Vec<f32>,
     pub phases: Vec<PhaseReport>,
+    /// Expert groups copied to the device (0 on the CPU).
+    pub group_uploads: usize,
 }
 
 /// Hears about progress (the CLI's progress bar).
@@ -98,25 +116,59 @@ pub trait Progress {
 pub struct Quiet;
 impl Progress for Quiet {}
 
+/// Device memory per phase, predicted before anything runs (GPU backends; `--dry-run`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DevicePlan {
+    pub slots: SlotPlan,
+    /// Resident while sampling: shared replica tensors, prompt K/V, working buffers.
+    pub sampling_fixed: u64,
+    /// Per phase: (name, bytes).
+    pub phases: Vec<(String, u64)>,
+}
+
 /// Every model a generation needs, loaded from one file.
-pub struct Generator<'f> {
+pub struct Generator<'f, B: Backend = CpuBackend> {
     file: &'f ModelFile,
+    backend: &'f B,
     text: TextModel<'f>,
-    replica: Replica<'f>,
+    /// The replica on the CPU, for binding prompt K/V during the prefill (`ctx_kv = replica`
+    /// projects the VLM's normed inputs with its layers' k/v).
+    context_replica: Replica<'f>,
+    replica: Replica<'f, B>,
     residency: Residency<'f>,
+    /// Device bytes of the shared replica tensors (measured after loading them).
+    shared_device_bytes: u64,
 }
 
 impl<'f> Generator<'f> {
-    /// Loads the text decoder and the replica (the DC-AE decoder is loaded for the decode phase
-    /// only: its f32 copies of f16 weights would otherwise sit in memory while sampling); then
-    /// releases the pages loading touched in the expert groups, so sampling starts with none.
+    /// [`Generator::load_on`] the CPU.
     pub fn load(file: &'f ModelFile, policy: ReleasePolicy) -> Result<Self, GenerateError> {
+        Self::load_on(&CPU, file, policy)
+    }
+}
+
+impl<'f, B: Backend> Generator<'f, B> {
+    /// Loads the text decoder and the replica on the CPU, and the replica on `backend` (the DC-AE
+    /// decoder is loaded for the decode phase only: on the CPU its f32 copies of f16 weights, on
+    /// a GPU its device buffers, would otherwise sit in memory while sampling); then releases the
+    /// pages loading touched in the expert groups, so sampling starts with none.
+    pub fn load_on(
+        backend: &'f B,
+        file: &'f ModelFile,
+        policy: ReleasePolicy,
+    ) -> Result<Self, GenerateError> {
         if !crate::model::flow::FlowConfig::present(file) {
             return Err(GenerateError::NoGeneration(file.name().into()));
         }
-        let replica = Replica::load(file)?;
+        let context_replica = Replica::load(file)?;
+        let before = backend.device_memory().map_or(0, |m| m.allocated);
+        let replica = Replica::load_on(backend, file)?;
+        let shared_device_bytes = backend
+            .device_memory()
+            .map_or(0, |m| m.allocated.saturating_sub(before));
         let text = TextModel::load(file)?;
-        // Fail now, not after sampling, when the decoder is missing or malformed.
+        // Fail now, not after sampling, when the decoder is missing or malformed (on the CPU:
+        // views and small copies, not the device).
         drop(Decoder::load(file)?);
         let residency = Residency::new(file, policy).map_err(|source| GenerateError::Layout {
             file: file.name().into(),
@@ -126,9 +178,12 @@ impl<'f> Generator<'f> {
         residency.release_decoder();
         Ok(Generator {
             file,
+            backend,
             text,
+            context_replica,
             replica,
             residency,
+            shared_device_bytes,
         })
     }
 
@@ -136,8 +191,17 @@ impl<'f> Generator<'f> {
         self.file
     }
 
-    pub fn replica(&self) -> &Replica<'f> {
+    pub fn backend(&self) -> &'f B {
+        self.backend
+    }
+
+    pub fn replica(&self) -> &Replica<'f, B> {
         &self.replica
+    }
+
+    /// The replica on the CPU (what prompt K/V are bound with).
+    pub fn context_replica(&self) -> &Replica<'f> {
+        &self.context_replica
     }
 
     pub fn text(&self) -> &TextModel<'f> {
@@ -185,12 +249,8 @@ impl<'f> Generator<'f> {
         )?)
     }
 
-    /// Predicted peak working memory per phase for prompts of up to `prompt_len` tokens.
-    pub fn memory_plan(
-        &self,
-        options: &GenerateOptions,
-        prompt_len: usize,
-    ) -> Result<Vec<PhaseMemory>, GenerateError> {
+    /// The groups sampling visits, in order.
+    fn groups_in_order(&self, options: &GenerateOptions) -> Result<Vec<usize>, GenerateError> {
         let schedule = self.schedule(options)?;
         let mut groups: Vec<usize> = Vec::new();
         for i in 0..schedule.steps() {
@@ -201,9 +261,136 @@ impl<'f> Generator<'f> {
                 }
             }
         }
+        Ok(groups)
+    }
+
+    /// Bytes of the sampling phase's buffers for prompts of up to `prompt_len` tokens: both
+    /// prompts' K/V for every layer, one layer's buffers, the TCRA blocks and the latent-sized
+    /// vectors (the same on the host and on a device).
+    fn sampling_buffer_bytes(&self, options: &GenerateOptions, prompt_len: usize) -> u64 {
         let c = self.replica.config();
+        let (n, p) = (c.image_tokens() as u64, prompt_len as u64);
+        let kv = (c.kv_heads * c.head_dim) as u64;
+        let passes = if options.guidance == 1.0 { 1 } else { 2 };
+        4 * (passes * 2 * p * kv * c.layer_count as u64
+            + n * (4 * c.hidden + 3 * c.heads * c.head_dim + 2 * c.ffn_hidden) as u64
+            + 2 * (p + n) * kv
+            + 3 * (c.heads as u64) * n * n
+            + 8 * c.latent_len() as u64)
+    }
+
+    /// A GPU backend's own working memory while sampling: the attention scores of one pass and the
+    /// rounded activations of the widest product.
+    fn sampling_backend_bytes(c: &FlowConfig, prompt_len: usize) -> u64 {
+        let n = c.image_tokens() as u64;
+        let scores = (c.heads as u64) * n * (n + prompt_len as u64);
+        let widest = n * (c.ffn_hidden.max(c.hidden).max(c.heads * c.head_dim)) as u64;
+        4 * (scores + widest)
+    }
+
+    /// The device slots sampling will use under `options` (0 on the CPU), or why they do not fit
+    /// the budget.
+    pub fn slot_plan(
+        &self,
+        options: &GenerateOptions,
+        prompt_len: usize,
+    ) -> Result<(SlotPlan, u64), GenerateError> {
+        let c = self.replica.config();
+        let slot_bytes = (0..c.group_count)
+            .map(|k| self.backend.group_bytes(&self.replica.group_weights(k)))
+            .max()
+            .unwrap_or(0);
+        if slot_bytes == 0 {
+            return Ok((
+                SlotPlan {
+                    slots: 0,
+                    slot_bytes: 0,
+                },
+                0,
+            ));
+        }
+        let fixed = self.shared_device_bytes
+            + self.sampling_buffer_bytes(options, prompt_len)
+            + Self::sampling_backend_bytes(c, prompt_len);
+        let plan = plan_slots(
+            c.group_count,
+            slot_bytes,
+            fixed,
+            options.device_budget,
+            options.dense,
+        )
+        .map_err(GenerateError::Budget)?;
+        Ok((plan, fixed))
+    }
+
+    /// Device bytes of the decode phase: the decoder's weights (as stored, vectors as f32) and its
+    /// working memory.
+    fn decode_device_bytes(&self) -> Result<u64, GenerateError> {
+        let c = self.replica.config();
+        let weights: u64 = self
+            .file
+            .gguf()
+            .tensor_infos()
+            .iter()
+            .filter(|t| t.name.starts_with("dcae."))
+            .map(|t| {
+                if t.dims.len() == 1 {
+                    4 * t.dims[0]
+                } else {
+                    t.n_bytes.div_ceil(256) * 256
+                }
+            })
+            .sum();
+        let decoder = Decoder::load(self.file)?;
+        // Host copies (the latent and the returned image) are not on the device; the working
+        // buffers are the same on both.
+        Ok(weights + decoder.predicted_working_bytes(c.latent_size, c.latent_size)?)
+    }
+
+    /// The device-memory plan of a run (`None` on the CPU), checked against the budget.
+    pub fn device_plan(
+        &self,
+        options: &GenerateOptions,
+        prompt_len: usize,
+    ) -> Result<Option<DevicePlan>, GenerateError> {
+        self.backend.device_memory().map_or(Ok(None), |_| {
+            let (slots, fixed) = self.slot_plan(options, prompt_len)?;
+            let sampling = fixed + slots.slots as u64 * slots.slot_bytes;
+            let decode = self.decode_device_bytes()?;
+            if let Some(budget) = options.device_budget {
+                if decode > budget {
+                    return Err(GenerateError::Budget(BudgetError {
+                        what: "the DC-AE decode".into(),
+                        needed: decode,
+                        available: budget,
+                    }));
+                }
+            }
+            let mut phases = vec![("prefill (CPU)".to_string(), self.shared_device_bytes)];
+            if options.dense {
+                phases.push(("sampling (dense, all groups)".into(), sampling));
+            } else {
+                for k in self.groups_in_order(options)? {
+                    phases.push((format!("group {k}"), sampling));
+                }
+            }
+            phases.push(("decode".into(), decode));
+            Ok(Some(DevicePlan {
+                slots,
+                sampling_fixed: fixed,
+                phases,
+            }))
+        })
+    }
+
+    /// Predicted peak working memory per phase for prompts of up to `prompt_len` tokens.
+    pub fn memory_plan(
+        &self,
+        options: &GenerateOptions,
+        prompt_len: usize,
+    ) -> Result<Vec<PhaseMemory>, GenerateError> {
+        let groups = self.groups_in_order(options)?;
         let tc = self.text.config();
-        let n = c.image_tokens();
         let f = 4u64;
         // Prefill: embeddings, normed rows, q, attention, projections, FFN and the KV cache, for
         // the prompt; the scores are one row per head.
@@ -214,29 +401,30 @@ impl<'f> Generator<'f> {
                 + 2 * p * (tc.layers * tc.kv_dim()) as u64
                 + (tc.heads as u64) * p)
             + p * 4096;
-        // Sampling: the two prompts' K/V for every layer, one layer's buffers, the TCRA blocks and
-        // the latent-sized vectors of the sampler.
-        let kv = (c.kv_heads * c.head_dim) as u64;
-        let passes = if options.guidance == 1.0 { 1 } else { 2 };
-        let sampling = f
-            * (passes * 2 * p * kv * c.layer_count as u64
-                + (n as u64) * (4 * c.hidden + 3 * c.heads * c.head_dim + 2 * c.ffn_hidden) as u64
-                + 2 * (p + n as u64) * kv
-                + 3 * (c.heads * n * n) as u64
-                + 8 * c.latent_len() as u64);
-        // The decoder computes on f32 weights: tensors stored in another type are dequantized
-        // into memory for the decode phase.
-        let dequantized: u64 = self
-            .file
-            .gguf()
-            .tensor_infos()
-            .iter()
-            .filter(|t| t.name.starts_with("dcae.") && t.ty != crate::dtype::TensorType::F32)
-            .map(|t| 4 * t.dims.iter().product::<u64>())
-            .sum();
-        let decode = Decoder::load(self.file)?
-            .predicted_working_bytes(c.latent_size, c.latent_size)?
-            + dequantized;
+        let on_device = self.backend.device_memory().is_some();
+        // On a device, the sampler's buffers are there; the host keeps its latent-sized vectors.
+        let sampling = if on_device {
+            f * 8 * self.replica.config().latent_len() as u64
+        } else {
+            self.sampling_buffer_bytes(options, prompt_len)
+        };
+        // The CPU decoder computes on f32 weights: tensors stored in another type are dequantized
+        // into memory for the decode phase. On a device only the latent and the image are here.
+        let c = self.replica.config();
+        let decode = if on_device {
+            f * (c.latent_len() as u64 + 3 * 16 * c.latent_len() as u64)
+        } else {
+            let dequantized: u64 = self
+                .file
+                .gguf()
+                .tensor_infos()
+                .iter()
+                .filter(|t| t.name.starts_with("dcae.") && t.ty != crate::dtype::TensorType::F32)
+                .map(|t| 4 * t.dims.iter().product::<u64>())
+                .sum();
+            Decoder::load(self.file)?.predicted_working_bytes(c.latent_size, c.latent_size)?
+                + dequantized
+        };
         Ok(memory_plan(
             self.residency.parts(),
             self.residency.policy(),
@@ -277,18 +465,24 @@ impl<'f> Generator<'f> {
         let c = self.replica.config();
         let mut phases = Vec::new();
 
-        // Prefill.
+        // Prefill, on the CPU.
         progress.phase("prefill");
-        let mut clock = PhaseClock::start();
+        let mut clock = PhaseClock::start(self.backend);
         let image = image.map(|image| self.encode_image(image)).transpose()?;
         let cond_ids = match &image {
             Some(image) => expand_image_pad(cond_ids, image.token_id, image.tokens())?,
             None => cond_ids.to_vec(),
         };
+        // The device plan is checked before any sampling work (a budget too small fails here).
+        let prompt_len = cond_ids.len().max(uncond_ids.len());
+        let (slots, _) = self.slot_plan(options, prompt_len)?;
+        if let Some(plan) = self.device_plan(options, prompt_len)? {
+            debug_assert_eq!(plan.slots, slots);
+        }
         let mut scratch = TextScratch::new();
         let cond = prefill(
             &self.text,
-            &self.replica,
+            &self.context_replica,
             &cond_ids,
             image.as_ref(),
             &mut scratch,
@@ -297,7 +491,7 @@ impl<'f> Generator<'f> {
         let uncond: Option<PromptKv> = if options.guidance != 1.0 {
             Some(prefill(
                 &self.text,
-                &self.replica,
+                &self.context_replica,
                 uncond_ids,
                 None,
                 &mut scratch,
@@ -306,11 +500,16 @@ impl<'f> Generator<'f> {
             None
         };
         drop(scratch);
+        CpuBackend::release_scratch();
         phases.push(clock.finish("prefill", 0));
         self.residency.release_vlm();
 
         // Sampling.
         progress.phase("sampling");
+        let cond = cond.to_backend(self.backend, c)?;
+        let uncond = uncond.map(|u| u.to_backend(self.backend, c)).transpose()?;
+        self.backend
+            .reserve_group_slots(slots.slots, slots.slot_bytes)?;
         self.residency.prefetch_shared();
         if options.dense {
             (0..c.group_count).for_each(|k| self.residency.prefetch_group(k));
@@ -319,42 +518,62 @@ impl<'f> Generator<'f> {
         }
         let mut noise = vec![0.0; c.latent_len()];
         crate::rng::fill_normal(options.seed, &mut noise);
-        let mut observer = SamplingPhases {
-            residency: &self.residency,
-            progress,
-            dense: options.dense,
-            phases: Vec::new(),
-            current: None,
-            clock: PhaseClock::start(),
-            step_started: Instant::now(),
-        };
-        let latent = sample(
-            &self.replica,
-            &schedule,
-            &noise,
-            &cond,
-            uncond.as_ref(),
-            &SamplingOptions {
-                sampler: options.sampler,
-                guidance: options.guidance,
+        let (latent, sampling_phases, group_uploads, progress) = std::thread::scope(|scope| {
+            let mut devices = DeviceGroups::new(scope, &self.replica, slots);
+            let mut observer = SamplingPhases {
+                residency: &self.residency,
+                devices: &mut devices,
+                backend: self.backend,
+                progress,
                 dense: options.dense,
-            },
-            &mut observer,
-        )?;
-        observer.close();
-        phases.extend(observer.phases);
+                phases: Vec::new(),
+                current: None,
+                clock: PhaseClock::start(self.backend),
+                step_started: Instant::now(),
+                step: None,
+                failure: None,
+            };
+            if options.dense {
+                observer.devices.ensure_all()?;
+            }
+            let latent = sample(
+                &self.replica,
+                &schedule,
+                &noise,
+                &cond,
+                uncond.as_ref(),
+                &SamplingOptions {
+                    sampler: options.sampler,
+                    guidance: options.guidance,
+                    dense: options.dense,
+                },
+                &mut observer,
+            );
+            if let Some(e) = observer.failure.take() {
+                return Err(GenerateError::Backend(e));
+            }
+            let latent = latent?;
+            self.backend.synchronize()?;
+            observer.close();
+            let (phases, progress) = (std::mem::take(&mut observer.phases), observer.progress);
+            devices.close()?;
+            Ok::<_, GenerateError>((latent, phases, devices.uploads, progress))
+        })?;
+        phases.extend(sampling_phases);
         drop((cond, uncond));
 
-        // Decode.
+        // Decode: the groups leave the device before the decoder arrives.
+        self.backend.release_group_slots();
         self.residency.release_generation();
-        let progress = observer.progress;
         progress.phase("decode");
-        let mut clock = PhaseClock::start();
-        let decoder = Decoder::load(self.file)?;
+        let mut clock = PhaseClock::start(self.backend);
+        let decoder = Decoder::load_on(self.backend, self.file)?;
         let mut scratch = DecoderScratch::default();
         let image =
             decoder.decode_flow_latent(&latent, c.latent_size, c.latent_size, &mut scratch)?;
         let [height, width] = decoder.output_hw(c.latent_size, c.latent_size)?;
+        drop((decoder, scratch));
+        CpuBackend::release_scratch();
         phases.push(clock.finish("decode", 0));
         Ok(Generated {
             image,
@@ -362,19 +581,23 @@ impl<'f> Generator<'f> {
             width,
             latent,
             phases,
+            group_uploads,
         })
     }
 }
 
-/// Wall time and peak RSS of one phase.
-struct PhaseClock {
+/// Wall time, peak RSS and peak device memory of one phase.
+struct PhaseClock<'b, B: Backend> {
+    backend: &'b B,
     started: Instant,
 }
 
-impl PhaseClock {
-    fn start() -> Self {
+impl<'b, B: Backend> PhaseClock<'b, B> {
+    fn start(backend: &'b B) -> Self {
         process_memory::reset_peak_rss();
+        backend.reset_peak_memory();
         PhaseClock {
+            backend,
             started: Instant::now(),
         }
     }
@@ -385,31 +608,46 @@ impl PhaseClock {
             seconds: self.started.elapsed().as_secs_f64(),
             steps,
             peak_rss: process_memory::peak_rss(),
+            device_peak: self.backend.device_memory().map(|m| m.peak),
         }
     }
 }
 
-/// The sampler's observer: one phase per expert group, residency advice at group changes.
-struct SamplingPhases<'r, 'f, 'p> {
+/// The sampler's observer: one phase per expert group, page advice and device residency at group
+/// changes.
+struct SamplingPhases<'r, 's, 'env, 'f, 'p, B: Backend> {
     residency: &'r Residency<'f>,
+    devices: &'r mut DeviceGroups<'s, 'env, 'f, B>,
+    backend: &'f B,
     progress: &'p mut dyn Progress,
     dense: bool,
     phases: Vec<PhaseReport>,
     /// (phase name, steps so far) of the open phase.
     current: Option<(String, usize)>,
-    clock: PhaseClock,
+    clock: PhaseClock<'f, B>,
     step_started: Instant,
+    /// The step being sampled.
+    step: Option<StepInfo>,
+    /// A device failure during a step (the observer cannot return errors; sampling stops at the
+    /// next evaluation, which finds the group missing, and this is the cause reported).
+    failure: Option<crate::backend::BackendError>,
 }
 
-impl SamplingPhases<'_, '_, '_> {
+impl<B: Backend> SamplingPhases<'_, '_, '_, '_, '_, B> {
     fn close(&mut self) {
         if let Some((name, steps)) = self.current.take() {
             self.phases.push(self.clock.finish(&name, steps));
         }
     }
+
+    fn record(&mut self, result: Result<(), crate::backend::BackendError>) {
+        if let Err(e) = result {
+            self.failure.get_or_insert(e);
+        }
+    }
 }
 
-impl SamplingObserver for SamplingPhases<'_, '_, '_> {
+impl<B: Backend> SamplingObserver for SamplingPhases<'_, '_, '_, '_, '_, B> {
     fn step_begin(&mut self, step: &StepInfo) {
         let name = if self.dense {
             "sampling (dense)".to_string()
@@ -418,32 +656,59 @@ impl SamplingObserver for SamplingPhases<'_, '_, '_> {
         };
         if self.current.as_ref().map(|(n, _)| n) != Some(&name) {
             self.close();
-            self.clock = PhaseClock::start();
+            self.clock = PhaseClock::start(self.backend);
             self.current = Some((name, 0));
         }
-        // The current group's last step: read the next group ahead.
         if !self.dense {
+            // The group of this step's first evaluation must be on the device (Heun's corrector
+            // is made resident after the first evaluation, in `evaluation`).
+            let ensure = self.devices.ensure(step.group);
+            self.record(ensure);
             let next = step.next_group.or(step.corrector_group);
             if let Some(next) = next.filter(|&n| n != step.group) {
+                // The current group's last step: read the next group ahead.
                 self.residency.prefetch_group(next);
             }
+            // Stage the group after this one on a host thread while this one computes.
+            self.devices.prefetch(step.group + 1);
         }
+        self.step = Some(*step);
         self.step_started = Instant::now();
+    }
+
+    fn evaluation(&mut self, evaluation: &crate::pipeline::sampler::Evaluation<'_>) {
+        let Some(step) = self.step else { return };
+        if self.dense || evaluation.group != step.group {
+            return;
+        }
+        if let Some(corrector) = step.corrector_group.filter(|&c| c != step.group) {
+            let ensure = self.devices.ensure(corrector);
+            self.record(ensure);
+        }
     }
 
     fn step_end(&mut self, step: &StepInfo) {
         if let Some((_, steps)) = self.current.as_mut() {
             *steps += 1;
         }
+        // Step times are the device's: wait for the step's work.
+        let synced = self.backend.synchronize();
+        self.record(synced);
         self.progress
             .step(step, self.step_started.elapsed().as_secs_f64());
         if !self.dense && step.next_group != Some(step.group) {
             // Sampling has left this group for good (times only increase).
             self.residency.finish_group(step.group);
+            self.devices.finish(step.group);
             if let Some(corrector) = step.corrector_group.filter(|&g| g != step.group) {
                 if step.next_group != Some(corrector) {
                     self.residency.finish_group(corrector);
+                    self.devices.finish(corrector);
                 }
+            }
+            if let Some(next) = step.next_group {
+                let ensure = self.devices.ensure(next);
+                self.record(ensure);
             }
         }
     }

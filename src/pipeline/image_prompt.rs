@@ -8,6 +8,7 @@
 
 use thiserror::Error;
 
+use crate::backend::Backend;
 use crate::image::{preprocess, ImageInputError, RgbImage};
 use crate::model::positions::{rope_positions, MergedGrid};
 use crate::model::text::TextModel;
@@ -36,7 +37,10 @@ pub struct PromptImage {
 
 impl PromptImage {
     /// Preprocesses `image` (Qwen2-VL's processor) and runs the vision tower.
-    pub fn encode(tower: &VisionModel<'_>, image: &RgbImage) -> Result<Self, ImagePromptError> {
+    pub fn encode<B: Backend>(
+        tower: &VisionModel<'_, B>,
+        image: &RgbImage,
+    ) -> Result<Self, ImagePromptError> {
         let pixels = preprocess(image, &tower.config().preprocess)?;
         let output = tower.encode(&pixels)?;
         Ok(PromptImage {
@@ -74,8 +78,8 @@ pub fn expand_image_pad(
 /// The prompt's input rows and positions: `ids`' token embeddings into `embeddings`
 /// (`[ids.len(), D]`), with `image`'s rows in place of its pad run; returns each token's `(t, h, w)`
 /// position and the next free position. Without an image every token is text (t = h = w = index).
-pub fn embed_prompt(
-    text: &TextModel<'_>,
+pub fn embed_prompt<B: Backend>(
+    text: &TextModel<'_, B>,
     ids: &[u32],
     image: Option<&PromptImage>,
     embeddings: &mut [f32],

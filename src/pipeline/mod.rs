@@ -7,6 +7,7 @@
 //! Pipelines sequence models and own their buffers; they must not parse files or print.
 
 pub mod describe;
+pub mod device_groups;
 pub mod generate;
 pub mod image_prompt;
 pub mod prompt_context;

@@ -1,6 +1,9 @@
 //! Shared helpers of the kernel tests: a tiny deterministic RNG and weight / activation makers.
 #![allow(dead_code)]
 
+#[cfg(feature = "wgpu")]
+pub mod gpu;
+
 use latte::dtype::TensorType;
 
 /// xorshift64*: deterministic, dependency-free test data.

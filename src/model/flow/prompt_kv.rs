@@ -42,6 +42,22 @@ impl PromptKv<CpuBackend> {
             values,
         )
     }
+
+    /// The same prompt K/V on `backend` (the CPU's vectors move, a GPU's are uploaded).
+    pub fn to_backend<B: Backend>(
+        self,
+        backend: &B,
+        config: &FlowConfig,
+    ) -> Result<PromptKv<B>, ModelError> {
+        PromptKv::upload(
+            backend,
+            config,
+            self.len,
+            self.image_start,
+            self.keys,
+            self.values,
+        )
+    }
 }
 
 impl<B: Backend> PromptKv<B> {
