@@ -150,6 +150,14 @@ impl<'f> Residency<'f> {
         }
     }
 
+    /// A device holds `group` now (it was copied there): its file pages are not needed on the
+    /// host, whatever the policy.
+    pub fn release_uploaded_group(&self, group: usize) {
+        if let Some(ranges) = self.parts.groups.get(group) {
+            self.advise(ranges, PageAdvice::DontNeed);
+        }
+    }
+
     /// Before sampling: drop every group's pages that loading touched (norms and biases are
     /// copied), so sampling starts with none resident.
     pub fn release_all_groups(&self) {
@@ -242,6 +250,22 @@ pub fn memory_plan(
         buffers: buffers.decode,
     });
     plan
+}
+
+/// Bytes in binary units, as llama.cpp prints sizes.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.2} {}", UNITS[unit])
+    }
 }
 
 /// Parses sizes like `2G`, `512M`, `1.5GiB`, `300000` (bytes); K/M/G/T are powers of 1024.

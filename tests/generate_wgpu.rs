@@ -94,6 +94,49 @@ fn demo_images_match_the_cpu_within_two_levels() {
 }
 
 #[test]
+fn measured_device_memory_stays_within_the_plan() {
+    let Some(gpu) = gpu() else { return };
+    let _one = ONE_RUN.lock().unwrap_or_else(|e| e.into_inner());
+    let file = demo();
+    let generator = Generator::load_on(gpu, &file, ReleasePolicy::Keep).unwrap();
+    let config = generator.replica().config();
+    let tokenizer = Tokenizer::from_model_file(&file).unwrap();
+    let cond = tokenizer
+        .encode(&config.prompt_text("a red circle"), true)
+        .unwrap();
+    let uncond = tokenizer.encode(&config.prompt_text(""), true).unwrap();
+    let options = GenerateOptions {
+        steps: 8,
+        guidance: config.guidance_scale,
+        seed: 1,
+        sampler: SamplerKind::Euler,
+        dense: false,
+        device_budget: None,
+    };
+    let plan = generator
+        .device_plan(&options, cond.len())
+        .unwrap()
+        .unwrap();
+    let out = generator
+        .generate(&cond, &uncond, &options, &mut Quiet)
+        .unwrap();
+    assert_eq!(plan.phases.len(), out.phases.len());
+    for (predicted, measured) in plan.phases.iter().zip(&out.phases) {
+        let peak = measured.device_peak.unwrap();
+        println!("{}: predicted {} measured {peak}", measured.name, predicted.1);
+        assert!(
+            peak <= predicted.1,
+            "{}: measured {peak} bytes > predicted {}",
+            measured.name,
+            predicted.1
+        );
+    }
+    // The groups leave the device before the decoder comes.
+    let sampling = out.phases[1].device_peak.unwrap();
+    assert!(out.phases.last().unwrap().device_peak.unwrap() < sampling);
+}
+
+#[test]
 fn one_slot_switches_synchronously_and_gives_the_same_image() {
     let Some(gpu) = gpu() else { return };
     let _one = ONE_RUN.lock().unwrap_or_else(|e| e.into_inner());

@@ -4,7 +4,10 @@
 #   1. clippy and the tests with the ggml peer (ggml's own C code as the oracle, feature `ggml-peer`);
 #   2. the whole test suite for aarch64 (NEON kernels) under qemu;
 #   3. gguf-py reading the files latte writes;
-#   4. the fuzz target compiles (running it needs cargo-fuzz; see fuzz/README.md).
+#   4. the fuzz target compiles (running it needs cargo-fuzz; see fuzz/README.md);
+#   5. the library and binary type-check for macOS on Apple silicon (the Metal path of wgpu;
+#      Metal itself cannot run here, tests/wgsl_kernels.rs translates every kernel to MSL);
+#   6. the build without the GPU backend (`--no-default-features`) passes its tests.
 # Run from the repository root: `bash tools/extra-checks.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +22,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
-rustup target add aarch64-unknown-linux-gnu
+rustup target add aarch64-unknown-linux-gnu aarch64-apple-darwin
 python3 -m pip install -q -r tools/requirements-ci.txt
 
 echo "== ggml peer: clippy and tests against ggml's C code"
@@ -27,9 +30,17 @@ cargo clippy --all-targets --features ggml-peer -- -D warnings
 cargo test --features ggml-peer
 
 echo "== aarch64 (NEON) under qemu"
+# No Vulkan driver for the emulated target: the GPU tests skip there.
+env -u LATTE_REQUIRE_GPU \
 CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
 CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
   cargo test --target aarch64-unknown-linux-gnu
+
+echo "== macOS (aarch64-apple-darwin) type-check, wgpu's Metal backend included"
+cargo check --target aarch64-apple-darwin --lib --bins
+
+echo "== without the GPU backend"
+cargo test --no-default-features --lib --bins
 
 echo "== gguf-py reads what latte writes"
 python3 tools/gguf_py_check.py

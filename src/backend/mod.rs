@@ -125,6 +125,16 @@ pub trait Backend: Sync {
     /// Starts a new peak for [`Backend::device_memory`].
     fn reset_peak_memory(&self) {}
 
+    /// Frees the backend's own working memory (it grows again with the next ops), between phases
+    /// whose shapes differ.
+    fn release_scratch(&self) {}
+
+    /// Device bytes the backend keeps for itself while it is open: its parameter arena, and the
+    /// read-back staging for reads of up to `largest_read` bytes (0 where memory is the host's).
+    fn overhead_bytes(&self, _largest_read: u64) -> u64 {
+        0
+    }
+
     /// Worker threads that each hold a [`ScratchSizes::per_thread`] share of working memory.
     fn scratch_threads(&self) -> usize {
         1

@@ -10,6 +10,7 @@ use latte::backend::{Backend, DeviceChoice};
 #[cfg(feature = "wgpu")]
 use latte::backend::wgpu::{adapters, AdapterChoice, WgpuBackend};
 
+#[cfg(feature = "wgpu")]
 use super::human_bytes;
 
 /// An opened backend.

@@ -29,10 +29,15 @@ pub struct BudgetError {
 
 impl std::fmt::Display for BudgetError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::residency::format_size;
         write!(
             f,
-            "{} needs {} bytes of device memory; the budget leaves {} bytes",
-            self.what, self.needed, self.available
+            "{} needs {} of device memory ({} bytes); the device budget is {} ({} bytes)",
+            self.what,
+            format_size(self.needed),
+            self.needed,
+            format_size(self.available),
+            self.available
         )
     }
 }

@@ -279,13 +279,19 @@ impl<'f, B: Backend> Generator<'f, B> {
             + 8 * c.latent_len() as u64)
     }
 
-    /// A GPU backend's own working memory while sampling: the attention scores of one pass and the
-    /// rounded activations of the widest product.
-    fn sampling_backend_bytes(c: &FlowConfig, prompt_len: usize) -> u64 {
+    /// The rest of what sampling keeps on a device: the backend's own memory (the attention scores
+    /// of one pass, the rounded activations of the widest product, its parameter arena and
+    /// read-back staging), every layer's timestep gates, the time embedding's buffers and the two
+    /// prompts' image RoPE tables.
+    fn sampling_device_extra_bytes(&self, c: &FlowConfig, prompt_len: usize) -> u64 {
         let n = c.image_tokens() as u64;
         let scores = (c.heads as u64) * n * (n + prompt_len as u64);
         let widest = n * (c.ffn_hidden.max(c.hidden).max(c.heads * c.head_dim)) as u64;
-        4 * (scores + widest)
+        let gates = c.layer_count as u64 * (4 * c.hidden + c.heads) as u64 + c.hidden as u64;
+        let time = (c.time_freq_dim + c.hidden) as u64;
+        let rope = 2 * n * c.head_dim as u64;
+        4 * (scores + widest + gates + time + rope)
+            + self.backend.overhead_bytes(4 * c.latent_len() as u64)
     }
 
     /// The device slots sampling will use under `options` (0 on the CPU), or why they do not fit
@@ -311,7 +317,7 @@ impl<'f, B: Backend> Generator<'f, B> {
         }
         let fixed = self.shared_device_bytes
             + self.sampling_buffer_bytes(options, prompt_len)
-            + Self::sampling_backend_bytes(c, prompt_len);
+            + self.sampling_device_extra_bytes(c, prompt_len);
         let plan = plan_slots(
             c.group_count,
             slot_bytes,
@@ -323,8 +329,8 @@ impl<'f, B: Backend> Generator<'f, B> {
         Ok((plan, fixed))
     }
 
-    /// Device bytes of the decode phase: the decoder's weights (as stored, vectors as f32) and its
-    /// working memory.
+    /// Device bytes of the decode phase: the shared replica tensors (still loaded), the decoder's
+    /// weights (as stored, vectors as f32), its working memory and the backend's own.
     fn decode_device_bytes(&self) -> Result<u64, GenerateError> {
         let c = self.replica.config();
         let weights: u64 = self
@@ -341,10 +347,17 @@ impl<'f, B: Backend> Generator<'f, B> {
                 }
             })
             .sum();
-        let decoder = Decoder::load(self.file)?;
-        // Host copies (the latent and the returned image) are not on the device; the working
-        // buffers are the same on both.
-        Ok(weights + decoder.predicted_working_bytes(c.latent_size, c.latent_size)?)
+        let decoder = Decoder::load_on(&CPU, self.file)?;
+        let [h, w] = decoder.output_hw(c.latent_size, c.latent_size)?;
+        let image_bytes = 4 * (3 * h * w) as u64;
+        // The CPU's prediction holds the decoder's buffers (the same on a device) plus its own
+        // working memory (more than a GPU's linear attention keeps) and the host latent and
+        // image: an upper bound for the device's.
+        let working = decoder.predicted_working_bytes(c.latent_size, c.latent_size)?;
+        Ok(self.shared_device_bytes
+            + weights
+            + working
+            + self.backend.overhead_bytes(image_bytes))
     }
 
     /// The device-memory plan of a run (`None` on the CPU), checked against the budget.
@@ -366,7 +379,10 @@ impl<'f, B: Backend> Generator<'f, B> {
                     }));
                 }
             }
-            let mut phases = vec![("prefill (CPU)".to_string(), self.shared_device_bytes)];
+            let mut phases = vec![(
+                "prefill (CPU)".to_string(),
+                self.shared_device_bytes + self.backend.overhead_bytes(0),
+            )];
             if options.dense {
                 phases.push(("sampling (dense, all groups)".into(), sampling));
             } else {
@@ -506,6 +522,7 @@ impl<'f, B: Backend> Generator<'f, B> {
 
         // Sampling.
         progress.phase("sampling");
+        self.backend.release_scratch();
         let cond = cond.to_backend(self.backend, c)?;
         let uncond = uncond.map(|u| u.to_backend(self.backend, c)).transpose()?;
         self.backend
@@ -535,6 +552,9 @@ impl<'f, B: Backend> Generator<'f, B> {
             };
             if options.dense {
                 observer.devices.ensure_all()?;
+                if slots.slots > 0 {
+                    (0..c.group_count).for_each(|k| self.residency.release_uploaded_group(k));
+                }
             }
             let latent = sample(
                 &self.replica,
@@ -562,8 +582,10 @@ impl<'f, B: Backend> Generator<'f, B> {
         phases.extend(sampling_phases);
         drop((cond, uncond));
 
-        // Decode: the groups leave the device before the decoder arrives.
+        // Decode: the groups (and the sampler's working memory) leave the device before the
+        // decoder arrives.
         self.backend.release_group_slots();
+        self.backend.release_scratch();
         self.residency.release_generation();
         progress.phase("decode");
         let mut clock = PhaseClock::start(self.backend);
@@ -574,6 +596,7 @@ impl<'f, B: Backend> Generator<'f, B> {
         let [height, width] = decoder.output_hw(c.latent_size, c.latent_size)?;
         drop((decoder, scratch));
         CpuBackend::release_scratch();
+        self.backend.release_scratch();
         phases.push(clock.finish("decode", 0));
         Ok(Generated {
             image,
@@ -645,6 +668,16 @@ impl<B: Backend> SamplingPhases<'_, '_, '_, '_, '_, B> {
             self.failure.get_or_insert(e);
         }
     }
+
+    /// Makes `group` resident on the device; once copied there, its file pages leave the host.
+    fn ensure(&mut self, group: usize) {
+        let uploads = self.devices.uploads;
+        let result = self.devices.ensure(group);
+        self.record(result);
+        if self.devices.uploads > uploads {
+            self.residency.release_uploaded_group(group);
+        }
+    }
 }
 
 impl<B: Backend> SamplingObserver for SamplingPhases<'_, '_, '_, '_, '_, B> {
@@ -662,8 +695,7 @@ impl<B: Backend> SamplingObserver for SamplingPhases<'_, '_, '_, '_, '_, B> {
         if !self.dense {
             // The group of this step's first evaluation must be on the device (Heun's corrector
             // is made resident after the first evaluation, in `evaluation`).
-            let ensure = self.devices.ensure(step.group);
-            self.record(ensure);
+            self.ensure(step.group);
             let next = step.next_group.or(step.corrector_group);
             if let Some(next) = next.filter(|&n| n != step.group) {
                 // The current group's last step: read the next group ahead.
@@ -682,8 +714,7 @@ impl<B: Backend> SamplingObserver for SamplingPhases<'_, '_, '_, '_, '_, B> {
             return;
         }
         if let Some(corrector) = step.corrector_group.filter(|&c| c != step.group) {
-            let ensure = self.devices.ensure(corrector);
-            self.record(ensure);
+            self.ensure(corrector);
         }
     }
 
@@ -707,8 +738,7 @@ impl<B: Backend> SamplingObserver for SamplingPhases<'_, '_, '_, '_, '_, B> {
                 }
             }
             if let Some(next) = step.next_group {
-                let ensure = self.devices.ensure(next);
-                self.record(ensure);
+                self.ensure(next);
             }
         }
     }

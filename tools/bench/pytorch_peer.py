@@ -1,5 +1,6 @@
-"""PyTorch on CPU as a benchmark peer of `latte bench`: the reference implementation (tools/reference)
-at the paper's shapes, random weights, F32 or BF16, the same thread count.
+"""PyTorch as a benchmark peer of `latte bench`: the reference implementation (tools/reference) at the
+paper's shapes, random weights, F32 or BF16, on the CPU (the same thread count) or a CUDA GPU
+(`--device cuda`, what `latte bench --device wgpu` is compared with on a lent GPU).
 
 Measures what `latte bench`'s `img`, `img-dense` and `vae` tests measure, with the reference's own
 sampler (cond and uncond passes per step, as tools/reference/sampler.py does them):
@@ -14,6 +15,7 @@ repetitions after one warm-up. `img` / `img-dense` per image are composed from t
 Rust test suite never runs this.
 
     python tools/bench/pytorch_peer.py --threads 2 --dtype f32 --json /tmp/peer-f32.json
+    python tools/bench/pytorch_peer.py --device cuda --dtype bf16 --json /tmp/peer-cuda-bf16.json
 """
 
 import argparse
@@ -44,12 +46,17 @@ F32C32 = dict(encoder_block_types=["ResBlock"] * 3 + ["EfficientViTBlock"] * 3,
               decoder_norm_types="rms_norm", decoder_act_fns="silu")
 
 
+SYNC = lambda: None  # noqa: E731  (replaced by torch.cuda.synchronize on a GPU)
+
+
 def timed(fn, reps):
     fn()  # warm-up
+    SYNC()
     out = []
     for _ in range(reps):
         start = time.perf_counter()
         fn()
+        SYNC()
         out.append(time.perf_counter() - start)
     return out
 
@@ -60,12 +67,13 @@ def summary(test, seconds):
             "max": max(seconds), "reps": len(seconds)}
 
 
-def prompt_context(cfg, prompt_tokens, dtype, seed):
+def prompt_context(cfg, prompt_tokens, dtype, seed, device):
     g = torch.Generator().manual_seed(seed)
     shape = (1, cfg.num_key_value_heads, prompt_tokens, cfg.head_dim)
-    k = [torch.randn(shape, generator=g).to(dtype) for _ in range(cfg.num_layers)]
-    v = [torch.randn(shape, generator=g).to(dtype) for _ in range(cfg.num_layers)]
-    return PromptContext(k, v, torch.ones(1, prompt_tokens, dtype=torch.bool), torch.tensor([prompt_tokens]))
+    k = [torch.randn(shape, generator=g).to(device=device, dtype=dtype) for _ in range(cfg.num_layers)]
+    v = [torch.randn(shape, generator=g).to(device=device, dtype=dtype) for _ in range(cfg.num_layers)]
+    return PromptContext(k, v, torch.ones(1, prompt_tokens, dtype=torch.bool, device=device),
+                         torch.tensor([prompt_tokens], device=device))
 
 
 def main():
@@ -78,27 +86,34 @@ def main():
     ap.add_argument("--guidance", type=float, default=4.0)
     ap.add_argument("--tests", default="img,img-dense,vae")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = ap.parse_args()
+    global SYNC
+    device = torch.device(args.device)
+    if args.device == "cuda":
+        SYNC = torch.cuda.synchronize
+        torch.backends.cuda.matmul.allow_tf32 = False
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    # BF16 as PyTorch users run it on CPU: f32 weights under autocast (the reference's sinusoidal time
+    # BF16 as PyTorch users run it: f32 weights under autocast (the reference's sinusoidal time
     # features are f32 and would not mix with bf16 weights).
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.dtype == "bf16")
+    autocast = torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
     autocast.__enter__()
     dtype = torch.float32
     tests = set(args.tests.split(","))
-    result = {"peer": f"pytorch-{args.dtype}", "torch": torch.__version__, "threads": args.threads,
-              "dtype": args.dtype, "rows": []}
+    name = f"pytorch-{args.dtype}" if args.device == "cpu" else f"pytorch-cuda-{args.dtype}"
+    result = {"peer": name, "torch": torch.__version__, "threads": args.threads,
+              "dtype": args.dtype, "device": str(device), "rows": []}
     rows = result["rows"]
     composed = {}
 
     if tests & {"img", "img-dense"}:
         cfg = GenerationConfig(**PAPER)
-        replica = Replica(cfg).to(dtype).eval()
-        cond = prompt_context(cfg, args.prompt_tokens, dtype, 1)
+        replica = Replica(cfg).to(device=device, dtype=dtype).eval()
+        cond = prompt_context(cfg, args.prompt_tokens, dtype, 1, device)
         # The unconditional prompt is the template around an empty string: 5 tokens (latte bench's too).
-        uncond = prompt_context(cfg, 5, dtype, 2)
-        x = torch.randn(1, cfg.latent_channels, cfg.latent_size, cfg.latent_size).to(dtype)
+        uncond = prompt_context(cfg, 5, dtype, 2, device)
+        x = torch.randn(1, cfg.latent_channels, cfg.latent_size, cfg.latent_size).to(device=device, dtype=dtype)
         ts = sampler.timesteps(args.steps, cfg.time_shift)
         if "img" in tests:
             sampling = [0.0] * args.reps
@@ -120,8 +135,8 @@ def main():
         del replica
 
     if "vae" in tests:
-        ae = AutoencoderDC(**F32C32).to(dtype).eval()
-        latent = torch.randn(1, 32, 8, 8).to(dtype)
+        ae = AutoencoderDC(**F32C32).to(device=device, dtype=dtype).eval()
+        latent = torch.randn(1, 32, 8, 8).to(device=device, dtype=dtype)
         with torch.no_grad():
             secs = timed(lambda: ae.decode(latent), args.reps)
         rows.append(summary("vae", secs))

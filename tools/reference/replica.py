@@ -32,7 +32,7 @@ class RMSNorm(nn.Module):
 def sinusoidal(t: torch.Tensor, dim: int) -> torch.Tensor:
     """t [B] in [0, 1] -> [B, dim]: cat(cos, sin) of (1000 t) * 10000^(-i / (dim/2)), i < dim/2 (DiT)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = (t.float() * 1000.0)[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 

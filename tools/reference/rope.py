@@ -16,7 +16,7 @@ def mrope_cos_sin(pos: torch.Tensor, head_dim: int, theta: float, section: list)
     """pos [B, 3, N] (t, h, w) -> cos, sin [B, N, head_dim]."""
     freqs = inv_freq(head_dim, theta).to(pos.device)  # [dh/2]
     ang = pos.float()[..., None] * freqs  # [B, 3, N, dh/2]
-    comp = torch.cat([torch.full((s,), i, dtype=torch.long) for i, s in enumerate(section)])
+    comp = torch.cat([torch.full((s,), i, dtype=torch.long) for i, s in enumerate(section)]).to(pos.device)
     ang = ang.permute(0, 2, 3, 1)  # [B, N, dh/2, 3]
     ang = torch.gather(ang, 3, comp.view(1, 1, -1, 1).expand(ang.shape[0], ang.shape[1], -1, 1))[..., 0]
     emb = torch.cat([ang, ang], dim=-1)
@@ -40,7 +40,7 @@ def image_positions(start: torch.Tensor, grid: int, img_pos: str) -> torch.Tenso
     mrope2d: (t, h, w) = (start, start + row, start + col), as Qwen2-VL places an image.
     rope1d: all three components = start + token index.
     """
-    idx = torch.arange(grid * grid)
+    idx = torch.arange(grid * grid, device=start.device)
     row, col = idx // grid, idx % grid
     s = start.view(-1, 1)
     if img_pos == "mrope2d":

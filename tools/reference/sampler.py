@@ -36,7 +36,7 @@ def guided_velocity(replica: Replica, x, t: float, cond: PromptContext, uncond, 
     """v = v_u + s (v_c - v_u); with s == 1 or no unconditional context, v = v_c (one pass)."""
     cfg = replica.cfg
     g, layers = step_layers(cfg, t, dense)
-    tt = torch.full((x.shape[0],), t, dtype=torch.float32)
+    tt = torch.full((x.shape[0],), t, dtype=torch.float32, device=x.device)
     trace_c = [] if record is not None else None
     v_c = replica.velocity(x, tt, cond, layers, g, trace_c)
     if uncond is None or scale == 1.0:

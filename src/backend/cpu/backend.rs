@@ -129,6 +129,10 @@ impl Backend for CpuBackend {
         rayon::current_num_threads()
     }
 
+    fn release_scratch(&self) {
+        CpuBackend::release_scratch();
+    }
+
     fn conv2d_scratch(&self, conv: &Conv2d, hw: [usize; 2]) -> Option<ScratchSizes> {
         let sizes = ConvScratch::sizes_for(conv, hw).ok()?;
         Some(ScratchSizes {

@@ -41,6 +41,11 @@ const PARAM_BLOCK: u64 = 256;
 /// Dispatches recorded before the work is submitted.
 const PARAM_BLOCKS: u64 = 2048;
 
+/// The read-back staging buffer for reads of up to `bytes` (grown in powers of two).
+fn readback_bytes(bytes: u64) -> u64 {
+    bytes.next_power_of_two().max(1 << 16)
+}
+
 /// A compiled kernel and the layout of its bindings.
 struct Pipeline {
     pipeline: wgpu::ComputePipeline,
@@ -104,6 +109,8 @@ pub struct WgpuBackend {
     adapter: AdapterSummary,
     limits: wgpu::Limits,
     ledger: Arc<Ledger>,
+    /// Host-visible staging of expert groups (system memory on a discrete GPU): counted apart.
+    staging_ledger: Arc<Ledger>,
     faults: Arc<Mutex<Faults>>,
     pipelines: Mutex<HashMap<Kernel, Arc<Pipeline>>>,
     recorder: Mutex<Recorder>,
@@ -174,6 +181,7 @@ impl WgpuBackend {
             adapter: summary,
             limits,
             ledger,
+            staging_ledger: Arc::new(Ledger::default()),
             faults,
             pipelines: Mutex::new(HashMap::new()),
             recorder: Mutex::new(Recorder::default()),
@@ -215,25 +223,30 @@ impl WgpuBackend {
     }
 
     /// A device allocation of `bytes` (at least 4), refused cleanly when it exceeds a limit or the
-    /// driver runs out of memory.
+    /// driver runs out of memory. A buffer bound whole (`bound_whole`: activations) must also fit
+    /// one storage binding; slots are bound a part at a time.
     fn create(
         &self,
         bytes: u64,
         usage: wgpu::BufferUsages,
         what: &str,
+        bound_whole: bool,
     ) -> Result<Arc<RawBuffer>, BackendError> {
         self.check_faults()?;
         let bytes = bytes.max(4).div_ceil(4) * 4;
-        let (limit, limit_name) = if usage.contains(wgpu::BufferUsages::STORAGE) {
-            (self.max_binding_bytes(), "storage binding")
+        let (limit, limit_name) = if bound_whole {
+            (
+                self.max_binding_bytes().min(self.limits.max_buffer_size),
+                "storage binding",
+            )
         } else {
             (self.limits.max_buffer_size, "buffer")
         };
-        if bytes > limit || bytes > self.limits.max_buffer_size {
+        if bytes > limit {
             return Err(BackendError::TooLarge {
                 what: what.into(),
                 bytes,
-                limit: limit.min(self.limits.max_buffer_size),
+                limit,
                 limit_name,
             });
         }
@@ -271,7 +284,7 @@ impl WgpuBackend {
             | wgpu::BufferUsages::COPY_SRC
             | wgpu::BufferUsages::COPY_DST;
         Ok(WgpuBuffer {
-            raw: Some(self.create(bytes, usage, what)?),
+            raw: Some(self.create(bytes, usage, what, true)?),
             len,
         })
     }
@@ -512,9 +525,10 @@ impl WgpuBackend {
             _ => {
                 *slot = None;
                 let r = self.create(
-                    bytes.next_power_of_two().max(1 << 16),
+                    readback_bytes(bytes),
                     wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                     "latte readback",
+                    false,
                 )?;
                 *slot = Some(r.clone());
                 r

@@ -45,10 +45,12 @@ pub struct WgpuRope {
     half: usize,
 }
 
-/// A staged expert group: its slot image, laid out as the weights' parts say.
+/// A staged expert group: its slot image in a host-visible staging buffer, laid out as the
+/// weights' parts say, ready to be copied into a slot by the device.
 pub struct StagedGroup {
     group: usize,
-    bytes: Vec<u8>,
+    staging: Option<Arc<RawBuffer>>,
+    bytes: u64,
 }
 
 fn u32_of(op: &'static str, v: usize) -> Result<u32, BackendError> {
@@ -176,6 +178,23 @@ impl Backend for WgpuBackend {
         self.ledger.reset_peak();
     }
 
+    fn release_scratch(&self) {
+        *lock(&self.scratch) = Scratch::default();
+    }
+
+    fn overhead_bytes(&self, largest_read: u64) -> u64 {
+        // The read-back buffer only grows: as large as earlier reads made it, or as this one needs.
+        let readback = lock(&self.readback).as_ref().map_or(0, |r| r.bytes);
+        self.params.bytes
+            + self.dummy.bytes
+            + self.dummy_out.bytes
+            + readback.max(super::readback_bytes(largest_read))
+    }
+
+    fn linear_attention_scratch(&self, n_heads: usize, head_dim: usize, _n_pixels: usize) -> Option<usize> {
+        n_heads.checked_mul(head_dim + 1)?.checked_mul(head_dim)
+    }
+
     fn alloc(&self, len: usize) -> Result<WgpuBuffer, BackendError> {
         self.storage(len, "a buffer")
     }
@@ -270,6 +289,7 @@ impl Backend for WgpuBackend {
                         part.bytes,
                         wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                         tensor.name(),
+                        true,
                     )?;
                     let mut bytes = vec![0u8; part.bytes as usize];
                     let src =
@@ -358,6 +378,7 @@ impl Backend for WgpuBackend {
                 bytes,
                 wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                 "an expert-group slot",
+                false,
             )?;
             s.slots.push(Slot {
                 raw,
@@ -380,35 +401,73 @@ impl Backend for WgpuBackend {
         weights: &[&WgpuWeight<'_>],
     ) -> Result<StagedGroup, BackendError> {
         let total = weights.iter().fold(0, |at, w| w.slot_end(at));
-        let mut bytes = Vec::new();
-        bytes
-            .try_reserve_exact(total as usize)
-            .map_err(|_| BackendError::OutOfMemory {
-                what: format!("staging expert group {group} on the host"),
-                bytes: total,
-                allocated: 0,
+        if total == 0 {
+            return Ok(StagedGroup {
+                group,
+                staging: None,
+                bytes: 0,
+            });
+        }
+        let size = total.div_ceil(4) * 4;
+        if size > self.limits.max_buffer_size {
+            return Err(BackendError::TooLarge {
+                what: format!("expert group {group}"),
+                bytes: size,
+                limit: self.limits.max_buffer_size,
+                limit_name: "buffer",
+            });
+        }
+        // Host-visible memory written in place (zero-filled by wgpu, so alignment gaps are 0), then
+        // copied into the slot by the device: no second host copy, and nothing to wait for.
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("latte group staging"),
+            size,
+            usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: true,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(BackendError::OutOfMemory {
+                what: format!("staging expert group {group} ({e})"),
+                bytes: size,
+                allocated: self.ledger.allocated(),
+            });
+        }
+        {
+            let mut view = buffer.slice(..).get_mapped_range_mut().map_err(|e| {
+                BackendError::Device(format!("staging expert group {group}: {e}"))
             })?;
-        bytes.resize(total as usize, 0);
-        let mut at = 0;
-        for w in weights {
-            if !matches!(w.home, Home::Group(g) if g == group) {
-                return Err(param(
-                    "stage_group",
-                    format!("weight '{}' is not in group {group}", w.view.name()),
-                )
-                .into());
-            }
-            at = w.place_in_slot(at);
-            for part in &w.parts {
-                let start = part.slot_offset.load(std::sync::atomic::Ordering::Relaxed) as usize;
-                weights::repack(
-                    w.format,
-                    w.part_source(part),
-                    &mut bytes[start..start + part.bytes as usize],
-                );
+            let mut part_bytes = Vec::new();
+            let mut at = 0;
+            for w in weights {
+                if !matches!(w.home, Home::Group(g) if g == group) {
+                    return Err(param(
+                        "stage_group",
+                        format!("weight '{}' is not in group {group}", w.view.name()),
+                    )
+                    .into());
+                }
+                at = w.place_in_slot(at);
+                for part in &w.parts {
+                    let start =
+                        part.slot_offset.load(std::sync::atomic::Ordering::Relaxed) as usize;
+                    part_bytes.resize(part.bytes as usize, 0);
+                    weights::repack(w.format, w.part_source(part), &mut part_bytes);
+                    view.slice(start..start + part_bytes.len())
+                        .copy_from_slice(&part_bytes);
+                }
             }
         }
-        Ok(StagedGroup { group, bytes })
+        buffer.unmap();
+        Ok(StagedGroup {
+            group,
+            staging: Some(Arc::new(RawBuffer::new(
+                buffer,
+                size,
+                &self.staging_ledger,
+            ))),
+            bytes: size,
+        })
     }
 
     fn commit_group(&self, group: usize, staged: StagedGroup) -> Result<(), BackendError> {
@@ -424,10 +483,10 @@ impl Backend for WgpuBackend {
             BackendError::Device("no expert-group slot is reserved on the device".into())
         })?;
         let slot = &slots.slots[index];
-        if (staged.bytes.len() as u64) > slot.raw.bytes {
+        if staged.bytes > slot.raw.bytes {
             return Err(BackendError::TooLarge {
                 what: format!("expert group {group}"),
-                bytes: staged.bytes.len() as u64,
+                bytes: staged.bytes,
                 limit: slot.raw.bytes,
                 limit_name: "group slot",
             });
@@ -435,8 +494,17 @@ impl Backend for WgpuBackend {
         let raw = slot.raw.clone();
         slots.occupy(index, group);
         drop(slots);
-        if !staged.bytes.is_empty() {
-            self.upload_bytes(&raw.buffer, 0, &staged.bytes)?;
+        if let Some(staging) = &staged.staging {
+            // In the command stream: after the work that used the slot's previous group, before
+            // the work that uses this one.
+            self.record_copy(
+                Bind::whole(staging),
+                Bind {
+                    raw: &raw,
+                    offset: 0,
+                    size: staged.bytes,
+                },
+            )?;
         }
         Ok(())
     }
