@@ -323,6 +323,15 @@ fn weight_bytes(ty: TensorType, rows: usize, k: usize, seed: u64) -> Vec<u8> {
 #[test]
 fn matmul_matches_the_cpu_for_every_type() {
     let Some(g) = gpu() else { return };
+    // Subgroup reductions where the device has them, then the workgroup-memory ones.
+    for subgroups in [true, false] {
+        g.use_subgroups(subgroups);
+        matmul_cases(g, subgroups);
+    }
+    g.use_subgroups(true);
+}
+
+fn matmul_cases(g: &WgpuBackend, subgroups: bool) {
     // Σ|w|·|x| per output bounds what reordering a sum can change.
     for ty in TensorType::COMPUTABLE {
         let k = if ty.block_size() == 256 { 512 } else { 96 };
@@ -371,7 +380,7 @@ fn matmul_matches_the_cpu_for_every_type() {
                 }
             }
             if std::env::var_os("LATTE_PRINT_ERRORS").is_some() {
-                eprintln!("matmul {ty} n {n}: {worst:e} of Σ|w·x|");
+                eprintln!("matmul {ty} n {n} subgroups {subgroups}: {worst:e} of Σ|w·x|");
             }
         }
     }
@@ -736,6 +745,31 @@ fn resampling_and_linear_attention_match_the_cpu() {
     g.relu_linear_attention(qg.all(), heads, d, pixels, 1e-15, out.all_mut())
         .unwrap();
     assert_close("relu_linear_attention", &read(g, &out), &want, 1e-5);
+}
+
+#[test]
+fn refused_allocations_and_a_lost_device_are_errors() {
+    let Some(shared) = gpu() else { return };
+    // More than one storage binding holds: refused before the driver sees it.
+    let too_many = (shared.max_binding_bytes() / 4 + 1) as usize;
+    assert!(matches!(
+        shared.alloc(too_many),
+        Err(BackendError::TooLarge { .. })
+    ));
+    // A device of its own, lost: every later call says so.
+    let g = WgpuBackend::open(latte::backend::wgpu::AdapterChoice::Best)
+        .unwrap()
+        .unwrap();
+    let x = g.upload(&[1.0, 2.0]).unwrap();
+    g.close();
+    assert!(matches!(g.alloc(4), Err(BackendError::DeviceLost(_))));
+    let mut out = [0.0; 2];
+    assert!(matches!(
+        g.read(x.all(), &mut out),
+        Err(BackendError::DeviceLost(_))
+    ));
+    let err = g.alloc(4).unwrap_err().to_string();
+    assert!(err.contains("lost"), "{err}");
 }
 
 #[test]

@@ -37,18 +37,45 @@ fn bad_devices_fail_in_one_line() {
     let png = tmp.path().join("x.png");
     let p = png.to_str().unwrap();
     // A device that does not parse is a usage error (clap: exit 2).
-    let out = latte(&["generate", "--prompt", "a red circle", "--device", "cuda", "-o", p]);
+    let out = latte(&[
+        "generate",
+        "--prompt",
+        "a red circle",
+        "--device",
+        "cuda",
+        "-o",
+        p,
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("not a device"), "{}", stderr(&out));
     // An adapter index that does not exist.
-    let out = latte(&["generate", "--prompt", "a red circle", "--device", "wgpu:99", "-o", p]);
+    let out = latte(&[
+        "generate",
+        "--prompt",
+        "a red circle",
+        "--device",
+        "wgpu:99",
+        "-o",
+        p,
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("wgpu:99") || err.contains("no GPU adapter"), "{err}");
+    assert!(
+        err.contains("wgpu:99") || err.contains("no GPU adapter"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!png.exists());
     // A budget that is not a size.
-    let out = latte(&["generate", "--prompt", "a red circle", "--vram-budget", "lots", "-o", p]);
+    let out = latte(&[
+        "generate",
+        "--prompt",
+        "a red circle",
+        "--vram-budget",
+        "lots",
+        "-o",
+        p,
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("--vram-budget"), "{}", stderr(&out));
     assert!(!png.exists());
@@ -85,7 +112,10 @@ fn demo_generates_and_describes_on_wgpu_as_on_the_cpu() {
     // The summary names the device and reports device memory per phase and the group uploads.
     assert!(summary.contains("device: wgpu"), "{summary}");
     assert!(summary.contains("device peak"), "{summary}");
-    assert!(summary.contains("expert groups uploaded to the device: 4"), "{summary}");
+    assert!(
+        summary.contains("expert groups uploaded to the device: 4"),
+        "{summary}"
+    );
     let (a, b) = (pixels(&cpu), pixels(&gpu));
     let worst = a
         .iter()
@@ -120,7 +150,15 @@ fn vram_budgets_are_planned_and_enforced() {
     let tmp = tempfile::tempdir().unwrap();
     let png = tmp.path().join("x.png");
     let p = png.to_str().unwrap();
-    let base = ["generate", "--prompt", "a red circle", "--device", "wgpu", "-o", p];
+    let base = [
+        "generate",
+        "--prompt",
+        "a red circle",
+        "--device",
+        "wgpu",
+        "-o",
+        p,
+    ];
     // --dry-run predicts device memory per phase.
     let out = latte(&[&base[..], &["--dry-run"]].concat());
     assert!(out.status.success(), "{}", stderr(&out));
@@ -134,6 +172,10 @@ fn vram_budgets_are_planned_and_enforced() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("needs") && err.contains("budget"), "{err}");
-    assert_eq!(err.trim().lines().count(), 2, "a software-adapter notice and the error: {err}");
+    assert_eq!(
+        err.trim().lines().count(),
+        2,
+        "a software-adapter notice and the error: {err}"
+    );
     assert!(!png.exists());
 }

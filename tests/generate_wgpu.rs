@@ -123,7 +123,10 @@ fn measured_device_memory_stays_within_the_plan() {
     assert_eq!(plan.phases.len(), out.phases.len());
     for (predicted, measured) in plan.phases.iter().zip(&out.phases) {
         let peak = measured.device_peak.unwrap();
-        println!("{}: predicted {} measured {peak}", measured.name, predicted.1);
+        println!(
+            "{}: predicted {} measured {peak}",
+            measured.name, predicted.1
+        );
         assert!(
             peak <= predicted.1,
             "{}: measured {peak} bytes > predicted {}",

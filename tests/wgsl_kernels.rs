@@ -15,8 +15,14 @@ fn module(kernel: &Kernel) -> (naga::Module, naga::valid::ModuleInfo) {
             e.emit_to_string_with_path(&source, "kernel.wgsl")
         )
     });
-    // The capabilities wgpu grants without optional features: no subgroups, no f16, no f64.
-    let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+    // The capabilities wgpu grants without optional features (no subgroups, no f16, no f64), plus
+    // the subgroup operations for the kernels used only where the device has them.
+    let capabilities = if kernel.needs_subgroups() {
+        Capabilities::SUBGROUP
+    } else {
+        Capabilities::empty()
+    };
+    let info = Validator::new(ValidationFlags::all(), capabilities)
         .validate(&module)
         .unwrap_or_else(|e| {
             panic!(
@@ -40,8 +46,16 @@ fn every_kernel_validates_and_translates() {
             "{kernel:?}: no entry point {}",
             kernel.entry_point()
         );
-        // SPIR-V (Vulkan).
-        let words = spv::write_vec(&module, &info, &spv::Options::default(), None)
+        // SPIR-V (Vulkan; subgroup operations from SPIR-V 1.3).
+        let spv_options = spv::Options {
+            lang_version: if kernel.needs_subgroups() {
+                (1, 3)
+            } else {
+                (1, 0)
+            },
+            ..Default::default()
+        };
+        let words = spv::write_vec(&module, &info, &spv_options, None)
             .unwrap_or_else(|e| panic!("{kernel:?} → SPIR-V: {e}"));
         assert!(
             words.len() > 5 && words[0] == 0x0723_0203,
@@ -51,6 +65,8 @@ fn every_kernel_validates_and_translates() {
         // layout; naga's default options map bindings by their index for a translation check.
         let options = msl::Options {
             fake_missing_bindings: true,
+            // Subgroup (simdgroup) operations need MSL 2.1.
+            lang_version: (2, 1),
             ..Default::default()
         };
         let pipeline = msl::PipelineOptions::default();
@@ -64,6 +80,8 @@ fn every_kernel_validates_and_translates() {
         let mut hlsl_source = String::new();
         let options = hlsl::Options {
             fake_missing_bindings: true,
+            // Wave operations need shader model 6.0.
+            shader_model: hlsl::ShaderModel::V6_0,
             ..Default::default()
         };
         hlsl::Writer::new(

@@ -1,36 +1,6 @@
-// Depthwise convolution (groups = channels): one invocation per output element,
+// Depthwise convolution (groups = channels), with conv_io.wgsl's parameters and bindings (`m` =
+// channels, `k` = kh · kw): one invocation per output element,
 // out[c, oy, ox] = bias[c] + Σ_{ky, kx} W[c, ky, kx] · in[c, oy·sh + ky − ph, ox·sw + kx − pw].
-// The weight snippet decodes W as rows of kh·kw.
-
-struct Params {
-    m: u32,          // channels
-    n: u32,          // output pixels
-    k: u32,          // kh · kw
-    w_off: u32,
-    scale_off: u32,
-    row_blocks: u32,
-    x_off: u32,
-    y_off: u32,
-    c_in: u32,
-    bias_off: u32,
-    has_bias: u32,
-    groups: u32,
-    h: u32,
-    wd: u32,
-    kh: u32,
-    kw: u32,
-    sh: u32,
-    sw: u32,
-    ph: u32,
-    pw: u32,
-    ow: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> w: array<u32>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;
 
 @compute @workgroup_size(256)
 fn conv_depthwise(@builtin(workgroup_id) g: vec3<u32>, @builtin(num_workgroups) ng: vec3<u32>, @builtin(local_invocation_index) l: u32) {

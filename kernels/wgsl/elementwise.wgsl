@@ -1,5 +1,5 @@
-// Element-wise operations in place on `x[x_off .. x_off + n]`.
-//   unary_*:        x = f(x)
+// Element-wise operations in place on `x[x_off .. x_off + n]`, one invocation per value:
+//   unary_*:        x = f(x)                         (binding x only)
 //   swiglu:         x = silu(x) · y
 //   add:            x = x + y
 //   add_gated_rows: x[i, j] += z[j] · y[i, j]     (rows of `row` values)
@@ -16,6 +16,8 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
+@group(0) @binding(2) var<storage, read> y: array<f32>;
+@group(0) @binding(3) var<storage, read> z: array<f32>;
 
 fn index(group: vec3<u32>, groups: vec3<u32>, local: u32) -> u32 {
     return flat_id(group, groups, local, 256u);
@@ -90,4 +92,35 @@ fn unary_add(@builtin(workgroup_id) g: vec3<u32>, @builtin(num_workgroups) ng: v
     let i = index(g, ng, l);
     if i >= p.n { return; }
     x[p.x_off + i] = x[p.x_off + i] + p.c;
+}
+
+@compute @workgroup_size(256)
+fn swiglu(@builtin(workgroup_id) g: vec3<u32>, @builtin(num_workgroups) ng: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+    let i = flat_id(g, ng, l, 256u);
+    if i >= p.n { return; }
+    let v = x[p.x_off + i];
+    x[p.x_off + i] = v * sigmoid(v) * y[p.y_off + i];
+}
+
+@compute @workgroup_size(256)
+fn add(@builtin(workgroup_id) g: vec3<u32>, @builtin(num_workgroups) ng: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+    let i = flat_id(g, ng, l, 256u);
+    if i >= p.n { return; }
+    x[p.x_off + i] = x[p.x_off + i] + y[p.y_off + i];
+}
+
+@compute @workgroup_size(256)
+fn add_gated_rows(@builtin(workgroup_id) g: vec3<u32>, @builtin(num_workgroups) ng: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+    let i = flat_id(g, ng, l, 256u);
+    if i >= p.n { return; }
+    let j = i % p.row;
+    x[p.x_off + i] = x[p.x_off + i] + z[p.z_off + j] * y[p.y_off + i];
+}
+
+@compute @workgroup_size(256)
+fn modulate_rows(@builtin(workgroup_id) g: vec3<u32>, @builtin(num_workgroups) ng: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+    let i = flat_id(g, ng, l, 256u);
+    if i >= p.n { return; }
+    let j = i % p.row;
+    x[p.x_off + i] = x[p.x_off + i] * y[p.y_off + j] + z[p.z_off + j];
 }

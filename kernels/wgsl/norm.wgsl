@@ -2,7 +2,8 @@
 //   rms_norm:          rows of `dim`: x / sqrt(mean(x²) + eps) · w          (one workgroup per row)
 //   layer_norm:        rows of `dim`: (x − mean) / sqrt(var + eps) (· w) (+ b), biased variance
 //   rms_norm_channels: a [C, P] image, per pixel across channels: x · inv · w[c] (+ b[c])
-//   batch_norm:        a [C, P] image: ((x − mean[c]) · inv_std[c]) · w[c] + b[c]
+//   batch_norm:        a [C, P] image: ((x − mean[c]) · inv_std[c]) · w[c] + b[c], one invocation
+//                      per value (`rows` = channels, `dim` = pixels)
 // `flags` bit 0: w present, bit 1: b present. `m`/`s` are batch norm's mean and inv_std.
 
 struct Params {
@@ -21,6 +22,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read> b: array<f32>;
+@group(0) @binding(4) var<storage, read> m: array<f32>;
+@group(0) @binding(5) var<storage, read> s: array<f32>;
 
 var<workgroup> partial: array<f32, 256>;
 
@@ -98,4 +101,13 @@ fn rms_norm_channels(@builtin(workgroup_id) g: vec3<u32>, @builtin(num_workgroup
         if (p.flags & 2u) != 0u { bias = b[p.b_off + c]; }
         x[at] = x[at] * inv * w[p.w_off + c] + bias;
     }
+}
+
+@compute @workgroup_size(256)
+fn batch_norm(@builtin(workgroup_id) g: vec3<u32>, @builtin(num_workgroups) ng: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+    let i = flat_id(g, ng, l, 256u);
+    if i >= p.rows * p.dim { return; }
+    let c = i / p.dim;
+    let v = (x[p.x_off + i] - m[p.m_off + c]) * s[p.s_off + c];
+    x[p.x_off + i] = v * w[p.w_off + c] + b[p.b_off + c];
 }

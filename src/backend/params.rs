@@ -2,7 +2,7 @@
 //! shapes and masks, the TCRA score-bias mode, and the element-wise functions. Plain data: this
 //! module must not compute anything beyond checking and deriving shapes.
 
-use super::op_error::{checked_product, param, OpError};
+use super::op_error::{check_len, checked_product, param, OpError};
 
 /// The hyper-parameters of a convolution, as `nn.Conv2d` has them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +43,37 @@ impl Conv2d {
                 self.kernel[1],
             ],
         )
+    }
+
+    /// Checks the lengths of a call on an `hw` input (`[in, h, w]`), the weight, the output
+    /// (`[out, oh, ow]`) and the bias, and returns `[oh, ow]`.
+    pub fn check(
+        &self,
+        hw: [usize; 2],
+        input: usize,
+        weight: usize,
+        out: usize,
+        bias: Option<usize>,
+    ) -> Result<[usize; 2], OpError> {
+        const OP: &str = "conv2d";
+        let [oh, ow] = self.output_hw(hw)?;
+        check_len(
+            OP,
+            "input",
+            checked_product(OP, &[self.in_channels, hw[0], hw[1]])?,
+            input,
+        )?;
+        check_len(OP, "weight", self.weight_len()?, weight)?;
+        check_len(
+            OP,
+            "out",
+            checked_product(OP, &[self.out_channels, oh, ow])?,
+            out,
+        )?;
+        if let Some(b) = bias {
+            check_len(OP, "bias", self.out_channels, b)?;
+        }
+        Ok([oh, ow])
     }
 
     /// Output `[oh, ow]` for an input of `[h, w]`.
@@ -100,6 +131,111 @@ pub struct AttentionShape {
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
+}
+
+impl AttentionShape {
+    /// Checks the heads (query heads a positive multiple of KV heads) and the lengths of q
+    /// `[n_q, H, d]`, k and v `[n_kv, H_kv, d]` and out (as q).
+    pub fn check(&self, q: usize, k: usize, v: usize, out: usize) -> Result<(), OpError> {
+        const OP: &str = "attention";
+        let (h, hkv, d) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        if h == 0 || hkv == 0 || d == 0 || h % hkv != 0 {
+            return Err(param(
+                OP,
+                format!(
+                    "{h} query heads are not a positive multiple of {hkv} KV heads (head_dim {d})"
+                ),
+            ));
+        }
+        check_len(OP, "q", checked_product(OP, &[self.n_q, h, d])?, q)?;
+        let kv = checked_product(OP, &[self.n_kv, hkv, d])?;
+        check_len(OP, "k", kv, k)?;
+        check_len(OP, "v", kv, v)?;
+        check_len(OP, "out", q, out)
+    }
+
+    /// Checks a score block over key columns `col0 .. col0 + n_cols` and the lengths of its bias
+    /// and readout arrays (`[H, n_q, n_cols]`) where given.
+    pub fn check_block(
+        &self,
+        col0: usize,
+        n_cols: usize,
+        add: Option<usize>,
+        readout: Option<usize>,
+    ) -> Result<(), OpError> {
+        const OP: &str = "attention";
+        if col0.checked_add(n_cols).is_none_or(|end| end > self.n_kv) {
+            return Err(param(
+                OP,
+                format!(
+                    "bias block columns {col0}..{col0}+{n_cols} exceed {} keys",
+                    self.n_kv
+                ),
+            ));
+        }
+        let block = checked_product(OP, &[self.n_heads, self.n_q, n_cols])?;
+        if let Some(add) = add {
+            check_len(OP, "bias add", block, add)?;
+        }
+        if let Some(readout) = readout {
+            check_len(OP, "bias readout", block, readout)?;
+        }
+        Ok(())
+    }
+}
+
+/// The resampling ops of the DC-AE decoder, for their shared shape checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resample {
+    /// `[C, h, w] → [C, r·h, r·w]`.
+    UpsampleNearest,
+    /// `[C·r², h, w] → [C, r·h, r·w]` (`channels` counts the input's).
+    PixelShuffle,
+    /// `[C, h, w] → [C·r, h, w]`.
+    RepeatChannels,
+}
+
+impl Resample {
+    pub fn name(self) -> &'static str {
+        match self {
+            Resample::UpsampleNearest => "upsample_nearest",
+            Resample::PixelShuffle => "pixel_shuffle",
+            Resample::RepeatChannels => "repeat_channels",
+        }
+    }
+
+    /// Checks factor `r`, the input `[channels, h, w]` and the output lengths.
+    pub fn check(
+        self,
+        channels: usize,
+        [h, w]: [usize; 2],
+        r: usize,
+        input: usize,
+        out: usize,
+    ) -> Result<(), OpError> {
+        let op = self.name();
+        if r == 0 {
+            return Err(param(op, "factor must be positive"));
+        }
+        if self == Resample::PixelShuffle {
+            let rr = r
+                .checked_mul(r)
+                .ok_or_else(|| param(op, "factor overflows"))?;
+            if channels % rr != 0 {
+                return Err(param(
+                    op,
+                    format!("{channels} channels are not a multiple of {r}²"),
+                ));
+            }
+        }
+        check_len(op, "input", checked_product(op, &[channels, h, w])?, input)?;
+        let expected = match self {
+            Resample::UpsampleNearest => checked_product(op, &[channels, h, r, w, r])?,
+            Resample::PixelShuffle => input,
+            Resample::RepeatChannels => checked_product(op, &[channels, r, h, w])?,
+        };
+        check_len(op, "out", expected, out)
+    }
 }
 
 /// Which keys a query may see.

@@ -354,10 +354,7 @@ impl<'f, B: Backend> Generator<'f, B> {
         // working memory (more than a GPU's linear attention keeps) and the host latent and
         // image: an upper bound for the device's.
         let working = decoder.predicted_working_bytes(c.latent_size, c.latent_size)?;
-        Ok(self.shared_device_bytes
-            + weights
-            + working
-            + self.backend.overhead_bytes(image_bytes))
+        Ok(self.shared_device_bytes + weights + working + self.backend.overhead_bytes(image_bytes))
     }
 
     /// The device-memory plan of a run (`None` on the CPU), checked against the budget.

@@ -178,6 +178,8 @@ pub enum Kernel {
     Quantize(Partner),
     MatmulTiled(WeightFormat),
     Matvec(WeightFormat),
+    /// `Matvec` with subgroup reductions (devices with the SUBGROUP feature).
+    MatvecSubgroup(WeightFormat),
     ConvTiled(WeightFormat),
     ConvDepthwise(WeightFormat),
     AttentionScores,
@@ -217,6 +219,7 @@ impl Kernel {
             all.extend([
                 Kernel::MatmulTiled(f),
                 Kernel::Matvec(f),
+                Kernel::MatvecSubgroup(f),
                 Kernel::ConvTiled(f),
                 Kernel::ConvDepthwise(f),
             ]);
@@ -227,13 +230,14 @@ impl Kernel {
     /// The kernel's complete WGSL source.
     pub fn source(&self) -> String {
         let body: String = match self {
-            Kernel::Unary(_) => wgsl!("elementwise.wgsl").into(),
-            Kernel::Swiglu | Kernel::Add => wgsl!("binary.wgsl").into(),
-            Kernel::AddGatedRows | Kernel::ModulateRows => wgsl!("ternary.wgsl").into(),
-            Kernel::RmsNorm | Kernel::LayerNorm | Kernel::RmsNormChannels => {
+            Kernel::Unary(_)
+            | Kernel::Swiglu
+            | Kernel::Add
+            | Kernel::AddGatedRows
+            | Kernel::ModulateRows => wgsl!("elementwise.wgsl").into(),
+            Kernel::RmsNorm | Kernel::LayerNorm | Kernel::RmsNormChannels | Kernel::BatchNorm => {
                 wgsl!("norm.wgsl").into()
             }
-            Kernel::BatchNorm => wgsl!("batch_norm.wgsl").into(),
             Kernel::Rope => wgsl!("rope.wgsl").into(),
             Kernel::UpsampleNearest | Kernel::PixelShuffle | Kernel::RepeatChannels => {
                 wgsl!("resample.wgsl").into()
@@ -251,15 +255,25 @@ impl Kernel {
                 wgsl!("matvec.wgsl"),
             ]
             .concat(),
+            Kernel::MatvecSubgroup(f) => [
+                f.snippet().as_str(),
+                wgsl!("matmul_io.wgsl"),
+                wgsl!("matvec.wgsl"),
+                wgsl!("matvec_subgroup.wgsl"),
+            ]
+            .concat(),
             Kernel::ConvTiled(f) => [
                 f.snippet().as_str(),
                 wgsl!("conv_io.wgsl"),
                 wgsl!("gemm_tiled.wgsl"),
             ]
             .concat(),
-            Kernel::ConvDepthwise(f) => {
-                [f.snippet().as_str(), wgsl!("conv_depthwise.wgsl")].concat()
-            }
+            Kernel::ConvDepthwise(f) => [
+                f.snippet().as_str(),
+                wgsl!("conv_io.wgsl"),
+                wgsl!("conv_depthwise.wgsl"),
+            ]
+            .concat(),
             Kernel::AttentionScores => {
                 [wgsl!("attention.wgsl"), wgsl!("attention_scores.wgsl")].concat()
             }
@@ -310,6 +324,7 @@ impl Kernel {
             },
             Kernel::MatmulTiled(_) | Kernel::ConvTiled(_) => "gemm_tiled",
             Kernel::Matvec(_) => "matvec",
+            Kernel::MatvecSubgroup(_) => "matvec_subgroup",
             Kernel::ConvDepthwise(_) => "conv_depthwise",
             Kernel::AttentionScores => "attention_scores",
             Kernel::AttentionSoftmax => "attention_softmax",
@@ -317,6 +332,11 @@ impl Kernel {
             Kernel::LinearAttentionKv => "linear_attention_kv",
             Kernel::LinearAttentionOut => "linear_attention_out",
         }
+    }
+
+    /// Whether the kernel needs the device's SUBGROUP feature (naga's capability of that name).
+    pub fn needs_subgroups(&self) -> bool {
+        matches!(self, Kernel::MatvecSubgroup(_))
     }
 
     /// The storage bindings 1, 2, … (binding 0 is the parameter block).
@@ -332,6 +352,7 @@ impl Kernel {
             Kernel::Quantize(_) => &[R, W],
             Kernel::MatmulTiled(_)
             | Kernel::Matvec(_)
+            | Kernel::MatvecSubgroup(_)
             | Kernel::ConvTiled(_)
             | Kernel::ConvDepthwise(_) => &[R, R, W, R],
             Kernel::AttentionScores => &[R, R, W],
@@ -352,7 +373,7 @@ mod tests {
             assert!(WeightFormat::of(ty).is_some(), "{ty}");
         }
         let all = Kernel::all();
-        assert_eq!(all.len(), 8 + 17 + 4 + 4 * WeightFormat::ALL.len());
+        assert_eq!(all.len(), 8 + 17 + 4 + 5 * WeightFormat::ALL.len());
         for k in all {
             assert!(
                 k.source().contains(&format!("fn {}(", k.entry_point())),

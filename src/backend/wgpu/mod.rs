@@ -121,6 +121,9 @@ pub struct WgpuBackend {
     readback: Mutex<Option<Arc<RawBuffer>>>,
     scratch: Mutex<ops::Scratch>,
     slots: Mutex<slots::Slots>,
+    /// The device has the SUBGROUP feature and the kernels use it.
+    subgroups: std::sync::atomic::AtomicBool,
+    has_subgroups: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -137,6 +140,7 @@ impl WgpuBackend {
         };
         let limits = adapter.limits();
         let features = adapter.features() & wgpu::Features::SUBGROUP;
+        let has_subgroups = features.contains(wgpu::Features::SUBGROUP);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("latte"),
             required_features: features,
@@ -191,11 +195,35 @@ impl WgpuBackend {
             readback: Mutex::new(None),
             scratch: Mutex::new(ops::Scratch::default()),
             slots: Mutex::new(slots::Slots::default()),
+            subgroups: std::sync::atomic::AtomicBool::new(has_subgroups),
+            has_subgroups,
         }))
     }
 
     pub fn adapter(&self) -> &AdapterSummary {
         &self.adapter
+    }
+
+    /// Gives the device up now: every later call fails with [`BackendError::DeviceLost`], as after
+    /// a driver reset.
+    pub fn close(&self) {
+        lock(&self.faults)
+            .lost
+            .get_or_insert_with(|| "the device was closed".into());
+        self.device.destroy();
+    }
+
+    /// Whether reductions use subgroup operations (by default where the device has them; tests
+    /// turn them off to cover the workgroup-memory kernels too).
+    pub fn use_subgroups(&self, on: bool) {
+        self.subgroups.store(
+            on && self.has_subgroups,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn subgroups(&self) -> bool {
+        self.subgroups.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The largest storage binding, in bytes (weights are split into parts of at most this).

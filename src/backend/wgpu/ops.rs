@@ -10,6 +10,7 @@ use super::weights::{self, Home, WgpuWeight};
 use super::{lock, Bind, WgpuBackend, WgpuBuffer};
 use crate::backend::cpu::ops::RopeTable;
 use crate::backend::op_error::{check_len, checked_product, param};
+use crate::backend::params::Resample;
 use crate::backend::{
     AttentionShape, Backend, BackendError, BiasMode, Conv2d, DeviceBuffer, DeviceMemory, Mask,
     Placement, ScoreBlock, Slice, SliceMut, Unary,
@@ -191,7 +192,12 @@ impl Backend for WgpuBackend {
             + readback.max(super::readback_bytes(largest_read))
     }
 
-    fn linear_attention_scratch(&self, n_heads: usize, head_dim: usize, _n_pixels: usize) -> Option<usize> {
+    fn linear_attention_scratch(
+        &self,
+        n_heads: usize,
+        head_dim: usize,
+        _n_pixels: usize,
+    ) -> Option<usize> {
         n_heads.checked_mul(head_dim + 1)?.checked_mul(head_dim)
     }
 
@@ -434,9 +440,10 @@ impl Backend for WgpuBackend {
             });
         }
         {
-            let mut view = buffer.slice(..).get_mapped_range_mut().map_err(|e| {
-                BackendError::Device(format!("staging expert group {group}: {e}"))
-            })?;
+            let mut view = buffer
+                .slice(..)
+                .get_mapped_range_mut()
+                .map_err(|e| BackendError::Device(format!("staging expert group {group}: {e}")))?;
             let mut part_bytes = Vec::new();
             let mut at = 0;
             for w in weights {
@@ -461,11 +468,7 @@ impl Backend for WgpuBackend {
         buffer.unmap();
         Ok(StagedGroup {
             group,
-            staging: Some(Arc::new(RawBuffer::new(
-                buffer,
-                size,
-                &self.staging_ledger,
-            ))),
+            staging: Some(Arc::new(RawBuffer::new(buffer, size, &self.staging_ledger))),
             bytes: size,
         })
     }
@@ -590,7 +593,12 @@ impl Backend for WgpuBackend {
             let (kernel, groups) = if n <= MATVEC_MAX_ROWS {
                 let mut g = fold(part.rows);
                 g[2] = n.div_ceil(4) as u32;
-                (Kernel::Matvec(weight.format), g)
+                let kernel = if self.subgroups() {
+                    Kernel::MatvecSubgroup(weight.format)
+                } else {
+                    Kernel::Matvec(weight.format)
+                };
+                (kernel, g)
             } else {
                 (
                     Kernel::MatmulTiled(weight.format),
@@ -895,17 +903,7 @@ impl Backend for WgpuBackend {
             n_kv_heads,
             head_dim: d,
         } = shape;
-        if n_heads == 0 || n_kv_heads == 0 || d == 0 || n_heads % n_kv_heads != 0 {
-            return Err(param(
-                OP,
-                format!("{n_heads} query heads are not a positive multiple of {n_kv_heads} KV heads (head_dim {d})"),
-            )
-            .into());
-        }
-        check_len(OP, "q", checked_product(OP, &[n_q, n_heads, d])?, q.len)?;
-        check_len(OP, "k", checked_product(OP, &[n_kv, n_kv_heads, d])?, k.len)?;
-        check_len(OP, "v", checked_product(OP, &[n_kv, n_kv_heads, d])?, v.len)?;
-        check_len(OP, "out", q.len, out.len)?;
+        shape.check(q.len, k.len, v.len, out.len)?;
         if d > MAX_HEAD_DIM {
             return Err(param(
                 OP,
@@ -914,23 +912,14 @@ impl Backend for WgpuBackend {
             .into());
         }
         if let Some(b) = &block {
-            if b.col0.checked_add(b.n_cols).is_none_or(|end| end > n_kv) {
-                return Err(param(
-                    OP,
-                    format!(
-                        "bias block columns {}..{}+{} exceed {n_kv} keys",
-                        b.col0, b.col0, b.n_cols
-                    ),
-                )
-                .into());
-            }
-            let size = checked_product(OP, &[n_heads, n_q, b.n_cols])?;
+            shape.check_block(
+                b.col0,
+                b.n_cols,
+                b.add.as_ref().map(|a| a.previous.len),
+                b.readout.as_ref().map(|r| r.len),
+            )?;
             if let Some(add) = &b.add {
-                check_len(OP, "bias add", size, add.previous.len)?;
                 check_len(OP, "bias gate", n_heads, add.gate.len)?;
-            }
-            if let Some(r) = &b.readout {
-                check_len(OP, "bias readout", size, r.len)?;
             }
         }
         if n_q == 0 {
@@ -1041,23 +1030,13 @@ impl Backend for WgpuBackend {
         out: SliceMut<'_, WgpuBuffer>,
     ) -> Result<(), BackendError> {
         const OP: &str = "conv2d";
-        let [oh, ow] = conv.output_hw(hw)?;
-        check_len(
-            OP,
-            "input",
-            checked_product(OP, &[conv.in_channels, hw[0], hw[1]])?,
+        let [oh, ow] = conv.check(
+            hw,
             input.len,
-        )?;
-        check_len(OP, "weight", conv.weight_len()?, weight.rows * weight.k)?;
-        check_len(
-            OP,
-            "out",
-            checked_product(OP, &[conv.out_channels, oh, ow])?,
+            weight.rows * weight.k,
             out.len,
+            bias.as_ref().map(|b| b.len),
         )?;
-        if let Some(b) = &bias {
-            check_len(OP, "bias", conv.out_channels, b.len)?;
-        }
         if out.len == 0 {
             return Ok(());
         }
@@ -1189,29 +1168,7 @@ impl Backend for WgpuBackend {
         factor: usize,
         out: SliceMut<'_, WgpuBuffer>,
     ) -> Result<(), BackendError> {
-        const OP: &str = "upsample_nearest";
-        check_factor(OP, factor)?;
-        check_len(
-            OP,
-            "input",
-            checked_product(OP, &[channels, hw[0], hw[1]])?,
-            input.len,
-        )?;
-        check_len(
-            OP,
-            "out",
-            checked_product(OP, &[channels, hw[0], factor, hw[1], factor])?,
-            out.len,
-        )?;
-        self.resample(
-            Kernel::UpsampleNearest,
-            OP,
-            input,
-            channels,
-            hw,
-            factor,
-            out,
-        )
+        self.resample(Resample::UpsampleNearest, input, channels, hw, factor, out)
     }
 
     fn pixel_shuffle(
@@ -1222,34 +1179,7 @@ impl Backend for WgpuBackend {
         factor: usize,
         out: SliceMut<'_, WgpuBuffer>,
     ) -> Result<(), BackendError> {
-        const OP: &str = "pixel_shuffle";
-        check_factor(OP, factor)?;
-        let rr = factor
-            .checked_mul(factor)
-            .ok_or_else(|| param(OP, "factor overflows"))?;
-        if in_channels % rr != 0 {
-            return Err(param(
-                OP,
-                format!("{in_channels} channels are not a multiple of {factor}²"),
-            )
-            .into());
-        }
-        check_len(
-            OP,
-            "input",
-            checked_product(OP, &[in_channels, hw[0], hw[1]])?,
-            input.len,
-        )?;
-        check_len(OP, "out", input.len, out.len)?;
-        self.resample(
-            Kernel::PixelShuffle,
-            OP,
-            input,
-            in_channels,
-            hw,
-            factor,
-            out,
-        )
+        self.resample(Resample::PixelShuffle, input, in_channels, hw, factor, out)
     }
 
     fn repeat_channels(
@@ -1260,37 +1190,8 @@ impl Backend for WgpuBackend {
         repeats: usize,
         out: SliceMut<'_, WgpuBuffer>,
     ) -> Result<(), BackendError> {
-        const OP: &str = "repeat_channels";
-        check_factor(OP, repeats)?;
-        check_len(
-            OP,
-            "input",
-            checked_product(OP, &[channels, hw[0], hw[1]])?,
-            input.len,
-        )?;
-        check_len(
-            OP,
-            "out",
-            checked_product(OP, &[channels, repeats, hw[0], hw[1]])?,
-            out.len,
-        )?;
-        self.resample(
-            Kernel::RepeatChannels,
-            OP,
-            input,
-            channels,
-            hw,
-            repeats,
-            out,
-        )
+        self.resample(Resample::RepeatChannels, input, channels, hw, repeats, out)
     }
-}
-
-fn check_factor(op: &'static str, r: usize) -> Result<(), BackendError> {
-    if r == 0 {
-        return Err(param(op, "factor must be positive").into());
-    }
-    Ok(())
 }
 
 impl WgpuBackend {
@@ -1357,17 +1258,21 @@ impl WgpuBackend {
         self.elementwise(kernel, &params, &bindings, x.len)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn resample(
         &self,
-        kernel: Kernel,
-        op: &'static str,
+        which: Resample,
         input: Slice<'_, WgpuBuffer>,
         channels: usize,
         hw: [usize; 2],
         r: usize,
         out: SliceMut<'_, WgpuBuffer>,
     ) -> Result<(), BackendError> {
+        which.check(channels, hw, r, input.len, out.len)?;
+        let (op, kernel) = match which {
+            Resample::UpsampleNearest => ("upsample_nearest", Kernel::UpsampleNearest),
+            Resample::PixelShuffle => ("pixel_shuffle", Kernel::PixelShuffle),
+            Resample::RepeatChannels => ("repeat_channels", Kernel::RepeatChannels),
+        };
         if out.len == 0 {
             return Ok(());
         }

@@ -25,7 +25,7 @@
 
 use rayon::prelude::*;
 
-use super::error::{check_len, checked_product, param, OpError};
+use super::error::{checked_product, OpError};
 use super::kernels::{self, multiversion};
 pub use crate::backend::params::{AttentionShape, BiasMode, Mask};
 
@@ -95,51 +95,21 @@ pub fn attention(
     out: &mut [f32],
     scratch: &mut AttentionScratch,
 ) -> Result<(), OpError> {
-    const OP: &str = "attention";
     let AttentionShape {
         n_q,
         n_kv,
         n_heads,
-        n_kv_heads,
         head_dim: d,
+        ..
     } = shape;
-    if n_heads == 0 || n_kv_heads == 0 || d == 0 || n_heads % n_kv_heads != 0 {
-        return Err(param(
-            OP,
-            format!("{n_heads} query heads are not a positive multiple of {n_kv_heads} KV heads (head_dim {d})"),
-        ));
-    }
-    check_len(OP, "q", checked_product(OP, &[n_q, n_heads, d])?, q.len())?;
-    check_len(
-        OP,
-        "k",
-        checked_product(OP, &[n_kv, n_kv_heads, d])?,
-        k.len(),
-    )?;
-    check_len(
-        OP,
-        "v",
-        checked_product(OP, &[n_kv, n_kv_heads, d])?,
-        v.len(),
-    )?;
-    check_len(OP, "out", q.len(), out.len())?;
+    shape.check(q.len(), k.len(), v.len(), out.len())?;
     if let Some(b) = &bias {
-        if b.col0.checked_add(b.n_cols).is_none_or(|end| end > n_kv) {
-            return Err(param(
-                OP,
-                format!(
-                    "bias block columns {}..{}+{} exceed {n_kv} keys",
-                    b.col0, b.col0, b.n_cols
-                ),
-            ));
-        }
-        let block = checked_product(OP, &[n_heads, n_q, b.n_cols])?;
-        if let Some(add) = b.add {
-            check_len(OP, "bias add", block, add.len())?;
-        }
-        if let Some(r) = &b.readout {
-            check_len(OP, "bias readout", block, r.len())?;
-        }
+        shape.check_block(
+            b.col0,
+            b.n_cols,
+            b.add.map(<[f32]>::len),
+            b.readout.as_ref().map(|r| r.len()),
+        )?;
     }
     if n_q == 0 {
         return Ok(());

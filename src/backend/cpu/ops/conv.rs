@@ -17,7 +17,7 @@
 
 use rayon::prelude::*;
 
-use super::error::{check_len, checked_product, param, OpError};
+use super::error::{checked_product, param, OpError};
 use super::gemm::{
     self, put_run, put_zeros, GemmScratch, GemmScratchSizes, GemmShape, MatrixPanels, MicroKernel,
     PanelSource,
@@ -111,23 +111,13 @@ pub fn conv2d_with_isa(
     scratch: &mut ConvScratch,
 ) -> Result<(), OpError> {
     const OP: &str = "conv2d";
-    let [oh, ow] = conv.output_hw(hw)?;
-    check_len(
-        OP,
-        "input",
-        checked_product(OP, &[conv.in_channels, hw[0], hw[1]])?,
+    let [oh, ow] = conv.check(
+        hw,
         input.len(),
-    )?;
-    check_len(OP, "weight", conv.weight_len()?, weight.len())?;
-    check_len(
-        OP,
-        "out",
-        checked_product(OP, &[conv.out_channels, oh, ow])?,
+        weight.len(),
         out.len(),
+        bias.map(<[f32]>::len),
     )?;
-    if let Some(b) = bias {
-        check_len(OP, "bias", conv.out_channels, b.len())?;
-    }
     let kernel = MicroKernel::for_isa(isa)
         .ok_or_else(|| param(OP, format!("this CPU cannot run {isa} kernels")))?;
     if out.is_empty() {

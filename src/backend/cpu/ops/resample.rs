@@ -13,6 +13,7 @@
 use rayon::prelude::*;
 
 use super::error::{check_len, checked_product, param, OpError};
+use crate::backend::params::Resample;
 
 fn check_factor(op: &'static str, r: usize) -> Result<(), OpError> {
     if r == 0 {
@@ -30,21 +31,8 @@ pub fn upsample_nearest(
     r: usize,
     out: &mut [f32],
 ) -> Result<(), OpError> {
-    const OP: &str = "upsample_nearest";
-    check_factor(OP, r)?;
+    Resample::UpsampleNearest.check(channels, hw, r, input.len(), out.len())?;
     let [h, w] = hw;
-    check_len(
-        OP,
-        "input",
-        checked_product(OP, &[channels, h, w])?,
-        input.len(),
-    )?;
-    check_len(
-        OP,
-        "out",
-        checked_product(OP, &[channels, h, r, w, r])?,
-        out.len(),
-    )?;
     if out.is_empty() {
         return Ok(());
     }
@@ -75,25 +63,9 @@ pub fn pixel_shuffle(
     r: usize,
     out: &mut [f32],
 ) -> Result<(), OpError> {
-    const OP: &str = "pixel_shuffle";
-    check_factor(OP, r)?;
-    let rr = r
-        .checked_mul(r)
-        .ok_or_else(|| param(OP, "factor overflows"))?;
-    if in_channels % rr != 0 {
-        return Err(param(
-            OP,
-            format!("{in_channels} channels are not a multiple of {r}²"),
-        ));
-    }
+    Resample::PixelShuffle.check(in_channels, hw, r, input.len(), out.len())?;
     let [h, w] = hw;
-    check_len(
-        OP,
-        "input",
-        checked_product(OP, &[in_channels, h, w])?,
-        input.len(),
-    )?;
-    check_len(OP, "out", input.len(), out.len())?;
+    let rr = r * r;
     if out.is_empty() {
         return Ok(());
     }
@@ -165,21 +137,8 @@ pub fn repeat_channels(
     r: usize,
     out: &mut [f32],
 ) -> Result<(), OpError> {
-    const OP: &str = "repeat_channels";
-    check_factor(OP, r)?;
-    let plane = checked_product(OP, &[hw[0], hw[1]])?;
-    check_len(
-        OP,
-        "input",
-        checked_product(OP, &[channels, plane])?,
-        input.len(),
-    )?;
-    check_len(
-        OP,
-        "out",
-        checked_product(OP, &[channels, r, plane])?,
-        out.len(),
-    )?;
+    Resample::RepeatChannels.check(channels, hw, r, input.len(), out.len())?;
+    let plane = hw[0] * hw[1];
     if out.is_empty() {
         return Ok(());
     }
