@@ -4,7 +4,8 @@
 //! Data flows one way through the modules, and nothing below reaches up:
 //!
 //! ```text
-//! gguf (file) → tensor (views) → quant (block formats) → backend::cpu (kernels, ops) → convert / CLI
+//! gguf (file) → tensor (views) → quant (block formats) → backend (cpu, wgpu: buffers, weights, ops)
+//!     → model (written once against the backend) → pipeline (describe, generate) → CLI, bench, convert
 //! ```
 //!
 //! `docs/ARCHITECTURE.md` is the map.

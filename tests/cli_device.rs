@@ -6,11 +6,10 @@
 mod common;
 mod latte_bin;
 
-use std::path::Path;
-
 use latte_bin::latte;
 
-fn pixels(path: &Path) -> Vec<u8> {
+#[cfg(feature = "wgpu")]
+fn pixels(path: &std::path::Path) -> Vec<u8> {
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
     let mut reader = decoder.read_info().unwrap();
     let mut buf = vec![0; reader.output_buffer_size().unwrap()];
@@ -89,7 +88,7 @@ fn demo_generates_and_describes_on_wgpu_as_on_the_cpu() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let (cpu, gpu) = (tmp.path().join("cpu.png"), tmp.path().join("gpu.png"));
-    let args = |device: &'static str, out: &Path| {
+    let args = |device: &'static str, out: &std::path::Path| {
         let out = latte(&[
             "generate",
             "--prompt",

@@ -55,7 +55,7 @@ fn llama_cpp_runs_the_extracted_text_model() {
     // the logits' scale: 1e-3 of the largest magnitude.
     let file = ModelFile::open(&full).unwrap();
     let model = TextModel::load(&file).unwrap();
-    let mut bench = TextBench::new(&model, 16);
+    let mut bench = TextBench::new(&model, 16).unwrap();
     bench.prompt_seconds(&tokens).unwrap();
     let ours = bench.last_logits();
     assert_eq!(ours.len(), logits.len());

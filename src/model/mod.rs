@@ -1,9 +1,10 @@
 //! What a LaTtE-Flow file holds and the model math over it: the file's typed lookups (`file`),
-//! projections (`linear`), the expert-group layout (`expert_groups`), and (as they land) the vision
-//! encoder, the text decoder, the flow replica and the DC-AE decoder.
+//! projections (`linear`), the expert-group layout (`expert_groups`), the vision encoder, the text
+//! decoder, the flow replica and the DC-AE decoder.
 //!
-//! Models read tensors through `ModelFile` and compute through `backend::cpu`; they must not parse
-//! bytes themselves or reach up into pipelines and the CLI.
+//! Models read tensors through `ModelFile` and compute through a `backend::Backend` they are
+//! generic over (written once for the CPU and the GPU); they must not parse bytes themselves, know
+//! a device, or reach up into pipelines and the CLI.
 
 pub mod dcae;
 pub mod error;

@@ -9,7 +9,8 @@
 #   device run: bash tools/gpu/bench.sh        (timeout_s 560, carry [".gpu", ".gl", ".whl"])
 #
 # LATTE_GPU_BENCH_QUICK=1 shrinks it to a smoke run (4 steps, 1 repetition, no PyTorch) for trying
-# the script on any machine with a Vulkan adapter (lavapipe included: its times are not GPU figures).
+# the script on any machine with a Vulkan adapter (lavapipe included: its times are not GPU figures);
+# LATTE_GPU_BENCH_MODEL=FILE benchmarks that file instead of the full-size synthetic one.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/latte-gpu-bench}
@@ -34,9 +35,12 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null; "$LATTE" devices; } | tee "$OUT/devices.txt"
-model=/tmp/latte-q4_0.gguf
-log "full-size synthetic model (Q4_0)"
-"$LATTE" convert --synthetic latte-flow-2b --type q4_0 --quiet -o "$model" 2>&1 | tail -1 | tee -a "$OUT/bench.log"
+model=${LATTE_GPU_BENCH_MODEL:-}
+if [ -z "$model" ]; then
+  model=/tmp/latte-q4_0.gguf
+  log "full-size synthetic model (Q4_0)"
+  "$LATTE" convert --synthetic latte-flow-2b --type q4_0 --quiet -o "$model" 2>&1 | tail -1 | tee -a "$OUT/bench.log"
+fi
 
 peer=()
 if [ "$quick" != 1 ] && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
@@ -50,8 +54,6 @@ log "latte bench --device wgpu (img, img-dense, vae; $steps steps, $reps repetit
 timeout 300 "$LATTE" bench -m "$model" --device wgpu --tests img,img-dense,vae --steps "$steps" -r "$reps" \
   "${peer[@]}" -o md > "$OUT/bench.md" 2> "$OUT/bench.stderr"
 cat "$OUT/bench.md"
-timeout 60 "$LATTE" bench -m "$model" --device wgpu --tests img,img-dense,vae --steps "$steps" -r 1 -o json \
-  > "$OUT/bench.json" 2>/dev/null || true
 
 log "latte generate --device wgpu --vram-budget 1G (device memory per phase)"
 ids=1,2,3,4,5,6,7,8,9,10,11,12,13,14
