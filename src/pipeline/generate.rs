@@ -478,8 +478,9 @@ impl<'f, B: Backend> Generator<'f, B> {
         let c = self.replica.config();
         let mut phases = Vec::new();
 
-        // Prefill, on the CPU.
+        // Prefill, on the CPU (the device keeps only what this run allocates).
         progress.phase("prefill");
+        self.backend.release_scratch();
         let mut clock = PhaseClock::start(self.backend);
         let image = image.map(|image| self.encode_image(image)).transpose()?;
         let cond_ids = match &image {

@@ -17,10 +17,13 @@
 //!
 //! This module must not know models: it sees tensors, buffers and shapes.
 
+mod attention;
 mod buffer;
 mod device;
 pub mod kernels;
 mod ops;
+mod products;
+mod residency;
 mod slots;
 pub mod weights;
 

@@ -1,19 +1,20 @@
 //! [`Backend`] for [`WgpuBackend`]: each op checks its shapes as the CPU's does, then records its
-//! kernels (see `kernels.rs` for which WGSL file each uses).
+//! kernels (see `kernels.rs` for which WGSL file each uses). The element-wise ops, norms, RoPE and
+//! resampling are here; the products on weights are `products.rs`'s, attention `attention.rs`'s and
+//! the group uploads `residency.rs`'s. Also the dispatch helpers they share.
 
 use std::sync::Arc;
 
 use super::buffer::RawBuffer;
-use super::kernels::{Kernel, Partner, UnaryKernel, WeightFormat};
-use super::slots::Slot;
-use super::weights::{self, Home, WgpuWeight};
+use super::kernels::{Kernel, UnaryKernel};
+use super::weights::WgpuWeight;
 use super::{lock, Bind, WgpuBackend, WgpuBuffer};
 use crate::backend::cpu::ops::RopeTable;
 use crate::backend::op_error::{check_len, checked_product, param};
 use crate::backend::params::Resample;
 use crate::backend::{
-    AttentionShape, Backend, BackendError, BiasMode, Conv2d, DeviceBuffer, DeviceMemory, Mask,
-    Placement, ScoreBlock, Slice, SliceMut, Unary,
+    AttentionShape, Backend, BackendError, Conv2d, DeviceBuffer, DeviceMemory, Mask, Placement,
+    ScoreBlock, Slice, SliceMut, Unary,
 };
 use crate::tensor::TensorView;
 
@@ -21,21 +22,15 @@ use crate::tensor::TensorView;
 #[derive(Default)]
 pub struct Scratch {
     /// Activations rounded for a matmul's dot partner.
-    quantized: WgpuBuffer,
+    pub(super) quantized: WgpuBuffer,
     /// Attention scores of one chunk of query rows.
-    scores: WgpuBuffer,
+    pub(super) scores: WgpuBuffer,
     /// Linear attention's per-head V·Kᵀ products.
-    kv: WgpuBuffer,
+    pub(super) kv: WgpuBuffer,
 }
 
-/// Score values one attention chunk may hold (64 MiB).
-const SCORE_BUDGET: usize = 16 << 20;
-/// Query rows one attention dispatch may cover (a workgroup-grid dimension).
-const MAX_ROWS: usize = 65535;
-/// The largest head dimension the score kernel holds in workgroup memory.
-const MAX_HEAD_DIM: usize = 256;
 /// Activation rows below which a product uses the matrix-vector kernel.
-const MATVEC_MAX_ROWS: usize = 4;
+pub(super) const MATVEC_MAX_ROWS: usize = 4;
 /// Workgroups per grid dimension before a 1-D dispatch folds into 2-D.
 const FOLD: u32 = 65535;
 
@@ -46,21 +41,13 @@ pub struct WgpuRope {
     half: usize,
 }
 
-/// A staged expert group: its slot image in a host-visible staging buffer, laid out as the
-/// weights' parts say, ready to be copied into a slot by the device.
-pub struct StagedGroup {
-    group: usize,
-    staging: Option<Arc<RawBuffer>>,
-    bytes: u64,
-}
-
-fn u32_of(op: &'static str, v: usize) -> Result<u32, BackendError> {
+pub(super) fn u32_of(op: &'static str, v: usize) -> Result<u32, BackendError> {
     u32::try_from(v)
         .map_err(|_| param(op, format!("{v} does not fit the device's 32-bit indices")).into())
 }
 
 /// A grid of `n` workgroups, folded into two dimensions past 65535.
-fn fold(n: usize) -> [u32; 3] {
+pub(super) fn fold(n: usize) -> [u32; 3] {
     let n = n as u64;
     if n <= FOLD as u64 {
         [n as u32, 1, 1]
@@ -69,7 +56,7 @@ fn fold(n: usize) -> [u32; 3] {
     }
 }
 
-fn raw_of<'b>(
+pub(super) fn raw_of<'b>(
     op: &'static str,
     buffer: &'b WgpuBuffer,
 ) -> Result<&'b Arc<RawBuffer>, BackendError> {
@@ -80,7 +67,7 @@ fn raw_of<'b>(
 }
 
 impl WgpuBackend {
-    fn bind<'b>(
+    pub(super) fn bind<'b>(
         &'b self,
         op: &'static str,
         s: &Slice<'b, WgpuBuffer>,
@@ -88,7 +75,7 @@ impl WgpuBackend {
         Ok(Bind::whole(raw_of(op, s.buffer)?))
     }
 
-    fn bind_mut<'b>(
+    pub(super) fn bind_mut<'b>(
         &self,
         op: &'static str,
         s: &'b SliceMut<'_, WgpuBuffer>,
@@ -96,12 +83,12 @@ impl WgpuBackend {
         Ok(Bind::whole(raw_of(op, s.buffer)?))
     }
 
-    fn dummy(&self) -> Bind<'_> {
+    pub(super) fn dummy(&self) -> Bind<'_> {
         Bind::whole(&self.dummy)
     }
 
     /// A 1-D element-wise dispatch of `n` invocations.
-    fn elementwise(
+    pub(super) fn elementwise(
         &self,
         kernel: Kernel,
         params: &[u32],
@@ -112,50 +99,17 @@ impl WgpuBackend {
     }
 
     /// Grows a scratch buffer to `len` values.
-    fn grow(&self, buffer: &mut WgpuBuffer, len: usize, what: &str) -> Result<(), BackendError> {
+    pub(super) fn grow(
+        &self,
+        buffer: &mut WgpuBuffer,
+        len: usize,
+        what: &str,
+    ) -> Result<(), BackendError> {
         if buffer.len < len {
             *buffer = WgpuBuffer::default();
             *buffer = self.storage(len, what)?;
         }
         Ok(())
-    }
-
-    /// The slot binding of one part of a group weight.
-    fn group_part<'s>(slot: &'s Slot, part: &weights::Part) -> Bind<'s> {
-        Bind {
-            raw: &slot.raw,
-            offset: part.slot_offset.load(std::sync::atomic::Ordering::Relaxed),
-            size: part.bytes,
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn product(
-        &self,
-        kernel: Kernel,
-        weight: &WgpuWeight<'_>,
-        part_index: usize,
-        params: &[u32],
-        x: Bind<'_>,
-        y: Bind<'_>,
-        bias: Bind<'_>,
-        groups: [u32; 3],
-    ) -> Result<(), BackendError> {
-        let part = &weight.parts[part_index];
-        match &weight.home {
-            Home::Shared(buffers) => {
-                let w = Bind::whole(&buffers[part_index]);
-                self.dispatch(kernel, params, &[w, x, y, bias], groups)
-            }
-            Home::Group(group) => {
-                let slots = lock(&self.slots);
-                let slot = slots
-                    .find(*group)
-                    .ok_or(BackendError::GroupNotResident { group: *group })?;
-                let w = Self::group_part(slot, part);
-                self.dispatch(kernel, params, &[w, x, y, bias], groups)
-            }
-        }
     }
 }
 
@@ -164,7 +118,7 @@ impl Backend for WgpuBackend {
     type Weight<'a> = WgpuWeight<'a>;
     type ConvWeight<'a> = WgpuWeight<'a>;
     type Rope = WgpuRope;
-    type StagedGroup = StagedGroup;
+    type StagedGroup = super::residency::StagedGroup;
 
     fn description(&self) -> String {
         let a = &self.adapter;
@@ -266,55 +220,7 @@ impl Backend for WgpuBackend {
         tensor: TensorView<'a>,
         placement: Placement,
     ) -> Result<WgpuWeight<'a>, BackendError> {
-        let format =
-            WeightFormat::of(tensor.ty()).ok_or_else(|| BackendError::UnsupportedType {
-                backend: "wgpu",
-                name: tensor.name().into(),
-                ty: tensor.ty(),
-                what: "matmul",
-            })?;
-        let dims = tensor.dims();
-        if dims.is_empty() || dims.len() > 2 && dims[2..].iter().any(|&d| d != 1) {
-            return Err(param(
-                "matmul",
-                format!("weight '{}' is not a matrix: {dims:?}", tensor.name()),
-            )
-            .into());
-        }
-        let (k, rows) = (tensor.row_len(), tensor.n_rows());
-        u32_of("matmul", k)?;
-        u32_of("matmul", rows)?;
-        let parts = weights::plan_parts(tensor.name(), format, rows, k, self.max_binding_bytes())?;
-        let home = match placement {
-            Placement::Group(g) => Home::Group(g),
-            Placement::Shared => {
-                let mut buffers = Vec::with_capacity(parts.len());
-                let row_bytes = tensor.row_bytes();
-                for part in &parts {
-                    let raw = self.create(
-                        part.bytes,
-                        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                        tensor.name(),
-                        true,
-                    )?;
-                    let mut bytes = vec![0u8; part.bytes as usize];
-                    let src =
-                        &tensor.bytes()[part.row0 * row_bytes..(part.row0 + part.rows) * row_bytes];
-                    weights::repack(format, src, &mut bytes);
-                    self.upload_bytes(&raw.buffer, 0, &bytes)?;
-                    buffers.push(raw);
-                }
-                Home::Shared(buffers)
-            }
-        };
-        Ok(WgpuWeight {
-            view: tensor,
-            format,
-            rows,
-            k,
-            parts,
-            home,
-        })
+        self.new_weight(tensor, placement)
     }
 
     fn conv_weight<'a>(
@@ -322,27 +228,7 @@ impl Backend for WgpuBackend {
         tensor: TensorView<'a>,
         conv: &Conv2d,
     ) -> Result<WgpuWeight<'a>, BackendError> {
-        let len = conv.weight_len()?;
-        check_len("conv2d", "weight", len, tensor.n_elements() as usize)?;
-        let k = len / conv.out_channels;
-        // The kernel as the matrix [k, out]: rows must stay whole blocks of the type.
-        let view = TensorView::new(
-            tensor.name(),
-            tensor.ty(),
-            &[k as u64, conv.out_channels as u64],
-            tensor.bytes(),
-        )
-        .map_err(|e| param("conv2d", format!("weight '{}': {e}", tensor.name())))?;
-        let weight = self.weight(view, Placement::Shared)?;
-        if weight.parts.len() != 1 {
-            return Err(BackendError::TooLarge {
-                what: format!("convolution weight '{}'", tensor.name()),
-                bytes: weight.parts.iter().map(|p| p.bytes).sum(),
-                limit: self.max_binding_bytes(),
-                limit_name: "storage binding",
-            });
-        }
-        Ok(weight)
+        self.new_conv_weight(tensor, conv)
     }
 
     fn rope_table(&self, table: &RopeTable) -> Result<WgpuRope, BackendError> {
@@ -377,22 +263,7 @@ impl Backend for WgpuBackend {
     }
 
     fn reserve_group_slots(&self, slots: usize, bytes: u64) -> Result<(), BackendError> {
-        let mut s = lock(&self.slots);
-        s.slots.clear();
-        for _ in 0..slots {
-            let raw = self.create(
-                bytes,
-                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                "an expert-group slot",
-                false,
-            )?;
-            s.slots.push(Slot {
-                raw,
-                group: None,
-                stamp: 0,
-            });
-        }
-        Ok(())
+        self.reserve_slots(slots, bytes)
     }
 
     fn release_group_slots(&self) {
@@ -405,111 +276,16 @@ impl Backend for WgpuBackend {
         &self,
         group: usize,
         weights: &[&WgpuWeight<'_>],
-    ) -> Result<StagedGroup, BackendError> {
-        let total = weights.iter().fold(0, |at, w| w.slot_end(at));
-        if total == 0 {
-            return Ok(StagedGroup {
-                group,
-                staging: None,
-                bytes: 0,
-            });
-        }
-        let size = total.div_ceil(4) * 4;
-        if size > self.limits.max_buffer_size {
-            return Err(BackendError::TooLarge {
-                what: format!("expert group {group}"),
-                bytes: size,
-                limit: self.limits.max_buffer_size,
-                limit_name: "buffer",
-            });
-        }
-        // Host-visible memory written in place (zero-filled by wgpu, so alignment gaps are 0), then
-        // copied into the slot by the device: no second host copy, and nothing to wait for.
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("latte group staging"),
-            size,
-            usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: true,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(BackendError::OutOfMemory {
-                what: format!("staging expert group {group} ({e})"),
-                bytes: size,
-                allocated: self.ledger.allocated(),
-            });
-        }
-        {
-            let mut view = buffer
-                .slice(..)
-                .get_mapped_range_mut()
-                .map_err(|e| BackendError::Device(format!("staging expert group {group}: {e}")))?;
-            let mut part_bytes = Vec::new();
-            let mut at = 0;
-            for w in weights {
-                if !matches!(w.home, Home::Group(g) if g == group) {
-                    return Err(param(
-                        "stage_group",
-                        format!("weight '{}' is not in group {group}", w.view.name()),
-                    )
-                    .into());
-                }
-                at = w.place_in_slot(at);
-                for part in &w.parts {
-                    let start =
-                        part.slot_offset.load(std::sync::atomic::Ordering::Relaxed) as usize;
-                    part_bytes.resize(part.bytes as usize, 0);
-                    weights::repack(w.format, w.part_source(part), &mut part_bytes);
-                    view.slice(start..start + part_bytes.len())
-                        .copy_from_slice(&part_bytes);
-                }
-            }
-        }
-        buffer.unmap();
-        Ok(StagedGroup {
-            group,
-            staging: Some(Arc::new(RawBuffer::new(buffer, size, &self.staging_ledger))),
-            bytes: size,
-        })
+    ) -> Result<super::residency::StagedGroup, BackendError> {
+        self.stage(group, weights)
     }
 
-    fn commit_group(&self, group: usize, staged: StagedGroup) -> Result<(), BackendError> {
-        if staged.group != group {
-            return Err(param(
-                "commit_group",
-                format!("group {} was staged, not {group}", staged.group),
-            )
-            .into());
-        }
-        let mut slots = lock(&self.slots);
-        let index = slots.victim().ok_or_else(|| {
-            BackendError::Device("no expert-group slot is reserved on the device".into())
-        })?;
-        let slot = &slots.slots[index];
-        if staged.bytes > slot.raw.bytes {
-            return Err(BackendError::TooLarge {
-                what: format!("expert group {group}"),
-                bytes: staged.bytes,
-                limit: slot.raw.bytes,
-                limit_name: "group slot",
-            });
-        }
-        let raw = slot.raw.clone();
-        slots.occupy(index, group);
-        drop(slots);
-        if let Some(staging) = &staged.staging {
-            // In the command stream: after the work that used the slot's previous group, before
-            // the work that uses this one.
-            self.record_copy(
-                Bind::whole(staging),
-                Bind {
-                    raw: &raw,
-                    offset: 0,
-                    size: staged.bytes,
-                },
-            )?;
-        }
-        Ok(())
+    fn commit_group(
+        &self,
+        group: usize,
+        staged: super::residency::StagedGroup,
+    ) -> Result<(), BackendError> {
+        self.commit(group, staged)
     }
 
     fn release_group(&self, group: usize) {
@@ -528,92 +304,7 @@ impl Backend for WgpuBackend {
         y: SliceMut<'_, WgpuBuffer>,
         bias: Option<Slice<'_, WgpuBuffer>>,
     ) -> Result<(), BackendError> {
-        const OP: &str = "matmul";
-        let (k, m) = (weight.k, weight.rows);
-        if n.checked_mul(k) != Some(x.len) {
-            return Err(param(
-                OP,
-                format!("x has {} values, expected n·k = {n}·{k}", x.len),
-            )
-            .into());
-        }
-        if n.checked_mul(m) != Some(y.len) {
-            return Err(param(
-                OP,
-                format!("y has {} values, expected n·m = {n}·{m}", y.len),
-            )
-            .into());
-        }
-        if let Some(b) = &bias {
-            check_len(OP, "bias", m, b.len)?;
-        }
-        if n == 0 || m == 0 {
-            return Ok(());
-        }
-        if k == 0 {
-            return self.write(y, &vec![0.0; n * m]);
-        }
-        let partner = weight.format.partner();
-        let mut scratch = lock(&self.scratch);
-        let (x_bind, x_off) = if partner == Partner::F32 {
-            (self.bind(OP, &x)?, u32_of(OP, x.offset)?)
-        } else {
-            let values = checked_product(OP, &[n, k])?;
-            self.grow(&mut scratch.quantized, values, "quantized activations")?;
-            let q = raw_of(OP, &scratch.quantized)?;
-            self.elementwise(
-                Kernel::Quantize(partner),
-                &[u32_of(OP, values)?, u32_of(OP, x.offset)?],
-                &[self.bind(OP, &x)?, Bind::whole(q)],
-                values,
-            )?;
-            (Bind::whole(q), 0)
-        };
-        let y_bind = self.bind_mut(OP, &y)?;
-        let (bias_bind, bias_off) = match &bias {
-            Some(b) => (self.bind(OP, b)?, b.offset),
-            None => (self.dummy(), 0),
-        };
-        let block = weights::tensor_type(weight.format).block_size();
-        for (i, part) in weight.parts.iter().enumerate() {
-            let params = [
-                u32_of(OP, part.rows)?,
-                u32_of(OP, n)?,
-                u32_of(OP, k)?,
-                0,
-                part.scale_words,
-                u32_of(OP, k / block)?,
-                x_off,
-                u32_of(OP, y.offset + part.row0)?,
-                u32_of(OP, m)?,
-                u32_of(OP, bias_off + part.row0)?,
-                bias.is_some() as u32,
-                1,
-            ];
-            let (kernel, groups) = if n <= MATVEC_MAX_ROWS {
-                let mut g = fold(part.rows);
-                g[2] = n.div_ceil(4) as u32;
-                let kernel = if self.subgroups() {
-                    Kernel::MatvecSubgroup(weight.format)
-                } else {
-                    Kernel::Matvec(weight.format)
-                };
-                (kernel, g)
-            } else {
-                (
-                    Kernel::MatmulTiled(weight.format),
-                    [
-                        u32_of(OP, n.div_ceil(64))?,
-                        u32_of(OP, part.rows.div_ceil(64))?,
-                        1,
-                    ],
-                )
-            };
-            self.product(
-                kernel, weight, i, &params, x_bind, y_bind, bias_bind, groups,
-            )?;
-        }
-        Ok(())
+        self.matmul_into(weight, x, n, y, bias)
     }
 
     fn rms_norm(
@@ -895,129 +586,7 @@ impl Backend for WgpuBackend {
         block: Option<ScoreBlock<'_, WgpuBuffer>>,
         out: SliceMut<'_, WgpuBuffer>,
     ) -> Result<(), BackendError> {
-        const OP: &str = "attention";
-        let AttentionShape {
-            n_q,
-            n_kv,
-            n_heads,
-            n_kv_heads,
-            head_dim: d,
-        } = shape;
-        shape.check(q.len, k.len, v.len, out.len)?;
-        if d > MAX_HEAD_DIM {
-            return Err(param(
-                OP,
-                format!("head_dim {d} exceeds the GPU kernel's {MAX_HEAD_DIM}"),
-            )
-            .into());
-        }
-        if let Some(b) = &block {
-            shape.check_block(
-                b.col0,
-                b.n_cols,
-                b.add.as_ref().map(|a| a.previous.len),
-                b.readout.as_ref().map(|r| r.len),
-            )?;
-            if let Some(add) = &b.add {
-                check_len(OP, "bias gate", n_heads, add.gate.len)?;
-            }
-        }
-        if n_q == 0 {
-            return Ok(());
-        }
-        if n_kv == 0 {
-            return self.write(out, &vec![0.0; q.len]);
-        }
-        let (causal, offset) = match mask {
-            Mask::None => (0, 0),
-            Mask::Causal { offset } => (1, offset.min(n_kv)),
-        };
-        let rows = (SCORE_BUDGET / (n_heads * n_kv).max(1))
-            .clamp(1, MAX_ROWS)
-            .min(n_q);
-        let mut scratch = lock(&self.scratch);
-        self.grow(
-            &mut scratch.scores,
-            checked_product(OP, &[n_heads, rows, n_kv])?,
-            "attention scores",
-        )?;
-        let s = Bind::whole(raw_of(OP, &scratch.scores)?);
-        let (mode, col0, n_cols) = match &block {
-            None => (0, 0, 0),
-            Some(b) => (
-                match b.mode {
-                    BiasMode::PreSoftmax => 1,
-                    BiasMode::PostSoftmax => 2,
-                },
-                b.col0,
-                b.n_cols,
-            ),
-        };
-        let add = block.as_ref().and_then(|b| b.add.as_ref());
-        let readout = block.as_ref().and_then(|b| b.readout.as_ref());
-        let (prev, gate) = match add {
-            Some(a) => (self.bind(OP, &a.previous)?, self.bind(OP, &a.gate)?),
-            None => (self.dummy(), self.dummy()),
-        };
-        let readout_bind = match readout {
-            Some(r) => self.bind_mut(OP, r)?,
-            None => Bind::whole(&self.dummy_out),
-        };
-        let (q_bind, k_bind, v_bind, out_bind) = (
-            self.bind(OP, &q)?,
-            self.bind(OP, &k)?,
-            self.bind(OP, &v)?,
-            self.bind_mut(OP, &out)?,
-        );
-        let scale = 1.0 / (d as f32).sqrt();
-        for i0 in (0..n_q).step_by(rows) {
-            let chunk = rows.min(n_q - i0);
-            let params = [
-                u32_of(OP, n_q)?,
-                u32_of(OP, n_kv)?,
-                u32_of(OP, n_heads)?,
-                u32_of(OP, n_kv_heads)?,
-                u32_of(OP, d)?,
-                u32_of(OP, q.offset)?,
-                u32_of(OP, k.offset)?,
-                u32_of(OP, v.offset)?,
-                u32_of(OP, out.offset)?,
-                u32_of(OP, i0)?,
-                u32_of(OP, chunk)?,
-                causal,
-                u32_of(OP, offset)?,
-                scale.to_bits(),
-                mode,
-                u32_of(OP, col0)?,
-                u32_of(OP, n_cols)?,
-                add.is_some() as u32,
-                readout.is_some() as u32,
-                u32_of(OP, add.map_or(0, |a| a.previous.offset))?,
-                u32_of(OP, add.map_or(0, |a| a.gate.offset))?,
-                u32_of(OP, readout.map_or(0, |r| r.offset))?,
-            ];
-            let heads = u32_of(OP, n_heads)?;
-            let chunk32 = u32_of(OP, chunk)?;
-            self.dispatch(
-                Kernel::AttentionScores,
-                &params,
-                &[q_bind, k_bind, s],
-                [u32_of(OP, n_kv.div_ceil(64))?, chunk32, heads],
-            )?;
-            self.dispatch(
-                Kernel::AttentionSoftmax,
-                &params,
-                &[s, prev, gate, readout_bind],
-                [chunk32, heads, 1],
-            )?;
-            self.dispatch(
-                Kernel::AttentionValues,
-                &params,
-                &[s, v_bind, out_bind],
-                [u32_of(OP, d.div_ceil(64))?, chunk32, heads],
-            )?;
-        }
-        Ok(())
+        self.attention_into(q, k, v, shape, mask, block, out)
     }
 
     fn conv2d(
@@ -1029,79 +598,7 @@ impl Backend for WgpuBackend {
         hw: [usize; 2],
         out: SliceMut<'_, WgpuBuffer>,
     ) -> Result<(), BackendError> {
-        const OP: &str = "conv2d";
-        let [oh, ow] = conv.check(
-            hw,
-            input.len,
-            weight.rows * weight.k,
-            out.len,
-            bias.as_ref().map(|b| b.len),
-        )?;
-        if out.len == 0 {
-            return Ok(());
-        }
-        let groups = conv.groups;
-        let (m, c_in) = (conv.out_channels / groups, conv.in_channels / groups);
-        let pixels = oh * ow;
-        let block = weights::tensor_type(weight.format).block_size();
-        let (bias_bind, bias_off) = match &bias {
-            Some(b) => (self.bind(OP, b)?, b.offset),
-            None => (self.dummy(), 0),
-        };
-        let depthwise = conv.is_depthwise();
-        let params = [
-            u32_of(OP, if depthwise { conv.out_channels } else { m })?,
-            u32_of(OP, pixels)?,
-            u32_of(OP, weight.k)?,
-            0,
-            weight.parts[0].scale_words,
-            u32_of(OP, weight.k / block)?,
-            u32_of(OP, input.offset)?,
-            u32_of(OP, out.offset)?,
-            u32_of(OP, c_in)?,
-            u32_of(OP, bias_off)?,
-            bias.is_some() as u32,
-            u32_of(OP, groups)?,
-            u32_of(OP, hw[0])?,
-            u32_of(OP, hw[1])?,
-            u32_of(OP, conv.kernel[0])?,
-            u32_of(OP, conv.kernel[1])?,
-            u32_of(OP, conv.stride[0])?,
-            u32_of(OP, conv.stride[1])?,
-            u32_of(OP, conv.padding[0])?,
-            u32_of(OP, conv.padding[1])?,
-            u32_of(OP, ow)?,
-        ];
-        let (x, y) = (self.bind(OP, &input)?, self.bind_mut(OP, &out)?);
-        if depthwise {
-            let groups = fold(out.len.div_ceil(256));
-            self.product(
-                Kernel::ConvDepthwise(weight.format),
-                weight,
-                0,
-                &params,
-                x,
-                y,
-                bias_bind,
-                groups,
-            )
-        } else {
-            let grid = [
-                u32_of(OP, pixels.div_ceil(64))?,
-                u32_of(OP, m.div_ceil(64))?,
-                u32_of(OP, groups)?,
-            ];
-            self.product(
-                Kernel::ConvTiled(weight.format),
-                weight,
-                0,
-                &params,
-                x,
-                y,
-                bias_bind,
-                grid,
-            )
-        }
+        self.conv2d_into(conv, weight, bias, input, hw, out)
     }
 
     fn relu_linear_attention(
@@ -1113,51 +610,7 @@ impl Backend for WgpuBackend {
         eps: f32,
         out: SliceMut<'_, WgpuBuffer>,
     ) -> Result<(), BackendError> {
-        const OP: &str = "relu_linear_attention";
-        let d = head_dim;
-        if n_heads == 0 || d == 0 {
-            return Err(param(OP, "n_heads and head_dim must be positive").into());
-        }
-        let plane = checked_product(OP, &[d, n_pixels])?;
-        check_len(
-            OP,
-            "qkv",
-            checked_product(OP, &[n_heads, 3, plane])?,
-            qkv.len,
-        )?;
-        check_len(OP, "out", checked_product(OP, &[n_heads, plane])?, out.len)?;
-        if n_pixels == 0 {
-            return Ok(());
-        }
-        let mut scratch = lock(&self.scratch);
-        self.grow(
-            &mut scratch.kv,
-            checked_product(OP, &[n_heads, d + 1, d])?,
-            "linear attention",
-        )?;
-        let kv = Bind::whole(raw_of(OP, &scratch.kv)?);
-        let params = [
-            u32_of(OP, n_heads)?,
-            u32_of(OP, d)?,
-            u32_of(OP, n_pixels)?,
-            u32_of(OP, qkv.offset)?,
-            u32_of(OP, out.offset)?,
-            eps.to_bits(),
-        ];
-        let bindings = [self.bind(OP, &qkv)?, kv, self.bind_mut(OP, &out)?];
-        let (heads, d32) = (u32_of(OP, n_heads)?, u32_of(OP, d)?);
-        self.dispatch(
-            Kernel::LinearAttentionKv,
-            &params,
-            &bindings,
-            [d32, d32 + 1, heads],
-        )?;
-        self.dispatch(
-            Kernel::LinearAttentionOut,
-            &params,
-            &bindings,
-            [u32_of(OP, n_pixels.div_ceil(256))?, d32, heads],
-        )
+        self.linear_attention_into(qkv, n_heads, head_dim, n_pixels, eps, out)
     }
 
     fn upsample_nearest(
