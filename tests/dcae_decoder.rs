@@ -115,7 +115,7 @@ fn bad_input_is_a_typed_error() {
         matches!(
             &err,
             ModelError::DcaeConfig {
-                source: DcaeConfigError::Json(_),
+                cause: DcaeConfigError::Json(_),
                 ..
             }
         ),
@@ -127,7 +127,7 @@ fn bad_input_is_a_typed_error() {
     let err = load("block.gguf", &unknown, None).unwrap_err();
     match &err {
         ModelError::DcaeConfig {
-            source: DcaeConfigError::Unknown { key, value, .. },
+            cause: DcaeConfigError::Unknown { key, value, .. },
             ..
         } => assert_eq!(
             (key.as_str(), value.as_str()),

@@ -15,15 +15,15 @@ use super::stats::Summary;
 
 #[derive(Debug, Error)]
 pub enum PeerFileError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{path}: malformed JSON: {source}")]
+    #[error("{path}: malformed JSON: {cause}")]
     Json {
         path: String,
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     #[error("{path}: field '{field}' {problem}")]
     Field {
@@ -47,7 +47,7 @@ pub fn read_peer_file(path: &Path) -> Result<Vec<PeerRow>, PeerFileError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| PeerFileError::Io {
         path: name.clone(),
-        source,
+        cause: source,
     })?;
     parse_peer_json(&name, &text)
 }
@@ -56,7 +56,7 @@ pub fn read_peer_file(path: &Path) -> Result<Vec<PeerRow>, PeerFileError> {
 pub fn parse_peer_json(path: &str, text: &str) -> Result<Vec<PeerRow>, PeerFileError> {
     let root: Value = serde_json::from_str(text).map_err(|source| PeerFileError::Json {
         path: path.into(),
-        source,
+        cause: source,
     })?;
     let bad = |field: &str, problem: &'static str| PeerFileError::Field {
         path: path.into(),

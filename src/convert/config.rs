@@ -55,7 +55,7 @@ impl Qwen2VlConfig {
             path,
             &std::fs::read(path).map_err(|source| ConvertError::Io {
                 path: path.to_path_buf(),
-                source,
+                cause: source,
             })?,
         )
     }
@@ -260,7 +260,7 @@ impl GenerationConfig {
     pub fn read(path: &Path, vlm: &Qwen2VlConfig) -> Result<GenerationConfig, ConvertError> {
         let bytes = std::fs::read(path).map_err(|source| ConvertError::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         GenerationConfig::parse(path, &bytes, vlm)
     }

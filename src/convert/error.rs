@@ -12,15 +12,15 @@ use crate::safetensors::{Dtype, SafetensorsError};
 
 #[derive(Debug, Error)]
 pub enum ConvertError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{}: malformed JSON: {source}", path.display())]
+    #[error("{}: malformed JSON: {cause}", path.display())]
     Json {
         path: PathBuf,
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     #[error("{}: {reason}", path.display())]
     Config { path: PathBuf, reason: String },
@@ -71,10 +71,10 @@ pub enum ConvertError {
     NotACheckpoint(PathBuf),
     #[error("{}: would replace a file of the checkpoint being converted", .0.display())]
     OutputInInput(PathBuf),
-    #[error("{}: {source}", path.display())]
-    Write { path: PathBuf, source: WriteError },
-    #[error("tensor '{tensor}': {source}")]
-    Quant { tensor: String, source: QuantError },
+    #[error("{}: {cause}", path.display())]
+    Write { path: PathBuf, cause: WriteError },
+    #[error("tensor '{tensor}': {cause}")]
+    Quant { tensor: String, cause: QuantError },
     #[error(transparent)]
     Options(#[from] QuantizeError),
     #[error("unknown synthetic model '{0}' (known: latte-flow-2b, latte-flow-tiny)")]

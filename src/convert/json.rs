@@ -16,7 +16,7 @@ impl JsonFile {
     pub fn read(path: &Path) -> Result<JsonFile, ConvertError> {
         let text = std::fs::read(path).map_err(|source| ConvertError::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         JsonFile::parse(path, &text)
     }
@@ -25,7 +25,7 @@ impl JsonFile {
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<JsonFile, ConvertError> {
         let value = serde_json::from_slice(bytes).map_err(|source| ConvertError::Json {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         Ok(JsonFile {
             path: path.to_path_buf(),

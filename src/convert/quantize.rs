@@ -26,18 +26,18 @@ use crate::quant::{self, QuantError};
 pub enum QuantizeError {
     #[error(transparent)]
     Read(#[from] GgufError),
-    #[error("{path}: {source}")]
-    Write { path: PathBuf, source: WriteError },
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
+    Write { path: PathBuf, cause: WriteError },
+    #[error("{path}: {cause}")]
     Layout {
         path: PathBuf,
-        source: GroupLayoutError,
+        cause: GroupLayoutError,
     },
-    #[error("{path}: tensor '{name}': {source}")]
+    #[error("{path}: tensor '{name}': {cause}")]
     Quant {
         path: PathBuf,
         name: String,
-        source: QuantError,
+        cause: QuantError,
     },
     #[error("{path}: tensor '{name}' has type {ty}, which latte cannot convert")]
     Unconvertible {
@@ -49,8 +49,8 @@ pub enum QuantizeError {
     BadTarget(TensorType, String),
     #[error("'{0}' is not a tensor-type rule: expected REGEX=TYPE, e.g. 'ffn_down=q6_k'")]
     BadRule(String),
-    #[error("bad regex in tensor-type rule '{rule}': {source}")]
-    BadRegex { rule: String, source: regex::Error },
+    #[error("bad regex in tensor-type rule '{rule}': {cause}")]
+    BadRegex { rule: String, cause: regex::Error },
     #[error("'{0}' is not a tensor type (expected one of {1})")]
     UnknownType(String, String),
     #[error("input and output are the same file: {0}")]
@@ -76,7 +76,7 @@ impl FromStr for TensorTypeRule {
         }
         let pattern = Regex::new(pattern).map_err(|source| QuantizeError::BadRegex {
             rule: rule.into(),
-            source,
+            cause: source,
         })?;
         Ok(TensorTypeRule {
             pattern,
@@ -230,7 +230,7 @@ pub fn quantize_gguf(
     let file = GgufFile::open(input)?;
     let layout_error = |source| QuantizeError::Layout {
         path: input.to_path_buf(),
-        source,
+        cause: source,
     };
     let group_starts = group_starts(&file).map_err(layout_error)?;
     // The writer's gap padding is layout, not data: it is laid out afresh for the output.
@@ -255,7 +255,7 @@ pub fn quantize_gguf(
 
     let write_error = |source| QuantizeError::Write {
         path: output.to_path_buf(),
-        source,
+        cause: source,
     };
     let mut builder = GgufBuilder::new();
     builder
@@ -305,7 +305,7 @@ pub fn quantize_gguf(
         let quant_error = |source| QuantizeError::Quant {
             path: input.to_path_buf(),
             name: plan.name.clone(),
-            source,
+            cause: source,
         };
         // Convert a bounded number of rows at a time, so memory stays near CHUNK_ELEMENTS f32s even
         // for a 150k-row embedding.
@@ -335,7 +335,7 @@ pub fn quantize_gguf(
         .map_err(|source| {
             write_error(WriteError::Io {
                 path: output.to_path_buf(),
-                source,
+                cause: source,
             })
         })?
         .len();

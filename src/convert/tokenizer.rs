@@ -212,7 +212,7 @@ fn chat_template_file(dir: &Path) -> Result<Option<String>, ConvertError> {
             .map(Some)
             .map_err(|source| ConvertError::Io {
                 path: jinja,
-                source,
+                cause: source,
             });
     }
     match JsonFile::read_optional(&dir.join("chat_template.json"))? {

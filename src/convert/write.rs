@@ -96,7 +96,7 @@ pub fn write_gguf(
 ) -> Result<u64, ConvertError> {
     let write_error = |source| ConvertError::Write {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let mut builder = GgufBuilder::new();
     for (key, value) in metadata {
@@ -142,7 +142,7 @@ pub fn write_gguf(
                 .try_for_each(|(dst, src)| quant::quantize(t.plan.target, src, dst))
                 .map_err(|source| ConvertError::Quant {
                     tensor: t.plan.name.clone(),
-                    source,
+                    cause: source,
                 })?;
             out.write_tensor_chunk(&t.plan.name, &converted)
                 .map_err(write_error)?;
@@ -159,6 +159,6 @@ pub fn write_gguf(
         .map(|m| m.len())
         .map_err(|source| ConvertError::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })
 }

@@ -144,10 +144,10 @@ fn version_message(version: u32) -> String {
 /// An error opening or parsing a GGUF file. Errors from [`super::GgufFile::open`] carry the path.
 #[derive(Debug, Error)]
 pub enum GgufError {
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
-    #[error("{}: {source}", path.display())]
-    Invalid { path: PathBuf, source: FormatError },
+    #[error("{}: {cause}", path.display())]
+    Io { path: PathBuf, cause: io::Error },
+    #[error("{}: {cause}", path.display())]
+    Invalid { path: PathBuf, cause: FormatError },
     /// From [`super::GgufFile::from_bytes`], where there is no path.
     #[error(transparent)]
     Format(#[from] FormatError),
@@ -157,7 +157,7 @@ impl GgufError {
     /// The format error, if the bytes (rather than the file system) were at fault.
     pub fn format(&self) -> Option<&FormatError> {
         match self {
-            GgufError::Invalid { source, .. } | GgufError::Format(source) => Some(source),
+            GgufError::Invalid { cause: source, .. } | GgufError::Format(source) => Some(source),
             GgufError::Io { .. } => None,
         }
     }
@@ -167,8 +167,8 @@ impl GgufError {
 /// file is removed and later calls return [`WriteError::Aborted`].
 #[derive(Debug, Error)]
 pub enum WriteError {
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{}: {cause}", path.display())]
+    Io { path: PathBuf, cause: io::Error },
     #[error("metadata '{key}': declared twice")]
     DuplicateKey { key: String },
     #[error("metadata '{key}': {reason}")]

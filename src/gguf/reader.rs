@@ -95,7 +95,7 @@ impl GgufFile {
         let path = path.as_ref();
         let io_err = |source| GgufError::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         };
         let file = File::open(path).map_err(io_err)?;
         // SAFETY: the map is read-only and private to this process. Another process truncating or
@@ -105,7 +105,7 @@ impl GgufFile {
         let map = unsafe { Mmap::map(&file) }.map_err(io_err)?;
         let header = parse(&map).map_err(|source| GgufError::Invalid {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         Ok(GgufFile {
             storage: Storage::Mapped(map),

@@ -412,7 +412,7 @@ impl TempFile {
             .open(&path)
             .map_err(|source| WriteError::Io {
                 path: path.clone(),
-                source,
+                cause: source,
             })?;
         Ok(TempFile {
             path,
@@ -526,13 +526,13 @@ impl GgufWriter {
             let tmp = w.tmp.as_mut().ok_or(WriteError::Aborted)?;
             let io = |source| WriteError::Io {
                 path: tmp.path.clone(),
-                source,
+                cause: source,
             };
             tmp.file.flush().map_err(io)?;
             tmp.file.get_ref().sync_all().map_err(io)?;
             fs::rename(&tmp.path, &w.path).map_err(|source| WriteError::Io {
                 path: w.path.clone(),
-                source,
+                cause: source,
             })?;
             tmp.persisted = true;
             sync_parent_dir(&w.path);
@@ -592,7 +592,7 @@ impl GgufWriter {
         let tmp = self.tmp.as_mut().ok_or(WriteError::Aborted)?;
         tmp.file.write_all(data).map_err(|source| WriteError::Io {
             path: tmp.path.clone(),
-            source,
+            cause: source,
         })?;
         self.pos += data.len() as u64;
         Ok(())

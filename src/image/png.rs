@@ -25,17 +25,15 @@ pub enum ImageError {
     Size { height: usize, width: usize },
     #[error("PNG text key '{key}' is not 1–79 printable Latin-1 characters without leading, trailing or double spaces")]
     TextKey { key: String },
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Encode {
         path: PathBuf,
-        #[source]
-        source: ::png::EncodingError,
+        cause: ::png::EncodingError,
     },
 }
 
@@ -102,7 +100,7 @@ pub fn write_png(
     }
     let encode = |source| ImageError::Encode {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     // Encoded in memory first (a few hundred KB), so every write error surfaces below.
     let mut bytes = Vec::new();
@@ -125,7 +123,7 @@ pub fn write_png(
         .write_all(&bytes)
         .map_err(|source| ImageError::Io {
             path: temp.path.clone(),
-            source,
+            cause: source,
         })?;
     temp.persist(path)
 }
@@ -141,7 +139,7 @@ impl TempFile {
     fn create(target: &Path) -> Result<Self, ImageError> {
         let io = |source| ImageError::Io {
             path: target.to_path_buf(),
-            source,
+            cause: source,
         };
         let name = target
             .file_name()
@@ -176,7 +174,7 @@ impl TempFile {
     fn persist(mut self, target: &Path) -> Result<(), ImageError> {
         let io = |path: &Path, source| ImageError::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         };
         self.file.sync_all().map_err(|e| io(&self.path, e))?;
         fs::rename(&self.path, target).map_err(|e| io(target, e))?;

@@ -23,12 +23,11 @@ pub enum ModelError {
         expected: Vec<u64>,
         got: Vec<u64>,
     },
-    #[error("{file}: tensor '{name}': {source}")]
+    #[error("{file}: tensor '{name}': {cause}")]
     TensorData {
         file: String,
         name: String,
-        #[source]
-        source: QuantError,
+        cause: QuantError,
     },
     #[error("{file}: metadata '{key}' is missing")]
     MissingKey { file: String, key: String },
@@ -42,11 +41,10 @@ pub enum ModelError {
     #[error("{file}: {what}")]
     Invalid { file: String, what: String },
     /// The DC-AE config JSON (`latte.dcae.config_json`) is malformed or names something unknown.
-    #[error("{file}: latte.dcae.config_json: {source}")]
+    #[error("{file}: latte.dcae.config_json: {cause}")]
     DcaeConfig {
         file: String,
-        #[source]
-        source: DcaeConfigError,
+        cause: DcaeConfigError,
     },
     /// A sequence does not fit the room left in a preallocated KV cache (prompt longer than the
     /// context, or a generation that ran past it).

@@ -84,7 +84,7 @@ impl ModelFile {
             ModelError::TensorData {
                 file: self.name.clone(),
                 name: name.into(),
-                source,
+                cause: source,
             }
         })?;
         Ok(out)

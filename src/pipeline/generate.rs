@@ -48,11 +48,10 @@ pub enum GenerateError {
     // Boxed: image errors are large and rare; every GenerateError result would carry their size.
     #[error("the prompt image: {0}")]
     ImagePrompt(Box<ImagePromptError>),
-    #[error("{file}: {source}")]
+    #[error("{file}: {cause}")]
     Layout {
         file: String,
-        #[source]
-        source: crate::model::expert_groups::GroupLayoutError,
+        cause: crate::model::expert_groups::GroupLayoutError,
     },
     #[error("{0}")]
     Budget(BudgetError),
@@ -172,7 +171,7 @@ impl<'f, B: Backend> Generator<'f, B> {
         drop(Decoder::load(file)?);
         let residency = Residency::new(file, policy).map_err(|source| GenerateError::Layout {
             file: file.name().into(),
-            source,
+            cause: source,
         })?;
         residency.release_all_groups();
         residency.release_decoder();

@@ -20,13 +20,13 @@ pub use header::{parse_header, Dtype, HeaderError, StTensor, MAX_HEADER_BYTES};
 /// An error reading a safetensors file, with its path.
 #[derive(Debug, Error)]
 pub enum SafetensorsError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{}: {source}", path.display())]
-    Invalid { path: PathBuf, source: HeaderError },
+    #[error("{}: {cause}", path.display())]
+    Invalid { path: PathBuf, cause: HeaderError },
 }
 
 /// A validated, memory-mapped safetensors file.
@@ -43,7 +43,7 @@ impl SafetensorsFile {
         let path = path.as_ref().to_path_buf();
         let io = |source| SafetensorsError::Io {
             path: path.clone(),
-            source,
+            cause: source,
         };
         let file = File::open(&path).map_err(io)?;
         // SAFETY: the map is read-only and private to this process; every access below is a
@@ -53,7 +53,7 @@ impl SafetensorsFile {
         let (data_start, tensors) =
             parse_header(&map).map_err(|source| SafetensorsError::Invalid {
                 path: path.clone(),
-                source,
+                cause: source,
             })?;
         Ok(SafetensorsFile {
             path,

@@ -93,7 +93,7 @@ impl<'a, B: Backend> Decoder<'a, B> {
         let json = file.str(KEY_CONFIG_JSON)?;
         let config = DcaeConfig::from_json(json).map_err(|source| ModelError::DcaeConfig {
             file: file.name().into(),
-            source,
+            cause: source,
         })?;
         let stages = &config.stages;
         let n = stages.len();

@@ -256,7 +256,7 @@ impl<'a, B: Backend> TextModel<'a, B> {
                 .map_err(|source| ModelError::TensorData {
                     file: self.file.name().into(),
                     name: "token_embd.weight".into(),
-                    source,
+                    cause: source,
                 })?;
         }
         Ok(())
