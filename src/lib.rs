@@ -17,6 +17,7 @@ pub mod dtype;
 pub mod gguf;
 pub mod image;
 pub mod model;
+pub mod output;
 pub mod pipeline;
 pub mod process_memory;
 pub mod quant;

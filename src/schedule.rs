@@ -12,11 +12,17 @@ use thiserror::Error;
 pub enum ScheduleError {
     #[error("the number of steps must be at least 1")]
     NoSteps,
+    #[error("{0} steps: at most {MAX_STEPS} (the schedule and the sampler's bookkeeping grow with the step count)")]
+    TooManySteps(usize),
     #[error("time shift {0} must be a positive finite number")]
     BadShift(f64),
     #[error("group boundaries {0:?} must be at least two increasing values from 0 to 1")]
     BadBoundaries(Vec<f64>),
 }
+
+/// Steps a schedule may have: far beyond any useful sampling (flow models converge in tens of
+/// steps), low enough that nothing sized by the count can exhaust memory.
+pub const MAX_STEPS: usize = 10_000;
 
 /// Sampling times and their owning groups.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,6 +35,9 @@ impl TimestepSchedule {
     pub fn new(steps: usize, time_shift: f64, boundaries: &[f64]) -> Result<Self, ScheduleError> {
         if steps == 0 {
             return Err(ScheduleError::NoSteps);
+        }
+        if steps > MAX_STEPS {
+            return Err(ScheduleError::TooManySteps(steps));
         }
         if !time_shift.is_finite() || time_shift <= 0.0 {
             return Err(ScheduleError::BadShift(time_shift));

@@ -126,7 +126,12 @@ fn missing_unexpected_and_misshapen_tensors() {
                 .replace("\"intermediate_size\": 96", "\"intermediate_size\": 128");
             std::fs::write(p, text).unwrap();
         },
-        &["generation/config.json", "intermediate_size"],
+        // The replica's tensors are the VLM's shape, so the contradiction shows there first.
+        &[
+            "generation/model.safetensors",
+            "layers.0.gate_proj.weight",
+            "the config says [128, 64]",
+        ],
     );
     fails(
         "decoder tensor of rank 5",

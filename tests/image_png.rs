@@ -2,6 +2,7 @@
 //! carries the text chunks; failures leave no file and no temporary behind.
 
 use latte::image::{to_rgb8, write_png, ImageError};
+use latte::output::OutputError;
 
 fn gradient(h: usize, w: usize) -> Vec<f32> {
     (0..3 * h * w)
@@ -76,18 +77,29 @@ fn writes_rgb_pixels_and_text_chunks() {
 #[test]
 fn failures_leave_nothing_behind() {
     let tmp = tempfile::tempdir().unwrap();
-    // A directory that does not exist: the temporary file cannot be created.
+    // A directory that does not exist: refused before anything is written.
     let missing = tmp.path().join("no/such/dir/out.png");
     let err = write_png(&missing, &gradient(2, 2), 2, 2, &[]).unwrap_err();
-    assert!(matches!(err, ImageError::Io { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ImageError::Output(OutputError::MissingDirectory { .. })
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("out.png"), "{err}");
 
-    // The target is a directory: the rename fails after the temporary was written.
+    // The target is a directory: refused by name, the directory untouched.
     let target = tmp.path().join("taken.png");
     std::fs::create_dir(&target).unwrap();
     std::fs::write(target.join("keep"), b"x").unwrap();
     let err = write_png(&target, &gradient(2, 2), 2, 2, &[]).unwrap_err();
-    assert!(matches!(err, ImageError::Io { .. }), "{err}");
+    assert!(
+        matches!(err, ImageError::Output(OutputError::Directory { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("is a directory"), "{err}");
+    assert_eq!(entries(&target), ["keep"]);
     assert_eq!(entries(tmp.path()), ["taken.png"]);
 
     // Bad input is refused before any file is touched.
@@ -123,7 +135,10 @@ fn read_only_directory_is_an_error() {
         return;
     }
     let err = write_png(&dir.join("out.png"), &gradient(2, 2), 2, 2, &[]).unwrap_err();
-    assert!(matches!(err, ImageError::Io { .. }), "{err}");
+    assert!(
+        matches!(err, ImageError::Output(OutputError::Io { .. })),
+        "{err}"
+    );
     assert_eq!(entries(&dir), Vec::<String>::new());
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
 }

@@ -16,10 +16,7 @@ use super::stats::Summary;
 #[derive(Debug, Error)]
 pub enum PeerFileError {
     #[error("{path}: {cause}")]
-    Io {
-        path: String,
-        cause: std::io::Error,
-    },
+    Io { path: String, cause: std::io::Error },
     #[error("{path}: malformed JSON: {cause}")]
     Json {
         path: String,

@@ -4,7 +4,7 @@
 //!
 //! This module owns the measuring loop; formats are `report`'s, statistics `stats`'.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use thiserror::Error;
@@ -14,6 +14,7 @@ use crate::model::dcae::{Decoder, DecoderScratch};
 use crate::model::flow::FlowConfig;
 use crate::model::text::TextModel;
 use crate::model::{ModelError, ModelFile};
+use crate::output::TemporaryPath;
 use crate::pipeline::describe::{DescribeError, Describer};
 use crate::pipeline::generate::{GenerateError, GenerateOptions, Generated, Generator, Progress};
 use crate::pipeline::sampler::{SamplerKind, StepInfo};
@@ -149,8 +150,8 @@ fn run_test<B: Backend>(
     match test {
         BenchTest::Prompt(n) | BenchTest::Generate(n) => {
             let model = TextModel::load_on(backend, file)?;
-            let tokens = benchmark_tokens(n, model.config().vocab);
             let mut bench = TextBench::new(&model, n)?;
+            let tokens = benchmark_tokens(n, model.config().vocab);
             let measure = |bench: &mut TextBench<B>| match test {
                 BenchTest::Prompt(_) => bench.prompt_seconds(&tokens),
                 _ => bench.generate_seconds(&tokens),
@@ -451,30 +452,25 @@ fn prompt_ids(
 }
 
 /// The text model llama.cpp runs, extracted from the file once per benchmark run (it is as large
-/// as the text decoder) and removed when the run ends.
+/// as the text decoder) into a registered scratch path, removed when the run ends or is interrupted.
 #[derive(Default)]
 struct PeerTextFile {
-    path: Option<PathBuf>,
+    scratch: Option<TemporaryPath>,
 }
 
 impl PeerTextFile {
     fn path(&mut self, file: &ModelFile) -> Result<&Path, BenchError> {
-        if self.path.is_none() {
-            let path =
-                std::env::temp_dir().join(format!("latte-bench-text-{}.gguf", std::process::id()));
-            crate::convert::text_only::write_text_model(file.gguf(), &path)
+        if self.scratch.is_none() {
+            let scratch = TemporaryPath::new_in(&std::env::temp_dir(), "latte-bench-text", ".gguf")
+                .map_err(|e| BenchError::Peer(format!("scratch file: {e}")))?;
+            crate::convert::text_only::write_text_model(file.gguf(), scratch.path())
                 .map_err(|e| BenchError::Peer(e.to_string()))?;
-            self.path = Some(path);
+            self.scratch = Some(scratch);
         }
-        Ok(self.path.as_deref().unwrap_or(Path::new("")))
-    }
-}
-
-impl Drop for PeerTextFile {
-    fn drop(&mut self) {
-        if let Some(path) = &self.path {
-            let _ = std::fs::remove_file(path);
-        }
+        Ok(self
+            .scratch
+            .as_ref()
+            .map_or(Path::new(""), TemporaryPath::path))
     }
 }
 

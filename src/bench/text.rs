@@ -28,8 +28,16 @@ pub struct TextBench<'m, 'a, B: Backend> {
 }
 
 impl<'m, 'a, B: Backend> TextBench<'m, 'a, B> {
+    /// Refuses more tokens than the model's trained context (llama-bench needs `n_ctx ≥ N` too).
     pub fn new(model: &'m TextModel<'a, B>, max_tokens: usize) -> Result<Self, ModelError> {
         let config = model.config();
+        if max_tokens > config.context_length {
+            return Err(ModelError::ContextFull {
+                needed: max_tokens,
+                used: 0,
+                capacity: config.context_length,
+            });
+        }
         let backend = model.backend();
         Ok(TextBench {
             model,

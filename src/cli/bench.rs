@@ -13,6 +13,7 @@ use latte::bench::peers::{attach, read_peer_file};
 use latte::bench::runner::{run, BenchOptions, ImageTrace};
 use latte::bench::{Build, Machine, ModelDescription, Report};
 use latte::model::ModelFile;
+use latte::output::{check_writable, write_output, Content};
 use latte::residency::{parse_size, ReleasePolicy};
 
 use super::device::{on_device, Device};
@@ -98,6 +99,9 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
         }
         None => ReleasePolicy::Keep,
     };
+    if let Some(path) = &args.trace {
+        check_writable(path, Content::Text)?;
+    }
     let peers = args
         .peer_json
         .iter()
@@ -161,7 +165,7 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
     }
     if let Some(path) = &args.trace {
         let text = serde_json::to_string_pretty(&traces_json(&results.traces))?;
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        write_output(path, text.as_bytes(), Content::Text)?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod describe;
 mod device;
 mod generate;
 mod info;
+mod interrupt;
 mod quantize;
 
 use std::process::ExitCode;
@@ -40,6 +41,7 @@ enum Command {
 /// Runs the command line and maps failures to exit code 1 (clap uses 2 for usage errors).
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    interrupt::install();
     let result = match cli.command {
         Command::Bench(args) => bench::run_bench(args),
         Command::Convert(args) => convert::run(args),

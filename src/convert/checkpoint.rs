@@ -16,6 +16,7 @@ use super::names::{self, canonical_vlm_name, Mapping, Split, WeightSetId};
 use super::quantize::{plan_tensor, QuantizeOptions};
 use super::source::{Found, WeightSet};
 use super::tokenizer::tokenizer_metadata;
+use super::validate::check_planned;
 use super::write::{file_type_metadata, write_gguf, OutputTensor, Progress, TensorFiller};
 use crate::dtype::TensorType;
 use crate::gguf::writer::MAX_TENSOR_NAME_BYTES;
@@ -78,7 +79,7 @@ impl Checkpoint {
         let mut generation = None;
         let mut dcae_config = None;
         if generation_config.exists() {
-            generation = Some(GenerationConfig::read(&generation_config, &vlm)?);
+            generation = Some(GenerationConfig::read(&generation_config)?);
             sets.insert(
                 WeightSetId::Generation,
                 open_set(&dir.join("generation"), "model")?,
@@ -112,6 +113,28 @@ impl Checkpoint {
         } else {
             ModelKind::Understanding
         };
+
+        // Every layer has tensors: a config with more layers than its checkpoint has tensors is
+        // refused here, before naming them (a depth of 10^9 would otherwise be 10^10 names).
+        let tensor_count = |id: WeightSetId| sets.get(&id).map_or(0, |s| s.names().len() as u64);
+        let mut counts = vec![
+            ("num_hidden_layers", vlm.layers, WeightSetId::Vlm),
+            ("vision_config.depth", vlm.vision.depth, WeightSetId::Vlm),
+        ];
+        if let Some(g) = &generation {
+            counts.push(("generation num_layers", g.layers, WeightSetId::Generation));
+        }
+        for (key, layers, set) in counts {
+            if layers > tensor_count(set) {
+                return Err(ConvertError::Config {
+                    path: config_path.clone(),
+                    reason: format!(
+                        "'{key}' is {layers}, but the checkpoint holds only {} tensors",
+                        tensor_count(set)
+                    ),
+                });
+            }
+        }
 
         // The VLM set may use transformers 5's `model.language_model.*` names.
         let vlm_names: HashMap<String, String> = sets[&WeightSetId::Vlm]
@@ -215,6 +238,7 @@ impl Checkpoint {
         if let Some(json) = dcae_config {
             metadata.push((KEY_DCAE_CONFIG.into(), json.as_str().into()));
         }
+        check_planned(dir, &metadata, &tensors)?;
         Ok(Checkpoint {
             dir: dir.to_path_buf(),
             kind,

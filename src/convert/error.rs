@@ -71,12 +71,22 @@ pub enum ConvertError {
     NotACheckpoint(PathBuf),
     #[error("{}: would replace a file of the checkpoint being converted", .0.display())]
     OutputInInput(PathBuf),
-    #[error("{}: {cause}", path.display())]
+    #[error("{}", cause.at(path))]
     Write { path: PathBuf, cause: WriteError },
     #[error("tensor '{tensor}': {cause}")]
     Quant { tensor: String, cause: QuantError },
     #[error(transparent)]
     Options(#[from] QuantizeError),
+    /// The planned file breaks a rule of the engine's loaders; `cause` names the key or tensor
+    /// (as the GGUF will call it) and usually the checkpoint file it came from.
+    #[error(
+        "{cause} (from {from}; the engine's loaders would refuse the file, so nothing was written)"
+    )]
+    Refused {
+        origin: PathBuf,
+        from: &'static str,
+        cause: String,
+    },
     #[error("unknown synthetic model '{0}' (known: latte-flow-2b, latte-flow-tiny)")]
     UnknownSynthetic(String),
 }

@@ -3,8 +3,9 @@
 //!
 //! Reading configs (`config`, `json`), finding tensors (`source`), naming them (`names`),
 //! describing the tokenizer and the model (`tokenizer`, `metadata`), planning (`checkpoint`,
-//! `synthetic`, `summary`) and streaming the output (`write`) are separate steps. Type choice and
-//! fallbacks are `quantize`'s, block formats `crate::quant`'s, the file layout `crate::gguf`'s.
+//! `synthetic`, `summary`), checking the plan with the engine's own loaders (`validate`) and
+//! streaming the output (`write`) are separate steps. Type choice and fallbacks are
+//! `quantize`'s, block formats `crate::quant`'s, the file layout `crate::gguf`'s.
 
 pub mod checkpoint;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod summary;
 pub mod synthetic;
 pub mod text_only;
 pub mod tokenizer;
+pub mod validate;
 pub mod write;
 
 pub use checkpoint::{Checkpoint, ModelKind};

@@ -26,7 +26,7 @@ use crate::quant::{self, QuantError};
 pub enum QuantizeError {
     #[error(transparent)]
     Read(#[from] GgufError),
-    #[error("{path}: {cause}")]
+    #[error("{}", cause.at(path))]
     Write { path: PathBuf, cause: WriteError },
     #[error("{path}: {cause}")]
     Layout {

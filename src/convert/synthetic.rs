@@ -209,6 +209,10 @@ impl SyntheticModel {
             "latte-flow-tiny" => {
                 let mut vlm = qwen2vl_2b();
                 vlm.vocab_size = 512;
+                // The vision tokens, like Qwen2-VL's, at the end of the vocabulary.
+                vlm.vision_start_token_id = Some(508);
+                vlm.vision_end_token_id = Some(509);
+                vlm.image_token_id = Some(511);
                 vlm.hidden_size = 128;
                 vlm.intermediate_size = 256;
                 vlm.layers = 4;
@@ -312,6 +316,11 @@ impl SyntheticModel {
             .as_str()
             .into(),
         ));
+        super::validate::check_planned(
+            std::path::Path::new(&format!("synthetic {name}")),
+            &metadata,
+            &tensors,
+        )?;
         Ok(SyntheticModel {
             name: name.into(),
             vlm,

@@ -86,6 +86,31 @@ pub fn file_type_metadata(
     out
 }
 
+/// The file's layout: the metadata, then the tensors in order, each expert group's first tensor
+/// on a 16 KiB boundary.
+pub fn builder(
+    metadata: &[(String, MetadataValue)],
+    tensors: &[OutputTensor],
+) -> Result<GgufBuilder, WriteError> {
+    let mut builder = GgufBuilder::new();
+    for (key, value) in metadata {
+        builder.push_metadata(key.clone(), value.clone())?;
+    }
+    for t in tensors {
+        if t.starts_group {
+            builder.push_tensor_on_boundary(
+                &t.plan.name,
+                t.plan.target,
+                &t.dims,
+                GROUP_ALIGNMENT,
+            )?
+        } else {
+            builder.push_tensor(&t.plan.name, t.plan.target, &t.dims)?
+        }
+    }
+    Ok(builder)
+}
+
 /// Writes the file; returns its size.
 pub fn write_gguf(
     path: &Path,
@@ -98,21 +123,9 @@ pub fn write_gguf(
         path: path.to_path_buf(),
         cause: source,
     };
-    let mut builder = GgufBuilder::new();
-    for (key, value) in metadata {
-        builder
-            .push_metadata(key.clone(), value.clone())
-            .map_err(write_error)?;
-    }
-    for t in tensors {
-        if t.starts_group {
-            builder.push_tensor_on_boundary(&t.plan.name, t.plan.target, &t.dims, GROUP_ALIGNMENT)
-        } else {
-            builder.push_tensor(&t.plan.name, t.plan.target, &t.dims)
-        }
+    let mut out = builder(metadata, tensors)
+        .and_then(|b| b.create(path))
         .map_err(write_error)?;
-    }
-    let mut out = builder.create(path).map_err(write_error)?;
     let mut state = Progress {
         tensors_total: tensors.len(),
         bytes_total: tensors.iter().map(OutputTensor::n_bytes).sum(),

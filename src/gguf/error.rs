@@ -169,6 +169,8 @@ impl GgufError {
 pub enum WriteError {
     #[error("{}: {cause}", path.display())]
     Io { path: PathBuf, cause: io::Error },
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
     #[error("metadata '{key}': declared twice")]
     DuplicateKey { key: String },
     #[error("metadata '{key}': {reason}")]
@@ -191,4 +193,15 @@ pub enum WriteError {
     NoMoreTensors { got: String },
     #[error("the write was aborted by an earlier error; no output file was produced")]
     Aborted,
+}
+
+impl WriteError {
+    /// The message for an output at `path`: errors that already name their file (I/O, the output's
+    /// own checks) as they are, the others after the path.
+    pub fn at(&self, path: &std::path::Path) -> String {
+        match self {
+            WriteError::Io { .. } | WriteError::Output(_) => self.to_string(),
+            other => format!("{}: {other}", path.display()),
+        }
+    }
 }

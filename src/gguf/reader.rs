@@ -51,6 +51,14 @@ enum Storage {
 }
 
 impl Storage {
+    /// The bytes copied once into an 8-byte-aligned buffer, so typed tensor views work as on a map.
+    fn aligned_copy(bytes: Vec<u8>) -> Storage {
+        let len = bytes.len();
+        let mut words = vec![0u64; len.div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..len].copy_from_slice(&bytes);
+        Storage::Owned { words, len }
+    }
+
     fn bytes(&self) -> &[u8] {
         match self {
             Storage::Mapped(map) => map,
@@ -103,7 +111,7 @@ impl GgufFile {
         // usual contract of mapping model files (llama.cpp does the same) and is documented on
         // `GgufFile`. All reads go through slices of the map, bounded by its length.
         let map = unsafe { Mmap::map(&file) }.map_err(io_err)?;
-        let header = parse(&map).map_err(|source| GgufError::Invalid {
+        let header = parse(&map, Data::Present).map_err(|source| GgufError::Invalid {
             path: path.to_path_buf(),
             cause: source,
         })?;
@@ -116,12 +124,18 @@ impl GgufFile {
     /// Validates a file held in memory (tests, fuzzing, files that arrive over a pipe). The bytes
     /// are copied once into an 8-byte-aligned buffer so typed tensor views work as on a map.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, GgufError> {
-        let len = bytes.len();
-        let mut words = vec![0u64; len.div_ceil(8)];
-        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..len].copy_from_slice(&bytes);
-        drop(bytes);
-        let storage = Storage::Owned { words, len };
-        let header = parse(storage.bytes())?;
+        let storage = Storage::aligned_copy(bytes);
+        let header = parse(storage.bytes(), Data::Present)?;
+        Ok(GgufFile { storage, header })
+    }
+
+    /// The header of a file not written yet (what [`GgufBuilder::header`](super::GgufBuilder::header)
+    /// returns): metadata and tensor infos validated as in a whole file, except that the tensor
+    /// data lies beyond these bytes. [`tensor`](Self::tensor) and [`tensors`](Self::tensors) find
+    /// no data there. `latte convert` reads its plan through the model loaders this way.
+    pub fn from_header(bytes: Vec<u8>) -> Result<Self, GgufError> {
+        let storage = Storage::aligned_copy(bytes);
+        let header = parse(storage.bytes(), Data::Absent)?;
         Ok(GgufFile { storage, header })
     }
 
@@ -215,7 +229,15 @@ impl GgufFile {
     }
 }
 
-fn parse(bytes: &[u8]) -> Result<Header, FormatError> {
+/// Whether the tensor data follows the header in the bytes parsed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Data {
+    Present,
+    /// A header on its own: tensors may lie anywhere past it (still aligned, not overlapping).
+    Absent,
+}
+
+fn parse(bytes: &[u8], data: Data) -> Result<Header, FormatError> {
     let mut c = Cursor::new(bytes);
     let magic = c
         .take(4, "header.magic")
@@ -259,7 +281,10 @@ fn parse(bytes: &[u8]) -> Result<Header, FormatError> {
         &field_offsets,
         data_offset,
         alignment,
-        bytes.len() as u64,
+        match data {
+            Data::Present => bytes.len() as u64,
+            Data::Absent => u64::MAX,
+        },
     )?;
 
     Ok(Header {

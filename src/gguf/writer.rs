@@ -1,12 +1,13 @@
 //! The streaming GGUF writer (version 3, little-endian).
 //!
 //! Two steps: a [`GgufBuilder`] collects metadata and tensor declarations (name, type, shape,
-//! optionally a start boundary) and fixes the layout; [`GgufBuilder::create`] writes the header
-//! to a temporary file next to the output and returns a [`GgufWriter`] that takes each tensor's
-//! bytes in declaration order, whole or in chunks, checking sizes against the declaration, so a
-//! multi-GB file never has to be held in memory. [`GgufWriter::finish`] pads, flushes, fsyncs and
-//! renames the temporary file onto the output path. On any error, or if the writer is dropped
-//! before `finish`, the temporary file is removed: no partial output ever remains.
+//! optionally a start boundary) and fixes the layout; [`GgufBuilder::create`] opens the output
+//! (an [`OutputFile`]: a temporary file renamed into place, a device or FIFO written directly, or
+//! stdout), writes the header and returns a [`GgufWriter`] that takes each tensor's bytes in
+//! declaration order, whole or in chunks, checking sizes against the declaration, so a multi-GB
+//! file never has to be held in memory. [`GgufWriter::finish`] pads and completes the output. On
+//! any error, or if the writer is dropped before `finish`, the temporary file is removed: no
+//! partial output ever remains.
 //!
 //! The writer must not quantize or otherwise look into tensor bytes.
 //!
@@ -23,16 +24,14 @@
 //! ordinary tensors.
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::error::WriteError;
 use super::reader::{align_up, TensorInfo};
 use super::value::{MetadataArray, MetadataValue, ValueType};
 use super::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH};
 use crate::dtype::TensorType;
+use crate::output::{Content, OutputFile};
 use crate::tensor::MAX_DIMS;
 
 /// The version written.
@@ -297,8 +296,14 @@ impl GgufBuilder {
         out
     }
 
-    /// Writes the header to a temporary file `<path>.tmp-<pid>-<n>` in the same directory and
-    /// returns the writer for the tensor data.
+    /// The header this builder would write (metadata and tensor infos, padded to the alignment),
+    /// for reading a planned file before any tensor exists ([`GgufFile::from_header`](super::GgufFile::from_header)).
+    pub fn header(&self) -> Result<Vec<u8>, WriteError> {
+        Ok(self.layout()?.0)
+    }
+
+    /// Opens the output at `path` (see [`OutputFile`]), writes the header and returns the writer
+    /// for the tensor data.
     pub fn create(self, path: impl AsRef<Path>) -> Result<GgufWriter, WriteError> {
         let (header, file_plan) = self.layout()?;
         let plan = file_plan
@@ -307,15 +312,9 @@ impl GgufBuilder {
             .cloned()
             .collect();
         let path = path.as_ref().to_path_buf();
-        // `<out>.tmp-<pid>-<n>`: beside the output (so the rename stays on one file system),
-        // unique per process and per writer within it.
-        static NEXT_WRITER: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT_WRITER.fetch_add(1, Ordering::Relaxed);
-        let mut tmp_name = path.clone().into_os_string();
-        tmp_name.push(format!(".tmp-{}-{n}", std::process::id()));
-        let tmp = TempFile::create(PathBuf::from(tmp_name))?;
+        let out = OutputFile::create(&path, Content::Binary("GGUF"))?;
         let mut w = GgufWriter {
-            tmp: Some(tmp),
+            out: Some(out),
             path,
             alignment: u64::from(self.alignment),
             plan,
@@ -396,45 +395,10 @@ fn put_array(out: &mut Vec<u8>, a: &MetadataArray) {
     }
 }
 
-/// The temporary file; removed on drop unless it was renamed onto the output.
-struct TempFile {
-    path: PathBuf,
-    file: BufWriter<File>,
-    persisted: bool,
-}
-
-impl TempFile {
-    fn create(path: PathBuf) -> Result<Self, WriteError> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(|source| WriteError::Io {
-                path: path.clone(),
-                cause: source,
-            })?;
-        Ok(TempFile {
-            path,
-            file: BufWriter::with_capacity(1 << 20, file),
-            persisted: false,
-        })
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.persisted {
-            // Best effort: the error path that got us here is already being reported.
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
 /// Takes tensor bytes in declaration order; see the module documentation.
 pub struct GgufWriter {
-    /// `None` once aborted (the temporary file is then already removed).
-    tmp: Option<TempFile>,
+    /// `None` once aborted (a temporary file is then already removed).
+    out: Option<OutputFile>,
     path: PathBuf,
     alignment: u64,
     /// The caller's tensors, in order.
@@ -453,7 +417,7 @@ impl std::fmt::Debug for GgufWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GgufWriter")
             .field("path", &self.path)
-            .field("aborted", &self.tmp.is_none())
+            .field("aborted", &self.out.is_none())
             .field("next_tensor", &self.next)
             .field("n_tensors", &self.plan.len())
             .field("bytes_written", &self.pos)
@@ -508,8 +472,8 @@ impl GgufWriter {
         })
     }
 
-    /// Pads the file, flushes and fsyncs it, and renames it onto the output path. Every declared
-    /// tensor must have been written in full.
+    /// Pads the file and completes the output (a temporary file is synced and renamed into
+    /// place). Every declared tensor must have been written in full.
     pub fn finish(mut self) -> Result<(), WriteError> {
         self.guard(|w| {
             if let Some(t) = w.plan.get(w.next) {
@@ -523,20 +487,8 @@ impl GgufWriter {
             // when there are no tensors; and pad the last tensor like ggml does.
             let end = align_up(w.pos, w.alignment).unwrap_or(w.pos);
             w.zeros(end - w.pos)?;
-            let tmp = w.tmp.as_mut().ok_or(WriteError::Aborted)?;
-            let io = |source| WriteError::Io {
-                path: tmp.path.clone(),
-                cause: source,
-            };
-            tmp.file.flush().map_err(io)?;
-            tmp.file.get_ref().sync_all().map_err(io)?;
-            fs::rename(&tmp.path, &w.path).map_err(|source| WriteError::Io {
-                path: w.path.clone(),
-                cause: source,
-            })?;
-            tmp.persisted = true;
-            sync_parent_dir(&w.path);
-            Ok(())
+            let out = w.out.take().ok_or(WriteError::Aborted)?;
+            Ok(out.finish()?)
         })
     }
 
@@ -589,11 +541,8 @@ impl GgufWriter {
     }
 
     fn put(&mut self, data: &[u8]) -> Result<(), WriteError> {
-        let tmp = self.tmp.as_mut().ok_or(WriteError::Aborted)?;
-        tmp.file.write_all(data).map_err(|source| WriteError::Io {
-            path: tmp.path.clone(),
-            cause: source,
-        })?;
+        let out = self.out.as_mut().ok_or(WriteError::Aborted)?;
+        out.write_all_bytes(data)?;
         self.pos += data.len() as u64;
         Ok(())
     }
@@ -604,25 +553,13 @@ impl GgufWriter {
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<T, WriteError>,
     ) -> Result<T, WriteError> {
-        if self.tmp.is_none() {
+        if self.out.is_none() {
             return Err(WriteError::Aborted);
         }
         let result = f(self);
         if result.is_err() {
-            self.tmp = None;
+            self.out = None;
         }
         result
-    }
-}
-
-/// Makes the rename durable. Best effort: the data itself is already synced, and some file
-/// systems refuse to sync directories.
-fn sync_parent_dir(path: &Path) {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if let Ok(dir) = File::open(parent) {
-        let _ = dir.sync_all();
     }
 }

@@ -4,12 +4,13 @@
 //! generation parameters (`prompt`, `seed`, `steps`, `guidance`, `sampler`, `model`, or whatever the
 //! caller passes): `tEXt` when the value is Latin-1, `iTXt` (UTF-8) otherwise.
 //!
-//! The file is written to a temporary file in the target's directory and renamed into place, so a
-//! reader never sees a half-written PNG, and on any error nothing is left behind.
+//! The encoded bytes go out through [`crate::output`]: a temporary file renamed into place (a
+//! reader never sees a half-written PNG, and on any error nothing is left behind), a device or
+//! FIFO written directly, or `-` for stdout.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use crate::output::{write_output, Content, OutputError};
 
 use thiserror::Error;
 
@@ -25,11 +26,8 @@ pub enum ImageError {
     Size { height: usize, width: usize },
     #[error("PNG text key '{key}' is not 1–79 printable Latin-1 characters without leading, trailing or double spaces")]
     TextKey { key: String },
-    #[error("{}: {cause}", path.display())]
-    Io {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    #[error(transparent)]
+    Output(#[from] OutputError),
     #[error("{}: {cause}", path.display())]
     Encode {
         path: PathBuf,
@@ -80,7 +78,7 @@ fn is_latin1(text: &str) -> bool {
 }
 
 /// Writes `image` (`[3, H, W]`, f32 in `[−1, 1]`) to `path` as an 8-bit RGB PNG with `text`
-/// key/value chunks, atomically (temporary file in the same directory, then rename).
+/// key/value chunks (see the module documentation for where the bytes go).
 pub fn write_png(
     path: &Path,
     image: &[f32],
@@ -118,77 +116,7 @@ pub fn write_png(
     let mut writer = encoder.write_header().map_err(encode)?;
     writer.write_image_data(&rgb).map_err(encode)?;
     writer.finish().map_err(encode)?;
-    let mut temp = TempFile::create(path)?;
-    temp.file
-        .write_all(&bytes)
-        .map_err(|source| ImageError::Io {
-            path: temp.path.clone(),
-            cause: source,
-        })?;
-    temp.persist(path)
-}
-
-/// A temporary sibling of the target, removed on drop unless renamed into place.
-struct TempFile {
-    path: PathBuf,
-    file: File,
-    persisted: bool,
-}
-
-impl TempFile {
-    fn create(target: &Path) -> Result<Self, ImageError> {
-        let io = |source| ImageError::Io {
-            path: target.to_path_buf(),
-            cause: source,
-        };
-        let name = target
-            .file_name()
-            .ok_or_else(|| io(std::io::Error::other("not a file name")))?;
-        let dir = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let mut attempt = 0u32;
-        loop {
-            let mut temp_name = std::ffi::OsString::from(".");
-            temp_name.push(name);
-            temp_name.push(format!(".{}.{attempt}.tmp", std::process::id()));
-            let path = dir.join(temp_name);
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(file) => {
-                    return Ok(TempFile {
-                        path,
-                        file,
-                        persisted: false,
-                    })
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
-                    attempt += 1;
-                }
-                Err(e) => return Err(io(e)),
-            }
-        }
-    }
-
-    /// Syncs to disk and renames onto `target`.
-    fn persist(mut self, target: &Path) -> Result<(), ImageError> {
-        let io = |path: &Path, source| ImageError::Io {
-            path: path.to_path_buf(),
-            cause: source,
-        };
-        self.file.sync_all().map_err(|e| io(&self.path, e))?;
-        fs::rename(&self.path, target).map_err(|e| io(target, e))?;
-        self.persisted = true;
-        Ok(())
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.persisted {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
+    Ok(write_output(path, &bytes, Content::Binary("PNG"))?)
 }
 
 #[cfg(test)]

@@ -35,6 +35,15 @@ impl ModelFile {
         })
     }
 
+    /// The header of a file being planned (`latte convert`): every lookup of metadata and tensor
+    /// shapes works, tensor data is absent (see [`GgufFile::from_header`]).
+    pub fn from_header(name: impl Into<String>, header: Vec<u8>) -> Result<Self, ModelError> {
+        Ok(ModelFile {
+            name: name.into(),
+            gguf: GgufFile::from_header(header)?,
+        })
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -47,14 +56,29 @@ impl ModelFile {
         self.gguf.tensor_info(name).is_some()
     }
 
-    /// The tensor `name`, whatever its type and shape.
-    pub fn tensor(&self, name: &str) -> Result<TensorView<'_>, ModelError> {
+    /// The shape of tensor `name` (ggml order): all a config needs, and all a planned file has.
+    pub fn tensor_dims(&self, name: &str) -> Result<&[u64], ModelError> {
         self.gguf
-            .tensor(name)
+            .tensor_info(name)
+            .map(|info| info.dims.as_slice())
             .ok_or_else(|| ModelError::MissingTensor {
                 file: self.name.clone(),
                 name: name.into(),
             })
+    }
+
+    /// The tensor `name`, whatever its type and shape.
+    pub fn tensor(&self, name: &str) -> Result<TensorView<'_>, ModelError> {
+        match self.gguf.tensor(name) {
+            Some(view) => Ok(view),
+            None if self.has_tensor(name) => {
+                Err(self.invalid(format!("tensor '{name}' has no data (a planned file)")))
+            }
+            None => Err(ModelError::MissingTensor {
+                file: self.name.clone(),
+                name: name.into(),
+            }),
+        }
     }
 
     /// The tensor `name`, checked to have `dims` (ggml order, innermost first; trailing 1s ignored).

@@ -6,6 +6,7 @@
 //! generic over (written once for the CPU and the GPU); they must not parse bytes themselves, know
 //! a device, or reach up into pipelines and the CLI.
 
+pub mod check;
 pub mod dcae;
 pub mod error;
 pub mod expert_groups;

@@ -29,7 +29,7 @@ use crate::schedule::{ScheduleError, TimestepSchedule};
 use super::device_groups::{plan_slots, BudgetError, DeviceGroups, SlotPlan};
 use super::image_prompt::{expand_image_pad, ImagePromptError, PromptImage};
 use super::prompt_context::prefill;
-use super::sampler::{sample, SamplerKind, SamplingObserver, SamplingOptions, StepInfo};
+use super::sampler::{sample_batch, SamplerKind, SamplingObserver, SamplingOptions, StepInfo};
 
 use thiserror::Error;
 
@@ -57,7 +57,23 @@ pub enum GenerateError {
     Budget(BudgetError),
     #[error(transparent)]
     Backend(#[from] crate::backend::BackendError),
+    #[error("the {what} of seed {seed} holds {value} at index {index}; no image is written (a guidance scale of {guidance} may be too large)")]
+    NonFinite {
+        what: &'static str,
+        index: usize,
+        value: f32,
+        seed: u64,
+        guidance: f32,
+    },
+    #[error("a batch makes 1 to {MAX_BATCH} images, not {0}")]
+    BatchSize(usize),
+    #[error("the batch produced no image")]
+    EmptyBatch,
 }
+
+/// Images one [`Generator::generate_batch`] makes at most (each keeps a latent and an image in
+/// memory until the batch ends).
+pub const MAX_BATCH: usize = 64;
 
 impl From<ImagePromptError> for GenerateError {
     fn from(e: ImagePromptError) -> Self {
@@ -99,6 +115,25 @@ pub struct Generated {
     pub width: usize,
     /// The final latent `[C, S, S]` (before the decoder's scaling).
     pub latent: Vec<f32>,
+    pub phases: Vec<PhaseReport>,
+    /// Expert groups copied to the device (0 on the CPU).
+    pub group_uploads: usize,
+}
+
+/// One image of a [`GeneratedBatch`].
+pub struct GeneratedImage {
+    pub seed: u64,
+    /// `[3, H, W]` in `[−1, 1]`, every value finite.
+    pub image: Vec<f32>,
+    /// The final latent `[C, S, S]` (before the decoder's scaling).
+    pub latent: Vec<f32>,
+}
+
+/// The result of [`Generator::generate_batch`]: the images in the order of their seeds.
+pub struct GeneratedBatch {
+    pub images: Vec<GeneratedImage>,
+    pub height: usize,
+    pub width: usize,
     pub phases: Vec<PhaseReport>,
     /// Expert groups copied to the device (0 on the CPU).
     pub group_uploads: usize,
@@ -167,8 +202,15 @@ impl<'f, B: Backend> Generator<'f, B> {
             .map_or(0, |m| m.allocated.saturating_sub(before));
         let text = TextModel::load(file)?;
         // Fail now, not after sampling, when the decoder is missing or malformed (on the CPU:
-        // views and small copies, not the device).
-        drop(Decoder::load(file)?);
+        // views and small copies, not the device), or the parts do not fit together.
+        let decoder = Decoder::load(file)?;
+        crate::model::check::check_generation(
+            file,
+            text.config(),
+            replica.config(),
+            decoder.config(),
+        )?;
+        drop(decoder);
         let residency = Residency::new(file, policy).map_err(|source| GenerateError::Layout {
             file: file.name().into(),
             cause: source,
@@ -473,6 +515,42 @@ impl<'f, B: Backend> Generator<'f, B> {
         options: &GenerateOptions,
         progress: &mut dyn Progress,
     ) -> Result<Generated, GenerateError> {
+        let mut batch = self.generate_batch(
+            cond_ids,
+            image,
+            uncond_ids,
+            options,
+            &[options.seed],
+            progress,
+        )?;
+        let one = batch.images.pop().ok_or(GenerateError::EmptyBatch)?;
+        Ok(Generated {
+            image: one.image,
+            height: batch.height,
+            width: batch.width,
+            latent: one.latent,
+            phases: batch.phases,
+            group_uploads: batch.group_uploads,
+        })
+    }
+
+    /// One image per seed of `seeds` (`options.seed` is not used), with one prefill of the
+    /// prompts and the batch sampled step by step together (each step's expert group serves every
+    /// image; see [`sample_batch`]). Image k is what [`generate_with_image`](Self::generate_with_image)
+    /// makes with seed `seeds[k]`. A latent or image that is not finite ends the run with
+    /// [`GenerateError::NonFinite`].
+    pub fn generate_batch(
+        &self,
+        cond_ids: &[u32],
+        image: Option<&RgbImage>,
+        uncond_ids: &[u32],
+        options: &GenerateOptions,
+        seeds: &[u64],
+        progress: &mut dyn Progress,
+    ) -> Result<GeneratedBatch, GenerateError> {
+        if seeds.is_empty() || seeds.len() > MAX_BATCH {
+            return Err(GenerateError::BatchSize(seeds.len()));
+        }
         let schedule = self.schedule(options)?;
         let c = self.replica.config();
         let mut phases = Vec::new();
@@ -530,9 +608,16 @@ impl<'f, B: Backend> Generator<'f, B> {
         } else {
             self.residency.prefetch_group(schedule.group_of(0.0));
         }
-        let mut noise = vec![0.0; c.latent_len()];
-        crate::rng::fill_normal(options.seed, &mut noise);
-        let (latent, sampling_phases, group_uploads, progress) = std::thread::scope(|scope| {
+        let noises: Vec<Vec<f32>> = seeds
+            .iter()
+            .map(|&seed| {
+                let mut noise = vec![0.0; c.latent_len()];
+                crate::rng::fill_normal(seed, &mut noise);
+                noise
+            })
+            .collect();
+        let noises: Vec<&[f32]> = noises.iter().map(Vec::as_slice).collect();
+        let (latents, sampling_phases, group_uploads, progress) = std::thread::scope(|scope| {
             let mut devices = DeviceGroups::new(scope, &self.replica, slots);
             let mut observer = SamplingPhases {
                 residency: &self.residency,
@@ -553,10 +638,10 @@ impl<'f, B: Backend> Generator<'f, B> {
                     (0..c.group_count).for_each(|k| self.residency.release_uploaded_group(k));
                 }
             }
-            let latent = sample(
+            let latents = sample_batch(
                 &self.replica,
                 &schedule,
-                &noise,
+                &noises,
                 &cond,
                 uncond.as_ref(),
                 &SamplingOptions {
@@ -569,15 +654,18 @@ impl<'f, B: Backend> Generator<'f, B> {
             if let Some(e) = observer.failure.take() {
                 return Err(GenerateError::Backend(e));
             }
-            let latent = latent?;
+            let latents = latents?;
             self.backend.synchronize()?;
             observer.close();
             let (phases, progress) = (std::mem::take(&mut observer.phases), observer.progress);
             devices.close()?;
-            Ok::<_, GenerateError>((latent, phases, devices.uploads, progress))
+            Ok::<_, GenerateError>((latents, phases, devices.uploads, progress))
         })?;
         phases.extend(sampling_phases);
         drop((cond, uncond));
+        for (latent, &seed) in latents.iter().zip(seeds) {
+            check_finite("latent", latent, seed, options)?;
+        }
 
         // Decode: the groups (and the sampler's working memory) leave the device before the
         // decoder arrives.
@@ -588,21 +676,49 @@ impl<'f, B: Backend> Generator<'f, B> {
         let mut clock = PhaseClock::start(self.backend);
         let decoder = Decoder::load_on(self.backend, self.file)?;
         let mut scratch = DecoderScratch::default();
-        let image =
-            decoder.decode_flow_latent(&latent, c.latent_size, c.latent_size, &mut scratch)?;
+        let mut images = Vec::with_capacity(latents.len());
+        for (latent, &seed) in latents.into_iter().zip(seeds) {
+            let image =
+                decoder.decode_flow_latent(&latent, c.latent_size, c.latent_size, &mut scratch)?;
+            check_finite("decoded image", &image, seed, options)?;
+            images.push(GeneratedImage {
+                seed,
+                image,
+                latent,
+            });
+        }
         let [height, width] = decoder.output_hw(c.latent_size, c.latent_size)?;
         drop((decoder, scratch));
         CpuBackend::release_scratch();
         self.backend.release_scratch();
         phases.push(clock.finish("decode", 0));
-        Ok(Generated {
-            image,
+        Ok(GeneratedBatch {
+            images,
             height,
             width,
-            latent,
             phases,
             group_uploads,
         })
+    }
+}
+
+/// NaN or infinity anywhere in `values` (a guidance scale so large that the velocity overflows,
+/// or a broken file) is an error: an image made of clamped non-numbers would look like a result.
+fn check_finite(
+    what: &'static str,
+    values: &[f32],
+    seed: u64,
+    options: &GenerateOptions,
+) -> Result<(), GenerateError> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(index) => Err(GenerateError::NonFinite {
+            what,
+            index,
+            value: values[index],
+            seed,
+            guidance: options.guidance,
+        }),
     }
 }
 
@@ -707,7 +823,9 @@ impl<B: Backend> SamplingObserver for SamplingPhases<'_, '_, '_, '_, '_, B> {
 
     fn evaluation(&mut self, evaluation: &crate::pipeline::sampler::Evaluation<'_>) {
         let Some(step) = self.step else { return };
-        if self.dense || evaluation.group != step.group {
+        // After the last image's first evaluation: the batch is done with the step's group.
+        if self.dense || evaluation.group != step.group || evaluation.image + 1 < evaluation.images
+        {
             return;
         }
         if let Some(corrector) = step.corrector_group.filter(|&c| c != step.group) {

@@ -15,5 +15,6 @@ pub mod sampler;
 
 pub use describe::{DescribeError, DescribeRequest, DescribeStats, Describer};
 pub use sampler::{
-    sample, Evaluation, Pass, SamplerKind, SamplingObserver, SamplingOptions, StepInfo,
+    sample, sample_batch, Evaluation, Pass, SamplerKind, SamplingObserver, SamplingOptions,
+    StepInfo,
 };

@@ -54,8 +54,11 @@ pub enum Pass {
 
 /// One velocity evaluation, reported after it ran.
 pub struct Evaluation<'e> {
-    /// 0, 1, … over the whole run (Heun makes two per step).
+    /// 0, 1, … over the whole run (Heun makes two per step), the same for every image of a batch.
     pub index: usize,
+    /// Which image of the batch (0 for a single image), and how many the batch has.
+    pub image: usize,
+    pub images: usize,
     pub t: f64,
     pub group: usize,
     pub v_cond: &'e [f32],
@@ -81,12 +84,17 @@ pub trait SamplingObserver {
 pub struct Silent;
 impl SamplingObserver for Silent {}
 
-/// Buffers of one run, allocated once.
-struct Buffers<B: Backend> {
+/// The latent-sized vectors of one image of a batch.
+struct LatentBuffers {
     x: Vec<f32>,
     x_pred: Vec<f32>,
     v0: Vec<f32>,
     v1: Vec<f32>,
+}
+
+/// Buffers of one run, allocated once: one set per image, the rest shared.
+struct Buffers<B: Backend> {
+    latents: Vec<LatentBuffers>,
     guidance: GuidanceBuffers,
     conditioning: StepConditioning<B>,
     scratch: ReplicaScratch<B>,
@@ -102,6 +110,23 @@ pub fn sample<B: Backend>(
     options: &SamplingOptions,
     observer: &mut dyn SamplingObserver,
 ) -> Result<Vec<f32>, ModelError> {
+    let mut latents = sample_batch(replica, schedule, &[noise], cond, uncond, options, observer)?;
+    Ok(latents.pop().unwrap_or_default())
+}
+
+/// Integrates every latent of `noises` over `schedule` with the same prompts, step by step: each
+/// step's group (and its time conditioning) serves the whole batch, so a batch visits each group
+/// once per step however many images it makes. Every image follows exactly the arithmetic of
+/// [`sample`] on its own noise. Returns the final latents in order.
+pub fn sample_batch<B: Backend>(
+    replica: &Replica<'_, B>,
+    schedule: &TimestepSchedule,
+    noises: &[&[f32]],
+    cond: &PromptKv<B>,
+    uncond: Option<&PromptKv<B>>,
+    options: &SamplingOptions,
+    observer: &mut dyn SamplingObserver,
+) -> Result<Vec<Vec<f32>>, ModelError> {
     let config = replica.config();
     if schedule.group_count() != config.group_count {
         return Err(ModelError::Invalid {
@@ -114,7 +139,7 @@ pub fn sample<B: Backend>(
         });
     }
     let len = config.latent_len();
-    if noise.len() != len {
+    if let Some(noise) = noises.iter().find(|n| n.len() != len) {
         return Err(ModelError::Invalid {
             file: "sampler".into(),
             what: format!("noise of {} values, expected {len}", noise.len()),
@@ -122,10 +147,15 @@ pub fn sample<B: Backend>(
     }
     let uncond = uncond.filter(|_| options.guidance != 1.0);
     let mut b = Buffers {
-        x: noise.to_vec(),
-        x_pred: vec![0.0; len],
-        v0: vec![0.0; len],
-        v1: vec![0.0; len],
+        latents: noises
+            .iter()
+            .map(|noise| LatentBuffers {
+                x: noise.to_vec(),
+                x_pred: vec![0.0; len],
+                v0: vec![0.0; len],
+                v1: vec![0.0; len],
+            })
+            .collect(),
         guidance: GuidanceBuffers {
             v_cond: vec![0.0; len],
             v_uncond: vec![0.0; len],
@@ -137,6 +167,23 @@ pub fn sample<B: Backend>(
     let steps = schedule.steps();
     let heun = options.sampler == SamplerKind::Heun;
     let mut evaluation = 0;
+    let Buffers {
+        latents,
+        guidance,
+        conditioning,
+        scratch,
+    } = &mut b;
+    let mut run = Evaluator {
+        replica,
+        schedule,
+        cond,
+        uncond,
+        options,
+        images: noises.len(),
+        guidance,
+        conditioning,
+        scratch,
+    };
     for i in 0..steps {
         let (t0, t1) = (times[i], times[i + 1]);
         let (group, corrector_group) = schedule.step_groups(i, heun);
@@ -152,165 +199,129 @@ pub fn sample<B: Backend>(
         observer.step_begin(&info);
         // The reference multiplies f32 tensors by Python floats: the factors round to f32.
         let dt = (t1 - t0) as f32;
-        let Buffers {
-            x,
-            x_pred,
-            v0,
-            v1,
-            guidance,
-            conditioning,
-            scratch,
-        } = &mut b;
-        guided_velocity(
-            replica,
-            schedule,
-            x,
-            t0,
-            cond,
-            uncond,
-            options,
-            v0,
-            guidance,
-            conditioning,
-            scratch,
-            evaluation,
-            observer,
-        )?;
-        evaluation += 1;
-        match options.sampler {
-            SamplerKind::Euler => x.iter_mut().zip(v0.iter()).for_each(|(x, v)| *x += dt * v),
-            SamplerKind::Heun => {
-                x_pred
+        run.condition(t0)?;
+        for (image, l) in latents.iter_mut().enumerate() {
+            run.guided_velocity(&l.x, t0, &mut l.v0, evaluation, image, observer)?;
+            if options.sampler == SamplerKind::Euler {
+                l.x.iter_mut()
+                    .zip(l.v0.iter())
+                    .for_each(|(x, v)| *x += dt * v);
+            } else {
+                l.x_pred
                     .iter_mut()
-                    .zip(x.iter().zip(v0.iter()))
+                    .zip(l.x.iter().zip(l.v0.iter()))
                     .for_each(|(p, (x, v))| *p = x + dt * v);
-                guided_velocity(
-                    replica,
-                    schedule,
-                    x_pred,
-                    t1,
-                    cond,
-                    uncond,
-                    options,
-                    v1,
-                    guidance,
-                    conditioning,
-                    scratch,
-                    evaluation,
-                    observer,
-                )?;
-                evaluation += 1;
-                let half = ((t1 - t0) * 0.5) as f32;
-                for ((x, a), b) in x.iter_mut().zip(v0.iter()).zip(v1.iter()) {
+            }
+        }
+        evaluation += 1;
+        if options.sampler == SamplerKind::Heun {
+            run.condition(t1)?;
+            let half = ((t1 - t0) * 0.5) as f32;
+            for (image, l) in latents.iter_mut().enumerate() {
+                run.guided_velocity(&l.x_pred, t1, &mut l.v1, evaluation, image, observer)?;
+                for ((x, a), b) in l.x.iter_mut().zip(l.v0.iter()).zip(l.v1.iter()) {
                     *x += half * (a + b);
                 }
             }
+            evaluation += 1;
         }
         observer.step_end(&info);
     }
-    Ok(b.x)
+    Ok(b.latents.into_iter().map(|l| l.x).collect())
 }
 
-/// `v = v_u + s·(v_c − v_u)` at time `t` into `v` (the conditional velocity when there is no
-/// unconditional pass).
-#[allow(clippy::too_many_arguments)]
-fn guided_velocity<B: Backend>(
-    replica: &Replica<'_, B>,
-    schedule: &TimestepSchedule,
-    x: &[f32],
-    t: f64,
-    cond: &PromptKv<B>,
-    uncond: Option<&PromptKv<B>>,
-    options: &SamplingOptions,
-    v: &mut [f32],
-    buffers: &mut GuidanceBuffers,
-    conditioning: &mut StepConditioning<B>,
-    scratch: &mut ReplicaScratch<B>,
-    index: usize,
-    observer: &mut dyn SamplingObserver,
-) -> Result<(), ModelError> {
-    let config = replica.config();
-    let group = schedule.group_of(t);
-    let layers = if options.dense {
-        0..config.layer_count
-    } else {
-        config.layers_of(group)
-    };
-    // The reference embeds t as an f32 tensor.
-    replica.condition(t as f32, group, layers, conditioning, scratch)?;
-    let traced = observer.wants_layers(index);
-    let GuidanceBuffers { v_cond, v_uncond } = buffers;
-    run_pass(
-        replica,
-        x,
-        conditioning,
-        cond,
-        v_cond,
-        scratch,
-        traced,
-        index,
-        Pass::Conditional,
-        observer,
-    )?;
-    let v_uncond = match uncond {
-        Some(uncond) => {
-            run_pass(
-                replica,
-                x,
-                conditioning,
-                uncond,
-                v_uncond,
-                scratch,
-                traced,
-                index,
-                Pass::Unconditional,
-                observer,
-            )?;
-            let s = options.guidance;
-            for ((v, c), u) in v.iter_mut().zip(v_cond.iter()).zip(v_uncond.iter()) {
-                *v = u + s * (c - u);
+/// What every velocity evaluation of a run shares.
+struct Evaluator<'r, 'a, B: Backend> {
+    replica: &'r Replica<'a, B>,
+    schedule: &'r TimestepSchedule,
+    cond: &'r PromptKv<B>,
+    uncond: Option<&'r PromptKv<B>>,
+    options: &'r SamplingOptions,
+    images: usize,
+    guidance: &'r mut GuidanceBuffers,
+    conditioning: &'r mut StepConditioning<B>,
+    scratch: &'r mut ReplicaScratch<B>,
+}
+
+impl<B: Backend> Evaluator<'_, '_, B> {
+    /// The time conditioning of evaluations at `t` (the same for every image).
+    fn condition(&mut self, t: f64) -> Result<(), ModelError> {
+        let config = self.replica.config();
+        let group = self.schedule.group_of(t);
+        let layers = if self.options.dense {
+            0..config.layer_count
+        } else {
+            config.layers_of(group)
+        };
+        // The reference embeds t as an f32 tensor.
+        self.replica
+            .condition(t as f32, group, layers, self.conditioning, self.scratch)
+    }
+
+    /// `v = v_u + s·(v_c − v_u)` at time `t` into `v` (the conditional velocity when there is no
+    /// unconditional pass), under the conditioning of the last [`condition`](Self::condition).
+    /// Layer traces are offered for the first image of a batch.
+    fn guided_velocity(
+        &mut self,
+        x: &[f32],
+        t: f64,
+        v: &mut [f32],
+        index: usize,
+        image: usize,
+        observer: &mut dyn SamplingObserver,
+    ) -> Result<(), ModelError> {
+        let traced = image == 0 && observer.wants_layers(index);
+        let GuidanceBuffers { v_cond, v_uncond } = &mut *self.guidance;
+        let mut pass = |prompt: &PromptKv<B>,
+                        out: &mut [f32],
+                        pass: Pass,
+                        observer: &mut dyn SamplingObserver| {
+            if traced {
+                let mut report = |trace: LayerTrace<'_>| observer.layer(index, pass, trace);
+                self.replica.velocity(
+                    x,
+                    self.conditioning,
+                    prompt,
+                    out,
+                    self.scratch,
+                    Some(&mut report),
+                )
+            } else {
+                self.replica
+                    .velocity(x, self.conditioning, prompt, out, self.scratch, None)
             }
-            Some(&v_uncond[..])
-        }
-        None => {
-            v.copy_from_slice(v_cond);
-            None
-        }
-    };
-    observer.evaluation(&Evaluation {
-        index,
-        t,
-        group,
-        v_cond,
-        v_uncond,
-        v,
-    });
-    Ok(())
+        };
+        pass(self.cond, v_cond, Pass::Conditional, observer)?;
+        let v_uncond = match self.uncond {
+            Some(uncond) => {
+                pass(uncond, v_uncond, Pass::Unconditional, observer)?;
+                let s = self.options.guidance;
+                for ((v, c), u) in v.iter_mut().zip(v_cond.iter()).zip(v_uncond.iter()) {
+                    *v = u + s * (c - u);
+                }
+                Some(&v_uncond[..])
+            }
+            None => {
+                v.copy_from_slice(v_cond);
+                None
+            }
+        };
+        observer.evaluation(&Evaluation {
+            index,
+            image,
+            images: self.images,
+            t,
+            group: self.schedule.group_of(t),
+            v_cond,
+            v_uncond,
+            v,
+        });
+        Ok(())
+    }
 }
 
 /// The two un-guided velocities of one evaluation.
 struct GuidanceBuffers {
     v_cond: Vec<f32>,
     v_uncond: Vec<f32>,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_pass<B: Backend>(
-    replica: &Replica<'_, B>,
-    x: &[f32],
-    conditioning: &StepConditioning<B>,
-    prompt: &PromptKv<B>,
-    out: &mut [f32],
-    scratch: &mut ReplicaScratch<B>,
-    traced: bool,
-    index: usize,
-    pass: Pass,
-    observer: &mut dyn SamplingObserver,
-) -> Result<(), ModelError> {
-    if traced {
-        let mut report = |trace: LayerTrace<'_>| observer.layer(index, pass, trace);
-        replica.velocity(x, conditioning, prompt, out, scratch, Some(&mut report))
-    } else {
-        replica.velocity(x, conditioning, prompt, out, scratch, None)
-    }
 }

@@ -115,6 +115,9 @@ pub enum HeaderError {
     },
     #[error("tensors '{first}' and '{second}' overlap in the data section")]
     Overlap { first: String, second: String },
+    /// JSON itself allows it, but which copy would be meant? The `safetensors` library refuses it.
+    #[error("tensor '{0}' is declared twice")]
+    Duplicate(String),
 }
 
 /// Validates a whole file's bytes: returns where the data section starts and every tensor
@@ -136,11 +139,14 @@ pub fn parse_header(bytes: &[u8]) -> Result<(usize, Vec<StTensor>), HeaderError>
         });
     }
     let data_start = 8 + declared as usize;
-    let json: Value = serde_json::from_slice(&bytes[8..data_start])
-        .map_err(|e| HeaderError::Json(e.to_string()))?;
-    let Value::Object(entries) = json else {
-        return Err(HeaderError::NotAnObject);
-    };
+    let Entries { entries, duplicate } =
+        serde_json::from_slice(&bytes[8..data_start]).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => HeaderError::NotAnObject,
+            _ => HeaderError::Json(e.to_string()),
+        })?;
+    if let Some(name) = duplicate {
+        return Err(HeaderError::Duplicate(name));
+    }
     let data_len = (bytes.len() - data_start) as u64;
     let mut tensors = Vec::with_capacity(entries.len());
     for (name, entry) in &entries {
@@ -160,6 +166,46 @@ pub fn parse_header(bytes: &[u8]) -> Result<(usize, Vec<StTensor>), HeaderError>
         }
     }
     Ok((data_start, tensors))
+}
+
+/// The header's entries by name, and the first name seen twice (a JSON object deserialized into a
+/// map would keep the last copy without a word).
+struct Entries {
+    entries: std::collections::BTreeMap<String, Value>,
+    duplicate: Option<String>,
+}
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor;
+        impl<'de> serde::de::Visitor<'de> for EntriesVisitor {
+            type Value = Entries;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Entries, A::Error> {
+                let mut out = Entries {
+                    entries: std::collections::BTreeMap::new(),
+                    duplicate: None,
+                };
+                while let Some(name) = map.next_key::<String>()? {
+                    let value: Value = map.next_value()?;
+                    if out.entries.contains_key(&name) {
+                        out.duplicate.get_or_insert(name);
+                    } else {
+                        out.entries.insert(name, value);
+                    }
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_map(EntriesVisitor)
+    }
 }
 
 fn parse_entry(name: &str, entry: &Value, data_len: u64) -> Result<StTensor, HeaderError> {
@@ -294,6 +340,13 @@ mod tests {
                     12,
                 ),
                 |e| matches!(e, HeaderError::Overlap { .. }),
+            ),
+            (
+                file(
+                    r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+                    8,
+                ),
+                |e| matches!(e, HeaderError::Duplicate(name) if name == "a"),
             ),
         ];
         for (i, (bytes, expected)) in cases.iter().enumerate() {

@@ -139,6 +139,14 @@ impl ChatTemplate {
             return Ok(ChatTemplate::chatml());
         }
         let source = file.str("tokenizer.chat_template")?;
+        if source.trim().is_empty() {
+            // An empty template renders every conversation as nothing: the model would answer
+            // an empty prompt.
+            return Err(TokenizerError::Template(format!(
+                "{}: tokenizer.chat_template is empty (remove the key to use ChatML)",
+                file.name()
+            )));
+        }
         let token = |key: &str| -> Option<String> {
             let id = file.get(key)?.as_u64()?;
             let tokens = file.str_array("tokenizer.ggml.tokens").ok()?;

@@ -92,6 +92,15 @@ pub struct DcaeConfig {
 }
 
 impl DcaeConfig {
+    /// The config a model file stores under [`KEY_CONFIG_JSON`]; errors name the file.
+    pub fn from_file(file: &crate::model::ModelFile) -> Result<Self, crate::model::ModelError> {
+        let json = file.str(KEY_CONFIG_JSON)?;
+        DcaeConfig::from_json(json).map_err(|cause| crate::model::ModelError::DcaeConfig {
+            file: file.name().into(),
+            cause,
+        })
+    }
+
     /// Parses and validates `json` (the text of a diffusers `config.json`).
     pub fn from_json(json: &str) -> Result<Self, DcaeConfigError> {
         let value: Value =

@@ -90,11 +90,7 @@ impl<'a> Decoder<'a, CpuBackend> {
 impl<'a, B: Backend> Decoder<'a, B> {
     /// Reads the config key and every `dcae.*` tensor the config calls for.
     pub fn load_on(backend: &'a B, file: &'a ModelFile) -> Result<Self, ModelError> {
-        let json = file.str(KEY_CONFIG_JSON)?;
-        let config = DcaeConfig::from_json(json).map_err(|source| ModelError::DcaeConfig {
-            file: file.name().into(),
-            cause: source,
-        })?;
+        let config = DcaeConfig::from_file(file)?;
         let stages = &config.stages;
         let n = stages.len();
         let top = stages[n - 1].channels;

@@ -67,6 +67,14 @@ pub struct FlowConfig {
     pub prompt_template: String,
 }
 
+/// Widths, sizes and channel counts above this are not a real model (and would overflow buffer
+/// sizes); the DC-AE config has the same bound.
+const MAX_WIDTH: usize = 1 << 20;
+/// One latent's values at most: 2^26 f32 (256 MiB), thousands of times a 512-pixel latent.
+const MAX_LATENT_VALUES: usize = 1 << 26;
+/// Image tokens per latent at most (attention scores grow with the square).
+const MAX_IMAGE_TOKENS: usize = 1 << 16;
+
 fn key(name: &str) -> String {
     format!("latte.flow.{name}")
 }
@@ -205,8 +213,67 @@ impl FlowConfig {
                 self.group_count + 1
             ));
         }
-        if self.time_shift.is_nan() || self.time_shift <= 0.0 {
+        if !(self.time_shift.is_finite() && self.time_shift > 0.0) {
             return Err(format!("time_shift {} must be positive", self.time_shift));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(format!(
+                "rope.freq_base {} must be positive",
+                self.rope_theta
+            ));
+        }
+        if !(self.rms_eps.is_finite() && self.rms_eps >= 0.0) {
+            return Err(format!(
+                "layer_norm_rms_epsilon {} must be a number ≥ 0",
+                self.rms_eps
+            ));
+        }
+        // The latent is divided by it before decoding: 0 would decode infinities.
+        if !(self.scaling_factor.is_finite()
+            && self.scaling_factor.is_normal()
+            && self.scaling_factor > 0.0)
+        {
+            return Err(format!(
+                "scaling_factor {} must be a positive number",
+                self.scaling_factor
+            ));
+        }
+        if !(self.guidance_scale.is_finite() && self.guidance_scale >= 0.0) {
+            return Err(format!(
+                "guidance_scale {} must be a number ≥ 0",
+                self.guidance_scale
+            ));
+        }
+        if self.num_steps == 0 || self.num_steps > crate::schedule::MAX_STEPS {
+            return Err(format!(
+                "num_steps {} must be 1 to {}",
+                self.num_steps,
+                crate::schedule::MAX_STEPS
+            ));
+        }
+        // Buffers are sized by these without any tensor to bound them.
+        let widths = [
+            ("embedding_length", self.hidden),
+            ("head_dim", self.head_dim),
+            ("feed_forward_length", self.ffn_hidden),
+            ("time_freq_dim", self.time_freq_dim),
+            ("image_size", self.image_size),
+            ("latent_size", self.latent_size),
+            ("latent_channels", self.latent_channels),
+        ];
+        if let Some((name, value)) = widths.iter().find(|(_, v)| *v > MAX_WIDTH) {
+            return Err(format!("latte.flow.{name} {value} exceeds {MAX_WIDTH}"));
+        }
+        if (self.latent_len() as u64) > MAX_LATENT_VALUES as u64
+            || self.image_tokens() > MAX_IMAGE_TOKENS
+        {
+            return Err(format!(
+                "a {}×{}×{} latent ({} image tokens) is larger than any this engine allocates (at most {MAX_LATENT_VALUES} values, {MAX_IMAGE_TOKENS} tokens)",
+                self.latent_channels,
+                self.latent_size,
+                self.latent_size,
+                self.image_tokens()
+            ));
         }
         if !self.prompt_template.contains("{prompt}") {
             return Err("prompt_template has no '{prompt}' placeholder".into());

@@ -65,8 +65,7 @@ impl TextConfig {
                 )))
             }
         };
-        let embedding = file.tensor("token_embd.weight")?;
-        let vocab = match embedding.dims() {
+        let vocab = match file.tensor_dims("token_embd.weight")? {
             [d, v] if *d as usize == hidden => *v as usize,
             dims => {
                 return Err(ModelError::TensorShape {

@@ -35,6 +35,10 @@ pub struct VisionConfig {
     pub end_token_id: u32,
 }
 
+/// Largest image the processor may resize to (Qwen2-VL's default maximum is 1,003,520): beyond
+/// this, its buffers would be sized by a number in the file alone.
+const MAX_PROCESSED_PIXELS: usize = 1 << 26;
+
 /// Qwen2-VL's vision rotary base; llama.cpp's files do not store it either.
 const VISION_ROPE_THETA: f32 = 10_000.0;
 
@@ -128,15 +132,59 @@ impl VisionConfig {
             start_token_id: token("latte.vision.start_token_id", "<|vision_start|>")?,
             end_token_id: token("latte.vision.end_token_id", "<|vision_end|>")?,
         };
-        if config.preprocess.std.contains(&0.0)
-            || config.preprocess.min_pixels > config.preprocess.max_pixels
-        {
+        config.check(file)?;
+        Ok(config)
+    }
+
+    /// What the tower and the processor can work with: a processor that divides by a positive
+    /// std and resizes within bounded sizes, token ids inside the text model's vocabulary.
+    fn check(&self, file: &ModelFile) -> Result<(), ModelError> {
+        let p = &self.preprocess;
+        if let Some(std) = p.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
             return Err(file.invalid(format!(
-                "vision preprocessing settings make no sense: {:?}",
-                config.preprocess
+                "clip.vision.image_std {:?}: {std} is not a positive number (pixels are divided by it)",
+                p.std
             )));
         }
-        Ok(config)
+        if p.mean.iter().any(|m| !m.is_finite())
+            || !(p.rescale_factor.is_finite() && p.rescale_factor > 0.0)
+        {
+            return Err(file.invalid(format!(
+                "vision preprocessing: image_mean {:?} and rescale factor {} must be finite (the factor positive)",
+                p.mean, p.rescale_factor
+            )));
+        }
+        if p.min_pixels > p.max_pixels || p.max_pixels > MAX_PROCESSED_PIXELS {
+            return Err(file.invalid(format!(
+                "vision preprocessing: image_min_pixels {} and image_max_pixels {} must be ordered, the maximum at most {MAX_PROCESSED_PIXELS}",
+                p.min_pixels, p.max_pixels
+            )));
+        }
+        let factor = p.patch_size.checked_mul(p.merge_size);
+        if factor.is_none_or(|f| f > 1 << 12) || p.temporal_patch_size > 16 {
+            return Err(file.invalid(format!(
+                "vision patch size {} × merge size {} (temporal {}) is not a real tower's",
+                p.patch_size, p.merge_size, p.temporal_patch_size
+            )));
+        }
+        // Token ids index the text model's embedding rows.
+        let vocab = file
+            .tensor_dims("token_embd.weight")
+            .ok()
+            .and_then(|d| d.get(1).copied());
+        let ids = [
+            ("latte.vision.image_token_id", self.image_token_id),
+            ("latte.vision.start_token_id", self.start_token_id),
+            ("latte.vision.end_token_id", self.end_token_id),
+        ];
+        if let Some(vocab) = vocab {
+            if let Some((key, id)) = ids.iter().find(|(_, id)| u64::from(*id) >= vocab) {
+                return Err(file.invalid(format!(
+                    "{key} {id} lies outside the vocabulary of {vocab} tokens"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Values of one patch row: `3 · temporal · patch²`.
