@@ -16,6 +16,7 @@ pub mod convert;
 pub mod dtype;
 pub mod gguf;
 pub mod image;
+pub mod input;
 pub mod model;
 pub mod output;
 pub mod pipeline;

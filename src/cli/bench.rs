@@ -81,12 +81,12 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
         bail!("--steps must be at least 1");
     }
     let threads = if args.threads.is_empty() {
-        vec![std::thread::available_parallelism().map_or(1, |n| n.get())]
+        vec![super::threads::available_cores()]
     } else {
         args.threads.clone()
     };
-    if threads.contains(&0) {
-        bail!("--threads values must be at least 1");
+    for &t in &threads {
+        super::threads::check(t)?;
     }
     if args.llama_cpp && !cfg!(feature = "ggml-peer") {
         bail!("--llama-cpp needs a build with `--features ggml-peer`");

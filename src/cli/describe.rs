@@ -57,12 +57,7 @@ pub struct DescribeArgs {
 }
 
 pub fn run(args: DescribeArgs) -> Result<()> {
-    if let Some(threads) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads.max(1))
-            .build_global()
-            .context("cannot start the thread pool")?;
-    }
+    super::threads::configure(args.threads)?;
     let started = Instant::now();
     let file = match &args.model {
         Some(path) => ModelFile::open(path)?,

@@ -112,15 +112,7 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
-    if let Some(threads) = args.threads {
-        if threads == 0 {
-            bail!("--threads must be at least 1");
-        }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build_global()
-            .context("setting up the thread pool")?;
-    }
+    super::threads::configure(args.threads)?;
     let budget = parse_budget("--mem-budget", args.mem_budget.as_deref())?;
     let device_budget = parse_budget("--vram-budget", args.vram_budget.as_deref())?;
     if !args.dry_run {

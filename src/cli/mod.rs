@@ -10,6 +10,7 @@ mod generate;
 mod info;
 mod interrupt;
 mod quantize;
+mod threads;
 
 use std::process::ExitCode;
 

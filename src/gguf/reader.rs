@@ -6,7 +6,6 @@
 //! It must not interpret metadata (model configuration lives elsewhere) or touch tensor contents.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::ops::Range;
 use std::path::Path;
 
@@ -105,7 +104,7 @@ impl GgufFile {
             path: path.to_path_buf(),
             cause: source,
         };
-        let file = File::open(path).map_err(io_err)?;
+        let file = crate::input::open_mappable(path).map_err(io_err)?;
         // SAFETY: the map is read-only and private to this process. Another process truncating or
         // rewriting the file while it is mapped would change or remove bytes under us; that is the
         // usual contract of mapping model files (llama.cpp does the same) and is documented on

@@ -8,7 +8,6 @@
 mod convert;
 mod header;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -45,7 +44,7 @@ impl SafetensorsFile {
             path: path.clone(),
             cause: source,
         };
-        let file = File::open(&path).map_err(io)?;
+        let file = crate::input::open_mappable(&path).map_err(io)?;
         // SAFETY: the map is read-only and private to this process; every access below is a
         // bounds-checked slice of it. Another process truncating the file while it is mapped
         // would fault the reader, the usual contract for mapped model files (as in the GGUF reader).
