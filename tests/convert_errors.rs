@@ -23,6 +23,9 @@ fn fails(case: &str, edit: impl FnOnce(&Path), expected: &[&str]) {
         assert!(stderr.contains(part), "{case}: '{part}' not in: {stderr}");
     }
     assert_eq!(stderr.lines().count(), 1, "{case}: one line: {stderr}");
+    if std::env::var_os("LATTE_SHOW_ERRORS").is_some() {
+        eprintln!("{case}: {stderr}");
+    }
     let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -309,4 +312,148 @@ fn output_may_not_replace_a_checkpoint_file() {
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("would replace a file of the checkpoint"));
     assert_eq!(std::fs::read(&target).unwrap(), before);
+}
+
+/// Rewrites the JSON file `file` of the checkpoint in `dir` with `f`.
+fn edit_json(dir: &Path, file: &str, f: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join(file);
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    f(&mut value);
+    std::fs::write(path, value.to_string()).unwrap();
+}
+
+/// What the loaders refuse, `convert` refuses before writing anything (the validation is the
+/// loaders' own, run on the planned file): each case names the key and the file it came from.
+#[test]
+fn what_the_loaders_refuse_is_refused_at_convert() {
+    use serde_json::json;
+    let generation = "generation/config.json";
+    let autoencoder = "autoencoder/config.json";
+    fails(
+        "rope theta zero",
+        |d| {
+            edit_json(d, "config.json", |v| {
+                v["text_config"]["rope_parameters"]["rope_theta"] = json!(0.0)
+            })
+        },
+        &["rope", "config.json"],
+    );
+    fails(
+        "time shift negative",
+        |d| edit_json(d, generation, |v| v["time_shift"] = json!(-1.0)),
+        &["time_shift", "generation/config.json"],
+    );
+    fails(
+        "layers not divisible into groups",
+        |d| {
+            edit_json(d, generation, |v| {
+                v["num_groups"] = json!(3);
+                v["group_boundaries"] = json!([0.0, 0.3, 0.6, 1.0]);
+            })
+        },
+        &["generation/config.json", "group"],
+    );
+    fails(
+        "zero scaling factor",
+        |d| {
+            edit_json(d, generation, |v| v["scaling_factor"] = json!(0.0));
+            edit_json(d, autoencoder, |v| v["scaling_factor"] = json!(0.0));
+        },
+        &["scaling_factor"],
+    );
+    fails(
+        "preprocessor std zero",
+        |d| {
+            edit_json(d, "preprocessor_config.json", |v| {
+                v["image_std"] = json!([0.0, 0.26, 0.27])
+            })
+        },
+        &["preprocessor_config.json", "std"],
+    );
+    fails(
+        "patch sizes contradict",
+        |d| edit_json(d, "preprocessor_config.json", |v| v["patch_size"] = json!(16)),
+        &["preprocessor_config.json", "patch_size is 16", "vision_config.patch_size is 14"],
+    );
+    fails(
+        "image token outside the vocabulary",
+        |d| edit_json(d, "config.json", |v| v["image_token_id"] = json!(100_000)),
+        &["100000", "config.json"],
+    );
+    fails(
+        "absurd vision depth",
+        |d| edit_json(d, "config.json", |v| v["vision_config"]["depth"] = json!(1_000_000_000)),
+        &["config.json"],
+    );
+    fails(
+        "unknown DC-AE block type",
+        |d| edit_json(d, autoencoder, |v| v["decoder_block_types"] = json!("Sideways")),
+        &["autoencoder/config.json", "Sideways"],
+    );
+    fails(
+        "DC-AE lengths disagree",
+        |d| edit_json(d, autoencoder, |v| v["decoder_layers_per_block"] = json!([1, 1])),
+        &["autoencoder/config.json"],
+    );
+    fails(
+        "absurd DC-AE channels",
+        |d| {
+            edit_json(d, autoencoder, |v| {
+                v["decoder_block_out_channels"] = json!([8, 16, 4_000_000_000u64])
+            })
+        },
+        &["autoencoder/config.json"],
+    );
+    fails(
+        "merge of unknown tokens",
+        |d| {
+            edit_json(d, "tokenizer.json", |v| {
+                v["model"]["merges"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!(["never", "seen"]))
+            })
+        },
+        &["tokenizer.json", "merge"],
+    );
+    fails(
+        "a million garbage merges",
+        |d| {
+            edit_json(d, "tokenizer.json", |v| {
+                v["model"]["merges"] = (0..1_000_000)
+                    .map(|i| json!([format!("x{i}"), "y"]))
+                    .collect()
+            })
+        },
+        &["tokenizer.json", "merge"],
+    );
+    fails(
+        "empty chat template",
+        |d| {
+            std::fs::write(d.join("chat_template.jinja"), "").unwrap();
+            edit_json(d, "tokenizer_config.json", |v| v["chat_template"] = json!(""));
+        },
+        &["chat template", "empty"],
+    );
+    fails(
+        "tensor named twice",
+        |d| {
+            raw_header(
+                d,
+                "generation/model.safetensors",
+                br#"{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"x":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#,
+                16,
+            )
+        },
+        &["generation/model.safetensors", "'x' is declared twice"],
+    );
+    fails(
+        "a directory as a shard",
+        |d| {
+            std::fs::remove_file(d.join("generation/model.safetensors")).unwrap();
+            std::fs::create_dir(d.join("generation/model.safetensors")).unwrap();
+        },
+        &["generation/model.safetensors", "is a directory"],
+    );
 }

@@ -71,7 +71,9 @@ impl Checkpoint {
             return Err(ConvertError::NotACheckpoint(dir.to_path_buf()));
         }
         let vlm = Qwen2VlConfig::read(&config_path)?;
-        let preprocessor = PreprocessorConfig::read(&dir.join("preprocessor_config.json"))?;
+        let preprocessor_path = dir.join("preprocessor_config.json");
+        let preprocessor = PreprocessorConfig::read(&preprocessor_path)?;
+        check_patch_geometry(&vlm, &preprocessor, &preprocessor_path)?;
         let mut sets = HashMap::new();
         sets.insert(WeightSetId::Vlm, open_set(dir, "model")?);
 
@@ -392,4 +394,42 @@ impl TensorFiller for Checkpoint {
             found.file.release(found.tensor);
         }
     }
+}
+
+/// The processor cuts images into patches of its own `patch_size`, `merge_size` and
+/// `temporal_patch_size`, and the vision tower's patch embedding and merger are shaped by
+/// config.json's: the file stores the tower's, so both must say the same.
+fn check_patch_geometry(
+    vlm: &Qwen2VlConfig,
+    preprocessor: &PreprocessorConfig,
+    path: &Path,
+) -> Result<(), ConvertError> {
+    let v = &vlm.vision;
+    let pairs = [
+        ("patch_size", preprocessor.patch_size, "vision_config.patch_size", v.patch_size),
+        (
+            "merge_size",
+            preprocessor.merge_size,
+            "vision_config.spatial_merge_size",
+            v.spatial_merge_size,
+        ),
+        (
+            "temporal_patch_size",
+            preprocessor.temporal_patch_size,
+            "vision_config.temporal_patch_size",
+            v.temporal_patch_size,
+        ),
+    ];
+    for (key, processor, model_key, model) in pairs {
+        if processor != model {
+            return Err(ConvertError::Config {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "{key} is {processor}, but config.json's {model_key} is {model}: \
+                     the image processor and the vision tower must cut the same patches"
+                ),
+            });
+        }
+    }
+    Ok(())
 }

@@ -33,8 +33,15 @@ pub fn check_planned(
         .map_err(|e| refused(e.to_string()))?;
     check_model_file(&file).map_err(|e| refused(e.to_string()))?;
     if file.get("tokenizer.ggml.model").is_some() {
-        let tokenizer_error =
-            |e: crate::tokenizer::TokenizerError| refused(format!("tokenizer: {e}"));
+        let tokenizer_error = |e: crate::tokenizer::TokenizerError| ConvertError::Refused {
+            origin: origin.to_path_buf(),
+            from: "tokenizer.json / tokenizer_config.json",
+            // Some tokenizer errors already name the file; others only the token or merge.
+            cause: match e.to_string() {
+                named if named.contains(&origin.display().to_string()) => named,
+                bare => format!("{}: {bare}", origin.display()),
+            },
+        };
         Tokenizer::from_model_file(&file).map_err(tokenizer_error)?;
         ChatTemplate::from_model_file(&file).map_err(tokenizer_error)?;
     }
@@ -43,13 +50,12 @@ pub fn check_planned(
 
 /// The checkpoint file the GGUF key named first in `message` was converted from.
 fn config_file_of(message: &str) -> &'static str {
-    const SOURCES: [(&str, &str); 6] = [
+    const SOURCES: [(&str, &str); 5] = [
         ("latte.flow.", "generation/config.json"),
         ("latte.dcae.", "autoencoder/config.json"),
         ("clip.vision.image_", "preprocessor_config.json"),
         ("clip.vision.", "config.json"),
         ("latte.vision.", "config.json"),
-        ("tokenizer", "tokenizer.json / tokenizer_config.json"),
     ];
     SOURCES
         .iter()

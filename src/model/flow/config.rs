@@ -176,19 +176,19 @@ impl FlowConfig {
         }
         if self.layer_count % self.group_count != 0 {
             return Err(format!(
-                "{} replica layers cannot form {} equal groups",
+                "latte.flow.layer_count {} cannot form latte.flow.group_count {} equal groups",
                 self.layer_count, self.group_count
             ));
         }
         if self.heads % self.kv_heads != 0 {
             return Err(format!(
-                "{} query heads are not a multiple of {} KV heads",
+                "latte.flow.head_count {} is not a multiple of latte.flow.head_count_kv {}",
                 self.heads, self.kv_heads
             ));
         }
         if self.head_dim % 2 != 0 || self.rope_sections.iter().sum::<usize>() != self.head_dim / 2 {
             return Err(format!(
-                "rope sections {:?} must add up to head_dim / 2 = {}",
+                "latte.flow.rope.dimension_sections {:?} must add up to head_dim / 2 = {}",
                 self.rope_sections,
                 self.head_dim / 2
             ));
@@ -198,7 +198,7 @@ impl FlowConfig {
         }
         if self.latent_size % self.patch_size != 0 {
             return Err(format!(
-                "latent size {} is not a multiple of patch size {}",
+                "latte.flow.latent_size {} is not a multiple of latte.flow.patch_size {}",
                 self.latent_size, self.patch_size
             ));
         }
@@ -209,22 +209,22 @@ impl FlowConfig {
             || b.windows(2).any(|w| w[0] >= w[1])
         {
             return Err(format!(
-                "group boundaries {b:?} must be {} increasing values from 0 to 1",
+                "latte.flow.group_boundaries {b:?} must be {} increasing values from 0 to 1",
                 self.group_count + 1
             ));
         }
         if !(self.time_shift.is_finite() && self.time_shift > 0.0) {
-            return Err(format!("time_shift {} must be positive", self.time_shift));
+            return Err(format!("latte.flow.time_shift {} must be positive", self.time_shift));
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
             return Err(format!(
-                "rope.freq_base {} must be positive",
+                "latte.flow.rope.freq_base {} must be positive",
                 self.rope_theta
             ));
         }
         if !(self.rms_eps.is_finite() && self.rms_eps >= 0.0) {
             return Err(format!(
-                "layer_norm_rms_epsilon {} must be a number ≥ 0",
+                "latte.flow.layer_norm_rms_epsilon {} must be a number ≥ 0",
                 self.rms_eps
             ));
         }
@@ -234,19 +234,19 @@ impl FlowConfig {
             && self.scaling_factor > 0.0)
         {
             return Err(format!(
-                "scaling_factor {} must be a positive number",
+                "latte.flow.scaling_factor {} must be a positive number",
                 self.scaling_factor
             ));
         }
         if !(self.guidance_scale.is_finite() && self.guidance_scale >= 0.0) {
             return Err(format!(
-                "guidance_scale {} must be a number ≥ 0",
+                "latte.flow.guidance_scale {} must be a number ≥ 0",
                 self.guidance_scale
             ));
         }
         if self.num_steps == 0 || self.num_steps > crate::schedule::MAX_STEPS {
             return Err(format!(
-                "num_steps {} must be 1 to {}",
+                "latte.flow.num_steps {} must be 1 to {}",
                 self.num_steps,
                 crate::schedule::MAX_STEPS
             ));
@@ -268,7 +268,7 @@ impl FlowConfig {
             || self.image_tokens() > MAX_IMAGE_TOKENS
         {
             return Err(format!(
-                "a {}×{}×{} latent ({} image tokens) is larger than any this engine allocates (at most {MAX_LATENT_VALUES} values, {MAX_IMAGE_TOKENS} tokens)",
+                "latte.flow.latent_size: a {}×{}×{} latent ({} image tokens) is larger than any this engine allocates (at most {MAX_LATENT_VALUES} values, {MAX_IMAGE_TOKENS} tokens)",
                 self.latent_channels,
                 self.latent_size,
                 self.latent_size,
@@ -276,7 +276,7 @@ impl FlowConfig {
             ));
         }
         if !self.prompt_template.contains("{prompt}") {
-            return Err("prompt_template has no '{prompt}' placeholder".into());
+            return Err("latte.flow.prompt_template has no '{prompt}' placeholder".into());
         }
         Ok(())
     }

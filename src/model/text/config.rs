@@ -98,10 +98,17 @@ impl TextConfig {
         if config.layers == 0 || config.ffn == 0 || config.hidden == 0 || config.vocab == 0 {
             return Err(file.invalid(format!("degenerate text decoder: {config:?}")));
         }
-        if !(config.rope_theta > 0.0 && config.eps >= 0.0) {
+        if !(config.rope_theta.is_finite()
+            && config.rope_theta > 0.0
+            && config.eps.is_finite()
+            && config.eps >= 0.0)
+        {
             return Err(file.invalid(format!(
-                "rope theta {} and epsilon {} must be positive",
-                config.rope_theta, config.eps
+                "{} {} must be positive and {} {} at least 0",
+                key("rope.freq_base"),
+                config.rope_theta,
+                key("attention.layer_norm_rms_epsilon"),
+                config.eps
             )));
         }
         Ok(config)
