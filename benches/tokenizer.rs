@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use latte::convert::quantize::{parse_target_type, QuantizeOptions};
+use latte::convert::quantize::QuantizeOptions;
 use latte::convert::Checkpoint;
 use latte::model::ModelFile;
 use latte::sampling::{SamplingParams, TokenSampler};
@@ -16,10 +16,7 @@ fn demo_file() -> ModelFile {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/reference/demo_model");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("demo.gguf");
-    let options = QuantizeOptions {
-        target: parse_target_type("f32").unwrap(),
-        rules: Vec::new(),
-    };
+    let options = QuantizeOptions::parse("f32", &[]).unwrap();
     Checkpoint::plan(&dir, &options)
         .unwrap()
         .write(&out, &mut |_| {})

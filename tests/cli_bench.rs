@@ -5,7 +5,7 @@
 mod convert_support;
 
 use convert_support::{fixture, latte};
-use latte::convert::quantize::{parse_target_type, QuantizeOptions};
+use latte::convert::quantize::QuantizeOptions;
 use latte::convert::Checkpoint;
 
 fn stderr(run: &std::process::Output) -> String {
@@ -25,10 +25,7 @@ fn json_report_has_every_row() {
     let trace = dir.path().join("trace.json");
     // The tiny base fixture (16×16 images, 2 groups of 2 layers) keeps this fast under qemu.
     let model = dir.path().join("tiny.gguf");
-    let options = QuantizeOptions {
-        target: parse_target_type("f32").unwrap(),
-        rules: Vec::new(),
-    };
+    let options = QuantizeOptions::parse("f32", &[]).unwrap();
     Checkpoint::plan(&fixture("base"), &options)
         .unwrap()
         .write(&model, &mut |_| {})

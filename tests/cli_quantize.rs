@@ -264,3 +264,148 @@ fn errors_name_the_file_exit_non_zero_and_leave_nothing() {
     after.retain(|name| name != "corrupt.gguf");
     assert_eq!(after, before, "no output or temporary file may remain");
 }
+
+/// An input of `layers` text layers (attn_v and ffn_down of 256-value rows) and a tied embedding.
+fn write_layers(dir: &Path, layers: usize) -> PathBuf {
+    let path = dir.join("layers-f32.gguf");
+    let mut names = vec!["token_embd.weight".to_string()];
+    for i in 0..layers {
+        names.push(format!("blk.{i}.attn_v.weight"));
+        names.push(format!("blk.{i}.ffn_down.weight"));
+        names.push(format!("blk.{i}.attn_q.weight"));
+    }
+    let mut builder = GgufBuilder::new();
+    for name in &names {
+        builder
+            .push_tensor(name, TensorType::F32, &[256, 2])
+            .unwrap();
+    }
+    let mut writer = builder.create(&path).unwrap();
+    for (seed, name) in names.iter().enumerate() {
+        let data = values(seed, 512);
+        writer
+            .write_tensor(name, bytemuck::cast_slice(&data))
+            .unwrap();
+    }
+    writer.finish().unwrap();
+    path
+}
+
+/// llama-quantize's Q4_K_M on 8 layers: more bits (Q6_K) for attn_v and ffn_down on layers 0,
+/// 3, 6 and 7 (`use_more_bits`: i < n/8, i ≥ 7n/8, (i − n/8) mod 3 = 2), Q6_K for the tied
+/// embedding, Q4_K elsewhere; `general.file_type` 15 (LLAMA_FTYPE_MOSTLY_Q4_K_M). Q4_K_S gives
+/// Q5_K to attn_v of layers 0–3 and ffn_down of layer 0.
+#[test]
+fn llama_quantize_types_mix_per_tensor_as_llama_quantize() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_layers(dir.path(), 8);
+    let check = |preset: &str, file_type: u32, expected: &dyn Fn(&str, usize) -> TensorType| {
+        let output = dir.path().join(format!("{preset}.gguf"));
+        let run = latte(&["quantize", path_str(&input), path_str(&output), preset]);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let file = GgufFile::open(&output).unwrap();
+        assert_eq!(
+            file.get("general.file_type").and_then(|v| v.as_u32()),
+            Some(file_type),
+            "{preset}"
+        );
+        // The tied embedding is the output projection: Q6_K, or Q8_0 in a Q8_0 file.
+        let output_type = if preset == "Q8_0" {
+            TensorType::Q8_0
+        } else {
+            TensorType::Q6_K
+        };
+        assert_eq!(
+            file.tensor("token_embd.weight").unwrap().ty(),
+            output_type,
+            "{preset}"
+        );
+        for i in 0..8 {
+            for kind in ["attn_v", "ffn_down", "attn_q"] {
+                let name = format!("blk.{i}.{kind}.weight");
+                assert_eq!(
+                    file.tensor(&name).unwrap().ty(),
+                    expected(kind, i),
+                    "{preset} {name}"
+                );
+            }
+        }
+    };
+    check("Q4_K_M", 15, &|kind, i| match (kind, i) {
+        ("attn_v" | "ffn_down", 0 | 3 | 6 | 7) => TensorType::Q6_K,
+        _ => TensorType::Q4_K,
+    });
+    check("q4_k_s", 14, &|kind, i| match (kind, i) {
+        ("attn_v", 0..=3) | ("ffn_down", 0) => TensorType::Q5_K,
+        _ => TensorType::Q4_K,
+    });
+    check("Q8_0", 7, &|_, _| TensorType::Q8_0);
+    // A mixture llama.cpp has but latte cannot make is refused by name.
+    let out = dir.path().join("q3.gguf");
+    let run = latte(&["quantize", path_str(&input), path_str(&out), "Q3_K_M"]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("Q3_K"));
+    assert!(!out.exists());
+}
+
+/// A device is written in place, never replaced; `-` streams the file to standard output.
+#[cfg(unix)]
+#[test]
+fn outputs_to_devices_and_stdout_are_written_in_place() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path());
+    let run = latte(&["quantize", path_str(&input), "/dev/null", "Q8_0"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let null = std::fs::metadata("/dev/null").unwrap();
+    assert!(null.file_type().is_char_device(), "/dev/null was replaced");
+
+    // The test harness gives the child a pipe as stdout.
+    let run = latte(&["quantize", path_str(&input), "-", "Q8_0"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let streamed = GgufFile::from_bytes(run.stdout).unwrap();
+    assert_eq!(
+        streamed.tensor("blk.0.attn_q.weight").unwrap().ty(),
+        TensorType::Q8_0
+    );
+}
+
+/// The embedded demo model can be inspected without a file and saved as one.
+#[test]
+fn info_shows_and_writes_the_embedded_demo_model() {
+    for args in [vec!["info"], vec!["info", "--demo"]] {
+        let run = latte(&args);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let text = String::from_utf8_lossy(&run.stdout);
+        assert!(text.starts_with("<embedded demo model>: GGUF v3"), "{text}");
+        assert!(text.contains("flow.blk.0.attn_q.weight"), "{text}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("demo.gguf");
+    let run = latte(&["info", "--write-demo", path_str(&saved)]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo-f16.gguf");
+    assert!(std::fs::read(&saved).unwrap() == std::fs::read(shipped).unwrap());
+    let run = latte(&["info", path_str(&saved)]);
+    assert!(run.status.success());
+}

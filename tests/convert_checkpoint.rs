@@ -10,16 +10,13 @@ mod convert_support;
 use std::path::{Path, PathBuf};
 
 use convert_support::*;
-use latte::convert::quantize::{parse_target_type, quantize_gguf, QuantizeOptions};
+use latte::convert::quantize::{quantize_gguf, QuantizeOptions};
 use latte::convert::{Checkpoint, ModelKind};
 use latte::gguf::{is_padding_tensor, GgufFile, MetadataArray, MetadataValue};
 use latte::model::expert_groups::{GroupLayout, GROUP_ALIGNMENT};
 
 fn options(ty: &str) -> QuantizeOptions {
-    QuantizeOptions {
-        target: parse_target_type(ty).unwrap(),
-        rules: Vec::new(),
-    }
+    QuantizeOptions::parse(ty, &[]).unwrap()
 }
 
 fn convert(dir: &Path, ty: &str, out: &Path) -> Checkpoint {

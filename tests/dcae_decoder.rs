@@ -14,7 +14,7 @@ mod dcae_support;
 
 use dcae_support::*;
 use latte::backend::cpu::CpuBackend;
-use latte::convert::quantize::{parse_target_type, QuantizeOptions};
+use latte::convert::quantize::QuantizeOptions;
 use latte::convert::Checkpoint;
 use latte::model::dcae::{Decoder, DecoderScratch};
 use latte::model::ModelFile;
@@ -22,10 +22,7 @@ use latte::model::ModelFile;
 const TOLERANCE: f32 = 1e-4;
 
 fn base_gguf(dir: &std::path::Path) -> std::path::PathBuf {
-    let options = QuantizeOptions {
-        target: parse_target_type("f32").unwrap(),
-        rules: Vec::new(),
-    };
+    let options = QuantizeOptions::parse("f32", &[]).unwrap();
     let out = dir.join("base.gguf");
     let checkpoint = root().join("tests/fixtures/reference/base/checkpoint");
     Checkpoint::plan(&checkpoint, &options)
@@ -274,10 +271,7 @@ fn synthetic_models_decoders_load_and_decode() {
     use latte::model::dcae::DcaeConfig;
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("tiny.gguf");
-    let options = QuantizeOptions {
-        target: parse_target_type("q8_0").unwrap(),
-        rules: Vec::new(),
-    };
+    let options = QuantizeOptions::parse("q8_0", &[]).unwrap();
     SyntheticModel::plan("latte-flow-tiny", &options, 3)
         .unwrap()
         .write(&path, &mut |_| {})

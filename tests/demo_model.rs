@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use latte::convert::quantize::{parse_target_type, QuantizeOptions};
+use latte::convert::quantize::QuantizeOptions;
 use latte::convert::Checkpoint;
 
 #[test]
@@ -13,10 +13,7 @@ fn embedded_demo_model_is_the_converted_demo_checkpoint() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("demo-f16.gguf");
-    let options = QuantizeOptions {
-        target: parse_target_type("f16").unwrap(),
-        rules: Vec::new(),
-    };
+    let options = QuantizeOptions::parse("f16", &[]).unwrap();
     Checkpoint::plan(&root.join("tools/reference/demo_model"), &options)
         .unwrap()
         .write(&out, &mut |_| {})

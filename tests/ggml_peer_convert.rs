@@ -6,7 +6,7 @@
 use std::ffi::{CStr, CString};
 use std::path::Path;
 
-use latte::convert::quantize::{parse_target_type, QuantizeOptions};
+use latte::convert::quantize::QuantizeOptions;
 use latte::convert::Checkpoint;
 use latte::gguf::GgufFile;
 use latte::model::expert_groups::{GroupLayout, GROUP_ALIGNMENT};
@@ -17,10 +17,7 @@ fn convert(config: &str, ty: &str, out: &Path) {
         .join("tests/fixtures/reference")
         .join(config)
         .join("checkpoint");
-    let options = QuantizeOptions {
-        target: parse_target_type(ty).unwrap(),
-        rules: Vec::new(),
-    };
+    let options = QuantizeOptions::parse(ty, &[]).unwrap();
     Checkpoint::plan(&dir, &options)
         .unwrap()
         .write(out, &mut |_| {})

@@ -7,7 +7,7 @@ mod convert_support;
 use convert_support::fixture;
 use latte::bench::llama_cpp::LlamaCppPeer;
 use latte::bench::text::TextBench;
-use latte::convert::quantize::{parse_target_type, QuantizeOptions};
+use latte::convert::quantize::QuantizeOptions;
 use latte::convert::text_only::{is_text_tensor, write_text_model};
 use latte::convert::Checkpoint;
 use latte::gguf::GgufFile;
@@ -18,10 +18,7 @@ use latte::model::ModelFile;
 fn llama_cpp_runs_the_extracted_text_model() {
     let dir = tempfile::tempdir().unwrap();
     let full = dir.path().join("full.gguf");
-    let options = QuantizeOptions {
-        target: parse_target_type("f32").unwrap(),
-        rules: Vec::new(),
-    };
+    let options = QuantizeOptions::parse("f32", &[]).unwrap();
     Checkpoint::plan(&fixture("base"), &options)
         .unwrap()
         .write(&full, &mut |_| {})

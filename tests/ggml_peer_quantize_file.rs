@@ -48,10 +48,7 @@ fn every_output_tensor_equals_ggml_quantize_chunk() {
 
     for target in TensorType::COMPUTABLE {
         let output = dir.path().join(format!("out-{target}.gguf"));
-        let options = QuantizeOptions {
-            target,
-            rules: Vec::new(),
-        };
+        let options = QuantizeOptions::parse(target.name(), &[]).unwrap();
         quantize_gguf(&input, &output, &options).unwrap();
         let result = GgufFile::open(&output).unwrap();
         for (name, _) in TENSORS {

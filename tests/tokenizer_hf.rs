@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use convert_support::{copy_dir, read_st};
-use latte::convert::quantize::{parse_target_type, QuantizeOptions};
+use latte::convert::quantize::QuantizeOptions;
 use latte::convert::Checkpoint;
 use latte::model::ModelFile;
 use latte::tokenizer::{
@@ -50,10 +50,7 @@ fn convert(name: &str) -> ModelFile {
         std::fs::write(&path, tok.to_string()).unwrap();
         dir = copy;
     }
-    let options = QuantizeOptions {
-        target: parse_target_type("f32").unwrap(),
-        rules: Vec::new(),
-    };
+    let options = QuantizeOptions::parse("f32", &[]).unwrap();
     let out = tmp.path().join("model.gguf");
     Checkpoint::plan(&dir, &options)
         .unwrap()

@@ -1,5 +1,6 @@
-//! `latte info FILE [--json]`: the metadata, the tensor table, totals per name prefix and, for a file
-//! with expert groups, each group's byte range.
+//! `latte info [FILE] [--json]`: the metadata, the tensor table, totals per name prefix and, for a
+//! file with expert groups, each group's byte range. Without FILE (or with `--demo`), the demo
+//! model embedded in the binary; `--write-demo PATH` saves that model as a file.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,13 +11,31 @@ use latte::gguf::{is_padding_tensor, GgufFile, MetadataArray, MetadataValue};
 use latte::model::expert_groups::{GroupLayout, GroupRange};
 use serde_json::{json, Value};
 
+use latte::output::{write_output, Content};
+
+use super::generate::{DEMO_MODEL, DEMO_NAME};
 use super::human_bytes;
 
-/// Show what a GGUF file holds.
+impl InfoArgs {
+    /// The file shown, as messages name it.
+    fn name(&self) -> String {
+        self.file
+            .as_ref()
+            .map_or(DEMO_NAME.to_string(), |path| path.display().to_string())
+    }
+}
+
+/// Show what a GGUF file holds (without FILE: the demo model embedded in the binary).
 #[derive(Args)]
 pub struct InfoArgs {
-    /// The GGUF file.
-    file: PathBuf,
+    /// The GGUF file [default: the embedded demo model].
+    file: Option<PathBuf>,
+    /// Show the embedded demo model (the same as giving no FILE).
+    #[arg(long, conflicts_with = "file")]
+    demo: bool,
+    /// Write the embedded demo model to PATH (a GGUF file any command takes with -m) and exit.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["file", "json"])]
+    write_demo: Option<PathBuf>,
     /// Print one JSON document instead of tables.
     #[arg(long)]
     json: bool,
@@ -34,12 +53,24 @@ macro_rules! line {
 const SHOWN_ELEMENTS: usize = 8;
 
 pub fn run(args: InfoArgs) -> Result<()> {
-    let file = GgufFile::open(&args.file)?;
+    if let Some(path) = &args.write_demo {
+        write_output(path, DEMO_MODEL, Content::Binary("GGUF"))?;
+        eprintln!(
+            "latte info: wrote the demo model ({}) to {}",
+            human_bytes(DEMO_MODEL.len() as u64),
+            path.display()
+        );
+        return Ok(());
+    }
+    let file = match &args.file {
+        Some(path) => GgufFile::open(path)?,
+        None => GgufFile::from_bytes(DEMO_MODEL.to_vec())?,
+    };
     let groups = match GroupLayout::from_file(&file)
         .and_then(|layout| layout.map(|l| l.ranges(file.tensor_infos())).transpose())
     {
         Ok(groups) => groups.unwrap_or_default(),
-        Err(error) => Err(error).with_context(|| args.file.display().to_string())?,
+        Err(error) => Err(error).with_context(|| args.name())?,
     };
     let text = if args.json {
         serde_json::to_string_pretty(&as_json(&args, &file, &groups))? + "\n"
@@ -79,7 +110,7 @@ fn render_text(args: &InfoArgs, file: &GgufFile, groups: &[GroupRange]) -> Strin
     line!(
         out,
         "{}: GGUF v{}, {}, alignment {}, tensor data at byte {}",
-        args.file.display(),
+        args.name(),
         file.version(),
         human_bytes(file.bytes().len() as u64),
         file.alignment(),
@@ -185,7 +216,7 @@ fn as_json(args: &InfoArgs, file: &GgufFile, groups: &[GroupRange]) -> Value {
         })
         .collect();
     json!({
-        "file": args.file.display().to_string(),
+        "file": args.name(),
         "version": file.version(),
         "file_bytes": file.bytes().len(),
         "alignment": file.alignment(),

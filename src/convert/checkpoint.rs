@@ -13,6 +13,7 @@ use super::error::ConvertError;
 use super::json::JsonFile;
 use super::metadata::{self, KEY_DCAE_CONFIG, KEY_MODEL_KIND};
 use super::names::{self, canonical_vlm_name, Mapping, Split, WeightSetId};
+use super::preset::LayerCounts;
 use super::quantize::{plan_tensor, QuantizeOptions};
 use super::source::{Found, WeightSet};
 use super::tokenizer::tokenizer_metadata;
@@ -58,7 +59,8 @@ pub struct Checkpoint {
     /// Metadata in file order (without `general.file_type`, added by [`Checkpoint::write`]).
     pub metadata: Vec<(String, MetadataValue)>,
     pub tensors: Vec<OutputTensor>,
-    pub target: TensorType,
+    /// `general.file_type` of the output (llama.cpp's `llama_ftype`).
+    pub file_type: u32,
     sources: Vec<Source>,
     sets: HashMap<WeightSetId, WeightSet>,
 }
@@ -174,11 +176,16 @@ impl Checkpoint {
         let mut tensors = Vec::new();
         let mut sources = Vec::new();
         let mut used: HashMap<WeightSetId, HashSet<String>> = HashMap::new();
-        let all = mappings.into_iter().map(|m| (m, false)).chain(
-            groups
-                .into_iter()
-                .flat_map(|group| group.into_iter().enumerate().map(|(i, m)| (m, i == 0))),
-        );
+        let all: Vec<_> = mappings
+            .into_iter()
+            .map(|m| (m, false))
+            .chain(
+                groups
+                    .into_iter()
+                    .flat_map(|group| group.into_iter().enumerate().map(|(i, m)| (m, i == 0))),
+            )
+            .collect();
+        let layers = LayerCounts::of(all.iter().map(|(m, _)| m.gguf.as_str()));
         for (mapping, starts_group) in all {
             let set = &sets[&mapping.set];
             let actual = match mapping.set {
@@ -194,7 +201,8 @@ impl Checkpoint {
                     file: set.origin.clone(),
                     tensor: actual.clone(),
                 })?;
-            let (tensor, source) = plan_one(&mapping, &actual, found, options, starts_group)?;
+            let (tensor, source) =
+                plan_one(&mapping, &actual, found, options, &layers, starts_group)?;
             used.entry(mapping.set).or_default().insert(actual);
             tensors.push(tensor);
             sources.push(source);
@@ -248,7 +256,7 @@ impl Checkpoint {
             generation,
             metadata,
             tensors,
-            target: options.target,
+            file_type: options.file_type,
             sources,
             sets,
         })
@@ -267,7 +275,7 @@ impl Checkpoint {
             }
         }
         let mut metadata = self.metadata.clone();
-        metadata.extend(file_type_metadata(self.target, &self.tensors));
+        metadata.extend(file_type_metadata(self.file_type, &self.tensors));
         write_gguf(output, &metadata, &self.tensors, self, progress)
     }
 }
@@ -285,6 +293,7 @@ fn plan_one(
     actual: &str,
     found: Found<'_>,
     options: &QuantizeOptions,
+    layers: &LayerCounts,
     starts_group: bool,
 ) -> Result<(OutputTensor, Source), ConvertError> {
     let file = found.file.path().to_path_buf();
@@ -334,7 +343,7 @@ fn plan_one(
         offset: 0,
         n_bytes: 0,
     };
-    let plan = plan_tensor(&info, options);
+    let plan = plan_tensor(&info, options, layers);
     Ok((
         OutputTensor {
             plan,
@@ -406,7 +415,12 @@ fn check_patch_geometry(
 ) -> Result<(), ConvertError> {
     let v = &vlm.vision;
     let pairs = [
-        ("patch_size", preprocessor.patch_size, "vision_config.patch_size", v.patch_size),
+        (
+            "patch_size",
+            preprocessor.patch_size,
+            "vision_config.patch_size",
+            v.patch_size,
+        ),
         (
             "merge_size",
             preprocessor.merge_size,

@@ -13,6 +13,7 @@ pub mod error;
 mod json;
 pub mod metadata;
 pub mod names;
+pub mod preset;
 pub mod quantize;
 pub mod source;
 pub mod summary;

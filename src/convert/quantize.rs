@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use regex::Regex;
 use thiserror::Error;
 
+use super::preset::{LayerCounts, Mixture};
 use crate::dtype::TensorType;
 use crate::gguf::{
     is_padding_tensor, GgufBuilder, GgufError, GgufFile, MetadataValue, TensorInfo, WriteError,
@@ -53,6 +54,10 @@ pub enum QuantizeError {
     BadRegex { rule: String, cause: regex::Error },
     #[error("'{0}' is not a tensor type (expected one of {1})")]
     UnknownType(String, String),
+    #[error("'{0}' is neither a llama-quantize type nor a tensor type (expected one of {1})")]
+    UnknownPreset(String, String),
+    #[error("{0} is a llama-quantize type that needs Q2_K or Q3_K, which latte has no kernels for (choose one of {1})")]
+    UnsupportedPreset(String, String),
     #[error("input and output are the same file: {0}")]
     SameFile(PathBuf),
 }
@@ -113,21 +118,56 @@ const CHUNK_ELEMENTS: usize = 4 << 20;
 /// What to quantize to.
 #[derive(Clone, Debug)]
 pub struct QuantizeOptions {
+    /// The type of weights no rule singles out.
     pub target: TensorType,
+    /// `--tensor-type` rules, before any mixture rule.
     pub rules: Vec<TensorTypeRule>,
+    /// llama-quantize's per-tensor rules (Q4_K_M …); `None`: every weight is `target`.
+    pub mixture: Option<Mixture>,
+    /// `general.file_type` (llama.cpp's `llama_ftype`).
+    pub file_type: u32,
 }
 
 impl QuantizeOptions {
-    /// Options from command-line words: a target type name and `REGEX=TYPE` rules.
+    /// `--type`: a tensor type for every weight (llama-quantize's `--pure`), or a mixture name
+    /// ending in _S / _M.
     pub fn parse(target: &str, rules: &[String]) -> Result<Self, QuantizeError> {
+        let rules = parse_rules(rules)?;
+        match parse_target_type(target) {
+            Ok(ty) => Ok(QuantizeOptions {
+                target: ty,
+                rules,
+                mixture: None,
+                file_type: llama_file_type(ty),
+            }),
+            Err(QuantizeError::UnknownType(..)) => {
+                Self::preset(target, &[]).map(|p| QuantizeOptions { rules, ..p })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// llama-quantize's TYPE argument: a mixture such as Q4_K_M, or a plain type with
+    /// llama-quantize's output rule (see `preset`).
+    pub fn preset(name: &str, rules: &[String]) -> Result<Self, QuantizeError> {
+        let (mixture, file_type) = Mixture::from_name(name).map_err(|known| {
+            if known {
+                QuantizeError::UnsupportedPreset(name.to_ascii_uppercase(), Mixture::names())
+            } else {
+                QuantizeError::UnknownPreset(name.into(), Mixture::names())
+            }
+        })?;
         Ok(QuantizeOptions {
-            target: parse_target_type(target)?,
-            rules: rules
-                .iter()
-                .map(|rule| rule.parse())
-                .collect::<Result<_, _>>()?,
+            target: mixture.base(),
+            rules: parse_rules(rules)?,
+            mixture: Some(mixture),
+            file_type,
         })
     }
+}
+
+fn parse_rules(rules: &[String]) -> Result<Vec<TensorTypeRule>, QuantizeError> {
+    rules.iter().map(|rule| rule.parse()).collect()
 }
 
 /// The type chosen for one tensor.
@@ -176,7 +216,11 @@ pub fn fallback_type(wanted: TensorType, row_len: u64) -> TensorType {
 
 /// The type one tensor gets under `options`. Integer tensors (positions, ids) are not weights: they
 /// are copied as they are.
-pub fn plan_tensor(info: &TensorInfo, options: &QuantizeOptions) -> TensorPlan {
+pub fn plan_tensor(
+    info: &TensorInfo,
+    options: &QuantizeOptions,
+    layers: &LayerCounts,
+) -> TensorPlan {
     let is_integer = matches!(
         info.ty,
         TensorType::I8 | TensorType::I16 | TensorType::I32 | TensorType::I64
@@ -190,7 +234,12 @@ pub fn plan_tensor(info: &TensorInfo, options: &QuantizeOptions) -> TensorPlan {
             .rules
             .iter()
             .find(|rule| rule.pattern.is_match(&info.name))
-            .map_or(options.target, |rule| rule.ty)
+            .map(|rule| rule.ty)
+            .or_else(|| {
+                let mixture = options.mixture?;
+                Some(mixture.type_of(&info.name, info.dims[0], layers))
+            })
+            .unwrap_or(options.target)
     };
     TensorPlan {
         name: info.name.clone(),
@@ -239,9 +288,10 @@ pub fn quantize_gguf(
         .iter()
         .filter(|info| !is_padding_tensor(&info.name))
         .collect();
+    let layers = LayerCounts::of(infos.iter().map(|info| info.name.as_str()));
     let plans: Vec<TensorPlan> = infos
         .iter()
-        .map(|info| plan_tensor(info, options))
+        .map(|info| plan_tensor(info, options, &layers))
         .collect();
     for plan in &plans {
         if plan.source != plan.target && !plan.source.is_computable() {
@@ -271,7 +321,7 @@ pub fn quantize_gguf(
                 .map_err(write_error)?;
         }
     }
-    let file_type = MetadataValue::U32(llama_file_type(options.target));
+    let file_type = MetadataValue::U32(options.file_type);
     builder
         .push_metadata(KEY_FILE_TYPE, file_type)
         .map_err(write_error)?;
@@ -330,15 +380,7 @@ pub fn quantize_gguf(
                 .map_err(write_error)?;
         }
     }
-    out.finish().map_err(write_error)?;
-    let output_bytes = std::fs::metadata(output)
-        .map_err(|source| {
-            write_error(WriteError::Io {
-                path: output.to_path_buf(),
-                cause: source,
-            })
-        })?
-        .len();
+    let output_bytes = out.finish().map_err(write_error)?;
     Ok(QuantizeReport {
         plans,
         input_bytes: file.bytes().len() as u64,
@@ -393,27 +435,26 @@ mod tests {
 
     #[test]
     fn plans_keep_vectors_f32_and_apply_rules_in_order() {
-        let options = QuantizeOptions {
-            target: TensorType::Q4_0,
-            rules: vec![
-                "ffn_down=q6_k".parse().unwrap(),
-                "ffn=q8_0".parse().unwrap(),
-            ],
-        };
-        let plan = |name, dims: &[u64]| plan_tensor(&info(name, dims), &options).target;
+        let options =
+            QuantizeOptions::parse("q4_0", &["ffn_down=q6_k".into(), "ffn=q8_0".into()]).unwrap();
+        let layers = LayerCounts::default();
+        let plan = |name, dims: &[u64]| plan_tensor(&info(name, dims), &options, &layers).target;
         assert_eq!(plan("blk.0.attn_norm.weight", &[1536]), TensorType::F32);
         let positions = TensorInfo {
             ty: TensorType::I32,
             ..info("pos", &[64, 2])
         };
-        assert_eq!(plan_tensor(&positions, &options).target, TensorType::I32);
+        assert_eq!(
+            plan_tensor(&positions, &options, &layers).target,
+            TensorType::I32
+        );
         assert_eq!(plan("blk.0.attn_q.weight", &[1536, 1536]), TensorType::Q4_0);
         assert_eq!(
             plan("blk.0.ffn_down.weight", &[8960, 1536]),
             TensorType::Q6_K
         );
         assert_eq!(plan("blk.0.ffn_up.weight", &[1536, 8960]), TensorType::Q8_0);
-        let fell = plan_tensor(&info("blk.0.ffn_down.weight", &[96, 4]), &options);
+        let fell = plan_tensor(&info("blk.0.ffn_down.weight", &[96, 4]), &options, &layers);
         assert!(fell.fell_back());
         assert_eq!(fell.target, TensorType::Q8_0);
     }
@@ -435,5 +476,33 @@ mod tests {
             Err(QuantizeError::BadTarget(..))
         ));
         assert_eq!(parse_target_type("Q4_K").unwrap(), TensorType::Q4_K);
+        // `--type` takes a plain type as is and a mixture by its _S / _M name.
+        let pure = QuantizeOptions::parse("q4_k", &[]).unwrap();
+        assert_eq!((pure.mixture, pure.file_type), (None, 14));
+        let mixed = QuantizeOptions::parse("Q4_K_M", &[]).unwrap();
+        assert_eq!((mixed.mixture, mixed.file_type), (Some(Mixture::Q4KM), 15));
+        assert!(matches!(
+            QuantizeOptions::preset("Q3_K_M", &[]),
+            Err(QuantizeError::UnsupportedPreset(..))
+        ));
+        assert!(matches!(
+            QuantizeOptions::preset("Q9", &[]),
+            Err(QuantizeError::UnknownPreset(..))
+        ));
+    }
+
+    /// Rules first, then the mixture, then the fallback.
+    #[test]
+    fn a_mixture_applies_after_the_rules() {
+        let options = QuantizeOptions::preset("q4_k_m", &["blk\\.0\\.attn_v=q8_0".into()]).unwrap();
+        let layers = LayerCounts::of(["blk.0.x", "blk.27.x"]);
+        let plan = |name, dims: &[u64]| plan_tensor(&info(name, dims), &options, &layers).target;
+        assert_eq!(plan("blk.0.attn_v.weight", &[1536, 256]), TensorType::Q8_0);
+        assert_eq!(plan("blk.1.attn_v.weight", &[1536, 256]), TensorType::Q6_K);
+        assert_eq!(plan("blk.3.attn_v.weight", &[1536, 256]), TensorType::Q4_K);
+        assert_eq!(plan("token_embd.weight", &[1536, 151936]), TensorType::Q6_K);
+        // Rows of 96 fit no 256-block: Q6_K falls back to Q8_0.
+        assert_eq!(plan("blk.1.ffn_down.weight", &[96, 64]), TensorType::Q8_0);
+        assert_eq!(plan("blk.1.ffn_norm.weight", &[1536]), TensorType::F32);
     }
 }

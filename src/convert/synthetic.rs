@@ -15,6 +15,7 @@ use super::config::{
 use super::error::ConvertError;
 use super::metadata::{self, KEY_DCAE_CONFIG, KEY_MODEL_KIND, KEY_SYNTHETIC};
 use super::names::{self, Mapping, WeightSetId};
+use super::preset::LayerCounts;
 use super::quantize::{plan_tensor, QuantizeOptions};
 use super::write::{file_type_metadata, write_gguf, OutputTensor, Progress, TensorFiller};
 use crate::dtype::TensorType;
@@ -27,7 +28,8 @@ pub struct SyntheticModel {
     pub generation: GenerationConfig,
     pub metadata: Vec<(String, MetadataValue)>,
     pub tensors: Vec<OutputTensor>,
-    pub target: TensorType,
+    /// `general.file_type` of the output (llama.cpp's `llama_ftype`).
+    pub file_type: u32,
     seed: u64,
     /// Per tensor: fill with ones (norm weights) instead of noise.
     ones: Vec<bool>,
@@ -263,6 +265,7 @@ impl SyntheticModel {
                 mappings.push((m, i == 0));
             }
         }
+        let layers = LayerCounts::of(mappings.iter().map(|(m, _)| m.gguf.as_str()));
         let mut tensors = Vec::with_capacity(mappings.len());
         let mut ones = Vec::with_capacity(mappings.len());
         for (m, starts_group) in mappings {
@@ -277,7 +280,7 @@ impl SyntheticModel {
             };
             ones.push(m.gguf.contains("norm") && m.gguf.ends_with(".weight") && dims.len() == 1);
             tensors.push(OutputTensor {
-                plan: plan_tensor(&info, options),
+                plan: plan_tensor(&info, options, &layers),
                 dims,
                 group: m.group,
                 starts_group,
@@ -327,7 +330,7 @@ impl SyntheticModel {
             generation,
             metadata,
             tensors,
-            target: options.target,
+            file_type: options.file_type,
             seed,
             ones,
         })
@@ -339,7 +342,7 @@ impl SyntheticModel {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<u64, ConvertError> {
         let mut metadata = self.metadata.clone();
-        metadata.extend(file_type_metadata(self.target, &self.tensors));
+        metadata.extend(file_type_metadata(self.file_type, &self.tensors));
         write_gguf(output, &metadata, &self.tensors, self, progress)
     }
 }

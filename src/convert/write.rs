@@ -9,8 +9,7 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use super::error::ConvertError;
-use super::quantize::{llama_file_type, TensorPlan};
-use crate::dtype::TensorType;
+use super::quantize::TensorPlan;
 use crate::gguf::{GgufBuilder, MetadataValue, WriteError};
 use crate::model::expert_groups::GROUP_ALIGNMENT;
 use crate::quant;
@@ -70,12 +69,12 @@ pub struct Progress {
 /// `general.file_type` and `general.quantization_version`, appended last exactly as
 /// `latte quantize` appends them (so the two tools write identical files from identical inputs).
 pub fn file_type_metadata(
-    target: TensorType,
+    file_type: u32,
     tensors: &[OutputTensor],
 ) -> Vec<(String, MetadataValue)> {
     let mut out = vec![(
         "general.file_type".to_string(),
-        MetadataValue::U32(llama_file_type(target)),
+        MetadataValue::U32(file_type),
     )];
     if tensors.iter().any(|t| t.plan.target.is_quantized()) {
         out.push((
@@ -167,11 +166,5 @@ pub fn write_gguf(
         state.tensors_done += 1;
         progress(state);
     }
-    out.finish().map_err(write_error)?;
-    std::fs::metadata(path)
-        .map(|m| m.len())
-        .map_err(|source| ConvertError::Io {
-            path: path.to_path_buf(),
-            cause: source,
-        })
+    out.finish().map_err(write_error)
 }

@@ -474,7 +474,9 @@ impl GgufWriter {
 
     /// Pads the file and completes the output (a temporary file is synced and renamed into
     /// place). Every declared tensor must have been written in full.
-    pub fn finish(mut self) -> Result<(), WriteError> {
+    /// Completes the file and returns its size in bytes (also for a stream, which has no
+    /// metadata to ask).
+    pub fn finish(mut self) -> Result<u64, WriteError> {
         self.guard(|w| {
             if let Some(t) = w.plan.get(w.next) {
                 return Err(WriteError::SizeMismatch {
@@ -488,7 +490,8 @@ impl GgufWriter {
             let end = align_up(w.pos, w.alignment).unwrap_or(w.pos);
             w.zeros(end - w.pos)?;
             let out = w.out.take().ok_or(WriteError::Aborted)?;
-            Ok(out.finish()?)
+            out.finish()?;
+            Ok(end)
         })
     }
 

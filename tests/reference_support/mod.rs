@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use latte::convert::quantize::{parse_target_type, QuantizeOptions};
+use latte::convert::quantize::QuantizeOptions;
 use latte::convert::Checkpoint;
 use latte::safetensors::{Dtype, SafetensorsFile};
 
@@ -117,10 +117,7 @@ impl Oracle {
 
 /// The fixture checkpoint of `config` converted to a GGUF of type `ty` under `dir`.
 pub fn convert(config: &str, ty: &str, dir: &Path) -> PathBuf {
-    let options = QuantizeOptions {
-        target: parse_target_type(ty).unwrap(),
-        rules: Vec::new(),
-    };
+    let options = QuantizeOptions::parse(ty, &[]).unwrap();
     let out = dir.join(format!("{config}-{ty}.gguf"));
     Checkpoint::plan(&fixture_dir(config).join("checkpoint"), &options)
         .unwrap()
