@@ -104,6 +104,25 @@ fn bad_arguments_fail_clearly() {
     let reps = latte(&["bench", "-r", "0", "--tests", "pp4"]);
     assert_eq!(reps.status.code(), Some(1));
     assert!(stderr(&reps).contains("--reps"));
+    // User numbers are bounded before anything is allocated or started.
+    for (args, expected) in [
+        (vec!["-r", "100000000"], "--reps"),
+        (vec!["--steps", "1000000000"], "--steps"),
+        (vec!["-t", "0"], "cores"),
+        (vec!["-t", "100000"], "cores"),
+        (vec!["--tests", "pp100000000"], "context"),
+    ] {
+        let mut all = vec!["bench", "--tests", "pp4"];
+        all.extend(args.iter().copied());
+        let run = latte(&all);
+        assert_eq!(run.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&run).contains(expected),
+            "{args:?}: {}",
+            stderr(&run)
+        );
+        assert_eq!(stderr(&run).trim().lines().count(), 1, "{args:?}: one line");
+    }
     let missing = latte(&[
         "bench",
         "--tests",

@@ -99,6 +99,7 @@ pub fn run<B: Backend>(
             "llama.cpp is a peer only in builds with `--features ggml-peer`".into(),
         ));
     }
+    check_text_lengths(file, &options.tests)?;
     let mut results = BenchResults::default();
     let mut peer_file = PeerTextFile::default();
     for &threads in &options.threads {
@@ -126,6 +127,31 @@ pub fn run<B: Backend>(
         }
     }
     Ok(results)
+}
+
+/// Every ppN / tgN must fit the model's context: refused before any test runs, not after the
+/// others have.
+fn check_text_lengths(file: &ModelFile, tests: &[BenchTest]) -> Result<(), BenchError> {
+    let longest = tests
+        .iter()
+        .filter_map(|test| match test {
+            BenchTest::Prompt(n) | BenchTest::Generate(n) => Some(*n),
+            _ => None,
+        })
+        .max();
+    let Some(longest) = longest else {
+        return Ok(());
+    };
+    let capacity = crate::model::text::TextConfig::from_file(file)?.context_length;
+    if longest > capacity {
+        return Err(ModelError::ContextFull {
+            needed: longest,
+            used: 0,
+            capacity,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 fn run_test<B: Backend>(

@@ -74,8 +74,18 @@ pub struct BenchArgs {
 }
 
 pub fn run_bench(args: BenchArgs) -> Result<()> {
-    if args.reps == 0 {
-        bail!("--reps must be at least 1");
+    // Each repetition keeps its timings and RSS trace: bounded like every user number.
+    const MAX_REPS: usize = 10_000;
+    if args.reps == 0 || args.reps > MAX_REPS {
+        bail!("--reps must be 1 to {MAX_REPS}, not {}", args.reps);
+    }
+    if let Some(steps) = args.steps {
+        if steps > latte::schedule::MAX_STEPS {
+            bail!(
+                "--steps {steps} is over the most a schedule holds ({})",
+                latte::schedule::MAX_STEPS
+            );
+        }
     }
     if args.steps == Some(0) {
         bail!("--steps must be at least 1");

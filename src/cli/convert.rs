@@ -40,9 +40,13 @@ pub struct ConvertArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Worker threads [default: all cores].
+    #[arg(short = 't', long)]
+    threads: Option<usize>,
 }
 
 pub fn run(args: ConvertArgs) -> Result<()> {
+    super::threads::configure(args.threads)?;
     let options = QuantizeOptions::parse(&args.target, &args.tensor_type)?;
     if let Some(name) = &args.synthetic {
         return run_synthetic(&args, name, &options);

@@ -32,9 +32,13 @@ pub struct QuantizeArgs {
     /// e.g. 'ffn_down=q6_k'.
     #[arg(long = "tensor-type", value_name = "REGEX=TYPE")]
     tensor_type: Vec<String>,
+    /// Worker threads [default: all cores].
+    #[arg(short = 't', long)]
+    threads: Option<usize>,
 }
 
 pub fn run(args: QuantizeArgs) -> Result<()> {
+    super::threads::configure(args.threads)?;
     let options = match (&args.preset, &args.target) {
         (Some(preset), None) => QuantizeOptions::preset(preset, &args.tensor_type)?,
         (None, Some(target)) => QuantizeOptions::parse(target, &args.tensor_type)?,
