@@ -91,7 +91,7 @@ fn big_input(dir: &Path) -> PathBuf {
     for i in 0..64 {
         builder
             .push_tensor(
-                &format!("blk.{i}.ffn_up.weight"),
+                format!("blk.{i}.ffn_up.weight"),
                 TensorType::F32,
                 &[4096, 256],
             )

@@ -373,8 +373,16 @@ fn what_the_loaders_refuse_is_refused_at_convert() {
     );
     fails(
         "patch sizes contradict",
-        |d| edit_json(d, "preprocessor_config.json", |v| v["patch_size"] = json!(16)),
-        &["preprocessor_config.json", "patch_size is 16", "vision_config.patch_size is 14"],
+        |d| {
+            edit_json(d, "preprocessor_config.json", |v| {
+                v["patch_size"] = json!(16)
+            })
+        },
+        &[
+            "preprocessor_config.json",
+            "patch_size is 16",
+            "vision_config.patch_size is 14",
+        ],
     );
     fails(
         "image token outside the vocabulary",
@@ -383,17 +391,29 @@ fn what_the_loaders_refuse_is_refused_at_convert() {
     );
     fails(
         "absurd vision depth",
-        |d| edit_json(d, "config.json", |v| v["vision_config"]["depth"] = json!(1_000_000_000)),
+        |d| {
+            edit_json(d, "config.json", |v| {
+                v["vision_config"]["depth"] = json!(1_000_000_000)
+            })
+        },
         &["config.json"],
     );
     fails(
         "unknown DC-AE block type",
-        |d| edit_json(d, autoencoder, |v| v["decoder_block_types"] = json!("Sideways")),
+        |d| {
+            edit_json(d, autoencoder, |v| {
+                v["decoder_block_types"] = json!("Sideways")
+            })
+        },
         &["autoencoder/config.json", "Sideways"],
     );
     fails(
         "DC-AE lengths disagree",
-        |d| edit_json(d, autoencoder, |v| v["decoder_layers_per_block"] = json!([1, 1])),
+        |d| {
+            edit_json(d, autoencoder, |v| {
+                v["decoder_layers_per_block"] = json!([1, 1])
+            })
+        },
         &["autoencoder/config.json"],
     );
     fails(
@@ -432,7 +452,9 @@ fn what_the_loaders_refuse_is_refused_at_convert() {
         "empty chat template",
         |d| {
             std::fs::write(d.join("chat_template.jinja"), "").unwrap();
-            edit_json(d, "tokenizer_config.json", |v| v["chat_template"] = json!(""));
+            edit_json(d, "tokenizer_config.json", |v| {
+                v["chat_template"] = json!("")
+            });
         },
         &["chat template", "empty"],
     );

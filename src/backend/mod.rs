@@ -28,6 +28,7 @@ pub mod cpu;
 pub mod error;
 pub mod op_error;
 pub mod params;
+pub mod shape_only;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
 

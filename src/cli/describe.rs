@@ -1,6 +1,9 @@
-//! `latte describe`: answer a question about an image (or a text-only prompt). Without `-m`, the
-//! demo model embedded in the binary (the one `latte generate` uses). The answer alone goes to
-//! stdout, streamed as it is decoded; load time and speeds go to stderr.
+//! `latte describe [-m MODEL] [--image FILE] -p TEXT [-n 128] [--temp 0] [--top-k 40]
+//! [--top-p 0.95] [-s SEED] [-t N] [--max-image-pixels N] [--device auto|cpu|wgpu[:N]]`
+//!
+//! Answer a question about an image (or a text-only prompt). Without `-m`, the demo model embedded
+//! in the binary (the one `latte generate` uses). The answer alone goes to stdout, streamed as it
+//! is decoded; load time and speeds go to stderr. Short flags are llama.cpp's.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,6 +14,7 @@ use clap::Args;
 
 use latte::backend::{Backend, DeviceChoice};
 use latte::image::{load_rgb, DEFAULT_MAX_INPUT_PIXELS};
+use latte::model::vision::VisionConfig;
 use latte::model::ModelFile;
 use latte::pipeline::{DescribeRequest, Describer};
 use latte::sampling::SamplingParams;
@@ -43,7 +47,7 @@ pub struct DescribeArgs {
     #[arg(long, default_value_t = 0.95)]
     top_p: f32,
     /// Random seed of the sampler
-    #[arg(long, default_value_t = 0)]
+    #[arg(short, long, default_value_t = 0)]
     seed: u64,
     /// Worker threads (default: all cores)
     #[arg(short, long)]
@@ -63,6 +67,15 @@ pub fn run(args: DescribeArgs) -> Result<()> {
         Some(path) => ModelFile::open(path)?,
         None => ModelFile::from_bytes(DEMO_NAME, DEMO_MODEL.to_vec())?,
     };
+    // Before loading anything: a file without a tokenizer cannot read --prompt (describe has no
+    // token-id input).
+    if file.get("tokenizer.ggml.model").is_none() {
+        anyhow::bail!(
+            "{}: the file has no tokenizer, so --prompt cannot be read (latte describe takes text \
+             prompts only)",
+            file.name()
+        );
+    }
     let device = Device::open(args.device)?;
     on_device!(&device, b => answer(b, &args, &file, started))
 }
@@ -106,6 +119,10 @@ fn answer<B: Backend>(
         return Err(e).context("cannot write the answer");
     }
     writeln!(out)?;
+    // After the answer, so that a failing run still prints its one error line alone.
+    if args.image.is_none() && VisionConfig::present(file) {
+        eprintln!("latte: no --image given: the answer is from the text prompt alone");
+    }
     let decode = stats
         .decode_tokens_per_second()
         .map_or("-".to_string(), |speed| format!("{speed:.1}"));

@@ -1,11 +1,14 @@
-//! `latte generate [-m MODEL] --prompt TEXT [--image PATH] [-o OUT.png] [--steps N] [--cfg S]
-//! [--seed N] [--sampler euler|heun] [--dense] [--threads N] [--mem-budget SIZE]
-//! [--device auto|cpu|wgpu[:N]] [--vram-budget SIZE] [--dry-run]`
+//! `latte generate [-m MODEL] -p TEXT [--negative-prompt TEXT] [--image PATH] [-o OUT.png]
+//! [-b N] [--steps N] [--cfg|--cfg-scale S] [-s SEED|-1] [--sampler euler|heun] [--dense]
+//! [-t N] [--mem-budget SIZE] [--device auto|cpu|wgpu[:N]] [--vram-budget SIZE] [--dry-run]`
+//! (`--prompt-ids IDS [--uncond-ids IDS]` instead of `-p` for files without a tokenizer)
 //!
-//! Without `-m`, the demo model embedded in the binary (assets/demo-f16.gguf). Arguments in, a PNG
-//! with the generation parameters in its text chunks out, a progress bar and a per-phase summary
-//! on stderr.
+//! Without `-m`, the demo model embedded in the binary (assets/demo-f16.gguf). Arguments in, PNGs
+//! with the generation parameters in their text chunks out (`-o -`: standard output), a progress
+//! bar and a per-phase summary on stderr. Short flags are llama.cpp's and stable-diffusion.cpp's.
 
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -15,11 +18,16 @@ use latte::backend::{Backend, DeviceChoice};
 use latte::image::png::write_png;
 use latte::image::{load_rgb, DEFAULT_MAX_INPUT_PIXELS};
 use latte::model::ModelFile;
-use latte::pipeline::generate::{GenerateOptions, Generator, PhaseReport, Progress};
+use latte::output::{check_writable, Content, Destination};
+use latte::pipeline::generate::{
+    measure_device_facts, GenerateOptions, GenerationPlanner, Generator, PhaseReport, Progress,
+    MAX_BATCH,
+};
+use latte::pipeline::plan::release_policy;
 use latte::pipeline::prompt_context::image_prompt_text;
 use latte::pipeline::{SamplerKind, StepInfo};
 use latte::process_memory;
-use latte::residency::{parse_size, total, ReleasePolicy};
+use latte::residency::{parse_size, total};
 use latte::tokenizer::Tokenizer;
 
 use super::device::{on_device, Device};
@@ -35,7 +43,45 @@ enum Sampler {
     Heun,
 }
 
-/// Generate an image from a text prompt, optionally with an image in it (layerwise timestep experts:
+/// `--seed`: a number, or -1 for one drawn now.
+#[derive(Clone, Copy, Debug)]
+enum SeedArg {
+    Fixed(u64),
+    Random,
+}
+
+fn parse_seed(text: &str) -> Result<SeedArg, String> {
+    let text = text.trim();
+    if text == "-1" {
+        return Ok(SeedArg::Random);
+    }
+    if text.starts_with('-') {
+        return Err(format!(
+            "{text} is negative: a seed is 0 to {}, or -1 for a random one",
+            u64::MAX
+        ));
+    }
+    text.parse().map(SeedArg::Fixed).map_err(|_| {
+        format!(
+            "'{text}' is not a seed (0 to {}, or -1 for a random one)",
+            u64::MAX
+        )
+    })
+}
+
+/// A seed for `--seed -1`: the standard library's per-process random keys (from the OS) mixed
+/// with the clock. 32 bits, as stable-diffusion.cpp's `rand()` seeds: short enough to retype, and
+/// a batch's `s + N − 1` stays far from overflow.
+fn random_seed() -> u64 {
+    let mut hasher = RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(now);
+    hasher.finish() >> 32
+}
+
+/// Generate images from a text prompt, optionally with an image in it (layerwise timestep experts:
 /// one group of layers per step).
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -43,8 +89,16 @@ pub struct GenerateArgs {
     #[arg(short = 'm', long = "model")]
     model: Option<PathBuf>,
     /// The prompt, e.g. "a red circle".
-    #[arg(long, required_unless_present = "prompt_ids")]
+    #[arg(short = 'p', long, required_unless_present = "prompt_ids")]
     prompt: Option<String>,
+    /// The unconditional prompt of guidance (what the image should not be) instead of the empty
+    /// one; written with the model's prompt template, as --prompt is.
+    #[arg(
+        long = "negative-prompt",
+        value_name = "TEXT",
+        conflicts_with = "prompt_ids"
+    )]
+    negative_prompt: Option<String>,
     /// Token ids of the whole conditional prompt instead of --prompt (comma-separated), for files
     /// without a tokenizer such as `latte convert --synthetic` benchmark files.
     #[arg(
@@ -69,18 +123,36 @@ pub struct GenerateArgs {
         requires = "prompt_ids"
     )]
     uncond_ids: Option<Vec<u32>>,
-    /// Output PNG (written to a temporary file, then renamed).
+    /// Output PNG (written to a temporary file, then renamed; a device or FIFO is written
+    /// directly; - is standard output). With --batch-count N, image k > 1 goes beside it as
+    /// stable-diffusion.cpp names them: out.png, out_2.png, …, out_N.png (a name without an
+    /// extension gets _k at its end).
     #[arg(short = 'o', long = "output", default_value = "latte.png")]
     output: PathBuf,
+    /// Images to make, with seeds s, s+1, …, s+N−1, sampled together (each step's expert group
+    /// serves the whole batch); 1 to 64.
+    #[arg(
+        short = 'b',
+        long = "batch-count",
+        value_name = "N",
+        default_value_t = 1
+    )]
+    batch_count: usize,
     /// Sampling steps [default: the model's, 40 for the demo].
     #[arg(long)]
     steps: Option<usize>,
     /// Classifier-free guidance scale s ≥ 0 (1 = no guidance) [default: the model's].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, alias = "cfg-scale", allow_negative_numbers = true)]
     cfg: Option<f32>,
-    /// Noise seed.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Noise seed; -1 draws a random one (printed on stderr; every PNG records its seed).
+    #[arg(
+        short = 's',
+        long,
+        default_value = "0",
+        allow_negative_numbers = true,
+        value_parser = parse_seed
+    )]
+    seed: SeedArg,
     /// Integration rule (Heun: two velocity evaluations per step).
     #[arg(long, value_enum, default_value = "euler")]
     sampler: Sampler,
@@ -88,7 +160,7 @@ pub struct GenerateArgs {
     #[arg(long)]
     dense: bool,
     /// Worker threads [default: all cores].
-    #[arg(long)]
+    #[arg(short = 't', long)]
     threads: Option<usize>,
     /// Memory budget, e.g. 2G: release each expert group's pages when sampling leaves it.
     #[arg(long = "mem-budget", value_name = "SIZE")]
@@ -102,8 +174,8 @@ pub struct GenerateArgs {
     /// they fit, else one (synchronous switches); refused before running if one group does not fit.
     #[arg(long = "vram-budget", alias = "max-vram", value_name = "SIZE")]
     vram_budget: Option<String>,
-    /// Print the predicted peak working memory per phase (host, and device on a GPU) and
-    /// generate nothing.
+    /// Print the predicted peak working memory per phase (host, and device on a GPU), planned
+    /// from the file's metadata and tensor sizes without loading the models, and generate nothing.
     #[arg(long)]
     dry_run: bool,
     /// No progress bar.
@@ -115,8 +187,15 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     super::threads::configure(args.threads)?;
     let budget = parse_budget("--mem-budget", args.mem_budget.as_deref())?;
     let device_budget = parse_budget("--vram-budget", args.vram_budget.as_deref())?;
+    if !(1..=MAX_BATCH).contains(&args.batch_count) {
+        bail!(
+            "--batch-count {}: a batch makes 1 to {MAX_BATCH} images",
+            args.batch_count
+        );
+    }
+    let outputs = batch_outputs(&args.output, args.batch_count);
     if !args.dry_run {
-        check_output(&args.output)?;
+        check_outputs(&args.output, &outputs)?;
     }
     let image = args
         .image
@@ -128,6 +207,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         None => ModelFile::from_bytes(DEMO_NAME, DEMO_MODEL.to_vec())?,
     };
     let device = Device::open(args.device)?;
+    // What the process holds before any model is loaded (code, runtime, device, a file held in
+    // memory): the baseline the plan adds to every phase.
+    let baseline = process_memory::current_rss().unwrap_or(0);
     let run = Run {
         args: &args,
         file: &file,
@@ -135,6 +217,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         budget,
         device_budget,
         device_name: device.description(),
+        outputs,
+        baseline,
     };
     on_device!(&device, b => run.on(b))
 }
@@ -146,6 +230,62 @@ fn parse_budget(flag: &str, size: Option<&str>) -> Result<Option<u64>> {
     .transpose()
 }
 
+/// The files a batch of `n` writes: `output` itself, then stable-diffusion.cpp's names for the
+/// others (`out.png` → `out_2.png`, `out_3.png`, …; `out` → `out_2`, …).
+fn batch_outputs(output: &Path, n: usize) -> Vec<PathBuf> {
+    let mut paths = vec![output.to_path_buf()];
+    let name = output.file_name().map(|n| n.to_string_lossy().into_owned());
+    for k in 2..=n {
+        let numbered = match (&name, output.extension()) {
+            (Some(_), Some(ext)) => {
+                let stem = output.file_stem().unwrap_or_default().to_string_lossy();
+                format!("{stem}_{k}.{}", ext.to_string_lossy())
+            }
+            (Some(name), None) => format!("{name}_{k}"),
+            (None, _) => format!("{}_{k}", output.display()),
+        };
+        paths.push(output.with_file_name(numbered));
+    }
+    paths
+}
+
+/// Refuses, before any work, outputs that cannot be written, and a batch aimed at a single
+/// stream (stdout, a device, a FIFO), which would hold several PNGs back to back.
+fn check_outputs(output: &Path, outputs: &[PathBuf]) -> Result<()> {
+    let png = Content::Binary("PNG");
+    if outputs.len() > 1 {
+        let single = match Destination::of(output, png)? {
+            Destination::Stdout => Some("standard output"),
+            Destination::Direct => Some("a device or FIFO"),
+            Destination::Replace { .. } => None,
+        };
+        if let Some(what) = single {
+            bail!(
+                "-o {}: is {what}, which takes one PNG; --batch-count {} needs a file name \
+                 (out.png gives out.png, out_2.png, …)",
+                output.display(),
+                outputs.len()
+            );
+        }
+    }
+    for path in outputs {
+        check_writable(path, png)?;
+    }
+    Ok(())
+}
+
+/// The file has no tokenizer: say which flag takes the prompt instead.
+fn tokenizer_of(file: &ModelFile) -> Result<Tokenizer> {
+    if file.get("tokenizer.ggml.model").is_none() {
+        bail!(
+            "{}: the file has no tokenizer, so --prompt cannot be read; give the prompt as token \
+             ids with --prompt-ids (and the unconditional one with --uncond-ids)",
+            file.name()
+        );
+    }
+    Ok(Tokenizer::from_model_file(file)?)
+}
+
 /// One `latte generate` after its arguments are checked and the file and device opened.
 struct Run<'a> {
     args: &'a GenerateArgs,
@@ -154,24 +294,40 @@ struct Run<'a> {
     budget: Option<u64>,
     device_budget: Option<u64>,
     device_name: String,
+    outputs: Vec<PathBuf>,
+    baseline: u64,
 }
 
 impl Run<'_> {
     fn on<B: Backend>(&self, backend: &B) -> Result<()> {
         let (args, file) = (self.args, self.file);
-        let file_len = file.gguf().bytes().len() as u64;
-        // Release finished groups under a budget, or when the file would not fit in free memory.
-        let policy = match (self.budget, process_memory::available_memory()) {
-            (Some(_), _) => ReleasePolicy::ReleaseFinished,
-            (None, Some(free)) if file_len > free => ReleasePolicy::ReleaseFinished,
-            _ => ReleasePolicy::Keep,
+        // Everything below up to the load reads metadata only: bad options fail in milliseconds,
+        // and a dry run never loads a model.
+        let policy = release_policy(file, self.budget);
+        let planner = GenerationPlanner::new(backend, file, policy, self.baseline)?;
+        let config = planner.flow();
+        let first_seed = match args.seed {
+            SeedArg::Fixed(seed) => seed,
+            SeedArg::Random => {
+                let seed = random_seed();
+                eprintln!("latte: random seed {seed}");
+                seed
+            }
         };
-        let generator = Generator::load_on(backend, file, policy)?;
-        let config = generator.replica().config();
+        let seeds: Vec<u64> = (0..args.batch_count as u64)
+            .map(|k| first_seed.checked_add(k))
+            .collect::<Option<_>>()
+            .with_context(|| {
+                format!(
+                    "--seed {first_seed} with --batch-count {}: the seeds pass {}",
+                    args.batch_count,
+                    u64::MAX
+                )
+            })?;
         let options = GenerateOptions {
             steps: args.steps.unwrap_or(config.num_steps),
             guidance: args.cfg.unwrap_or(config.guidance_scale),
-            seed: args.seed,
+            seed: first_seed,
             sampler: match args.sampler {
                 Sampler::Euler => SamplerKind::Euler,
                 Sampler::Heun => SamplerKind::Heun,
@@ -179,41 +335,40 @@ impl Run<'_> {
             dense: args.dense,
             device_budget: self.device_budget,
         };
-        generator.schedule(&options)?;
+        // The step count is bounded here, before anything sized by it exists.
+        planner.schedule(&options)?;
         // Checks for a vision tower before any compute; the prompt's image tokens (without the
         // one placeholder the template writes) count towards its length.
         let image_tokens = self
             .image
-            .map(|image| generator.image_tokens(image))
+            .map(|image| planner.image_tokens(image))
             .transpose()?;
         let (cond_ids, uncond_ids) = match (&args.prompt, &args.prompt_ids) {
             (Some(prompt), _) => {
-                let tokenizer = Tokenizer::from_model_file(file)?;
+                let tokenizer = tokenizer_of(file)?;
                 let cond_text = match self.image {
                     Some(_) => image_prompt_text(config, prompt),
                     None => config.prompt_text(prompt),
                 };
+                // The unconditional prompt stays text only, in the same template.
+                let negative = args.negative_prompt.as_deref().unwrap_or("");
                 (
                     tokenizer.encode(&cond_text, true)?,
-                    tokenizer.encode(&config.prompt_text(""), true)?,
+                    tokenizer.encode(&config.prompt_text(negative), true)?,
                 )
             }
             (None, Some(ids)) => (ids.clone(), args.uncond_ids.clone().unwrap_or_default()),
             (None, None) => bail!("give --prompt or --prompt-ids"),
         };
-
-        let prompt_len = cond_ids.len() + image_tokens.map_or(0, |n| n.saturating_sub(1));
+        let prompt_len = (cond_ids.len() + image_tokens.map_or(0, |n| n.saturating_sub(1)))
+            .max(uncond_ids.len());
         if args.dry_run {
-            return dry_run(
-                &generator,
-                &options,
-                prompt_len,
-                self.budget,
-                &self.device_name,
-            );
+            return self.dry_run(backend, &planner, &options, prompt_len);
         }
+
+        let generator = Generator::load_on(backend, file, policy)?;
         // A device budget too small fails here, before the prefill.
-        generator.device_plan(&options, prompt_len.max(uncond_ids.len()))?;
+        generator.device_plan(&options, prompt_len)?;
 
         let bar =
             ProgressBar::with_draw_target(Some(options.steps as u64), ProgressDrawTarget::stderr());
@@ -225,21 +380,18 @@ impl Run<'_> {
                 .expect("a valid template"),
         );
         let mut progress = Bar { bar: bar.clone() };
-        let generated = generator.generate_with_image(
+        // Non-finite latents or images (a guidance scale far too large) end the run there, with
+        // the seed and the guidance in the message, before any PNG is written.
+        let generated = generator.generate_batch(
             &cond_ids,
             self.image,
             &uncond_ids,
             &options,
+            &seeds,
             &mut progress,
-        )?;
+        );
         bar.finish_and_clear();
-        if let Some(bad) = generated.image.iter().position(|v| !v.is_finite()) {
-            bail!(
-                "the decoded image holds a non-finite value (at index {bad}); no PNG written \
-                 (is the guidance scale {} too large?)",
-                options.guidance
-            );
-        }
+        let generated = generated?;
 
         let model_name = match &args.model {
             Some(path) => path.display().to_string(),
@@ -249,158 +401,145 @@ impl Run<'_> {
             SamplerKind::Euler => "euler",
             SamplerKind::Heun => "heun",
         };
-        let (steps, guidance, seed) = (
-            options.steps.to_string(),
-            options.guidance.to_string(),
-            options.seed.to_string(),
-        );
+        let (steps, guidance) = (options.steps.to_string(), options.guidance.to_string());
         let prompt_text = match (&args.prompt, &args.prompt_ids) {
             (Some(prompt), _) => prompt.clone(),
             (None, ids) => format!("ids {:?}", ids.as_deref().unwrap_or_default()),
         };
-        let mut text = vec![
-            ("prompt", prompt_text.as_str()),
-            ("seed", seed.as_str()),
-            ("steps", steps.as_str()),
-            ("guidance", guidance.as_str()),
-            ("sampler", sampler),
-            ("model", model_name.as_str()),
-            ("Software", "latte"),
-        ];
         let image_name = args.image.as_ref().map(|path| {
             path.file_name().map_or_else(
                 || path.display().to_string(),
                 |n| n.to_string_lossy().into(),
             )
         });
-        if let Some(name) = &image_name {
-            text.push(("image", name.as_str()));
+        for (one, path) in generated.images.iter().zip(&self.outputs) {
+            let seed = one.seed.to_string();
+            let mut text = vec![
+                ("prompt", prompt_text.as_str()),
+                ("seed", seed.as_str()),
+                ("steps", steps.as_str()),
+                ("guidance", guidance.as_str()),
+                ("sampler", sampler),
+                ("model", model_name.as_str()),
+                ("Software", "latte"),
+            ];
+            if let Some(negative) = &args.negative_prompt {
+                text.push(("negative_prompt", negative.as_str()));
+            }
+            if let Some(name) = &image_name {
+                text.push(("image", name.as_str()));
+            }
+            if options.dense {
+                text.push(("dense", "true"));
+            }
+            write_png(path, &one.image, generated.height, generated.width, &text)?;
         }
-        if options.dense {
-            text.push(("dense", "true"));
+        summary(
+            &generated.phases,
+            generated.group_uploads,
+            options.dense,
+            &self.device_name,
+        );
+        for (one, path) in generated.images.iter().zip(&self.outputs) {
+            eprintln!(
+                "wrote {} ({}×{}, seed {}, {} steps, cfg {}, {})",
+                path.display(),
+                generated.width,
+                generated.height,
+                one.seed,
+                options.steps,
+                options.guidance,
+                sampler
+            );
         }
-        write_png(
-            &args.output,
-            &generated.image,
-            generated.height,
-            generated.width,
-            &text,
-        )?;
-        summary(&generated, options.dense, &self.device_name);
-        eprintln!(
-            "wrote {} ({}×{}, seed {}, {} steps, cfg {}, {})",
-            args.output.display(),
-            generated.width,
-            generated.height,
-            options.seed,
+        Ok(())
+    }
+
+    /// `--dry-run`: the plan from the file's metadata and tensor sizes; on a device, the replica
+    /// alone is loaded there (its repacked group sizes and shared bytes are the device's to tell).
+    fn dry_run<B: Backend>(
+        &self,
+        backend: &B,
+        planner: &GenerationPlanner<'_, B>,
+        options: &GenerateOptions,
+        prompt_len: usize,
+    ) -> Result<()> {
+        let file = self.file;
+        let batch = self.args.batch_count;
+        let plan = planner.memory_plan(options, prompt_len, batch)?;
+        let parts = planner.parts();
+        println!(
+            "{}: {} steps, cfg {}, {}, {} image{}; file {} (VLM text {} + vocabulary {}, vision {}, shared generation {}, {} groups of {} each, decoder {})",
+            file.name(),
             options.steps,
             options.guidance,
-            sampler
+            if options.dense { "dense" } else { "layerwise" },
+            batch,
+            if batch == 1 { "" } else { "s" },
+            human_bytes(file.gguf().bytes().len() as u64),
+            human_bytes(total(&parts.text)),
+            human_bytes(total(&parts.vocabulary)),
+            human_bytes(total(&parts.vision)),
+            human_bytes(total(&parts.shared)),
+            parts.groups.len(),
+            human_bytes(parts.groups.first().map_or(0, |g| total(g))),
+            human_bytes(total(&parts.decoder)),
         );
+        println!(
+            "predicted peak working memory per phase (process baseline {} + mapped weights resident + buffers):",
+            human_bytes(plan.baseline)
+        );
+        for phase in &plan.phases {
+            println!(
+                "  {:<28} {:>12}  (weights {}, buffers {})",
+                phase.phase,
+                human_bytes(plan.baseline + phase.total()),
+                human_bytes(phase.weights),
+                human_bytes(phase.buffers)
+            );
+        }
+        let peak = plan.peak();
+        println!("peak: {}", human_bytes(peak));
+        if let Some(budget) = self.budget {
+            if peak > budget {
+                println!(
+                    "warning: the predicted peak exceeds --mem-budget {}",
+                    human_bytes(budget)
+                );
+            }
+        }
+        if backend.device_memory().is_some() {
+            let facts = measure_device_facts(backend, file)?;
+            if let Some(plan) = planner.device_plan(options, prompt_len, facts)? {
+                println!(
+                    "device {}: {} expert-group slot(s) of {} ({}); predicted device memory per phase:",
+                    self.device_name,
+                    plan.slots.slots,
+                    human_bytes(plan.slots.slot_bytes),
+                    if plan.slots.slots >= 2 || options.dense {
+                        "the next group uploads while the current one runs"
+                    } else {
+                        "synchronous group switches"
+                    }
+                );
+                for (phase, bytes) in &plan.phases {
+                    println!("  {phase:<28} {:>12}", human_bytes(*bytes));
+                }
+                let peak = plan.phases.iter().map(|p| p.1).max().unwrap_or(0);
+                println!("device peak: {}", human_bytes(peak));
+            }
+        }
+        if let Some(measured) = process_memory::peak_rss() {
+            println!(
+                "measured peak RSS of this dry run: {} (no model loaded)",
+                human_bytes(measured)
+            );
+        }
         Ok(())
     }
 }
 
-/// Fails early (before any compute) when the output's directory is missing or not writable.
-fn check_output(output: &Path) -> Result<()> {
-    if output.is_dir() {
-        bail!("{}: is a directory, not an output file", output.display());
-    }
-    let dir = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        bail!(
-            "{}: cannot write here: directory {} does not exist",
-            output.display(),
-            dir.display()
-        );
-    }
-    let probe = tempfile_probe(&dir);
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)
-    {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            Ok(())
-        }
-        Err(error) => bail!("{}: cannot write here: {error}", output.display()),
-    }
-}
-
-fn tempfile_probe(dir: &Path) -> PathBuf {
-    dir.join(format!(".latte-write-check-{}", std::process::id()))
-}
-
-fn dry_run<B: Backend>(
-    generator: &Generator<'_, B>,
-    options: &GenerateOptions,
-    prompt_len: usize,
-    budget: Option<u64>,
-    device: &str,
-) -> Result<()> {
-    let plan = generator.memory_plan(options, prompt_len)?;
-    let parts = generator.residency().parts();
-    println!(
-        "{}: {} steps, cfg {}, {}; file {} (VLM text {} + vocabulary {}, vision {}, shared generation {}, {} groups of {} each, decoder {})",
-        generator.file().name(),
-        options.steps,
-        options.guidance,
-        if options.dense { "dense" } else { "layerwise" },
-        human_bytes(generator.file().gguf().bytes().len() as u64),
-        human_bytes(total(&parts.text)),
-        human_bytes(total(&parts.vocabulary)),
-        human_bytes(total(&parts.vision)),
-        human_bytes(total(&parts.shared)),
-        parts.groups.len(),
-        human_bytes(parts.groups.first().map_or(0, |g| total(g))),
-        human_bytes(total(&parts.decoder)),
-    );
-    println!("predicted peak working memory per phase (mapped weights resident + buffers):");
-    for phase in &plan {
-        println!(
-            "  {:<28} {:>12}  (weights {}, buffers {})",
-            phase.phase,
-            human_bytes(phase.total()),
-            human_bytes(phase.weights),
-            human_bytes(phase.buffers)
-        );
-    }
-    let peak = plan.iter().map(|p| p.total()).max().unwrap_or(0);
-    println!("peak: {}", human_bytes(peak));
-    if let Some(budget) = budget {
-        if peak > budget {
-            println!(
-                "warning: the predicted peak exceeds --mem-budget {}",
-                human_bytes(budget)
-            );
-        }
-    }
-    if let Some(plan) = generator.device_plan(options, prompt_len)? {
-        println!(
-            "device {device}: {} expert-group slot(s) of {} ({}); predicted device memory per phase:",
-            plan.slots.slots,
-            human_bytes(plan.slots.slot_bytes),
-            if plan.slots.slots >= 2 || options.dense {
-                "the next group uploads while the current one runs"
-            } else {
-                "synchronous group switches"
-            }
-        );
-        for (phase, bytes) in &plan.phases {
-            println!("  {phase:<28} {:>12}", human_bytes(*bytes));
-        }
-        let peak = plan.phases.iter().map(|p| p.1).max().unwrap_or(0);
-        println!("device peak: {}", human_bytes(peak));
-    }
-    Ok(())
-}
-
-fn summary(generated: &latte::pipeline::generate::Generated, dense: bool, device: &str) {
-    let phases: &[PhaseReport] = &generated.phases;
+fn summary(phases: &[PhaseReport], group_uploads: usize, dense: bool, device: &str) {
     let rss = |p: &PhaseReport| p.peak_rss.map_or("n/a".to_string(), human_bytes);
     let on_device = phases.iter().any(|p| p.device_peak.is_some());
     eprintln!("device: {device}");
@@ -432,10 +571,7 @@ fn summary(generated: &latte::pipeline::generate::Generated, dense: bool, device
         );
     }
     if on_device {
-        eprintln!(
-            "expert groups uploaded to the device: {}",
-            generated.group_uploads
-        );
+        eprintln!("expert groups uploaded to the device: {}", group_uploads);
     }
     if steps > 0 {
         eprintln!(

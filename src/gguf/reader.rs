@@ -195,6 +195,16 @@ impl GgufFile {
     /// `false` for files held in memory (nothing to page) and when the kernel refused; advice is a
     /// hint, so callers need not act on it.
     pub fn advise(&self, range: Range<u64>, advice: PageAdvice) -> bool {
+        self.advise_mapped(range, advice)
+    }
+
+    /// Whether the bytes are a map of a file (paged on demand) rather than a copy in memory
+    /// (`from_bytes`, `from_header`), which is resident as a whole from the start.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.storage, Storage::Mapped(_))
+    }
+
+    fn advise_mapped(&self, range: Range<u64>, advice: PageAdvice) -> bool {
         let Storage::Mapped(map) = &self.storage else {
             return false;
         };

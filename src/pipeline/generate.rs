@@ -16,18 +16,19 @@ use std::time::Instant;
 
 use crate::backend::cpu::{CpuBackend, CPU};
 use crate::backend::Backend;
-use crate::image::{merged_tokens, RgbImage};
+use crate::image::RgbImage;
 use crate::model::dcae::{Decoder, DecoderScratch};
-use crate::model::flow::{FlowConfig, PromptKv, Replica};
+use crate::model::flow::{PromptKv, Replica};
 use crate::model::text::{TextModel, TextScratch};
 use crate::model::vision::{VisionConfig, VisionModel};
 use crate::model::{ModelError, ModelFile};
 use crate::process_memory;
-use crate::residency::{memory_plan, BufferSizes, PhaseMemory, ReleasePolicy, Residency};
+use crate::residency::{ReleasePolicy, Residency};
 use crate::schedule::{ScheduleError, TimestepSchedule};
 
-use super::device_groups::{plan_slots, BudgetError, DeviceGroups, SlotPlan};
+use super::device_groups::{BudgetError, DeviceGroups, SlotPlan};
 use super::image_prompt::{expand_image_pad, ImagePromptError, PromptImage};
+pub use super::plan::{DeviceFacts, DevicePlan, GenerationPlanner, MemoryPlan};
 use super::prompt_context::prefill;
 use super::sampler::{sample_batch, SamplerKind, SamplingObserver, SamplingOptions, StepInfo};
 
@@ -150,16 +151,6 @@ pub trait Progress {
 pub struct Quiet;
 impl Progress for Quiet {}
 
-/// Device memory per phase, predicted before anything runs (GPU backends; `--dry-run`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DevicePlan {
-    pub slots: SlotPlan,
-    /// Resident while sampling: shared replica tensors, prompt K/V, working buffers.
-    pub sampling_fixed: u64,
-    /// Per phase: (name, bytes).
-    pub phases: Vec<(String, u64)>,
-}
-
 /// Every model a generation needs, loaded from one file.
 pub struct Generator<'f, B: Backend = CpuBackend> {
     file: &'f ModelFile,
@@ -172,6 +163,7 @@ pub struct Generator<'f, B: Backend = CpuBackend> {
     residency: Residency<'f>,
     /// Device bytes of the shared replica tensors (measured after loading them).
     shared_device_bytes: u64,
+    planner: GenerationPlanner<'f, B>,
 }
 
 impl<'f> Generator<'f> {
@@ -191,19 +183,15 @@ impl<'f, B: Backend> Generator<'f, B> {
         file: &'f ModelFile,
         policy: ReleasePolicy,
     ) -> Result<Self, GenerateError> {
-        if !crate::model::flow::FlowConfig::present(file) {
-            return Err(GenerateError::NoGeneration(file.name().into()));
-        }
+        // What the process holds before loading: the baseline of every phase's predicted peak.
+        let baseline = process_memory::current_rss().unwrap_or(0);
+        let planner = GenerationPlanner::new(backend, file, policy, baseline)?;
         let context_replica = Replica::load(file)?;
-        let before = backend.device_memory().map_or(0, |m| m.allocated);
-        let replica = Replica::load_on(backend, file)?;
-        let shared_device_bytes = backend
-            .device_memory()
-            .map_or(0, |m| m.allocated.saturating_sub(before));
+        let (replica, shared_device_bytes) = load_replica_measured(backend, file)?;
         let text = TextModel::load(file)?;
-        // Fail now, not after sampling, when the decoder is missing or malformed (on the CPU:
-        // views and small copies, not the device), or the parts do not fit together.
-        let decoder = Decoder::load(file)?;
+        // Fail now, not after sampling, when the decoder is missing or malformed or the parts
+        // do not fit together: its shapes only (no dequantized copy of its weights).
+        let decoder = Decoder::load_on(&crate::backend::shape_only::SHAPE_ONLY, file)?;
         crate::model::check::check_generation(
             file,
             text.config(),
@@ -225,6 +213,7 @@ impl<'f, B: Backend> Generator<'f, B> {
             replica,
             residency,
             shared_device_bytes,
+            planner,
         })
     }
 
@@ -262,9 +251,7 @@ impl<'f, B: Backend> Generator<'f, B> {
 
     /// How many prompt tokens `image` becomes (the processor's resize; nothing runs).
     pub fn image_tokens(&self, image: &RgbImage) -> Result<usize, GenerateError> {
-        let config = VisionConfig::from_file(self.vision_file()?)?.preprocess;
-        merged_tokens(image.width, image.height, &config)
-            .map_err(|e| ImagePromptError::from(e).into())
+        self.planner.image_tokens(image)
     }
 
     fn vision_file(&self) -> Result<&'f ModelFile, GenerateError> {
@@ -277,62 +264,18 @@ impl<'f, B: Backend> Generator<'f, B> {
         }
     }
 
+    /// The planner of this generator's runs (the same one `--dry-run` uses before loading).
+    pub fn planner(&self) -> &GenerationPlanner<'f, B> {
+        &self.planner
+    }
+
     /// The schedule `options` ask for, checked.
     pub fn schedule(&self, options: &GenerateOptions) -> Result<TimestepSchedule, GenerateError> {
-        if !options.guidance.is_finite() || options.guidance < 0.0 {
-            return Err(GenerateError::BadGuidance(options.guidance));
-        }
-        let c = self.replica.config();
-        Ok(TimestepSchedule::new(
-            options.steps,
-            c.time_shift,
-            &c.group_boundaries,
-        )?)
+        self.planner.schedule(options)
     }
 
-    /// The groups sampling visits, in order.
-    fn groups_in_order(&self, options: &GenerateOptions) -> Result<Vec<usize>, GenerateError> {
-        let schedule = self.schedule(options)?;
-        let mut groups: Vec<usize> = Vec::new();
-        for i in 0..schedule.steps() {
-            let (g, corrector) = schedule.step_groups(i, options.sampler == SamplerKind::Heun);
-            for k in std::iter::once(g).chain(corrector) {
-                if groups.last() != Some(&k) {
-                    groups.push(k);
-                }
-            }
-        }
-        Ok(groups)
-    }
-
-    /// Bytes of the sampling phase's buffers for prompts of up to `prompt_len` tokens: both
-    /// prompts' K/V for every layer, one layer's buffers, the TCRA blocks and the latent-sized
-    /// vectors (the same on the host and on a device).
-    fn sampling_buffer_bytes(&self, options: &GenerateOptions, prompt_len: usize) -> u64 {
-        let c = self.replica.config();
-        let (n, p) = (c.image_tokens() as u64, prompt_len as u64);
-        let kv = (c.kv_heads * c.head_dim) as u64;
-        let passes = if options.guidance == 1.0 { 1 } else { 2 };
-        4 * (passes * 2 * p * kv * c.layer_count as u64
-            + n * (4 * c.hidden + 3 * c.heads * c.head_dim + 2 * c.ffn_hidden) as u64
-            + 2 * (p + n) * kv
-            + 3 * (c.heads as u64) * n * n
-            + 8 * c.latent_len() as u64)
-    }
-
-    /// The rest of what sampling keeps on a device: the backend's own memory (the attention scores
-    /// of one pass, the rounded activations of the widest product, its parameter arena and
-    /// read-back staging), every layer's timestep gates, the time embedding's buffers and the two
-    /// prompts' image RoPE tables.
-    fn sampling_device_extra_bytes(&self, c: &FlowConfig, prompt_len: usize) -> u64 {
-        let n = c.image_tokens() as u64;
-        let scores = (c.heads as u64) * n * (n + prompt_len as u64);
-        let widest = n * (c.ffn_hidden.max(c.hidden).max(c.heads * c.head_dim)) as u64;
-        let gates = c.layer_count as u64 * (4 * c.hidden + c.heads) as u64 + c.hidden as u64;
-        let time = (c.time_freq_dim + c.hidden) as u64;
-        let rope = 2 * n * c.head_dim as u64;
-        4 * (scores + widest + gates + time + rope)
-            + self.backend.overhead_bytes(4 * c.latent_len() as u64)
+    fn device_facts(&self) -> DeviceFacts {
+        device_facts(self.backend, &self.replica, self.shared_device_bytes)
     }
 
     /// The device slots sampling will use under `options` (0 on the CPU), or why they do not fit
@@ -342,60 +285,8 @@ impl<'f, B: Backend> Generator<'f, B> {
         options: &GenerateOptions,
         prompt_len: usize,
     ) -> Result<(SlotPlan, u64), GenerateError> {
-        let c = self.replica.config();
-        let slot_bytes = (0..c.group_count)
-            .map(|k| self.backend.group_bytes(&self.replica.group_weights(k)))
-            .max()
-            .unwrap_or(0);
-        if slot_bytes == 0 {
-            return Ok((
-                SlotPlan {
-                    slots: 0,
-                    slot_bytes: 0,
-                },
-                0,
-            ));
-        }
-        let fixed = self.shared_device_bytes
-            + self.sampling_buffer_bytes(options, prompt_len)
-            + self.sampling_device_extra_bytes(c, prompt_len);
-        let plan = plan_slots(
-            c.group_count,
-            slot_bytes,
-            fixed,
-            options.device_budget,
-            options.dense,
-        )
-        .map_err(GenerateError::Budget)?;
-        Ok((plan, fixed))
-    }
-
-    /// Device bytes of the decode phase: the shared replica tensors (still loaded), the decoder's
-    /// weights (as stored, vectors as f32), its working memory and the backend's own.
-    fn decode_device_bytes(&self) -> Result<u64, GenerateError> {
-        let c = self.replica.config();
-        let weights: u64 = self
-            .file
-            .gguf()
-            .tensor_infos()
-            .iter()
-            .filter(|t| t.name.starts_with("dcae."))
-            .map(|t| {
-                if t.dims.len() == 1 {
-                    4 * t.dims[0]
-                } else {
-                    t.n_bytes.div_ceil(256) * 256
-                }
-            })
-            .sum();
-        let decoder = Decoder::load_on(&CPU, self.file)?;
-        let [h, w] = decoder.output_hw(c.latent_size, c.latent_size)?;
-        let image_bytes = 4 * (3 * h * w) as u64;
-        // The CPU's prediction holds the decoder's buffers (the same on a device) plus its own
-        // working memory (more than a GPU's linear attention keeps) and the host latent and
-        // image: an upper bound for the device's.
-        let working = decoder.predicted_working_bytes(c.latent_size, c.latent_size)?;
-        Ok(self.shared_device_bytes + weights + working + self.backend.overhead_bytes(image_bytes))
+        self.planner
+            .slot_plan(options, prompt_len, self.device_facts())
     }
 
     /// The device-memory plan of a run (`None` on the CPU), checked against the budget.
@@ -404,92 +295,19 @@ impl<'f, B: Backend> Generator<'f, B> {
         options: &GenerateOptions,
         prompt_len: usize,
     ) -> Result<Option<DevicePlan>, GenerateError> {
-        self.backend.device_memory().map_or(Ok(None), |_| {
-            let (slots, fixed) = self.slot_plan(options, prompt_len)?;
-            let sampling = fixed + slots.slots as u64 * slots.slot_bytes;
-            let decode = self.decode_device_bytes()?;
-            if let Some(budget) = options.device_budget {
-                if decode > budget {
-                    return Err(GenerateError::Budget(BudgetError {
-                        what: "the DC-AE decode".into(),
-                        needed: decode,
-                        available: budget,
-                    }));
-                }
-            }
-            let mut phases = vec![(
-                "prefill (CPU)".to_string(),
-                self.shared_device_bytes + self.backend.overhead_bytes(0),
-            )];
-            if options.dense {
-                phases.push(("sampling (dense, all groups)".into(), sampling));
-            } else {
-                for k in self.groups_in_order(options)? {
-                    phases.push((format!("group {k}"), sampling));
-                }
-            }
-            phases.push(("decode".into(), decode));
-            Ok(Some(DevicePlan {
-                slots,
-                sampling_fixed: fixed,
-                phases,
-            }))
-        })
+        self.planner
+            .device_plan(options, prompt_len, self.device_facts())
     }
 
-    /// Predicted peak working memory per phase for prompts of up to `prompt_len` tokens.
+    /// Predicted peak working memory per phase for prompts of up to `prompt_len` tokens and
+    /// `batch` images (the process's RSS before loading included).
     pub fn memory_plan(
         &self,
         options: &GenerateOptions,
         prompt_len: usize,
-    ) -> Result<Vec<PhaseMemory>, GenerateError> {
-        let groups = self.groups_in_order(options)?;
-        let tc = self.text.config();
-        let f = 4u64;
-        // Prefill: embeddings, normed rows, q, attention, projections, FFN and the KV cache, for
-        // the prompt; the scores are one row per head.
-        let p = prompt_len as u64;
-        // The embedding rows of the prompt's tokens are read from the file: at most one page each.
-        let prefill = f
-            * (p * (4 * tc.hidden + 2 * tc.q_dim() + 2 * tc.ffn) as u64
-                + 2 * p * (tc.layers * tc.kv_dim()) as u64
-                + (tc.heads as u64) * p)
-            + p * 4096;
-        let on_device = self.backend.device_memory().is_some();
-        // On a device, the sampler's buffers are there; the host keeps its latent-sized vectors.
-        let sampling = if on_device {
-            f * 8 * self.replica.config().latent_len() as u64
-        } else {
-            self.sampling_buffer_bytes(options, prompt_len)
-        };
-        // The CPU decoder computes on f32 weights: tensors stored in another type are dequantized
-        // into memory for the decode phase. On a device only the latent and the image are here.
-        let c = self.replica.config();
-        let decode = if on_device {
-            f * (c.latent_len() as u64 + 3 * 16 * c.latent_len() as u64)
-        } else {
-            let dequantized: u64 = self
-                .file
-                .gguf()
-                .tensor_infos()
-                .iter()
-                .filter(|t| t.name.starts_with("dcae.") && t.ty != crate::dtype::TensorType::F32)
-                .map(|t| 4 * t.dims.iter().product::<u64>())
-                .sum();
-            Decoder::load(self.file)?.predicted_working_bytes(c.latent_size, c.latent_size)?
-                + dequantized
-        };
-        Ok(memory_plan(
-            self.residency.parts(),
-            self.residency.policy(),
-            options.dense,
-            &groups,
-            BufferSizes {
-                prefill,
-                sampling,
-                decode,
-            },
-        ))
+        batch: usize,
+    ) -> Result<MemoryPlan, GenerateError> {
+        self.planner.memory_plan(options, prompt_len, batch)
     }
 
     /// Generates one image from the conditional prompt's ids and the unconditional (empty)
@@ -700,6 +518,52 @@ impl<'f, B: Backend> Generator<'f, B> {
             group_uploads,
         })
     }
+}
+
+/// The replica on `backend`, and the device bytes its shared tensors took (0 on the CPU).
+fn load_replica_measured<'f, B: Backend>(
+    backend: &'f B,
+    file: &'f ModelFile,
+) -> Result<(Replica<'f, B>, u64), GenerateError> {
+    let before = backend.device_memory().map_or(0, |m| m.allocated);
+    let replica = Replica::load_on(backend, file)?;
+    let shared = backend
+        .device_memory()
+        .map_or(0, |m| m.allocated.saturating_sub(before));
+    Ok((replica, shared))
+}
+
+/// What the device plan needs of a replica loaded on `backend`: its shared bytes and its largest
+/// group as the backend packs it.
+fn device_facts<B: Backend>(
+    backend: &B,
+    replica: &Replica<'_, B>,
+    shared_bytes: u64,
+) -> DeviceFacts {
+    DeviceFacts {
+        shared_bytes,
+        slot_bytes: (0..replica.config().group_count)
+            .map(|k| backend.group_bytes(&replica.group_weights(k)))
+            .max()
+            .unwrap_or(0),
+    }
+}
+
+/// [`DeviceFacts`] for a dry run on a device: loads only the replica there (its shared tensors
+/// are uploaded and measured, its groups prepared and sized), none of the other models. On the
+/// CPU nothing is loaded (the facts are zero: no device plan).
+pub fn measure_device_facts<'f, B: Backend>(
+    backend: &'f B,
+    file: &'f ModelFile,
+) -> Result<DeviceFacts, GenerateError> {
+    if backend.device_memory().is_none() {
+        return Ok(DeviceFacts {
+            shared_bytes: 0,
+            slot_bytes: 0,
+        });
+    }
+    let (replica, shared) = load_replica_measured(backend, file)?;
+    Ok(device_facts(backend, &replica, shared))
 }
 
 /// NaN or infinity anywhere in `values` (a guidance scale so large that the velocity overflows,

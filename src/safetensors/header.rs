@@ -195,10 +195,13 @@ impl<'de> serde::Deserialize<'de> for Entries {
                 };
                 while let Some(name) = map.next_key::<String>()? {
                     let value: Value = map.next_value()?;
-                    if out.entries.contains_key(&name) {
-                        out.duplicate.get_or_insert(name);
-                    } else {
-                        out.entries.insert(name, value);
+                    match out.entries.entry(name) {
+                        std::collections::btree_map::Entry::Occupied(seen) => {
+                            out.duplicate.get_or_insert_with(|| seen.key().clone());
+                        }
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            slot.insert(value);
+                        }
                     }
                 }
                 Ok(out)

@@ -214,7 +214,10 @@ impl FlowConfig {
             ));
         }
         if !(self.time_shift.is_finite() && self.time_shift > 0.0) {
-            return Err(format!("latte.flow.time_shift {} must be positive", self.time_shift));
+            return Err(format!(
+                "latte.flow.time_shift {} must be positive",
+                self.time_shift
+            ));
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
             return Err(format!(
