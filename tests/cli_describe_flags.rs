@@ -51,3 +51,43 @@ fn thread_counts_out_of_range_are_refused() {
         assert!(out.stdout.is_empty());
     }
 }
+
+/// Image inputs that never end or are not images are refused from their first bytes, in one
+/// line naming the file, by both commands that take `--image`.
+#[cfg(unix)]
+#[test]
+fn endless_and_non_image_inputs_are_refused_quickly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let truncated = tmp.path().join("cut.jpg");
+    let jpeg = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/image/source.jpg"
+    ))
+    .unwrap();
+    std::fs::write(&truncated, &jpeg[..jpeg.len() * 2 / 3]).unwrap();
+    let cases = [
+        ("/dev/zero", "not a PNG, JPEG or WebP"),
+        (tmp.path().to_str().unwrap(), "is a directory"),
+        (truncated.to_str().unwrap(), "truncated"),
+    ];
+    for (image, expected) in cases {
+        for command in ["describe", "generate"] {
+            let out = tmp.path().join("out.png");
+            let mut args = vec![command, "-p", "What shape is it?", "--image", image];
+            args.extend(["--device", "cpu"]);
+            if command == "generate" {
+                args.extend(["-o", out.to_str().unwrap()]);
+            }
+            let run = latte(&args);
+            let stderr = String::from_utf8_lossy(&run.stderr);
+            let what = format!("{command} --image {image}");
+            assert!(!run.status.success(), "{what} succeeded");
+            assert!(
+                stderr.contains(image) && stderr.contains(expected),
+                "{what}: {stderr}"
+            );
+            assert_eq!(stderr.trim().lines().count(), 1, "{what}: {stderr}");
+            assert!(!out.exists());
+        }
+    }
+}

@@ -23,7 +23,7 @@ fn listing(dir: &Path) -> Vec<String> {
 
 /// Starts `latte args`, waits until a temporary file with data appears in `dir`, sends
 /// `signal`, and returns the exit code and stderr.
-fn interrupt(args: &[&str], dir: &Path, signal: &str) -> (Option<i32>, String) {
+fn interrupt(args: &[&str], dir: &Path, signal: libc::c_int) -> (Option<i32>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_latte"))
         .args(args)
         .stdout(Stdio::null())
@@ -47,11 +47,11 @@ fn interrupt(args: &[&str], dir: &Path, signal: &str) -> (Option<i32>, String) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let sent = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) on a child this test spawned and has not yet waited for (so the pid is
+    // still its own); no memory is passed.
+    let sent = unsafe { libc::kill(pid, signal) };
+    assert_eq!(sent, 0, "kill failed");
     let output = child.wait_with_output().unwrap();
     (
         output.status.code(),
@@ -76,7 +76,7 @@ fn sigint_during_convert_removes_the_temporary_file_and_exits_130() {
             "--quiet",
         ],
         dir.path(),
-        "-INT",
+        libc::SIGINT,
     );
     assert_eq!(code, Some(130), "{stderr}");
     assert!(stderr.contains("removed 1 temporary file"), "{stderr}");
@@ -130,7 +130,7 @@ fn sigterm_during_quantize_removes_the_temporary_file_and_exits_143() {
             "Q6_K",
         ],
         &out_dir,
-        "-TERM",
+        libc::SIGTERM,
     );
     assert_eq!(code, Some(143), "{stderr}");
     assert_eq!(listing(&out_dir), vec!["q6_k.gguf".to_string()]);

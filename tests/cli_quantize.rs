@@ -256,6 +256,21 @@ fn errors_name_the_file_exit_non_zero_and_leave_nothing() {
         "overwriting the input must be refused"
     );
 
+    // The OS's reason is printed once (the message and the error chain once showed it twice).
+    let run = latte(&["info", path_str(&missing)]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+    // A directory given as a model says so.
+    let run = latte(&["info", path_str(dir.path())]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("is a directory"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+
     let run = latte(&["info", path_str(&corrupt)]);
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("corrupt.gguf"));
