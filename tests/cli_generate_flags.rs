@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 #[path = "latte_bin/mod.rs"]
 mod latte_bin;
 
-use latte_bin::latte;
+use latte_bin::{latte, latte_command};
 
 fn path_str(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -293,20 +293,38 @@ fn stdout_devices_and_fifos_receive_the_png_in_place() {
     assert!(kind.is_fifo());
 }
 
+/// A terminal as standard output refuses the PNG: the child's stdout is a pseudo-terminal.
+#[cfg(unix)]
 #[test]
 fn stdout_that_is_a_terminal_is_refused() {
-    // Only where a terminal can be had: a pseudo-terminal through `script` is not portable, so
-    // this checks the message path with /dev/tty when the test runs in one.
-    let Ok(tty) = std::fs::OpenOptions::new().write(true).open("/dev/tty") else {
-        return;
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty(3) writes two descriptors into the given ints; the other arguments may be
+    // null (no name, default terminal settings and size).
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
     };
-    let run = Command::new(env!("CARGO_BIN_EXE_latte"))
-        .args([
-            "generate", "-p", "x", "--steps", "1", "--quiet", "--device", "cpu", "-o", "-",
-        ])
-        .stdout(Stdio::from(tty))
-        .output()
-        .unwrap();
+    assert_eq!(rc, 0, "openpty failed");
+    // SAFETY: both descriptors were just opened by openpty and are owned by nothing else.
+    let (master, slave) = unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            std::fs::File::from_raw_fd(slave),
+        )
+    };
+    let run = latte_command(&[
+        "generate", "-p", "x", "--steps", "1", "--quiet", "--device", "cpu", "-o", "-",
+    ])
+    .stdout(Stdio::from(slave))
+    .output()
+    .unwrap();
+    drop(master);
     assert_refused(&run, "standard output is a terminal");
 }
 

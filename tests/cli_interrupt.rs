@@ -6,10 +6,14 @@
 #![cfg(unix)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use latte::dtype::TensorType;
+use latte_bin::latte_command;
+
+#[path = "latte_bin/mod.rs"]
+mod latte_bin;
 use latte::gguf::GgufBuilder;
 
 fn listing(dir: &Path) -> Vec<String> {
@@ -24,8 +28,7 @@ fn listing(dir: &Path) -> Vec<String> {
 /// Starts `latte args`, waits until a temporary file with data appears in `dir`, sends
 /// `signal`, and returns the exit code and stderr.
 fn interrupt(args: &[&str], dir: &Path, signal: libc::c_int) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_latte"))
-        .args(args)
+    let mut child = latte_command(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -4,7 +4,15 @@
 
 use std::process::{Command, Output};
 
+#[allow(dead_code)] // see latte_command
 pub fn latte(args: &[&str]) -> Output {
+    latte_command(args).output().unwrap()
+}
+
+/// The command that runs `latte args` (through the emulator when there is one), for tests that
+/// need the child itself: its stdin, a signal, a reader of its output.
+#[allow(dead_code)] // not every test binary that includes this module spawns children itself
+pub fn latte_command(args: &[&str]) -> Command {
     let exe = env!("CARGO_BIN_EXE_latte");
     let runner = if cfg!(all(target_arch = "aarch64", target_os = "linux")) {
         std::env::var("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER").unwrap_or_default()
@@ -20,5 +28,6 @@ pub fn latte(args: &[&str]) -> Output {
         }
         None => Command::new(exe),
     };
-    command.args(args).output().unwrap()
+    command.args(args);
+    command
 }
