@@ -4,6 +4,9 @@
 //! the fallback when the file has no template. Owns rendering only; what the pipeline does with
 //! `<|image_pad|>` (expanding it to the image's tokens) is not its business.
 
+use std::cell::Cell;
+use std::fmt::Write as _;
+
 use minijinja::{context, Environment, Error, ErrorKind, Value};
 use serde_json::json;
 
@@ -20,6 +23,85 @@ pub const CHATML_TEMPLATE: &str = "{% for message in messages %}<|im_start|>{{ m
 /// Template operations a render may spend (minijinja's fuel): far beyond any real chat, and it
 /// stops a hostile template that loops forever.
 const TEMPLATE_FUEL: u64 = 2_000_000;
+
+/// The most text one render may write, and separately the most its `{{ … }}` expressions may
+/// emit (into the prompt or into a captured `{% set x %}…{% endset %}` block). Fuel counts
+/// operations, not bytes: without these a template that prints a long string in a loop fills
+/// memory. A longer prompt could not be encoded anyway ([`super::MAX_INPUT_BYTES`]). Not bounded
+/// by this: strings built inside expressions (`ns.s ~ ns.s` in a loop) before anything is
+/// emitted; minijinja has no hook for its operators.
+pub const MAX_RENDERED_BYTES: usize = super::MAX_INPUT_BYTES;
+
+thread_local! {
+    /// Bytes the `{{ … }}` expressions of the render running on this thread have emitted;
+    /// `usize::MAX` once that went over [`MAX_RENDERED_BYTES`]. `render` resets it.
+    static EMITTED: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Counts the bytes a value formats to, stopping (with an error) past `max`.
+struct Measure {
+    len: usize,
+    max: usize,
+}
+
+impl std::fmt::Write for Measure {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.len = self.len.saturating_add(s.len());
+        if self.len > self.max {
+            return Err(std::fmt::Error);
+        }
+        Ok(())
+    }
+}
+
+/// minijinja's formatter, with every emitted value counted against [`MAX_RENDERED_BYTES`].
+fn bounded_formatter(
+    out: &mut minijinja::Output,
+    state: &minijinja::State,
+    value: &Value,
+) -> Result<(), Error> {
+    let emitted = EMITTED.get();
+    let left = MAX_RENDERED_BYTES.saturating_sub(emitted);
+    let len = match value.as_str() {
+        Some(s) => s.len(),
+        None => {
+            let mut measure = Measure { len: 0, max: left };
+            let _ = write!(measure, "{value}");
+            measure.len
+        }
+    };
+    if len > left {
+        EMITTED.set(usize::MAX);
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("the rendered prompt is longer than {MAX_RENDERED_BYTES} bytes"),
+        ));
+    }
+    EMITTED.set(emitted + len);
+    minijinja::escape_formatter(out, state, value)
+}
+
+/// The rendered prompt, refusing to grow past `max` bytes.
+struct BoundedOutput {
+    bytes: Vec<u8>,
+    max: usize,
+    overflowed: bool,
+}
+
+impl std::io::Write for BoundedOutput {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + data.len() > self.max {
+            self.overflowed = true;
+            return Err(std::io::Error::other("the rendered prompt is too long"));
+        }
+        self.bytes.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// One part of a message's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +189,7 @@ impl ChatTemplate {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_fuel(Some(TEMPLATE_FUEL));
+        env.set_formatter(bounded_formatter);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
             "raise_exception",
@@ -165,7 +248,8 @@ impl ChatTemplate {
     }
 
     /// The prompt text for `messages`; with `add_generation_prompt`, it ends where the assistant's
-    /// reply begins.
+    /// reply begins. A prompt over [`MAX_RENDERED_BYTES`] is refused
+    /// ([`TokenizerError::TemplateOutputTooLong`]).
     pub fn render(
         &self,
         messages: &[ChatMessage],
@@ -173,14 +257,31 @@ impl ChatTemplate {
     ) -> Result<String, TokenizerError> {
         let messages: Vec<serde_json::Value> = messages.iter().map(ChatMessage::to_json).collect();
         let template = self.env.get_template("chat").map_err(template_error)?;
-        template
-            .render(context! {
+        let mut output = BoundedOutput {
+            bytes: Vec::new(),
+            max: MAX_RENDERED_BYTES,
+            overflowed: false,
+        };
+        EMITTED.set(0);
+        let rendered = template.render_captured_to(
+            context! {
                 messages => Value::from_serialize(&messages),
                 add_generation_prompt => add_generation_prompt,
                 bos_token => self.bos_token.as_deref().unwrap_or(""),
                 eos_token => self.eos_token.as_deref().unwrap_or(""),
-            })
-            .map_err(template_error)
+            },
+            &mut output,
+        );
+        let emitted_too_much = EMITTED.replace(0) == usize::MAX;
+        if output.overflowed || emitted_too_much {
+            return Err(TokenizerError::TemplateOutputTooLong {
+                max: MAX_RENDERED_BYTES,
+            });
+        }
+        rendered.map_err(template_error)?;
+        // Only whole `&str`s are written.
+        String::from_utf8(output.bytes)
+            .map_err(|e| TokenizerError::Template(format!("rendered text is not UTF-8: {e}")))
     }
 }
 
@@ -204,5 +305,39 @@ mod tests {
             text,
             "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>hi<|im_end|>\n<|im_start|>assistant\n"
         );
+    }
+
+    /// Found reviewing the `tokenizer_template` fuzz target (the first template below ran its
+    /// binary out of memory, `fuzz/findings/tokenizer_template_render_5gb.bin`): fuel bounds
+    /// operations, not bytes, so printing a 100 MB string 50 times asked for 5 GB.
+    #[test]
+    fn long_output_is_refused_not_allocated() {
+        let hi = [ChatMessage::text("user", "hi")];
+        for source in [
+            // Printed straight into the prompt.
+            "{% set s = 'x' * 100000000 %}{% for i in range(50) %}{{ s }}{% endfor %}",
+            // Captured in a block, never printed.
+            "{% set s = 'x' * 1000000 %}{% set big %}{% for i in range(5000) %}{{ s }}{% endfor %}{% endset %}ok",
+            // A sequence's display, printed.
+            "{% set s = 'x' * 1000000 %}{{ [s, s, s, s, s] }}",
+            // Raw text in a loop (no expression at all).
+            concat!("{% for i in range(100000) %}", "..........", "..........", "..........", "..........", "..........", "..........", "..........", "..........", "..........", "..........", "{% endfor %}"),
+        ] {
+            let template = ChatTemplate::new(source, None, None).unwrap();
+            let err = template.render(&hi, true).unwrap_err();
+            assert!(
+                matches!(err, TokenizerError::TemplateOutputTooLong { max: MAX_RENDERED_BYTES }),
+                "{source}: {err}"
+            );
+        }
+        // Right at the bound renders, and the count starts again for the next render.
+        let source = format!("{{{{ 'x' * {MAX_RENDERED_BYTES} }}}}");
+        let template = ChatTemplate::new(&source, None, None).unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                template.render(&hi, true).unwrap().len(),
+                MAX_RENDERED_BYTES
+            );
+        }
     }
 }

@@ -54,4 +54,7 @@ pub enum TokenizerError {
     /// The chat template does not compile or fails while rendering.
     #[error("chat template: {0}")]
     Template(String),
+    /// The chat template renders (or captures in a block) more text than a prompt may hold.
+    #[error("chat template: the rendered prompt is longer than {max} bytes, the most latte encodes at once")]
+    TemplateOutputTooLong { max: usize },
 }
