@@ -8,7 +8,7 @@ use std::path::Path;
 use latte::dtype::TensorType;
 use latte::gguf::{GgufBuilder, MetadataValue};
 use latte::model::ModelFile;
-use latte_bin::latte;
+use latte_bin::{latte, png_text};
 
 #[path = "latte_bin/mod.rs"]
 mod latte_bin;
@@ -18,23 +18,6 @@ use reference_support::convert;
 
 fn path_str(path: &Path) -> &str {
     path.to_str().unwrap()
-}
-
-fn png_text(bytes: &[u8]) -> Vec<(String, String)> {
-    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
-    let reader = decoder.read_info().unwrap();
-    let info = reader.info();
-    let mut out: Vec<(String, String)> = info
-        .uncompressed_latin1_text
-        .iter()
-        .map(|t| (t.keyword.clone(), t.text.clone()))
-        .collect();
-    out.extend(
-        info.utf8_text
-            .iter()
-            .map(|t| (t.keyword.clone(), t.get_text().unwrap())),
-    );
-    out
 }
 
 #[test]

@@ -10,28 +10,10 @@ use std::process::{Command, Stdio};
 #[path = "latte_bin/mod.rs"]
 mod latte_bin;
 
-use latte_bin::{latte, latte_command};
+use latte_bin::{latte, latte_command, png_text};
 
 fn path_str(path: &Path) -> &str {
     path.to_str().unwrap()
-}
-
-/// The PNG's text chunks.
-fn png_text(bytes: &[u8]) -> Vec<(String, String)> {
-    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
-    let reader = decoder.read_info().unwrap();
-    let info = reader.info();
-    let mut out: Vec<(String, String)> = info
-        .uncompressed_latin1_text
-        .iter()
-        .map(|t| (t.keyword.clone(), t.text.clone()))
-        .collect();
-    out.extend(
-        info.utf8_text
-            .iter()
-            .map(|t| (t.keyword.clone(), t.get_text().unwrap())),
-    );
-    out
 }
 
 fn text_value(bytes: &[u8], key: &str) -> Option<String> {

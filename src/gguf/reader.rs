@@ -190,21 +190,17 @@ impl GgufFile {
         self.storage.bytes()
     }
 
-    /// Advises the kernel about the pages of `range` (absolute file offsets, clamped to the file):
-    /// prefetch them, or drop them from this process's memory. Returns whether advice was given:
-    /// `false` for files held in memory (nothing to page) and when the kernel refused; advice is a
-    /// hint, so callers need not act on it.
-    pub fn advise(&self, range: Range<u64>, advice: PageAdvice) -> bool {
-        self.advise_mapped(range, advice)
-    }
-
     /// Whether the bytes are a map of a file (paged on demand) rather than a copy in memory
     /// (`from_bytes`, `from_header`), which is resident as a whole from the start.
     pub fn is_mapped(&self) -> bool {
         matches!(self.storage, Storage::Mapped(_))
     }
 
-    fn advise_mapped(&self, range: Range<u64>, advice: PageAdvice) -> bool {
+    /// Advises the kernel about the pages of `range` (absolute file offsets, clamped to the file):
+    /// prefetch them, or drop them from this process's memory. Returns whether advice was given:
+    /// `false` for files held in memory (nothing to page) and when the kernel refused; advice is a
+    /// hint, so callers need not act on it.
+    pub fn advise(&self, range: Range<u64>, advice: PageAdvice) -> bool {
         let Storage::Mapped(map) = &self.storage else {
             return false;
         };

@@ -1,4 +1,5 @@
-//! Runs the `latte` binary from integration tests. When the tests themselves run under an emulator
+//! Runs the `latte` binary from integration tests, and reads the text chunks of the PNGs it
+//! writes. When the tests themselves run under an emulator
 //! (aarch64 under qemu in CI), the child is started through the same runner cargo was given, since
 //! the emulated test cannot exec a foreign binary directly.
 
@@ -30,4 +31,23 @@ pub fn latte_command(args: &[&str]) -> Command {
     };
     command.args(args);
     command
+}
+
+/// The text chunks (tEXt and iTXt) of a PNG: the generation parameters `latte generate` stores.
+#[allow(dead_code)] // used by the generate tests only
+pub fn png_text(bytes: &[u8]) -> Vec<(String, String)> {
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let reader = decoder.read_info().unwrap();
+    let info = reader.info();
+    let mut out: Vec<(String, String)> = info
+        .uncompressed_latin1_text
+        .iter()
+        .map(|t| (t.keyword.clone(), t.text.clone()))
+        .collect();
+    out.extend(
+        info.utf8_text
+            .iter()
+            .map(|t| (t.keyword.clone(), t.get_text().unwrap())),
+    );
+    out
 }
