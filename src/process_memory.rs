@@ -113,11 +113,13 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn rss_grows_when_pages_are_touched() {
+        // RSS is the whole test process's: other tests running beside this one free memory at
+        // the same time (tens of MiB seen), so the block is large and the bar half of it.
         let before = current_rss().unwrap();
-        let block = vec![1u8; 64 << 20];
+        let block = vec![1u8; 256 << 20];
         let during = current_rss().unwrap();
         assert!(block.iter().step_by(4096).all(|&b| b == 1));
-        assert!(during >= before + (32 << 20), "{before} -> {during}");
+        assert!(during >= before + (128 << 20), "{before} -> {during}");
         assert!(peak_rss().unwrap() >= during);
     }
 }
