@@ -27,5 +27,6 @@ pub mod rng;
 pub mod safetensors;
 pub mod sampling;
 pub mod schedule;
+pub mod server;
 pub mod tensor;
 pub mod tokenizer;

@@ -62,6 +62,19 @@ pub fn fill_normal(seed: u64, out: &mut [f32]) {
     }
 }
 
+/// A seed drawn now, for `--seed -1` and requests without a seed: the standard library's
+/// per-process random keys (from the OS) mixed with the clock. 32 bits, as stable-diffusion.cpp's
+/// `rand()` seeds: short enough to retype, and a batch's `s + N − 1` stays far from overflow.
+pub fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(now);
+    hasher.finish() >> 32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

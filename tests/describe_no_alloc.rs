@@ -3,6 +3,7 @@
 //! prompt, prefill and buffers, is the same in both), on the fixture model whose greedy answer
 //! never stops early.
 
+use std::ops::ControlFlow;
 mod reference_support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -53,14 +54,16 @@ fn decoding_does_not_allocate_per_token() {
         .unwrap();
     let count = |max_tokens: usize| {
         pool.install(|| {
-            let request = DescribeRequest {
-                image: Some(&image),
-                prompt: "What shape is it?".into(),
+            let request = DescribeRequest::question(
+                Some(&image),
+                "What shape is it?",
                 max_tokens,
-                sampling: SamplingParams::greedy(),
-            };
+                SamplingParams::greedy(),
+            );
             let before = ALLOCATIONS.load(Ordering::Relaxed);
-            let stats = describer.describe(&request, &mut |_, _| {}).unwrap();
+            let stats = describer
+                .describe(&request, &mut |_, _| ControlFlow::Continue(()))
+                .unwrap();
             assert_eq!(
                 stats.generated_tokens, max_tokens,
                 "the answer stopped early"

@@ -7,6 +7,7 @@
 //! Tolerance: as tests/text_decoder_parity.rs (f32 sums in other orders): logits within 2e-4 of
 //! max(1, largest |logit|); measured ~1e-6.
 
+use std::ops::ControlFlow;
 mod reference_support;
 
 use latte::image::{preprocess, RgbImage};
@@ -25,12 +26,7 @@ fn fixture_image(o: &Oracle) -> RgbImage {
 }
 
 fn request(image: Option<&RgbImage>, max_tokens: usize) -> DescribeRequest<'_> {
-    DescribeRequest {
-        image,
-        prompt: QUESTION.into(),
-        max_tokens,
-        sampling: SamplingParams::greedy(),
-    }
+    DescribeRequest::question(image, QUESTION, max_tokens, SamplingParams::greedy())
 }
 
 #[test]
@@ -89,6 +85,7 @@ fn image_to_logits_and_greedy_tokens_match_transformers() {
                     tokens.push(id);
                 }
                 text_out.push_str(piece);
+                ControlFlow::Continue(())
             })
             .unwrap();
         // The reference decodes 8 tokens without stopping; the pipeline stops at <|im_end|>.
@@ -121,36 +118,40 @@ fn text_only_prompts_and_limits() {
     let describer = Describer::load(&file).unwrap();
     let mut n = 0;
     let stats = describer
-        .describe(&request(None, 5), &mut |_, _| n += 1)
+        .describe(&request(None, 5), &mut |_, _| {
+            n += 1;
+            ControlFlow::Continue(())
+        })
         .unwrap();
     assert!(stats.generated_tokens <= 5 && stats.image_tokens == 0);
     assert!(n >= stats.generated_tokens);
     // Zero answer tokens: nothing decoded.
     let stats = describer
-        .describe(&request(None, 0), &mut |_, _| {})
+        .describe(&request(None, 0), &mut |_, _| ControlFlow::Continue(()))
         .unwrap();
     assert_eq!(stats.generated_tokens, 0);
 
     // An absurd answer length is bounded by the context (512 tokens), not allocated.
     let stats = describer
-        .describe(&request(None, usize::MAX), &mut |_, _| {})
+        .describe(&request(None, usize::MAX), &mut |_, _| {
+            ControlFlow::Continue(())
+        })
         .unwrap();
     // Every token but the last one sampled goes through the 512-token cache.
     assert!(stats.prompt_tokens + stats.generated_tokens <= 513);
     assert!(stats.stopped || stats.prompt_tokens + stats.decode_steps == 512);
 
     // A prompt longer than the context (512 tokens in the fixture model).
-    let long = DescribeRequest {
-        prompt: "star ".repeat(2000),
-        ..request(None, 4)
-    };
-    let err = describer.describe(&long, &mut |_, _| {}).unwrap_err();
+    let long = DescribeRequest::question(None, &"star ".repeat(2000), 4, SamplingParams::greedy());
+    let err = describer
+        .describe(&long, &mut |_, _| ControlFlow::Continue(()))
+        .unwrap_err();
     assert!(matches!(err, DescribeError::PromptTooLong { .. }), "{err}");
     // Bad sampling settings.
     let mut bad = request(None, 4);
     bad.sampling.top_p = 0.0;
     assert!(matches!(
-        describer.describe(&bad, &mut |_, _| {}),
+        describer.describe(&bad, &mut |_, _| ControlFlow::Continue(())),
         Err(DescribeError::Sampling(_))
     ));
 }
@@ -169,11 +170,13 @@ fn an_image_needs_a_vision_tower() {
     let o = Oracle::open("base");
     let image = fixture_image(&o);
     let err = describer
-        .describe(&request(Some(&image), 4), &mut |_, _| {})
+        .describe(&request(Some(&image), 4), &mut |_, _| {
+            ControlFlow::Continue(())
+        })
         .unwrap_err();
     assert!(matches!(err, DescribeError::NoVisionTower { .. }), "{err}");
     // Text-only prompts still work.
     describer
-        .describe(&request(None, 2), &mut |_, _| {})
+        .describe(&request(None, 2), &mut |_, _| ControlFlow::Continue(()))
         .unwrap();
 }

@@ -5,6 +5,7 @@
 //! an adapter it is skipped unless `LATTE_REQUIRE_GPU=1`.
 #![cfg(feature = "wgpu")]
 
+use std::ops::ControlFlow;
 mod common;
 
 use common::gpu::gpu;
@@ -176,15 +177,13 @@ fn one_slot_switches_synchronously_and_gives_the_same_image() {
 }
 
 fn greedy<B: Backend>(describer: &Describer<'_, B>, image: &RgbImage, prompt: &str) -> Vec<u32> {
-    let request = DescribeRequest {
-        image: Some(image),
-        prompt: prompt.into(),
-        max_tokens: 16,
-        sampling: SamplingParams::greedy(),
-    };
+    let request = DescribeRequest::question(Some(image), prompt, 16, SamplingParams::greedy());
     let mut ids = Vec::new();
     describer
-        .describe(&request, &mut |id, _| ids.push(id))
+        .describe(&request, &mut |id, _| {
+            ids.push(id);
+            ControlFlow::Continue(())
+        })
         .unwrap();
     ids
 }

@@ -7,7 +7,9 @@
 #   4. the fuzz target compiles (running it needs cargo-fuzz; see fuzz/README.md);
 #   5. the library and binary type-check for macOS on Apple silicon (the Metal path of wgpu;
 #      Metal itself cannot run here, tests/wgsl_kernels.rs translates every kernel to MSL);
-#   6. the build without the GPU backend (`--no-default-features`) passes its tests.
+#   6. the build without the GPU backend (`--no-default-features`) passes its tests;
+#   7. `latte serve` with OpenAI's Python client, a bounded load test, and its web page in headless
+#      chromium (tools/serve_check.py).
 # Run from the repository root: `bash tools/extra-checks.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +22,8 @@ command -v cmake >/dev/null || need_apt+=(cmake)
 dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 command -v qemu-aarch64 >/dev/null || need_apt+=(qemu-user)
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
@@ -61,3 +65,7 @@ rm -rf "$convert_tmp"
 
 echo "== fuzz target builds"
 cargo check --manifest-path fuzz/Cargo.toml
+
+echo "== latte serve: the openai client, a load test, the web page in chromium"
+cargo build
+python3 tools/serve_check.py --latte target/debug/latte --out target/serve-check

@@ -6,6 +6,7 @@
 //! is decoded; load time and speeds go to stderr. Short flags are llama.cpp's.
 
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -93,26 +94,27 @@ fn answer<B: Backend>(
         .as_ref()
         .map(|path| load_rgb(path, args.max_image_pixels))
         .transpose()?;
-    let request = DescribeRequest {
-        image: image.as_ref(),
-        prompt: args.prompt.clone(),
-        max_tokens: args.max_tokens,
-        sampling: SamplingParams {
-            temperature: args.temp,
-            top_k: args.top_k,
-            top_p: args.top_p,
-            repetition_penalty: 1.0,
-            seed: args.seed,
-        },
+    let sampling = SamplingParams {
+        temperature: args.temp,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        repetition_penalty: 1.0,
+        seed: args.seed,
     };
+    let request =
+        DescribeRequest::question(image.as_ref(), &args.prompt, args.max_tokens, sampling);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut write_error = None;
-    let stats = describer.describe(&request, &mut |_, text| {
-        if write_error.is_none() {
-            if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-                write_error = Some(e);
-            }
+    // A write error (a closed pipe) ends the answer there.
+    let stats = describer.describe(&request, &mut |_, text| match out
+        .write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+    {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(e) => {
+            write_error = Some(e);
+            ControlFlow::Break(())
         }
     })?;
     if let Some(e) = write_error {

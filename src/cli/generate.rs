@@ -7,8 +7,6 @@
 //! with the generation parameters in their text chunks out (`-o -`: standard output), a progress
 //! bar and a per-phase summary on stderr. Short flags are llama.cpp's and stable-diffusion.cpp's.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -23,6 +21,7 @@ use latte::pipeline::generate::{
     measure_device_facts, GenerateOptions, GenerationPlanner, Generator, PhaseReport, Progress,
     MAX_BATCH,
 };
+use latte::pipeline::parameters::ImageParameters;
 use latte::pipeline::plan::release_policy;
 use latte::pipeline::prompt_context::image_prompt_text;
 use latte::pipeline::{SamplerKind, StepInfo};
@@ -67,18 +66,6 @@ fn parse_seed(text: &str) -> Result<SeedArg, String> {
             u64::MAX
         )
     })
-}
-
-/// A seed for `--seed -1`: the standard library's per-process random keys (from the OS) mixed
-/// with the clock. 32 bits, as stable-diffusion.cpp's `rand()` seeds: short enough to retype, and
-/// a batch's `s + N − 1` stays far from overflow.
-fn random_seed() -> u64 {
-    let mut hasher = RandomState::new().build_hasher();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    hasher.write_u128(now);
-    hasher.finish() >> 32
 }
 
 /// Generate images from a text prompt, optionally with an image in it (layerwise timestep experts:
@@ -309,7 +296,7 @@ impl Run<'_> {
         let first_seed = match args.seed {
             SeedArg::Fixed(seed) => seed,
             SeedArg::Random => {
-                let seed = random_seed();
+                let seed = latte::rng::random_seed();
                 eprintln!("latte: random seed {seed}");
                 seed
             }
@@ -397,11 +384,7 @@ impl Run<'_> {
             Some(path) => path.display().to_string(),
             None => "demo (embedded)".to_string(),
         };
-        let sampler = match options.sampler {
-            SamplerKind::Euler => "euler",
-            SamplerKind::Heun => "heun",
-        };
-        let (steps, guidance) = (options.steps.to_string(), options.guidance.to_string());
+        let sampler = options.sampler.name();
         let prompt_text = match (&args.prompt, &args.prompt_ids) {
             (Some(prompt), _) => prompt.clone(),
             (None, ids) => format!("ids {:?}", ids.as_deref().unwrap_or_default()),
@@ -413,25 +396,16 @@ impl Run<'_> {
             )
         });
         for (one, path) in generated.images.iter().zip(&self.outputs) {
-            let seed = one.seed.to_string();
-            let mut text = vec![
-                ("prompt", prompt_text.as_str()),
-                ("seed", seed.as_str()),
-                ("steps", steps.as_str()),
-                ("guidance", guidance.as_str()),
-                ("sampler", sampler),
-                ("model", model_name.as_str()),
-                ("Software", "latte"),
-            ];
-            if let Some(negative) = &args.negative_prompt {
-                text.push(("negative_prompt", negative.as_str()));
-            }
-            if let Some(name) = &image_name {
-                text.push(("image", name.as_str()));
-            }
-            if options.dense {
-                text.push(("dense", "true"));
-            }
+            let parameters = ImageParameters {
+                prompt: &prompt_text,
+                negative_prompt: args.negative_prompt.as_deref(),
+                seed: one.seed,
+                options: &options,
+                model: &model_name,
+                image: image_name.as_deref(),
+            };
+            let text = parameters.text_chunks();
+            let text: Vec<(&str, &str)> = text.iter().map(|(k, v)| (*k, v.as_str())).collect();
             write_png(path, &one.image, generated.height, generated.width, &text)?;
         }
         summary(

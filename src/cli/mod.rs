@@ -10,6 +10,7 @@ mod generate;
 mod info;
 mod interrupt;
 mod quantize;
+mod serve;
 mod threads;
 
 use std::process::ExitCode;
@@ -37,12 +38,16 @@ enum Command {
     Generate(generate::GenerateArgs),
     Info(info::InfoArgs),
     Quantize(quantize::QuantizeArgs),
+    Serve(serve::ServeArgs),
 }
 
 /// Runs the command line and maps failures to exit code 1 (clap uses 2 for usage errors).
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    interrupt::install();
+    // The server stops on its own signals (it writes no temporary files).
+    if !matches!(cli.command, Command::Serve(_)) {
+        interrupt::install();
+    }
     let result = match cli.command {
         Command::Bench(args) => bench::run_bench(args),
         Command::Convert(args) => convert::run(args),
@@ -51,6 +56,7 @@ pub fn run() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Info(args) => info::run(args),
         Command::Quantize(args) => quantize::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

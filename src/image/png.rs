@@ -8,7 +8,7 @@
 //! reader never sees a half-written PNG, and on any error nothing is left behind), a device or
 //! FIFO written directly, or `-` for stdout.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::output::{write_output, Content, OutputError};
 
@@ -28,11 +28,9 @@ pub enum ImageError {
     TextKey { key: String },
     #[error(transparent)]
     Output(#[from] OutputError),
-    #[error("{}: {cause}", path.display())]
-    Encode {
-        path: PathBuf,
-        cause: ::png::EncodingError,
-    },
+    // Encoding happens in memory, before any file is named: only text chunks can fail it.
+    #[error("cannot encode the PNG: {0}")]
+    Encode(::png::EncodingError),
 }
 
 /// `[3, H, W]` f32 in `[−1, 1]` → interleaved RGB bytes `[H, W, 3]`.
@@ -86,6 +84,18 @@ pub fn write_png(
     width: usize,
     text: &[(&str, &str)],
 ) -> Result<(), ImageError> {
+    // Encoded in memory first (a few hundred KB), so every write error surfaces below.
+    let bytes = encode_png(image, height, width, text)?;
+    Ok(write_output(path, &bytes, Content::Binary("PNG"))?)
+}
+
+/// The PNG file's bytes for `image` (`[3, H, W]`, f32 in `[−1, 1]`) with `text` chunks.
+pub fn encode_png(
+    image: &[f32],
+    height: usize,
+    width: usize,
+    text: &[(&str, &str)],
+) -> Result<Vec<u8>, ImageError> {
     let rgb = to_rgb8(image, height, width)?;
     let (Ok(h), Ok(w)) = (u32::try_from(height), u32::try_from(width)) else {
         return Err(ImageError::Size { height, width });
@@ -96,11 +106,6 @@ pub fn write_png(
     if let Some((key, _)) = text.iter().find(|(k, _)| !valid_keyword(k)) {
         return Err(ImageError::TextKey { key: (*key).into() });
     }
-    let encode = |source| ImageError::Encode {
-        path: path.to_path_buf(),
-        cause: source,
-    };
-    // Encoded in memory first (a few hundred KB), so every write error surfaces below.
     let mut bytes = Vec::new();
     let mut encoder = ::png::Encoder::new(&mut bytes, w, h);
     encoder.set_color(::png::ColorType::Rgb);
@@ -111,12 +116,12 @@ pub fn write_png(
         } else {
             encoder.add_itxt_chunk((*key).into(), (*value).into())
         }
-        .map_err(encode)?;
+        .map_err(ImageError::Encode)?;
     }
-    let mut writer = encoder.write_header().map_err(encode)?;
-    writer.write_image_data(&rgb).map_err(encode)?;
-    writer.finish().map_err(encode)?;
-    Ok(write_output(path, &bytes, Content::Binary("PNG"))?)
+    let mut writer = encoder.write_header().map_err(ImageError::Encode)?;
+    writer.write_image_data(&rgb).map_err(ImageError::Encode)?;
+    writer.finish().map_err(ImageError::Encode)?;
+    Ok(bytes)
 }
 
 #[cfg(test)]

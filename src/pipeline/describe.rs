@@ -1,6 +1,6 @@
 //! Image understanding, as transformers' Qwen2-VL answers a chat turn:
-//! 1. the chat template renders one user message `[image, text]` (or the text alone) with the
-//!    generation prompt; the text is tokenized with special tokens parsed and the template's single
+//! 1. the chat template renders the conversation (one user message `[image, text]` or the text
+//!    alone, or earlier turns before it) with the generation prompt; the text is tokenized with special tokens parsed and the template's single
 //!    `<|image_pad|>` expanded to one pad per merged image patch;
 //! 2. the image goes through the processor (`image::preprocess`) and the vision tower; its
 //!    embeddings replace the pads' token embeddings;
@@ -10,10 +10,12 @@
 //!
 //! Decoding allocates nothing per token: the KV cache is sized for prompt + answer before
 //! prefill, and the scratch, logits, history and text buffers are reused. Each token's text goes
-//! to a callback as soon as it is complete UTF-8.
+//! to a callback as soon as it is complete UTF-8; the callback may end the answer there (a stop
+//! string found, a client gone).
 //!
 //! This module owns the prompt and the loop; it must not parse arguments or print.
 
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use thiserror::Error;
@@ -45,6 +47,10 @@ pub enum DescribeError {
     PromptTooLong { tokens: usize, context: usize },
     #[error("the chat template wrote {found} image placeholders for 1 image")]
     ImagePlaceholders { found: usize },
+    #[error("the messages hold {parts} image parts for {images} image(s)")]
+    ImageParts { parts: usize, images: usize },
+    #[error("there are no messages to answer")]
+    NoMessages,
 }
 
 impl From<ImagePromptError> for DescribeError {
@@ -57,14 +63,46 @@ impl From<ImagePromptError> for DescribeError {
     }
 }
 
-/// One question.
+/// One answer to give: the conversation so far, and the image its one `ContentPart::Image`
+/// stands for.
 #[derive(Clone, Debug)]
 pub struct DescribeRequest<'i> {
     pub image: Option<&'i RgbImage>,
-    pub prompt: String,
+    /// The turns, the last one the user's; they hold one `ContentPart::Image` when `image` is
+    /// given, none otherwise.
+    pub messages: Vec<ChatMessage>,
     /// Answer tokens at most (the stop token not counted).
     pub max_tokens: usize,
     pub sampling: SamplingParams,
+}
+
+impl<'i> DescribeRequest<'i> {
+    /// One user turn: `[image, prompt]`, or the prompt alone.
+    pub fn question(
+        image: Option<&'i RgbImage>,
+        prompt: &str,
+        max_tokens: usize,
+        sampling: SamplingParams,
+    ) -> Self {
+        DescribeRequest {
+            image,
+            messages: vec![question(prompt, image.is_some())],
+            max_tokens,
+            sampling,
+        }
+    }
+}
+
+/// A user turn: `[image, prompt]` or the prompt alone.
+fn question(prompt: &str, with_image: bool) -> ChatMessage {
+    if with_image {
+        ChatMessage::parts(
+            "user",
+            vec![ContentPart::Image, ContentPart::Text(prompt.into())],
+        )
+    } else {
+        ChatMessage::text("user", prompt)
+    }
 }
 
 /// Sizes and times of one answer.
@@ -160,14 +198,25 @@ impl<'a, B: Backend> Describer<'a, B> {
         prompt: &str,
         image_tokens: Option<usize>,
     ) -> Result<Vec<u32>, DescribeError> {
-        let message = match image_tokens {
-            Some(_) => ChatMessage::parts(
-                "user",
-                vec![ContentPart::Image, ContentPart::Text(prompt.into())],
-            ),
-            None => ChatMessage::text("user", prompt),
-        };
-        let text = self.template.render(&[message], true)?;
+        self.conversation_ids(&[question(prompt, image_tokens.is_some())], image_tokens)
+    }
+
+    /// As [`prompt_ids`](Self::prompt_ids) for a whole conversation, whose messages hold one
+    /// `ContentPart::Image` when `image_tokens` is given.
+    pub fn conversation_ids(
+        &self,
+        messages: &[ChatMessage],
+        image_tokens: Option<usize>,
+    ) -> Result<Vec<u32>, DescribeError> {
+        if messages.is_empty() {
+            return Err(DescribeError::NoMessages);
+        }
+        let parts = messages.iter().map(ChatMessage::image_parts).sum();
+        let images = usize::from(image_tokens.is_some());
+        if parts != images {
+            return Err(DescribeError::ImageParts { parts, images });
+        }
+        let text = self.template.render(messages, true)?;
         let template_ids = self.tokenizer.encode(&text, true)?;
         let Some(copies) = image_tokens else {
             return Ok(template_ids);
@@ -185,11 +234,11 @@ impl<'a, B: Backend> Describer<'a, B> {
 
     /// Answers `request`. Each answer token goes to `on_token` with its text (complete UTF-8,
     /// possibly empty while a character is unfinished; a last call with id `u32::MAX` flushes an
-    /// unfinished character at the end).
+    /// unfinished character at the end). `on_token` returning `Break` ends the answer there.
     pub fn describe(
         &self,
         request: &DescribeRequest<'_>,
-        on_token: &mut dyn FnMut(u32, &str),
+        on_token: &mut dyn FnMut(u32, &str) -> ControlFlow<()>,
     ) -> Result<DescribeStats, DescribeError> {
         let mut stats = DescribeStats::default();
         let config = self.text.config();
@@ -210,7 +259,7 @@ impl<'a, B: Backend> Describer<'a, B> {
         stats.vision_seconds = started.elapsed().as_secs_f64();
 
         let image_tokens = image.as_ref().map(PromptImage::tokens);
-        let ids = self.prompt_ids(&request.prompt, image_tokens)?;
+        let ids = self.conversation_ids(&request.messages, image_tokens)?;
         stats.image_tokens = image_tokens.unwrap_or(0);
         stats.prompt_tokens = ids.len();
         let context = config.context_length;
@@ -255,7 +304,10 @@ impl<'a, B: Backend> Describer<'a, B> {
             }
             history.push(token);
             stats.generated_tokens += 1;
-            on_token(token, decoder.push(token));
+            if on_token(token, decoder.push(token)).is_break() {
+                stats.decode_seconds = started.elapsed().as_secs_f64();
+                return Ok(stats);
+            }
             if stats.generated_tokens == request.max_tokens || cache.len() == cache.capacity() {
                 break;
             }
@@ -275,7 +327,7 @@ impl<'a, B: Backend> Describer<'a, B> {
         let rest = decoder.finish();
         if !rest.is_empty() {
             // Bytes of an unfinished character at the end: no token of their own.
-            on_token(u32::MAX, rest);
+            let _ = on_token(u32::MAX, rest);
         }
         stats.decode_seconds = started.elapsed().as_secs_f64();
         Ok(stats)

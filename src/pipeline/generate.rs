@@ -70,6 +70,8 @@ pub enum GenerateError {
     BatchSize(usize),
     #[error("the batch produced no image")]
     EmptyBatch,
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// Images one [`Generator::generate_batch`] makes at most (each keeps a latent and an image in
@@ -145,6 +147,11 @@ pub trait Progress {
     fn phase(&mut self, _name: &str) {}
     /// After each sampling step: the step, and the seconds it took.
     fn step(&mut self, _step: &StepInfo, _seconds: f64) {}
+    /// Asked between steps and phases: true ends the run with [`GenerateError::Cancelled`] (a
+    /// client gone, a deadline passed).
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// No progress reports.
@@ -480,6 +487,9 @@ impl<'f, B: Backend> Generator<'f, B> {
             Ok::<_, GenerateError>((latents, phases, devices.uploads, progress))
         })?;
         phases.extend(sampling_phases);
+        if progress.cancelled() {
+            return Err(GenerateError::Cancelled);
+        }
         drop((cond, uncond));
         for (latent, &seed) in latents.iter().zip(seeds) {
             check_finite("latent", latent, seed, options)?;
@@ -490,6 +500,9 @@ impl<'f, B: Backend> Generator<'f, B> {
         self.backend.release_group_slots();
         self.backend.release_scratch();
         self.residency.release_generation();
+        if progress.cancelled() {
+            return Err(GenerateError::Cancelled);
+        }
         progress.phase("decode");
         let mut clock = PhaseClock::start(self.backend);
         let decoder = Decoder::load_on(self.backend, self.file)?;
@@ -695,6 +708,10 @@ impl<B: Backend> SamplingObserver for SamplingPhases<'_, '_, '_, '_, '_, B> {
         if let Some(corrector) = step.corrector_group.filter(|&c| c != step.group) {
             self.ensure(corrector);
         }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.progress.cancelled()
     }
 
     fn step_end(&mut self, step: &StepInfo) {

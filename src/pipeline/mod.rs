@@ -10,6 +10,7 @@ pub mod describe;
 pub mod device_groups;
 pub mod generate;
 pub mod image_prompt;
+pub mod parameters;
 pub mod plan;
 pub mod prompt_context;
 pub mod sampler;

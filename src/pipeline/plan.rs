@@ -224,6 +224,11 @@ impl<'f, B: Backend> GenerationPlanner<'f, B> {
             + self.backend.overhead_bytes(4 * c.latent_len() as u64)
     }
 
+    /// The size `[height, width]` of the images this file makes.
+    pub fn image_size(&self) -> Result<[usize; 2], GenerateError> {
+        Ok(self.decoder_working()?.1)
+    }
+
     /// The decoder's working memory for one latent on the CPU (an upper bound for a device's, whose
     /// linear attention keeps less) and the size of the image it makes.
     fn decoder_working(&self) -> Result<(u64, [usize; 2]), GenerateError> {

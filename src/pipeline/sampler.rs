@@ -78,6 +78,10 @@ pub trait SamplingObserver {
         false
     }
     fn layer(&mut self, _evaluation: usize, _pass: Pass, _trace: LayerTrace<'_>) {}
+    /// Asked before each step: true stops sampling there, and the latents returned are unfinished.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// An observer that ignores everything.
@@ -196,6 +200,9 @@ pub fn sample_batch<B: Backend>(
             corrector_group,
             next_group: (i + 1 < steps).then(|| schedule.group_of(times[i + 1])),
         };
+        if observer.cancelled() {
+            break;
+        }
         observer.step_begin(&info);
         // The reference multiplies f32 tensors by Python floats: the factors round to f32.
         let dt = (t1 - t0) as f32;

@@ -140,6 +140,17 @@ impl ChatMessage {
         }
     }
 
+    /// How many `ContentPart::Image` the message holds.
+    pub fn image_parts(&self) -> usize {
+        match &self.content {
+            MessageContent::Text(_) => 0,
+            MessageContent::Parts(parts) => parts
+                .iter()
+                .filter(|p| matches!(p, ContentPart::Image))
+                .count(),
+        }
+    }
+
     /// The message as transformers hands it to the template.
     fn to_json(&self) -> serde_json::Value {
         let content = match &self.content {
