@@ -5,6 +5,7 @@
 //! time limit, and SIGTERM finishing what runs. tools/serve_check.py runs the official `openai`
 //! client against the same server in CI.
 
+mod common;
 mod latte_bin;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -27,7 +28,10 @@ struct Server {
 
 impl Server {
     fn start(args: &[&str]) -> Server {
-        let mut all = vec!["serve", "--port", "0", "--device", "cpu"];
+        let mut all = vec!["serve", "--port", "0"];
+        if !args.contains(&"--device") {
+            all.extend(["--device", "cpu"]);
+        }
         all.extend_from_slice(args);
         let mut child = latte_command(&all)
             .stderr(Stdio::piped())
@@ -779,6 +783,51 @@ fn listening_beyond_loopback_without_a_key_warns() {
     assert!(!warning(&keyed), "{:?}", keyed.startup);
     let local = Server::start(&[]);
     assert!(!warning(&local), "{:?}", local.startup);
+}
+
+/// The same server on the GPU (lavapipe in CI): the answer about the CPU's image is the CPU's, and
+/// images come back (within ±2/255 of the CPU's, as tests/cli_device.rs checks for the CLI).
+#[cfg(feature = "wgpu")]
+#[test]
+fn the_server_runs_on_wgpu() {
+    if common::gpu::gpu().is_none() {
+        return;
+    }
+    let cpu = Server::start(&[]);
+    let gpu = Server::start(&["--device", "wgpu", "--parallel", "2"]);
+    assert!(
+        gpu.startup.iter().any(|l| l.contains("on wgpu")),
+        "{:?}",
+        gpu.startup
+    );
+    let png = generated_png(&cpu, "a red circle", 0, 6);
+    let question = chat(
+        json!([image_part(&png), {"type": "text", "text": "What colour is it?"}]),
+        json!({}),
+    );
+    let expected = answer(&cpu.post("/v1/chat/completions", &question));
+    // Two at once: on a GPU they take the device in turn.
+    let answers: Vec<String> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..2)
+            .map(|_| {
+                let body = question.to_string();
+                let address = &gpu.address;
+                scope.spawn(move || {
+                    answer(&request(
+                        address,
+                        "POST",
+                        "/v1/chat/completions",
+                        &[],
+                        body.as_bytes(),
+                    ))
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(answers, [expected.clone(), expected]);
+    let made = generated_png(&gpu, "a red circle", 0, 6);
+    assert_eq!(&made[..8], b"\x89PNG\r\n\x1a\n");
 }
 
 #[test]

@@ -293,17 +293,6 @@ async fn chat<B: Backend + Send + Sync + 'static>(
     State(shared): AppState<B>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match chat_response(shared, headers, body).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    }
-}
-
-async fn chat_response<B: Backend + Send + Sync + 'static>(
-    shared: Arc<Shared<B>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     shared.authorize(&headers)?;
     let body = shared.body(body)?;
@@ -458,17 +447,6 @@ where
 
 async fn images<B: Backend + Send + Sync + 'static>(
     State(shared): AppState<B>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match images_response(shared, headers, body).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    }
-}
-
-async fn images_response<B: Backend + Send + Sync + 'static>(
-    shared: Arc<Shared<B>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
