@@ -12,6 +12,7 @@ mod interrupt;
 mod quantize;
 mod serve;
 mod threads;
+mod tokenize;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,7 @@ enum Command {
     Info(info::InfoArgs),
     Quantize(quantize::QuantizeArgs),
     Serve(serve::ServeArgs),
+    Tokenize(tokenize::TokenizeArgs),
 }
 
 /// Runs the command line and maps failures to exit code 1 (clap uses 2 for usage errors).
@@ -57,6 +59,7 @@ pub fn run() -> ExitCode {
         Command::Info(args) => info::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Tokenize(args) => tokenize::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

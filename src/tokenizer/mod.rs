@@ -369,6 +369,12 @@ impl Tokenizer {
         self.piece_bytes.get(start..end)
     }
 
+    /// The bytes token `id` stands for (`None` outside the vocabulary); a byte-level token may be
+    /// part of a character.
+    pub fn piece(&self, id: u32) -> Option<&[u8]> {
+        self.token_bytes(id, false)
+    }
+
     /// The id of a token written as the vocabulary writes it (`<|im_end|>`, `Ġthe`).
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.ids.get(token).copied()
