@@ -401,3 +401,40 @@ fn vocabulary_covers_the_embedding_and_skips_unknown_ids() {
         "ids outside the vocabulary"
     );
 }
+
+/// A file from another converter (llama.cpp's keeps the `tokenizer.ggml.*` keys and no
+/// normalizer): the family implies HF's normalizer, so the ids stay HF's, the NFC cases included.
+#[test]
+fn a_file_without_the_normalizer_key_gets_its_familys() {
+    for (name, expected) in [("base_qwen2", Normalizer::Nfc), ("base", Normalizer::None)] {
+        let mut builder = latte::gguf::GgufBuilder::new();
+        for (key, value) in model_file(name).gguf().metadata() {
+            if key.starts_with("tokenizer.") {
+                builder.push_metadata(key.clone(), value.clone()).unwrap();
+            }
+        }
+        let file = ModelFile::from_bytes("llama.cpp-like", builder.header().unwrap()).unwrap();
+        assert!(file.get("latte.tokenizer.normalizer").is_none());
+        let tok = Tokenizer::from_model_file(&file).unwrap();
+        assert_eq!(tok.normalizer(), expected, "{name}");
+        let spec = &cases()["tokenizers"][name];
+        let mut not_nfc = 0;
+        for case in spec["encode"].as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            not_nfc += usize::from(text.nfc().collect::<String>() != text);
+            assert_eq!(
+                tok.encode(text, true).unwrap(),
+                ids(&case["ids_special"]),
+                "{name}: {text:?}"
+            );
+        }
+        assert!(not_nfc > 0, "{name}: no case tells NFC apart");
+    }
+    // latte's own files say "none" when tokenizer.json has no normalizer.
+    assert_eq!(
+        model_file("base")
+            .str("latte.tokenizer.normalizer")
+            .unwrap(),
+        "none"
+    );
+}

@@ -109,9 +109,10 @@ pub fn tokenizer_metadata(
         ),
         ("tokenizer.ggml.add_bos_token".into(), false.into()),
     ];
-    if let Some(normalizer) = normalizer_name(&tok)? {
-        meta.push(("latte.tokenizer.normalizer".into(), normalizer.into()));
-    }
+    // Always written, "none" included: a file without the key is another converter's, and the
+    // reader then infers the normalizer from the tokenizer family.
+    let normalizer = normalizer_name(&tok)?.unwrap_or("none");
+    meta.push(("latte.tokenizer.normalizer".into(), normalizer.into()));
     let config_path = dir.join("tokenizer_config.json");
     let config = JsonFile::read_optional(&config_path)?;
     let special = |key: &str| -> Option<String> {

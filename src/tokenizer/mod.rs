@@ -1,6 +1,9 @@
 //! Text ↔ token ids for the Qwen2-VL inside a LaTtE-Flow file: the byte-level BPE that llama.cpp's
 //! `tokenizer.ggml.*` keys describe (`model = gpt2`, `pre = gpt-2 | qwen2`), NFC normalization when
-//! `latte.tokenizer.normalizer` asks for it, added tokens matched literally before BPE, streaming detokenization, and the chat template (`chat_template.rs`).
+//! `latte.tokenizer.normalizer` asks for it (latte's files always say; in another converter's,
+//! such as llama.cpp's, the family implies it: NFC for Qwen2's, as its `tokenizer.json` has),
+//! added tokens matched literally before BPE, streaming detokenization, and the chat template
+//! (`chat_template.rs`).
 //!
 //! Owns vocabulary, merges, pre-tokenization and special-token handling. Must not know about
 //! models or sampling: it reads keys from a [`ModelFile`] and never touches tensors.
@@ -74,6 +77,15 @@ pub enum Normalizer {
 }
 
 impl Normalizer {
+    /// What a tokenizer family's `tokenizer.json` carries, for files that do not say: Qwen2's
+    /// (Qwen2, Qwen2-VL, Qwen2.5 and Qwen3 ship the same) has an NFC normalizer; GPT-2's none.
+    pub fn implied_by(pre_tokenizer: PreTokenizer) -> Normalizer {
+        match pre_tokenizer {
+            PreTokenizer::Qwen2 => Normalizer::Nfc,
+            PreTokenizer::Gpt2 => Normalizer::None,
+        }
+    }
+
     pub fn from_name(name: &str) -> Option<Normalizer> {
         match name {
             "none" => Some(Normalizer::None),
@@ -144,7 +156,8 @@ impl Tokenizer {
         let pre_tokenizer = PreTokenizer::from_name(name)
             .ok_or_else(|| TokenizerError::UnsupportedPreTokenizer(name.to_string()))?;
         let normalizer = match file.get("latte.tokenizer.normalizer") {
-            None => Normalizer::None,
+            // Another converter's file (llama.cpp keeps no normalizer): the family's own.
+            None => Normalizer::implied_by(pre_tokenizer),
             Some(_) => {
                 let name = file.str("latte.tokenizer.normalizer")?;
                 Normalizer::from_name(name)
