@@ -47,6 +47,7 @@ fn bench_tokenizer(c: &mut Criterion) {
             eos_id: None,
             eot_id: None,
             padding_id: None,
+            unknown_id: None,
         })
         .unwrap();
         g.bench_with_input(

@@ -174,3 +174,60 @@ fn bad_inputs_fail_with_one_line() {
     // Without text: clap's usage error.
     assert_eq!(latte(&["tokenize"]).status.code(), Some(2));
 }
+
+/// A vocabulary without the newline's byte token: one warning line, and the byte is dropped (HF
+/// `tokenizers`' behaviour; tests/tokenizer_hf.rs checks the ids against it).
+#[test]
+fn a_vocabulary_missing_a_byte_warns_once_and_drops_it() {
+    use latte::gguf::{GgufBuilder, MetadataArray, MetadataValue};
+    let demo = ModelFile::open(DEMO).unwrap();
+    let newline = latte::tokenizer::byte_level::byte_to_char(b'\n').to_string();
+    let mut builder = GgufBuilder::new();
+    for (key, value) in demo.gguf().metadata() {
+        if !key.starts_with("tokenizer.") {
+            continue;
+        }
+        let value = match (key.as_str(), value) {
+            ("tokenizer.ggml.tokens", MetadataValue::Array(MetadataArray::String(tokens))) => {
+                let tokens = tokens
+                    .iter()
+                    .map(|t| {
+                        if *t == newline {
+                            "[PAD9999]".to_string()
+                        } else {
+                            t.clone()
+                        }
+                    })
+                    .collect();
+                MetadataValue::Array(MetadataArray::String(tokens))
+            }
+            _ => value.clone(),
+        };
+        builder.push_metadata(key.clone(), value).unwrap();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("no-newline.gguf");
+    std::fs::write(&path, builder.header().unwrap()).unwrap();
+
+    let out = latte(&[
+        "tokenize",
+        "-m",
+        path.to_str().unwrap(),
+        "-p",
+        "a\nb\n",
+        "--ids",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].contains("0x0a") && warnings[0].contains("dropped"),
+        "{err}"
+    );
+    assert_eq!(ids_of(&out.stdout), tokenizer().encode("ab", true).unwrap());
+}

@@ -96,6 +96,7 @@ fn tokenizer(name: &str) -> Tokenizer {
         eos_id: None,
         eot_id: None,
         padding_id: None,
+        unknown_id: None,
     })
     .unwrap()
 }
@@ -437,4 +438,57 @@ fn a_file_without_the_normalizer_key_gets_its_familys() {
             .unwrap(),
         "none"
     );
+}
+
+/// Bytes without a token (a vocabulary trained without the whole byte alphabet), as HF
+/// `tokenizers` encodes them (`tools/make_missing_byte_fixture.py`): dropped, their neighbours
+/// merging across them, without an `unk_token`; the unknown token in their place with one.
+#[test]
+fn bytes_without_a_token_are_dropped_or_unknown_as_hf_does() {
+    let fixture: Value = serde_json::from_slice(
+        &std::fs::read(root().join("tests/fixtures/tokenizer/missing_byte.json")).unwrap(),
+    )
+    .unwrap();
+    let merges: Vec<String> = fixture["merges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect();
+    let missing: Vec<u8> = fixture["missing_bytes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_u64().unwrap() as u8)
+        .collect();
+    for (name, case) in fixture["cases"].as_object().unwrap() {
+        let tokens: Vec<String> = case["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect();
+        let tok = Tokenizer::from_parts(TokenizerParts {
+            token_types: vec![1; tokens.len()],
+            tokens,
+            merges: merges.clone(),
+            pre_tokenizer: PreTokenizer::Qwen2,
+            normalizer: Normalizer::None,
+            bos_id: None,
+            eos_id: None,
+            eot_id: None,
+            padding_id: None,
+            unknown_id: case["unknown_id"].as_u64(),
+        })
+        .unwrap();
+        assert_eq!(tok.missing_bytes(), missing, "{name}");
+        for encode in case["encode"].as_array().unwrap() {
+            let text = encode["text"].as_str().unwrap();
+            assert_eq!(
+                tok.encode(text, true).unwrap(),
+                ids(&encode["ids"]),
+                "{name}: {text:?}"
+            );
+        }
+    }
 }

@@ -30,6 +30,7 @@ fn parts(extra: &[(&str, i64)], merges: &[&str]) -> TokenizerParts {
         eos_id: None,
         eot_id: None,
         padding_id: None,
+        unknown_id: None,
     }
 }
 
@@ -99,19 +100,26 @@ fn broken_vocabularies_are_typed_errors() {
 }
 
 #[test]
-fn a_byte_without_a_token_is_an_error_when_met() {
-    let mut p = parts(&[], &[]);
+fn a_byte_without_a_token_is_dropped_or_becomes_the_unknown_token() {
+    let mut p = parts(&[("<unk>", 2)], &[]);
     // Byte 'z' loses its token (the text no longer names a byte-level character of z).
     p.tokens[b'z' as usize] = "[PAD122]".into();
     p.token_types[b'z' as usize] = 5;
-    let tok = Tokenizer::from_parts(p).unwrap();
+    let tok = Tokenizer::from_parts(p.clone()).unwrap();
+    assert_eq!(tok.missing_bytes(), [b'z']);
     assert_eq!(tok.encode("abc", false).unwrap(), vec![97, 98, 99]);
-    assert!(matches!(
-        tok.encode("xyz", false),
-        Err(TokenizerError::MissingByteToken(b'z'))
-    ));
+    assert_eq!(tok.encode("xyz", false).unwrap(), vec![120, 121]);
+    assert_eq!(tok.encode("zzz", false).unwrap(), Vec::<u32>::new());
     // A padding token is never produced and decodes to nothing.
     assert_eq!(tok.decode(&[b'z' as u32]), "");
+    p.unknown_id = Some(256);
+    let tok = Tokenizer::from_parts(p.clone()).unwrap();
+    assert_eq!(tok.encode("xyz", false).unwrap(), vec![120, 121, 256]);
+    p.unknown_id = Some(257);
+    assert!(matches!(
+        error(p),
+        TokenizerError::SpecialIdOutOfRange { id: 257, .. }
+    ));
 }
 
 /// A vocabulary where runs of `a` merge pairwise: a, aa, aaaa, ... up to 2^levels.

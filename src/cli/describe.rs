@@ -88,6 +88,7 @@ fn answer<B: Backend>(
     started: Instant,
 ) -> Result<()> {
     let describer = Describer::load_on(backend, file)?;
+    super::warn_missing_bytes(describer.tokenizer());
     let load_seconds = started.elapsed().as_secs_f64();
     let image = args
         .image

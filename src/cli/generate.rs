@@ -270,7 +270,9 @@ fn tokenizer_of(file: &ModelFile) -> Result<Tokenizer> {
             file.name()
         );
     }
-    Ok(Tokenizer::from_model_file(file)?)
+    let tokenizer = Tokenizer::from_model_file(file)?;
+    super::warn_missing_bytes(&tokenizer);
+    Ok(tokenizer)
 }
 
 /// One `latte generate` after its arguments are checked and the file and device opened.

@@ -70,5 +70,31 @@ pub fn run() -> ExitCode {
     }
 }
 
+/// Says once, on stderr, what prompts lose when the vocabulary lacks byte tokens (a tokenizer
+/// trained without the whole byte alphabet): HF `tokenizers`' behaviour, which latte follows.
+pub fn warn_missing_bytes(tokenizer: &latte::tokenizer::Tokenizer) {
+    let missing = tokenizer.missing_bytes();
+    if missing.is_empty() {
+        return;
+    }
+    let shown: Vec<String> = missing
+        .iter()
+        .take(8)
+        .map(|b| format!("0x{b:02x}"))
+        .collect();
+    let more = match missing.len() {
+        n if n > 8 => format!(" and {} more", n - 8),
+        _ => String::new(),
+    };
+    let fate = match tokenizer.unknown_id() {
+        Some(id) => format!("each becomes the unknown token {id}"),
+        None => "they are dropped from prompts".to_string(),
+    };
+    eprintln!(
+        "latte: warning: the vocabulary has no token for byte(s) {}{more}: {fate}, as HF tokenizers does",
+        shown.join(", ")
+    );
+}
+
 /// Bytes in binary units, as llama.cpp prints sizes.
 pub use latte::residency::format_size as human_bytes;

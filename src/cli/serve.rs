@@ -138,6 +138,7 @@ fn start<B: Backend + Send + Sync + 'static>(
     device: &str,
 ) -> Result<()> {
     let engine = Engine::load(backend, file, id, label)?;
+    super::warn_missing_bytes(engine.tokenizer());
     let what = match engine.image_size() {
         Some([h, w]) => format!("chat and {w}x{h} images"),
         None => "chat".to_string(),

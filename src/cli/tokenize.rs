@@ -53,6 +53,7 @@ pub fn run(args: TokenizeArgs) -> Result<()> {
         bail!("{}: the file has no tokenizer", file.name());
     }
     let tokenizer = Tokenizer::from_model_file(&file)?;
+    super::warn_missing_bytes(&tokenizer);
     let ids = tokenizer.encode(&text, !args.no_special)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -156,6 +156,10 @@ impl<B: Backend + Sync + 'static> Engine<B> {
         self.describer.text_model().config().context_length
     }
 
+    pub fn tokenizer(&self) -> &Tokenizer {
+        self.describer.tokenizer()
+    }
+
     pub fn has_vision(&self) -> bool {
         self.describer.vision_model().is_some()
     }

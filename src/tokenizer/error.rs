@@ -43,9 +43,6 @@ pub enum TokenizerError {
         id: u64,
         vocab_size: usize,
     },
-    /// The text holds a byte the vocabulary has no token for (a byte-level vocabulary has all 256).
-    #[error("byte 0x{0:02x} has no token in the vocabulary")]
-    MissingByteToken(u8),
     #[error("input of {len} bytes is longer than the {max} bytes latte encodes at once")]
     InputTooLong { len: usize, max: usize },
     /// The added tokens cannot be matched (the automaton over them could not be built).

@@ -119,6 +119,9 @@ pub struct TokenizerParts {
     pub eos_id: Option<u64>,
     pub eot_id: Option<u64>,
     pub padding_id: Option<u64>,
+    /// `tokenizer.ggml.unknown_token_id`: what a byte without a token becomes (HF's `unk_token`);
+    /// without one such a byte is dropped, as HF `tokenizers` drops it.
+    pub unknown_id: Option<u64>,
 }
 
 /// A byte-level BPE tokenizer.
@@ -139,6 +142,7 @@ pub struct Tokenizer {
     eos_id: Option<u32>,
     eot_id: Option<u32>,
     padding_id: Option<u32>,
+    unknown_id: Option<u32>,
 }
 
 impl Tokenizer {
@@ -184,6 +188,7 @@ impl Tokenizer {
             eos_id: id("tokenizer.ggml.eos_token_id")?,
             eot_id: id("tokenizer.ggml.eot_token_id")?,
             padding_id: id("tokenizer.ggml.padding_token_id")?,
+            unknown_id: id("tokenizer.ggml.unknown_token_id")?,
         })
     }
 
@@ -289,6 +294,7 @@ impl Tokenizer {
         let eos_id = check("tokenizer.ggml.eos_token_id", parts.eos_id)?;
         let eot_id = check("tokenizer.ggml.eot_token_id", parts.eot_id)?;
         let padding_id = check("tokenizer.ggml.padding_token_id", parts.padding_id)?;
+        let unknown_id = check("tokenizer.ggml.unknown_token_id", parts.unknown_id)?;
         let pre_tokenizer = *pre_tokenizer;
         let normalizer = parts.normalizer;
         Ok(Tokenizer {
@@ -306,6 +312,7 @@ impl Tokenizer {
             eos_id,
             eot_id,
             padding_id,
+            unknown_id,
         })
     }
 
@@ -331,12 +338,13 @@ impl Tokenizer {
                     let text = self.normalizer.apply(text);
                     for piece in self.pre_tokenizer.pieces(&text) {
                         byte_ids.clear();
-                        for b in piece.bytes() {
-                            byte_ids.push(
-                                self.byte_ids[b as usize]
-                                    .ok_or(TokenizerError::MissingByteToken(b))?,
-                            );
-                        }
+                        // A byte without a token: the unknown token, or nothing (its neighbours
+                        // then merge across it), as HF `tokenizers`' BPE does.
+                        byte_ids.extend(
+                            piece
+                                .bytes()
+                                .filter_map(|b| self.byte_ids[b as usize].or(self.unknown_id)),
+                        );
                         self.merges.encode(&byte_ids, &mut scratch, &mut out);
                     }
                 }
@@ -386,6 +394,19 @@ impl Tokenizer {
     /// part of a character.
     pub fn piece(&self, id: u32) -> Option<&[u8]> {
         self.token_bytes(id, false)
+    }
+
+    /// The bytes that have no token of their own: prompts lose them (or get the unknown token in
+    /// their place). A complete byte-level vocabulary has none; callers may warn once.
+    pub fn missing_bytes(&self) -> Vec<u8> {
+        (0..=255u8)
+            .filter(|&b| self.byte_ids[b as usize].is_none())
+            .collect()
+    }
+
+    /// What a byte without a token becomes, if the vocabulary has an unknown token.
+    pub fn unknown_id(&self) -> Option<u32> {
+        self.unknown_id
     }
 
     /// The id of a token written as the vocabulary writes it (`<|im_end|>`, `Ġthe`).
