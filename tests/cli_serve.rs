@@ -421,23 +421,31 @@ fn endpoints_answer_in_openai_shapes() {
     );
 }
 
-#[test]
-fn images_equal_latte_generate_byte_for_byte() {
-    let server = Server::start(&[]);
-    let served = generated_png(&server, "a blue square", 5, 6);
-    let text = png_text(&served);
-    for (key, value) in [
-        ("prompt", "a blue square"),
-        ("seed", "5"),
-        ("steps", "6"),
-        ("model", "demo (embedded)"),
-        ("Software", "latte"),
-    ] {
+/// The PNG's text chunks hold each `(key, value)`.
+fn assert_png_text(png: &[u8], expected: &[(&str, &str)]) {
+    let text = png_text(png);
+    for (key, value) in expected {
         assert!(
             text.contains(&(key.to_string(), value.to_string())),
             "{key}: {text:?}"
         );
     }
+}
+
+#[test]
+fn images_equal_latte_generate_byte_for_byte() {
+    let server = Server::start(&[]);
+    let served = generated_png(&server, "a blue square", 5, 6);
+    assert_png_text(
+        &served,
+        &[
+            ("prompt", "a blue square"),
+            ("seed", "5"),
+            ("steps", "6"),
+            ("model", "demo (embedded)"),
+            ("Software", "latte"),
+        ],
+    );
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("cli.png");
     let cli = latte(&[
@@ -477,19 +485,16 @@ fn images_equal_latte_generate_byte_for_byte() {
     let second = base64::engine::general_purpose::STANDARD
         .decode(data[1]["b64_json"].as_str().unwrap())
         .unwrap();
-    let text = png_text(&second);
-    for (key, value) in [
-        ("seed", "6"),
-        ("steps", "3"),
-        ("guidance", "1.5"),
-        ("sampler", "heun"),
-        ("negative_prompt", "red"),
-    ] {
-        assert!(
-            text.contains(&(key.to_string(), value.to_string())),
-            "{key}: {text:?}"
-        );
-    }
+    assert_png_text(
+        &second,
+        &[
+            ("seed", "6"),
+            ("steps", "3"),
+            ("guidance", "1.5"),
+            ("sampler", "heun"),
+            ("negative_prompt", "red"),
+        ],
+    );
 
     // Streamed: a progress event per step, then the image.
     let streamed = server.post(

@@ -13,10 +13,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use latte::backend::{Backend, DeviceChoice};
-use latte::image::png::write_png;
+
 use latte::image::{load_rgb, DEFAULT_MAX_INPUT_PIXELS};
 use latte::model::ModelFile;
-use latte::output::{check_writable, Content, Destination};
+use latte::output::{check_writable, write_output, Content, Destination};
 use latte::pipeline::generate::{
     measure_device_facts, GenerateOptions, GenerationPlanner, Generator, PhaseReport, Progress,
     MAX_BATCH,
@@ -406,9 +406,8 @@ impl Run<'_> {
                 model: &model_name,
                 image: image_name.as_deref(),
             };
-            let text = parameters.text_chunks();
-            let text: Vec<(&str, &str)> = text.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            write_png(path, &one.image, generated.height, generated.width, &text)?;
+            let png = parameters.encode_png(&one.image, generated.height, generated.width)?;
+            write_output(path, &png, Content::Binary("PNG"))?;
         }
         summary(
             &generated.phases,

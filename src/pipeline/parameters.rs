@@ -1,7 +1,10 @@
 //! What a generated image records about how it was made: the PNG text chunks `latte generate`
 //! and `latte serve` both write, so that a file can be regenerated from its own metadata.
 //!
-//! This module owns the names and the formatting of those values; it must not write files.
+//! This module owns the names and the formatting of those values, and the PNG bytes that carry
+//! them; it must not write files.
+
+use crate::image::png::{encode_png, ImageError};
 
 use super::generate::GenerateOptions;
 use super::SamplerKind;
@@ -51,5 +54,17 @@ impl ImageParameters<'_> {
             text.push(("dense", "true".to_string()));
         }
         text
+    }
+
+    /// `image` (`[3, H, W]` in `[−1, 1]`) as PNG bytes carrying these parameters.
+    pub fn encode_png(
+        &self,
+        image: &[f32],
+        height: usize,
+        width: usize,
+    ) -> Result<Vec<u8>, ImageError> {
+        let text = self.text_chunks();
+        let text: Vec<(&str, &str)> = text.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        encode_png(image, height, width, &text)
     }
 }

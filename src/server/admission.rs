@@ -32,10 +32,11 @@ pub struct Ticket {
 impl Admission {
     /// `parallel` ≥ 1 slots and `queue` waiting places; each request may run `timeout`.
     pub fn new(parallel: usize, queue: usize, timeout: Duration) -> Self {
+        let parallel = parallel.max(1);
         Admission {
-            slots: Arc::new(Semaphore::new(parallel.max(1))),
+            slots: Arc::new(Semaphore::new(parallel)),
             admitted: Arc::new(AtomicUsize::new(0)),
-            limit: parallel.max(1).saturating_add(queue),
+            limit: parallel.saturating_add(queue),
             timeout,
         }
     }

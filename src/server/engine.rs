@@ -10,7 +10,6 @@ use std::ops::ControlFlow;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::backend::Backend;
-use crate::image::png::encode_png;
 use crate::image::{ImageInputError, RgbImage};
 use crate::model::flow::FlowConfig;
 use crate::model::ModelFile;
@@ -94,13 +93,13 @@ pub struct MadeImage {
 
 /// Everything the server computes with.
 pub struct Engine<B: Backend + 'static> {
-    file: &'static ModelFile,
     /// The id clients name the model by (`/v1/models`).
     id: String,
     /// What generated PNGs record as their model (as `latte generate` does).
     label: String,
+    /// Its tokenizer also reads the prompts of image generation.
     describer: Describer<'static, B>,
-    generator: Option<(Generator<'static, B>, Tokenizer)>,
+    generator: Option<Generator<'static, B>>,
     image_size: Option<[usize; 2]>,
     /// Held by image generation, and on a GPU by every request.
     exclusive: Mutex<()>,
@@ -117,17 +116,19 @@ impl<B: Backend + Sync + 'static> Engine<B> {
     ) -> Result<Self, EngineLoadError> {
         let describer = Describer::load_on(backend, file)?;
         let generator = if FlowConfig::present(file) {
-            let generator = Generator::load_on(backend, file, release_policy(file, None))?;
-            Some((generator, Tokenizer::from_model_file(file)?))
+            Some(Generator::load_on(
+                backend,
+                file,
+                release_policy(file, None),
+            )?)
         } else {
             None
         };
         let image_size = match &generator {
-            Some((g, _)) => Some(g.planner().image_size()?),
+            Some(g) => Some(g.planner().image_size()?),
             None => None,
         };
         Ok(Engine {
-            file,
             id,
             label,
             describer,
@@ -140,10 +141,6 @@ impl<B: Backend + Sync + 'static> Engine<B> {
 
     pub fn id(&self) -> &str {
         &self.id
-    }
-
-    pub fn file(&self) -> &ModelFile {
-        self.file
     }
 
     /// `[height, width]` of the images the model makes, if it makes any.
@@ -160,10 +157,6 @@ impl<B: Backend + Sync + 'static> Engine<B> {
         self.describer.tokenizer()
     }
 
-    pub fn has_vision(&self) -> bool {
-        self.describer.vision_model().is_some()
-    }
-
     fn exclusive(&self) -> MutexGuard<'_, ()> {
         // A panic in another request poisons nothing this lock guards (it holds no data).
         self.exclusive.lock().unwrap_or_else(|e| e.into_inner())
@@ -173,7 +166,7 @@ impl<B: Backend + Sync + 'static> Engine<B> {
     /// back and cut); `on_text` returning `Break` ends the answer there.
     pub fn chat(
         &self,
-        job: &ChatJob,
+        job: ChatJob,
         cancel: &Cancel,
         on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<ChatOutcome, JobError> {
@@ -181,13 +174,20 @@ impl<B: Backend + Sync + 'static> Engine<B> {
         if cancel.is_cancelled() {
             return Err(JobError::Cancelled);
         }
+        let ChatJob {
+            messages,
+            image,
+            max_tokens,
+            sampling,
+            stop,
+        } = job;
         let request = DescribeRequest {
-            image: job.image.as_ref(),
-            messages: job.messages.clone(),
-            max_tokens: job.max_tokens,
-            sampling: job.sampling,
+            image: image.as_ref(),
+            messages,
+            max_tokens,
+            sampling,
         };
-        let mut scanner = StopScanner::new(job.stop.clone());
+        let mut scanner = StopScanner::new(stop);
         let mut stopped_by_string = false;
         let mut receiver_gone = false;
         let stats = self
@@ -236,7 +236,8 @@ impl<B: Backend + Sync + 'static> Engine<B> {
         cancel: &Cancel,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<MadeImage>, JobError> {
-        let Some((generator, tokenizer)) = &self.generator else {
+        let tokenizer = self.describer.tokenizer();
+        let Some(generator) = &self.generator else {
             return Err(ApiError::bad_field(
                 "model",
                 format!("{}: this model does not generate images", self.id),
@@ -322,9 +323,8 @@ impl<B: Backend + Sync + 'static> Engine<B> {
                     model: &self.label,
                     image: None,
                 };
-                let text = parameters.text_chunks();
-                let text: Vec<(&str, &str)> = text.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                let png = encode_png(&one.image, batch.height, batch.width, &text)
+                let png = parameters
+                    .encode_png(&one.image, batch.height, batch.width)
                     .map_err(ApiError::internal)?;
                 Ok(MadeImage {
                     png,
@@ -338,11 +338,10 @@ impl<B: Backend + Sync + 'static> Engine<B> {
 /// The errors of a chat turn, as the client should see them.
 fn describe_error(e: DescribeError) -> JobError {
     let api = match &e {
-        DescribeError::PromptTooLong { .. } => ApiError::bad_field("messages", e.to_string()),
-        DescribeError::NoVisionTower { .. } | DescribeError::ImageParts { .. } => {
-            ApiError::bad_field("messages", e.to_string())
-        }
-        DescribeError::NoMessages => ApiError::bad_field("messages", e.to_string()),
+        DescribeError::PromptTooLong { .. }
+        | DescribeError::NoVisionTower { .. }
+        | DescribeError::ImageParts { .. }
+        | DescribeError::NoMessages => ApiError::bad_field("messages", e.to_string()),
         DescribeError::Image(ImageInputError::TooLarge { .. }) => {
             ApiError::too_large(e.to_string())
         }

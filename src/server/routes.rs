@@ -282,6 +282,26 @@ fn still_wanted(sender: &mpsc::Sender<Message>, cancel: &Cancel) -> ControlFlow<
     ControlFlow::Continue(())
 }
 
+/// The work's first message. It decides the status: an error before any output keeps its own.
+async fn first_message(
+    receiver: &mut mpsc::Receiver<Message>,
+    timeout: &ApiError,
+) -> Result<Message, ApiError> {
+    match receiver.recv().await {
+        None => Err(ApiError::internal("the model work ended without an answer")),
+        Some(Message::Done(Err(e))) => Err(job_error(e, timeout.clone())),
+        Some(message) => Ok(message),
+    }
+}
+
+/// The result of work that streams nothing: its one message is the last.
+fn only_result(message: Message) -> Result<serde_json::Value, ApiError> {
+    match message {
+        Message::Done(Ok(result)) => Ok(result),
+        _ => Err(ApiError::internal("unexpected message from the model work")),
+    }
+}
+
 fn job_error(error: JobError, cancel_error: ApiError) -> ApiError {
     match error {
         JobError::Api(e) => e,
@@ -309,7 +329,7 @@ async fn chat<B: Backend + Send + Sync + 'static>(
     let created = api::now();
     let model = shared.engine.id().to_string();
     let mut receiver = start(shared.clone(), ticket, move |engine, cancel, sender| {
-        let outcome = engine.chat(&job, cancel, &mut |text| {
+        let outcome = engine.chat(job, cancel, &mut |text| {
             if stream {
                 send(sender, cancel, Message::Text(text.to_string()))
             } else {
@@ -324,17 +344,9 @@ async fn chat<B: Backend + Send + Sync + 'static>(
     })
     .await?;
 
-    // The first message decides the status: an error before any text keeps its own.
-    let first = receiver.recv().await;
-    let first = match first {
-        None => return Err(ApiError::internal("the model work ended without an answer")),
-        Some(Message::Done(Err(e))) => return Err(job_error(e, timeout)),
-        Some(message) => message,
-    };
+    let first = first_message(&mut receiver, &timeout).await?;
     if !stream {
-        let Message::Done(Ok(done)) = first else {
-            return Err(ApiError::internal("unexpected message from the model work"));
-        };
+        let done = only_result(first)?;
         return Ok(Json(json!({
             "id": id,
             "object": "chat.completion",
@@ -491,15 +503,9 @@ async fn images<B: Backend + Send + Sync + 'static>(
     })
     .await?;
 
-    let first = match receiver.recv().await {
-        None => return Err(ApiError::internal("the model work ended without an answer")),
-        Some(Message::Done(Err(e))) => return Err(job_error(e, timeout)),
-        Some(message) => message,
-    };
+    let first = first_message(&mut receiver, &timeout).await?;
     if !stream {
-        let Message::Done(Ok(data)) = first else {
-            return Err(ApiError::internal("unexpected message from the model work"));
-        };
+        let data = only_result(first)?;
         return Ok(Json(json!({
             "created": created,
             "data": data,

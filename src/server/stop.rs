@@ -5,6 +5,8 @@
 /// Scans an answer as it grows.
 pub struct StopScanner {
     stops: Vec<String>,
+    /// The longest stop string's length in bytes.
+    longest: usize,
     text: String,
     /// Bytes of `text` already handed out.
     sent: usize,
@@ -13,8 +15,10 @@ pub struct StopScanner {
 impl StopScanner {
     /// `stops` without empty strings (an empty stop would end every answer before it starts).
     pub fn new(stops: Vec<String>) -> Self {
+        let stops: Vec<String> = stops.into_iter().filter(|s| !s.is_empty()).collect();
         StopScanner {
-            stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
+            longest: stops.iter().map(String::len).max().unwrap_or(0),
+            stops,
             text: String::new(),
             sent: 0,
         }
@@ -25,8 +29,7 @@ impl StopScanner {
         let from = self.text.len();
         self.text.push_str(piece);
         // A match may begin up to (longest stop − 1) bytes before the new piece.
-        let longest = self.stops.iter().map(String::len).max().unwrap_or(0);
-        let mut search = from.saturating_sub(longest.saturating_sub(1));
+        let mut search = from.saturating_sub(self.longest.saturating_sub(1));
         while !self.text.is_char_boundary(search) {
             search -= 1;
         }
