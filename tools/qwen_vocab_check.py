@@ -132,6 +132,8 @@ def main():
     parser.add_argument("--release", action="store_true", help="build the example optimized (speed figures)")
     parser.add_argument("--work", default=os.path.join(ROOT, "target", "qwen-vocab"))
     parser.add_argument("--strings", type=int, default=12000)
+    parser.add_argument("--bench", action="store_true",
+                        help="then benches/tokenizer_hf.rs: latte against HF tokenizers' Rust crate")
     args = parser.parse_args()
     work = fetch(args.work)
     tok = Tokenizer.from_file(os.path.join(work, "tokenizer.json"))
@@ -160,6 +162,10 @@ def main():
     if args.release:
         command.insert(2, "--release")
     subprocess.run(command + ["--", work, path, str(VOCAB_ROWS)], check=True, cwd=ROOT)
+    if args.bench:
+        # The same corpus against HF tokenizers' Rust crate, in one criterion run.
+        subprocess.run(["cargo", "bench", "--features", "hf-peer", "--bench", "tokenizer_hf"], check=True, cwd=ROOT,
+                       env=dict(os.environ, LATTE_QWEN_VOCAB=work))
 
 
 def tokenizers_version():

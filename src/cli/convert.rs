@@ -1,11 +1,13 @@
-//! `latte convert INPUT_DIR [-o OUT.gguf] [--type T] [--tensor-type REGEX=T ...] [--dry-run]`
-//! and `latte convert --synthetic NAME -o OUT.gguf`.
+//! `latte convert INPUT_DIR [-o OUT.gguf] [--type T] [--tensor-type REGEX=T ...] [--dry-run]`,
+//! `latte convert TEXT.gguf --mmproj MMPROJ.gguf [-o OUT.gguf] [--type T]` (llama.cpp's two files
+//! joined into one) and `latte convert --synthetic NAME -o OUT.gguf`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use latte::convert::pair::convert_pair;
 use latte::convert::quantize::QuantizeOptions;
 use latte::convert::summary::{KvShape, PlanSummary, DESCRIBE_CONTEXT, GENERATE_PROMPT};
 use latte::convert::synthetic::SyntheticModel;
@@ -19,6 +21,9 @@ pub struct ConvertArgs {
     /// Checkpoint directory (config.json, *.safetensors, tokenizer files; generation/ and
     /// autoencoder/ for LaTtE-Flow).
     input: Option<PathBuf>,
+    /// With INPUT a llama.cpp text GGUF: its vision projector (mmproj-*.gguf), joined into one file.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["synthetic", "dry_run"])]
+    mmproj: Option<PathBuf>,
     /// Output file (default: INPUT_DIR-TYPE.gguf beside the directory).
     #[arg(short, long)]
     output: Option<PathBuf>,
@@ -54,6 +59,9 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     let Some(input) = &args.input else {
         bail!("give a checkpoint directory to convert (or --synthetic NAME)");
     };
+    if let Some(mmproj) = &args.mmproj {
+        return run_pair(&args, input, mmproj, &options);
+    }
     let checkpoint = Checkpoint::plan(input, &options)?;
     let groups = checkpoint
         .generation
@@ -149,6 +157,34 @@ fn progress_bar(quiet: bool, total: u64) -> ProgressBar {
 }
 
 /// Lists tensors whose rows do not fit the requested type's block, as `latte quantize` does.
+/// llama.cpp's text model and projector, joined.
+fn run_pair(
+    args: &ConvertArgs,
+    text: &Path,
+    mmproj: &Path,
+    options: &QuantizeOptions,
+) -> Result<()> {
+    let Some(output) = &args.output else {
+        bail!("give the joined file's name with -o (the inputs are files, not a directory)");
+    };
+    let report = convert_pair(text, mmproj, output, options)?;
+    let fell_back = report.plans.iter().filter(|p| p.fell_back()).count();
+    if fell_back > 0 {
+        eprintln!(
+            "latte convert: {fell_back} tensors fell back to a type whose block fits their rows"
+        );
+    }
+    eprintln!(
+        "latte convert: joined {} and {} ({}) into {} ({})",
+        text.display(),
+        mmproj.display(),
+        human_bytes(report.input_bytes),
+        output.display(),
+        human_bytes(report.output_bytes)
+    );
+    Ok(())
+}
+
 fn report_fallbacks(tensors: &[OutputTensor]) {
     let fallbacks: Vec<_> = tensors.iter().filter(|t| t.plan.fell_back()).collect();
     if !fallbacks.is_empty() {

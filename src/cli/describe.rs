@@ -1,8 +1,9 @@
-//! `latte describe [-m MODEL] [--image FILE] -p TEXT [-n 128] [--temp 0] [--top-k 40]
+//! `latte describe [-m MODEL [--mmproj FILE]] [--image FILE] -p TEXT [-n 128] [--temp 0] [--top-k 40]
 //! [--top-p 0.95] [-s SEED] [-t N] [--max-image-pixels N] [--device auto|cpu|wgpu[:N]]`
 //!
 //! Answer a question about an image (or a text-only prompt). Without `-m`, the demo model embedded
-//! in the binary (the one `latte generate` uses). The answer alone goes to stdout, streamed as it
+//! in the binary (the one `latte generate` uses). `--mmproj` is llama.cpp's flag: a text model
+//! and its vision projector in two files, as llama.cpp's converter writes Qwen2-VL. The answer alone goes to stdout, streamed as it
 //! is decoded; load time and speeds go to stderr. Short flags are llama.cpp's.
 
 use std::io::Write;
@@ -21,7 +22,6 @@ use latte::pipeline::{DescribeRequest, Describer};
 use latte::sampling::SamplingParams;
 
 use super::device::{on_device, Device};
-use super::generate::{DEMO_MODEL, DEMO_NAME};
 
 #[derive(Args)]
 #[command(about = "Describe an image or answer a question about it (image understanding)")]
@@ -29,6 +29,9 @@ pub struct DescribeArgs {
     /// The model (GGUF); default: the demo model embedded in the binary
     #[arg(short, long)]
     model: Option<PathBuf>,
+    /// The vision projector of a text model in two files (llama.cpp's mmproj-*.gguf)
+    #[arg(long, value_name = "FILE")]
+    mmproj: Option<PathBuf>,
     /// The image (PNG, JPEG or WebP); without it the prompt is text only
     #[arg(long)]
     image: Option<PathBuf>,
@@ -64,10 +67,7 @@ pub struct DescribeArgs {
 pub fn run(args: DescribeArgs) -> Result<()> {
     super::threads::configure(args.threads)?;
     let started = Instant::now();
-    let file = match &args.model {
-        Some(path) => ModelFile::open(path)?,
-        None => ModelFile::from_bytes(DEMO_NAME, DEMO_MODEL.to_vec())?,
-    };
+    let file = super::open_model(args.model.as_deref(), args.mmproj.as_deref())?;
     // Before loading anything: a file without a tokenizer cannot read --prompt (describe has no
     // token-id input).
     if file.get("tokenizer.ggml.model").is_none() {

@@ -1,5 +1,7 @@
-//! `latte info [FILE] [--json]`: the metadata, the tensor table, totals per name prefix and, for a
-//! file with expert groups, each group's byte range. Without FILE (or with `--demo`), the demo
+//! `latte info [FILE [--mmproj MMPROJ]] [--json]`: the metadata, the tensor table, totals per name
+//! prefix and, for a file with expert groups, each group's byte range. With `--mmproj` (a llama.cpp
+//! text model and its vision projector), both files, and whether the projector belongs to the text
+//! model. Without FILE (or with `--demo`), the demo
 //! model embedded in the binary; `--write-demo PATH` saves that model as a file.
 
 use std::collections::BTreeMap;
@@ -9,6 +11,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use latte::gguf::{is_padding_tensor, GgufFile, MetadataArray, MetadataValue};
 use latte::model::expert_groups::{GroupLayout, GroupRange};
+use latte::model::projector;
 use serde_json::{json, Value};
 
 use latte::output::{write_output, Content};
@@ -30,6 +33,10 @@ impl InfoArgs {
 pub struct InfoArgs {
     /// The GGUF file [default: the embedded demo model].
     file: Option<PathBuf>,
+    /// The vision projector (llama.cpp's mmproj-*.gguf) of FILE, shown after it and checked to
+    /// belong to it.
+    #[arg(long, value_name = "MMPROJ", requires = "file")]
+    mmproj: Option<PathBuf>,
     /// Show the embedded demo model (the same as giving no FILE).
     #[arg(long, conflicts_with = "file")]
     demo: bool,
@@ -66,18 +73,48 @@ pub fn run(args: InfoArgs) -> Result<()> {
         Some(path) => GgufFile::open(path)?,
         None => GgufFile::from_bytes(DEMO_MODEL.to_vec())?,
     };
-    let groups = match GroupLayout::from_file(&file)
-        .and_then(|layout| layout.map(|l| l.ranges(file.tensor_infos())).transpose())
-    {
-        Ok(groups) => groups.unwrap_or_default(),
-        Err(error) => Err(error).with_context(|| args.name())?,
-    };
-    let text = if args.json {
-        serde_json::to_string_pretty(&as_json(&args, &file, &groups))? + "\n"
-    } else {
-        render_text(&args, &file, &groups)
+    let mut shown = vec![(args.name(), file)];
+    if let (Some(text), Some(mmproj)) = (&args.file, &args.mmproj) {
+        // One line naming both files when the projector is not the text model's.
+        projector::open_with_projector(text, mmproj)?;
+        shown.push((mmproj.display().to_string(), GgufFile::open(mmproj)?));
+    }
+    let mut reports = Vec::new();
+    for (name, file) in &shown {
+        let groups = match GroupLayout::from_file(file)
+            .and_then(|layout| layout.map(|l| l.ranges(file.tensor_infos())).transpose())
+        {
+            Ok(groups) => groups.unwrap_or_default(),
+            Err(error) => Err(error).with_context(|| name.clone())?,
+        };
+        reports.push(if args.json {
+            Report::Json(as_json(name, file, &groups))
+        } else {
+            Report::Text(render_text(name, file, &groups))
+        });
+    }
+    let text = match reports.as_slice() {
+        [Report::Json(one)] => serde_json::to_string_pretty(one)? + "\n",
+        [Report::Json(model), Report::Json(mmproj)] => {
+            serde_json::to_string_pretty(&json!({ "model": model, "mmproj": mmproj }))? + "\n"
+        }
+        _ => {
+            let texts: Vec<&str> = reports
+                .iter()
+                .filter_map(|r| match r {
+                    Report::Text(t) => Some(t.as_str()),
+                    Report::Json(_) => None,
+                })
+                .collect();
+            texts.join("\n")
+        }
     };
     write_stdout(&text)
+}
+
+enum Report {
+    Text(String),
+    Json(Value),
 }
 
 /// Writes to stdout; a closed pipe (`latte info ... | head`) is not an error.
@@ -105,12 +142,12 @@ fn prefix_totals(file: &GgufFile) -> BTreeMap<&str, (usize, u64)> {
     totals
 }
 
-fn render_text(args: &InfoArgs, file: &GgufFile, groups: &[GroupRange]) -> String {
+fn render_text(name: &str, file: &GgufFile, groups: &[GroupRange]) -> String {
     let mut out = String::new();
     line!(
         out,
         "{}: GGUF v{}, {}, alignment {}, tensor data at byte {}",
-        args.name(),
+        name,
         file.version(),
         human_bytes(file.bytes().len() as u64),
         file.alignment(),
@@ -186,7 +223,7 @@ fn render_text(args: &InfoArgs, file: &GgufFile, groups: &[GroupRange]) -> Strin
     out
 }
 
-fn as_json(args: &InfoArgs, file: &GgufFile, groups: &[GroupRange]) -> Value {
+fn as_json(name: &str, file: &GgufFile, groups: &[GroupRange]) -> Value {
     let metadata: serde_json::Map<String, Value> = file
         .metadata()
         .iter()
@@ -216,7 +253,7 @@ fn as_json(args: &InfoArgs, file: &GgufFile, groups: &[GroupRange]) -> Value {
         })
         .collect();
     json!({
-        "file": args.name(),
+        "file": name,
         "version": file.version(),
         "file_bytes": file.bytes().len(),
         "alignment": file.alignment(),

@@ -70,6 +70,21 @@ pub fn run() -> ExitCode {
     }
 }
 
+/// The model a command runs: `-m` (with llama.cpp's vision projector from `--mmproj`), or the demo
+/// model embedded in the binary.
+pub fn open_model(
+    model: Option<&std::path::Path>,
+    mmproj: Option<&std::path::Path>,
+) -> anyhow::Result<latte::model::ModelFile> {
+    use latte::model::{projector, ModelFile};
+    Ok(match (model, mmproj) {
+        (Some(model), Some(mmproj)) => projector::open_with_projector(model, mmproj)?,
+        (Some(model), None) => ModelFile::open(model)?,
+        (None, Some(_)) => anyhow::bail!("--mmproj needs -m: the text model it belongs to"),
+        (None, None) => ModelFile::from_bytes(generate::DEMO_NAME, generate::DEMO_MODEL.to_vec())?,
+    })
+}
+
 /// Says once, on stderr, what prompts lose when the vocabulary lacks byte tokens (a tokenizer
 /// trained without the whole byte alphabet): HF `tokenizers`' behaviour, which latte follows.
 pub fn warn_missing_bytes(tokenizer: &latte::tokenizer::Tokenizer) {

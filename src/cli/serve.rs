@@ -1,4 +1,4 @@
-//! `latte serve [-m MODEL] [--host 127.0.0.1] [--port 8080] [--parallel N] [--queue N]
+//! `latte serve [-m MODEL [--mmproj FILE]] [--host 127.0.0.1] [--port 8080] [--parallel N] [--queue N]
 //! [--api-key KEY] [--timeout SECONDS] [--max-body SIZE] [--max-image-pixels N] [-t N]
 //! [--device auto|cpu|wgpu[:N]]`
 //!
@@ -19,7 +19,6 @@ use latte::residency::parse_size;
 use latte::server::{serve, Engine, ServerOptions};
 
 use super::device::{on_device, Device};
-use super::generate::{DEMO_MODEL, DEMO_NAME};
 
 #[derive(Args)]
 #[command(
@@ -29,6 +28,9 @@ pub struct ServeArgs {
     /// The model (GGUF); default: the demo model embedded in the binary
     #[arg(short, long)]
     model: Option<PathBuf>,
+    /// The vision projector of a text model in two files (llama.cpp's mmproj-*.gguf)
+    #[arg(long, value_name = "FILE")]
+    mmproj: Option<PathBuf>,
     /// The address to listen on; anything but loopback is reachable by others
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -96,10 +98,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         bail!("--api-key is empty");
     }
     // The server runs for the rest of the process: the file and the device live as long.
-    let file: &'static ModelFile = Box::leak(Box::new(match &args.model {
-        Some(path) => ModelFile::open(path)?,
-        None => ModelFile::from_bytes(DEMO_NAME, DEMO_MODEL.to_vec())?,
-    }));
+    let file: &'static ModelFile = Box::leak(Box::new(super::open_model(
+        args.model.as_deref(),
+        args.mmproj.as_deref(),
+    )?));
     if file.get("tokenizer.ggml.model").is_none() {
         bail!(
             "{}: the file has no tokenizer, so the server cannot read prompts",

@@ -1,5 +1,6 @@
 //! Turning files into latte's GGUF: checkpoints (`latte convert`: a Qwen2-VL or LaTtE-Flow
-//! directory, or a synthetic full-size model) and re-quantizing a GGUF (`latte quantize`).
+//! directory, llama.cpp's text + mmproj pair (`pair`), or a synthetic full-size model) and
+//! re-quantizing a GGUF (`latte quantize`).
 //!
 //! Reading configs (`config`, `json`), finding tensors (`source`), naming them (`names`),
 //! describing the tokenizer and the model (`tokenizer`, `metadata`), planning (`checkpoint`,
@@ -13,6 +14,7 @@ pub mod error;
 mod json;
 pub mod metadata;
 pub mod names;
+pub mod pair;
 pub mod preset;
 pub mod quantize;
 pub mod source;

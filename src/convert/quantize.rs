@@ -277,23 +277,55 @@ pub fn quantize_gguf(
         return Err(QuantizeError::SameFile(output.to_path_buf()));
     }
     let file = GgufFile::open(input)?;
-    let layout_error = |source| QuantizeError::Layout {
-        path: input.to_path_buf(),
-        cause: source,
-    };
-    let group_starts = group_starts(&file).map_err(layout_error)?;
-    // The writer's gap padding is layout, not data: it is laid out afresh for the output.
-    let infos: Vec<&TensorInfo> = file
-        .tensor_infos()
+    let metadata: Vec<(String, MetadataValue)> = file
+        .metadata()
         .iter()
-        .filter(|info| !is_padding_tensor(&info.name))
+        .map(|(key, value)| (key.clone(), value.clone()))
         .collect();
-    let layers = LayerCounts::of(infos.iter().map(|info| info.name.as_str()));
+    write_requantized(&[(input, &file)], metadata, output, options)
+}
+
+/// Writes the tensors of `sources` (in order; their names disjoint), each re-typed by `options`,
+/// with `metadata` (alignment, file type and quantization version are set here), into `output`
+/// (written atomically). The first source's expert groups keep their 16 KiB boundaries.
+pub fn write_requantized(
+    sources: &[(&Path, &GgufFile)],
+    metadata: Vec<(String, MetadataValue)>,
+    output: &Path,
+    options: &QuantizeOptions,
+) -> Result<QuantizeReport, QuantizeError> {
+    for (input, _) in sources {
+        if same_file(input, output) {
+            return Err(QuantizeError::SameFile(output.to_path_buf()));
+        }
+    }
+    let Some(&(first_path, first)) = sources.first() else {
+        return Ok(QuantizeReport {
+            plans: Vec::new(),
+            input_bytes: 0,
+            output_bytes: 0,
+        });
+    };
+    let group_starts = group_starts(first).map_err(|source| QuantizeError::Layout {
+        path: first_path.to_path_buf(),
+        cause: source,
+    })?;
+    // The writer's gap padding is layout, not data: it is laid out afresh for the output.
+    let infos: Vec<(&Path, &GgufFile, &TensorInfo)> = sources
+        .iter()
+        .flat_map(|&(path, file)| {
+            file.tensor_infos()
+                .iter()
+                .filter(|info| !is_padding_tensor(&info.name))
+                .map(move |info| (path, file, info))
+        })
+        .collect();
+    let layers = LayerCounts::of(infos.iter().map(|(_, _, info)| info.name.as_str()));
     let plans: Vec<TensorPlan> = infos
         .iter()
-        .map(|info| plan_tensor(info, options, &layers))
+        .map(|(_, _, info)| plan_tensor(info, options, &layers))
         .collect();
-    for plan in &plans {
+    for ((input, _, _), plan) in infos.iter().zip(&plans) {
         if plan.source != plan.target && !plan.source.is_computable() {
             return Err(QuantizeError::Unconvertible {
                 path: input.to_path_buf(),
@@ -309,16 +341,14 @@ pub fn quantize_gguf(
     };
     let mut builder = GgufBuilder::new();
     builder
-        .set_alignment(file.alignment() as u32)
+        .set_alignment(first.alignment() as u32)
         .map_err(write_error)?;
-    for (key, value) in file.metadata() {
+    for (key, value) in metadata {
         if !matches!(
             key.as_str(),
             ALIGNMENT_KEY | KEY_FILE_TYPE | KEY_QUANTIZATION_VERSION
         ) {
-            builder
-                .push_metadata(key.as_str(), value.clone())
-                .map_err(write_error)?;
+            builder.push_metadata(key, value).map_err(write_error)?;
         }
     }
     let file_type = MetadataValue::U32(options.file_type);
@@ -331,7 +361,7 @@ pub fn quantize_gguf(
             .push_metadata(KEY_QUANTIZATION_VERSION, version)
             .map_err(write_error)?;
     }
-    for (info, plan) in infos.iter().zip(&plans) {
+    for ((_, _, info), plan) in infos.iter().zip(&plans) {
         if group_starts.contains(&info.name) {
             builder.push_tensor_on_boundary(&info.name, plan.target, &info.dims, GROUP_ALIGNMENT)
         } else {
@@ -343,7 +373,7 @@ pub fn quantize_gguf(
     let mut out = builder.create(output).map_err(write_error)?;
     let mut rows = Vec::new();
     let mut converted = Vec::new();
-    for plan in &plans {
+    for ((input, file, _), plan) in infos.iter().zip(&plans) {
         let view = file
             .tensor(&plan.name)
             .expect("planned from the file's own tensor list");
@@ -383,7 +413,7 @@ pub fn quantize_gguf(
     let output_bytes = out.finish().map_err(write_error)?;
     Ok(QuantizeReport {
         plans,
-        input_bytes: file.bytes().len() as u64,
+        input_bytes: sources.iter().map(|(_, f)| f.bytes().len() as u64).sum(),
         output_bytes,
     })
 }

@@ -1,8 +1,12 @@
 //! `ModelFile`: one GGUF model (mapped from disk, or embedded in the binary) with the lookups every
 //! model loader needs: tensors by name with their expected shape, f32 copies of small tensors, and
-//! typed metadata whose errors name the file and the key.
+//! typed metadata whose errors name the file and the key. A model may come in two files, as
+//! llama.cpp's multimodal models do (a text model and its `mmproj-*.gguf` vision projector):
+//! [`ModelFile::with_projector`] joins them, and every lookup the first file cannot answer goes to the
+//! projector.
 //!
-//! This module owns lookups and their error messages; it must not know any model's names or math.
+//! This module owns lookups and their error messages; it must not know any model's names or math
+//! (which projector fits which text model is `model::projector`'s question).
 
 use std::path::Path;
 
@@ -15,6 +19,8 @@ use super::error::ModelError;
 pub struct ModelFile {
     name: String,
     gguf: GgufFile,
+    /// The second file of a two-file model, consulted for what this one lacks.
+    projector: Option<Box<ModelFile>>,
 }
 
 impl ModelFile {
@@ -24,6 +30,7 @@ impl ModelFile {
         Ok(ModelFile {
             name: path.display().to_string(),
             gguf: GgufFile::open(path)?,
+            projector: None,
         })
     }
 
@@ -32,6 +39,7 @@ impl ModelFile {
         Ok(ModelFile {
             name: name.into(),
             gguf: GgufFile::from_bytes(bytes)?,
+            projector: None,
         })
     }
 
@@ -41,56 +49,120 @@ impl ModelFile {
         Ok(ModelFile {
             name: name.into(),
             gguf: GgufFile::from_header(header)?,
+            projector: None,
         })
     }
 
+    /// This file completed by `projector`: tensors and keys this file lacks are looked up there.
+    /// Refused when the two share a tensor name (which one would a loader mean?) or the projector
+    /// is itself a pair.
+    pub fn with_projector(mut self, projector: ModelFile) -> Result<Self, ModelError> {
+        if projector.projector.is_some() {
+            return Err(projector.invalid("a projector cannot have a projector of its own"));
+        }
+        if let Some(shared) = projector
+            .gguf
+            .tensor_infos()
+            .iter()
+            .find(|info| self.gguf.tensor_info(&info.name).is_some())
+        {
+            return Err(ModelError::Invalid {
+                file: format!("{} and {}", self.name, projector.name),
+                what: format!(
+                    "both files hold tensor '{}': the second should be the first's projector only",
+                    shared.name
+                ),
+            });
+        }
+        self.projector = Some(Box::new(projector));
+        Ok(self)
+    }
+
+    /// The name errors use: the path, or both paths for a two-file model.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The first file's own GGUF (what residency advice and memory plans are about).
     pub fn gguf(&self) -> &GgufFile {
         &self.gguf
     }
 
+    /// The projector joined by [`ModelFile::with_projector`], if any.
+    pub fn projector(&self) -> Option<&ModelFile> {
+        self.projector.as_deref()
+    }
+
+    /// The file that holds tensor `name`: this one, else the projector.
+    fn tensor_owner(&self, name: &str) -> Option<&ModelFile> {
+        if self.gguf.tensor_info(name).is_some() {
+            return Some(self);
+        }
+        self.projector
+            .as_deref()
+            .filter(|p| p.gguf.tensor_info(name).is_some())
+    }
+
+    /// The file that holds metadata `key`: this one, else the projector.
+    fn key_owner(&self, key: &str) -> Option<&ModelFile> {
+        if self.gguf.get(key).is_some() {
+            return Some(self);
+        }
+        self.projector
+            .as_deref()
+            .filter(|p| p.gguf.get(key).is_some())
+    }
+
+    /// The names errors about something absent use: every file that was searched.
+    fn searched(&self) -> String {
+        match &self.projector {
+            Some(p) => format!("{} (with {})", self.name, p.name),
+            None => self.name.clone(),
+        }
+    }
+
     pub fn has_tensor(&self, name: &str) -> bool {
-        self.gguf.tensor_info(name).is_some()
+        self.tensor_owner(name).is_some()
     }
 
     /// The shape of tensor `name` (ggml order): all a config needs, and all a planned file has.
     pub fn tensor_dims(&self, name: &str) -> Result<&[u64], ModelError> {
-        self.gguf
-            .tensor_info(name)
+        self.tensor_owner(name)
+            .and_then(|owner| owner.gguf.tensor_info(name))
             .map(|info| info.dims.as_slice())
             .ok_or_else(|| ModelError::MissingTensor {
-                file: self.name.clone(),
+                file: self.searched(),
                 name: name.into(),
             })
     }
 
     /// The tensor `name`, whatever its type and shape.
     pub fn tensor(&self, name: &str) -> Result<TensorView<'_>, ModelError> {
-        match self.gguf.tensor(name) {
-            Some(view) => Ok(view),
-            None if self.has_tensor(name) => {
-                Err(self.invalid(format!("tensor '{name}' has no data (a planned file)")))
-            }
-            None => Err(ModelError::MissingTensor {
-                file: self.name.clone(),
+        let Some(owner) = self.tensor_owner(name) else {
+            return Err(ModelError::MissingTensor {
+                file: self.searched(),
                 name: name.into(),
-            }),
-        }
+            });
+        };
+        owner
+            .gguf
+            .tensor(name)
+            .ok_or_else(|| owner.invalid(format!("tensor '{name}' has no data (a planned file)")))
     }
 
     /// The tensor `name`, checked to have `dims` (ggml order, innermost first; trailing 1s ignored).
     pub fn tensor_with_dims(&self, name: &str, dims: &[u64]) -> Result<TensorView<'_>, ModelError> {
         let view = self.tensor(name)?;
+        let file = self
+            .tensor_owner(name)
+            .map_or(&self.name, |owner| &owner.name);
         let trim = |d: &[u64]| {
             let keep = d.iter().rposition(|&x| x != 1).map_or(0, |i| i + 1);
             d[..keep].to_vec()
         };
         if trim(view.dims()) != trim(dims) {
             return Err(ModelError::TensorShape {
-                file: self.name.clone(),
+                file: file.clone(),
                 name: name.into(),
                 expected: dims.to_vec(),
                 got: view.dims().to_vec(),
@@ -106,7 +178,10 @@ impl ModelFile {
         let mut out = vec![0f32; view.n_elements() as usize];
         crate::quant::dequantize(view.ty(), view.bytes(), &mut out).map_err(|source| {
             ModelError::TensorData {
-                file: self.name.clone(),
+                file: self
+                    .tensor_owner(name)
+                    .map_or(&self.name, |o| &o.name)
+                    .clone(),
                 name: name.into(),
                 cause: source,
             }
@@ -116,19 +191,19 @@ impl ModelFile {
 
     /// The metadata value `key`, if present.
     pub fn get(&self, key: &str) -> Option<&MetadataValue> {
-        self.gguf.get(key)
+        self.key_owner(key).and_then(|owner| owner.gguf.get(key))
     }
 
     fn required(&self, key: &str) -> Result<&MetadataValue, ModelError> {
         self.get(key).ok_or_else(|| ModelError::MissingKey {
-            file: self.name.clone(),
+            file: self.searched(),
             key: key.into(),
         })
     }
 
     fn wrong_type(&self, key: &str, expected: &'static str) -> ModelError {
         ModelError::KeyType {
-            file: self.name.clone(),
+            file: self.key_owner(key).map_or(&self.name, |o| &o.name).clone(),
             key: key.into(),
             expected,
         }
@@ -206,7 +281,7 @@ impl ModelFile {
     /// An error about this file that is not a missing or mistyped key (a shape that does not add up).
     pub fn invalid(&self, what: impl Into<String>) -> ModelError {
         ModelError::Invalid {
-            file: self.name.clone(),
+            file: self.searched(),
             what: what.into(),
         }
     }

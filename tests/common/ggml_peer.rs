@@ -118,3 +118,20 @@ impl Drop for GgmlMatmul {
         }
     }
 }
+
+/// What llama.cpp's `llama-quantize` makes of the GGUF `input` for file type `ftype` (a
+/// `LLAMA_FTYPE_MOSTLY_*`, with llama.cpp's own per-tensor choices and fallbacks), written to `output`.
+pub fn llama_quantize(input: &std::path::Path, output: &std::path::Path, ftype: sys::llama_ftype) {
+    let c = |p: &std::path::Path| std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    let (input, output) = (c(input), c(output));
+    // SAFETY: llama_model_quantize reads the two NUL-terminated paths and the parameters, which
+    // start from llama.cpp's defaults (no importance matrix, overrides or pruning lists).
+    let code = unsafe {
+        sys::llama_backend_init();
+        let mut params = sys::llama_model_quantize_default_params();
+        params.ftype = ftype;
+        params.nthread = 2;
+        sys::llama_model_quantize(input.as_ptr(), output.as_ptr(), &params)
+    };
+    assert_eq!(code, 0, "llama_model_quantize failed");
+}

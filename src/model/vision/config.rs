@@ -1,10 +1,12 @@
 //! `VisionConfig`: the Qwen2-VL vision tower's shape and its image processor settings, from the
 //! `clip.vision.*` keys (llama.cpp's names) and latte's `latte.vision.*` keys, with Qwen2-VL's
-//! defaults where a llama.cpp file lacks a latte key.
+//! defaults where a llama.cpp file lacks a latte key (its mmproj has no merge size, pixel limits or
+//! image token ids: the projector type, transformers' processor and the text vocabulary give them).
 //!
 //! This module owns reading and validating those numbers; it must not load weights.
 
 use crate::image::PreprocessConfig;
+use crate::model::projector::QWEN2VL_PROJECTOR;
 use crate::model::{ModelError, ModelFile};
 
 /// The vision MLP's activation (`latte.vision.hidden_act`).
@@ -102,7 +104,14 @@ impl VisionConfig {
                     .ok_or_else(|| file.invalid(format!("no '{k}' key and no {text} token"))),
             }
         };
-        let merge = file.usize(&key("spatial_merge_size"))?;
+        // llama.cpp writes no merge size: its Qwen2-VL projector type implies 2.
+        let merge = match (
+            file.get(&key("spatial_merge_size")),
+            file.get("clip.projector_type"),
+        ) {
+            (None, Some(kind)) if kind.as_str() == Some(QWEN2VL_PROJECTOR) => 2,
+            _ => file.usize(&key("spatial_merge_size"))?,
+        };
         let patch = file.usize(&key("patch_size"))?;
         let temporal = optional_usize("latte.vision.temporal_patch_size", 2)?;
         if merge == 0 || patch == 0 || temporal == 0 {
@@ -113,7 +122,13 @@ impl VisionConfig {
             layers: file.usize(&key("block_count"))?,
             heads,
             head_dim: embed / heads,
-            ffn: file.usize(&key("feed_forward_length"))?,
+            // The MLP's width is its weight's: llama.cpp's `feed_forward_length` holds the
+            // merger's output width for Qwen2-VL (its converter's renaming), latte's the real one.
+            ffn: *file
+                .tensor_dims("v.blk.0.ffn_up.weight")?
+                .get(1)
+                .ok_or_else(|| file.invalid("v.blk.0.ffn_up.weight is not a matrix"))?
+                as usize,
             eps: file.f32(&key("attention.layer_norm_epsilon"))?,
             activation,
             out_dim: file.usize(&key("projection_dim"))?,
