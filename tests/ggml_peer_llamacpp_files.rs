@@ -1,9 +1,10 @@
 //! llama.cpp's own Qwen2-VL text file, quantized by llama.cpp's own `llama_model_quantize`
-//! (`llama-quantize`: its per-tensor type choices and fallbacks), read by latte with the
+//! (`llama-quantize`: its per-tensor type choices and fallbacks; also to F32), read by latte with the
 //! projector beside it (feature `ggml-peer`). Oracle: llama.cpp running the same file. For text
 //! prompts over the real Qwen vocabulary the greedy answers are the same tokens, and latte's
 //! last-position logits are within a fraction of their largest magnitude of llama.cpp's: 2e-3 for
-//! F16 (both round activations to F16; llama.cpp also keeps its KV cache in F16; measured 7.3e-4),
+//! F32 and F16 (F16 weights round activations to F16 in both; llama.cpp keeps its KV cache in F16;
+//! measured 5.6e-4 and 7.3e-4),
 //! 2.5e-2 for the quantized files. There both engines round every matmul's activations to Q8_0 /
 //! Q8_K blocks, a step function: inputs a rounding apart (the F16 cache, other sum orders) can land
 //! on neighbouring steps, so the two differ by about as much as each differs from the unrounded
@@ -53,6 +54,7 @@ fn llama_quantized_text_models_answer_as_llama_cpp() {
     let dir = tempfile::tempdir().unwrap();
     let f16 = text_model(dir.path());
     for (label, ftype, tolerance) in [
+        ("f32", sys::LLAMA_FTYPE_ALL_F32, 2e-3),
         ("f16", sys::LLAMA_FTYPE_MOSTLY_F16, 2e-3),
         ("q8_0", sys::LLAMA_FTYPE_MOSTLY_Q8_0, 2.5e-2),
         ("q4_0", sys::LLAMA_FTYPE_MOSTLY_Q4_0, 2.5e-2),

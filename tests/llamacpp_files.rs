@@ -12,6 +12,7 @@
 //! image embeddings carry Q8_0's rounding, up to 1/254 of a block's largest weight, besides),
 //! measured ≤ 3.6e-3.
 
+mod latte_bin;
 mod llamacpp_support;
 
 use std::ops::ControlFlow;
@@ -22,6 +23,7 @@ use latte::model::projector;
 use latte::model::ModelFile;
 use latte::pipeline::{DescribeRequest, Describer};
 use latte::sampling::SamplingParams;
+use latte_bin::latte;
 use llamacpp_support::{fixtures, last_logits, text_model};
 use serde_json::Value;
 
@@ -151,14 +153,6 @@ fn llama_cpp_files_that_do_not_pair_are_refused_naming_both() {
     assert!(error.contains("mmproj-f16.gguf"), "{error}");
 }
 
-/// The answer `latte describe` prints for the fixture's first image question.
-fn cli_answer(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_latte"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn describe_and_info_take_mmproj_and_convert_joins_the_pair() {
     let tmp = tempfile::tempdir().unwrap();
@@ -177,7 +171,7 @@ fn describe_and_info_take_mmproj_and_convert_joins_the_pair() {
         args.extend_from_slice(model);
         let (image, n) = (s(&image), n.clone());
         args.extend_from_slice(&["--image", &image, "-p", question, "-n", &n]);
-        let run = cli_answer(&args);
+        let run = latte(&args);
         let stderr = String::from_utf8_lossy(&run.stderr).to_string();
         assert!(run.status.success(), "{stderr}");
         String::from_utf8(run.stdout).unwrap()
@@ -185,7 +179,7 @@ fn describe_and_info_take_mmproj_and_convert_joins_the_pair() {
     let pair = describe(&["-m", &s(&text), "--mmproj", &s(&mmproj)]);
     assert_eq!(pair.trim_end_matches('\n'), want);
 
-    let info = cli_answer(&["info", &s(&text), "--mmproj", &s(&mmproj)]);
+    let info = latte(&["info", &s(&text), "--mmproj", &s(&mmproj)]);
     assert!(info.status.success());
     let shown = String::from_utf8(info.stdout).unwrap();
     assert!(shown.contains("token_embd.weight") && shown.contains("v.patch_embd.weight"));
@@ -194,7 +188,7 @@ fn describe_and_info_take_mmproj_and_convert_joins_the_pair() {
     // One file, as latte writes it: the same answer, and llama.cpp's implicit values explicit.
     for ty in ["f16", "q8_0"] {
         let joined = tmp.path().join(format!("joined-{ty}.gguf"));
-        let convert = cli_answer(&[
+        let convert = latte(&[
             "convert",
             &s(&text),
             "--mmproj",
@@ -223,7 +217,7 @@ fn describe_and_info_take_mmproj_and_convert_joins_the_pair() {
     }
 
     // Files that do not pair: one line naming both, a non-zero exit, no output file.
-    let refused = cli_answer(&[
+    let refused = latte(&[
         "describe",
         "-m",
         &s(&text),
@@ -240,7 +234,7 @@ fn describe_and_info_take_mmproj_and_convert_joins_the_pair() {
         "{error}"
     );
     let out = tmp.path().join("never.gguf");
-    let refused = cli_answer(&[
+    let refused = latte(&[
         "convert",
         &s(&mmproj),
         "--mmproj",
@@ -250,7 +244,7 @@ fn describe_and_info_take_mmproj_and_convert_joins_the_pair() {
     ]);
     assert!(!refused.status.success());
     assert!(!out.exists());
-    let alone = cli_answer(&["describe", "--mmproj", &s(&mmproj), "-p", "hi"]);
+    let alone = latte(&["describe", "--mmproj", &s(&mmproj), "-p", "hi"]);
     assert!(!alone.status.success());
     assert!(String::from_utf8(alone.stderr)
         .unwrap()
@@ -273,11 +267,9 @@ fn a_truncated_or_foreign_projector_is_named() {
     }
     // The demo model (latte's own file, vision tower inside) is not a text model for a projector.
     let demo = tmp.path().join("demo.gguf");
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_latte"))
-        .args(["info", "--write-demo", demo.to_str().unwrap()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    assert!(latte(&["info", "--write-demo", demo.to_str().unwrap()])
+        .status
+        .success());
     let error = projector::open_with_projector(&demo, fixtures().join("mmproj-f16.gguf"))
         .err()
         .expect("the demo model took a projector")

@@ -119,6 +119,14 @@ impl Drop for GgmlMatmul {
     }
 }
 
+// llama-quantize logs every tensor it writes; test output wants only failures.
+unsafe extern "C" fn quiet_log(
+    _level: sys::ggml_log_level,
+    _text: *const std::os::raw::c_char,
+    _user: *mut std::os::raw::c_void,
+) {
+}
+
 /// What llama.cpp's `llama-quantize` makes of the GGUF `input` for file type `ftype` (a
 /// `LLAMA_FTYPE_MOSTLY_*`, with llama.cpp's own per-tensor choices and fallbacks), written to `output`.
 pub fn llama_quantize(input: &std::path::Path, output: &std::path::Path, ftype: sys::llama_ftype) {
@@ -128,6 +136,7 @@ pub fn llama_quantize(input: &std::path::Path, output: &std::path::Path, ftype: 
     // start from llama.cpp's defaults (no importance matrix, overrides or pruning lists).
     let code = unsafe {
         sys::llama_backend_init();
+        sys::llama_log_set(Some(quiet_log), null_mut());
         let mut params = sys::llama_model_quantize_default_params();
         params.ftype = ftype;
         params.nthread = 2;
