@@ -272,3 +272,51 @@ fn scratch_grows_once_and_is_reused() {
     assert_eq!(scratch.capacity_bytes(), grown);
     assert_eq!(y, first, "same inputs, same outputs");
 }
+
+/// Every output bit-identical however the rows and columns around it are tiled: a row alone, a
+/// column alone, one thread or two. Row tiles (4 × 1, 2 × C, edge tiles) must sum each output in
+/// the same order, or images would change with the thread count and the batch.
+#[test]
+fn results_do_not_depend_on_tiling_or_threads() {
+    let (m, n) = (37, 9);
+    for isa in Isa::supported() {
+        for (t, &ty) in TensorType::COMPUTABLE.iter().enumerate() {
+            let mut rng = Rng::new(100 + t as u64);
+            let k = test_ks(ty)[0];
+            let w = weight_bytes(ty, k, m, &mut rng);
+            let x = rng.activations(k * n);
+            let run = |w: &[u8], rows: usize, x: &[f32], cols: usize| {
+                let view = TensorView::new("w", ty, &[k as u64, rows as u64], w).unwrap();
+                let mut y = vec![f32::NAN; cols * rows];
+                matmul_with_isa(isa, &view, x, cols, &mut y, &mut MatmulScratch::new()).unwrap();
+                y
+            };
+            let full = run(&w, m, &x, n);
+            let row_bytes = w.len() / m;
+            for i in [0, 3, 5, 36] {
+                let alone = run(&w[i * row_bytes..][..row_bytes], 1, &x, n);
+                for j in 0..n {
+                    let (a, b) = (alone[j].to_bits(), full[j * m + i].to_bits());
+                    assert_eq!(a, b, "{ty} {isa}: row {i} column {j} alone");
+                }
+            }
+            for j in [0, 4, 8] {
+                let alone = run(&w, m, &x[j * k..][..k], 1);
+                for i in 0..m {
+                    let (a, b) = (alone[i].to_bits(), full[j * m + i].to_bits());
+                    assert_eq!(a, b, "{ty} {isa}: column {j} alone, row {i}");
+                }
+            }
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap();
+            let one_thread = pool.install(|| run(&w, m, &x, n));
+            let same = one_thread
+                .iter()
+                .zip(&full)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{ty} {isa}: one thread differs from the pool");
+        }
+    }
+}

@@ -8,7 +8,9 @@
 use rayon::prelude::*;
 use thiserror::Error;
 
-use crate::backend::cpu::dot::{column_scales, scale_sets, Columns, Kernels, MAX_COLS};
+use crate::backend::cpu::dot::{
+    column_scales, scale_sets, Columns, Kernels, Tile, WeightRows, MAX_COLS, MAX_ROWS,
+};
 use crate::backend::cpu::isa::Isa;
 use crate::dtype::TensorType;
 use crate::tensor::TensorView;
@@ -65,9 +67,21 @@ impl MatmulScratch {
     }
 }
 
-/// Weight rows handed to one rayon task: enough work to amortise scheduling, small enough to
-/// balance two to sixteen threads.
-const ROWS_PER_TASK: usize = 16;
+/// Fewest weight rows handed to one rayon task.
+const MIN_ROWS_PER_TASK: usize = 16;
+
+/// Weight bytes × activation columns one task should cover: below this the hand-off to rayon
+/// costs a measurable share of the task (decoding, at one column, runs ~0.1 µs per row).
+const TASK_WORK: usize = 1 << 16;
+
+/// Rows per task: at least [`MIN_ROWS_PER_TASK`] and [`TASK_WORK`], a multiple of the row tile,
+/// and at most an eighth of each thread's share of the m rows, so that threads stay balanced.
+fn rows_per_task(m: usize, row_bytes: usize, n: usize) -> usize {
+    let balanced = m / (rayon::current_num_threads() * 8);
+    let wanted = TASK_WORK / row_bytes.saturating_mul(n).max(1);
+    let rows = wanted.min(balanced).max(MIN_ROWS_PER_TASK);
+    rows.next_multiple_of(MAX_ROWS)
+}
 
 /// `y = W·x` with the best instruction set of this CPU.
 ///
@@ -151,13 +165,14 @@ pub fn matmul_with_isa(
     let w = weight.bytes();
     let w_row_bytes = w.len() / m;
     let out = DisjointOut::new(y);
-    let n_tasks = m.div_ceil(ROWS_PER_TASK);
+    let task_rows = rows_per_task(m, w_row_bytes, n);
+    let n_tasks = m.div_ceil(task_rows);
     (0..n_tasks).into_par_iter().for_each(|task| {
-        let r0 = task * ROWS_PER_TASK;
-        let r1 = (r0 + ROWS_PER_TASK).min(m);
-        let mut acc = [0.0f32; MAX_COLS];
+        let r0 = task * task_rows;
+        let r1 = (r0 + task_rows).min(m);
+        let mut tile: Tile = [[0.0; MAX_COLS]; MAX_ROWS];
         // Column groups outside, rows inside: the group's activations stay in L1 while the task's
-        // weight rows (≤ 16 · row bytes) stay in L2 across groups.
+        // weight rows (about TASK_WORK bytes) stay in L2 across groups.
         for c0 in (0..n).step_by(MAX_COLS) {
             let nc = (n - c0).min(MAX_COLS);
             let group = Columns {
@@ -165,11 +180,28 @@ pub fn matmul_with_isa(
                 col_bytes,
                 scales: &scales[c0 / MAX_COLS * group_scales..][..group_scales],
             };
-            for i in r0..r1 {
-                let acc = &mut acc[..nc];
-                (kernels.dot)(&w[i * w_row_bytes..][..w_row_bytes], group, acc);
-                for (c, v) in acc.iter().enumerate() {
-                    out.write((c0 + c) * m + i, *v);
+            let row_step = if kernels.rows_dot.is_some() {
+                MAX_ROWS
+            } else {
+                1
+            };
+            for i0 in (r0..r1).step_by(row_step) {
+                let nr = (r1 - i0).min(row_step);
+                let rows = &w[i0 * w_row_bytes..(i0 + nr) * w_row_bytes];
+                match kernels.rows_dot {
+                    Some(rows_dot) => {
+                        let rows = WeightRows {
+                            bytes: rows,
+                            row_bytes: w_row_bytes,
+                        };
+                        rows_dot(rows, group, nc, &mut tile);
+                    }
+                    None => (kernels.dot)(rows, group, &mut tile[0][..nc]),
+                }
+                for (r, results) in tile[..nr].iter().enumerate() {
+                    for (c, v) in results[..nc].iter().enumerate() {
+                        out.write((c0 + c) * m + i0 + r, *v);
+                    }
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! AVX2 + FMA + F16C kernels (x86-64): the integer block dots of ggml's AVX2 code
 //! (`ggml-cpu/arch/x86/quants.c`), rearranged so that each weight block is unpacked once and
-//! reused for up to [`MAX_COLS`](super::MAX_COLS) activation columns; and activation quantizers
+//! reused for up to [`MAX_COLS`](super::MAX_COLS) activation columns (Q4_0, Q5_0 and Q8_0 also
+//! over several weight rows: `row_tiled_dot!`); and activation quantizers
 //! that produce exactly the blocks of the scalar reference quantizers.
 //!
 //! Everything here is only reachable through `Kernels::new(_, Isa::Avx2 | Isa::Avx512)`, which
@@ -12,7 +13,10 @@
 use std::arch::x86_64::*;
 use std::ptr::read_unaligned;
 
-use super::{check_dot_args, scalar, Columns, DotFn, QuantizeFn, MAX_COLS};
+use super::{
+    check_dot_args, check_rows_args, scalar, Columns, DotFn, QuantizeFn, RowsDotFn, Tile,
+    WeightRows, MAX_COLS,
+};
 
 use crate::dtype::{TensorType, QK_K};
 use crate::quant::blocks::QK;
@@ -35,12 +39,25 @@ pub(crate) fn kernels(ty: TensorType) -> Option<(QuantizeFn, DotFn)> {
     })
 }
 
+/// The multi-row kernel for `ty`, where there is one.
+pub(crate) fn rows_kernel(ty: TensorType) -> Option<RowsDotFn> {
+    match ty {
+        TensorType::Q8_0 => Some(rows_q8_0 as RowsDotFn),
+        TensorType::Q4_0 => Some(rows_q4_0),
+        TensorType::Q5_0 => Some(rows_q5_0),
+        _ => None,
+    }
+}
+
+row_tiled_dot!(rows_q8_0, q8_0_rows, 34, 34, 1);
+row_tiled_dot!(rows_q4_0, q4_0_rows, 18, 34, 2);
+row_tiled_dot!(rows_q5_0, q5_0_rows, 22, 34, 1);
 tiled_dot!(dot_f32, f32_tile, 4, 4, 0);
 tiled_dot!(dot_f16, f16_tile, 2, 2, 0);
 tiled_dot!(dot_bf16, bf16_tile, 2, 2, 0);
-tiled_dot!(dot_q8_0, q8_0_tile, 34, 34, 1);
-tiled_dot!(dot_q4_0, q4_0_tile, 18, 34, 2);
-tiled_dot!(dot_q5_0, q5_0_tile, 22, 34, 1);
+tiled_dot!(dot_q8_0, rows q8_0_rows, 34, 34, 1);
+tiled_dot!(dot_q4_0, rows q4_0_rows, 18, 34, 2);
+tiled_dot!(dot_q5_0, rows q5_0_rows, 22, 34, 1);
 tiled_dot!(dot_q4_1, q4_1_tile, 20, 36, 2);
 tiled_dot!(dot_q5_1, q5_1_tile, 24, 36, 2);
 tiled_dot!(dot_q4_k, q4_k_tile, 144, 292, 0);
@@ -210,11 +227,12 @@ unsafe fn bf16_tile<const C: usize>(
 // Legacy 32-weight blocks against Q8_0 / Q8_1 activations.
 
 /// The shared loop of the symmetric types: `decode` turns a weight block into 32 signed bytes and
-/// its scale; each column adds d_w·d_x·Σ w·y per block.
+/// its scale; each column adds d_w·d_x·Σ w·y per block. R rows × C columns as in `unsigned_tile`.
 #[inline(always)]
-unsafe fn signed_tile<const C: usize>(
+unsafe fn signed_tile<const R: usize, const C: usize>(
     nb: usize,
     w: *const u8,
+    ws: usize,
     w_block: usize,
     x: *const u8,
     xs: usize,
@@ -222,43 +240,54 @@ unsafe fn signed_tile<const C: usize>(
     out: *mut f32,
     decode: impl Fn(*const u8) -> (__m256i, f32),
 ) {
-    // Two accumulators per column (even and odd blocks), as in `unsigned_tile`.
-    let mut acc = [[_mm256_setzero_ps(); C]; 2];
-    for b in 0..nb {
-        let (q, dw) = decode(w.add(b * w_block));
-        let aq = _mm256_sign_epi8(q, q);
-        let dw = _mm256_set1_ps(dw);
-        let acc = &mut acc[b & 1];
+    let acc = block_loop::<R, C>(nb, |b, acc| {
+        let mut q = [_mm256_setzero_si256(); R];
+        let mut aq = [_mm256_setzero_si256(); R];
+        let mut dw = [_mm256_setzero_ps(); R];
+        for r in 0..R {
+            let p = w.add(r * ws + b * w_block);
+            prefetch_ahead(p);
+            let (qr, d) = decode(p);
+            (q[r], aq[r], dw[r]) = (qr, _mm256_sign_epi8(qr, qr), _mm256_set1_ps(d));
+        }
         for c in 0..C {
             let y = loadu(x.add(c * xs + b * 34 + 2));
-            let dot = dot_u8i8(aq, _mm256_sign_epi8(y, q));
-            let dot = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), dw);
             // The column's f32 block scale, loaded straight into all lanes.
             let dx = _mm256_broadcast_ss(&*s.add(b * MAX_COLS + c));
-            acc[c] = _mm256_fmadd_ps(dx, dot, acc[c]);
+            for r in 0..R {
+                let dot = dot_u8i8(aq[r], _mm256_sign_epi8(y, q[r]));
+                let dot = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), dw[r]);
+                acc[r][c] = _mm256_fmadd_ps(dx, dot, acc[r][c]);
+            }
         }
-    }
-    for c in 0..C {
-        *out.add(c) = hsum_ps(_mm256_add_ps(acc[0][c], acc[1][c]));
+    });
+    for r in 0..R {
+        for c in 0..C {
+            *out.add(r * MAX_COLS + c) = hsum_ps(acc[r][c]);
+        }
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_0_tile<const C: usize>(
+unsafe fn q8_0_rows<const R: usize, const C: usize>(
     nb: usize,
     w: *const u8,
+    ws: usize,
     x: *const u8,
     xs: usize,
     s: *const f32,
     out: *mut f32,
 ) {
-    signed_tile::<C>(nb, w, 34, x, xs, s, out, |p| (loadu(p.add(2)), f16_at(p)))
+    signed_tile::<R, C>(nb, w, ws, 34, x, xs, s, out, |p| {
+        (loadu(p.add(2)), f16_at(p))
+    })
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_0_tile<const C: usize>(
+unsafe fn q4_0_rows<const R: usize, const C: usize>(
     nb: usize,
     w: *const u8,
+    ws: usize,
     x: *const u8,
     xs: usize,
     s: *const f32,
@@ -266,16 +295,21 @@ unsafe fn q4_0_tile<const C: usize>(
 ) {
     // q ≤ 15, so maddubs cannot saturate on the unsigned nibbles.
     let decode = |p: *const u8| (unpack_nibbles(p.add(2)), f16_at(p));
-    unsigned_tile::<C>(nb, w, 18, x, xs, s, out, 8.0, decode, |u, y| dot_u8i8(u, y))
+    let dot = |u, y| dot_u8i8(u, y);
+    unsigned_tile::<R, C>(nb, w, ws, 18, x, xs, s, out, 8.0, decode, dot)
 }
 
 /// Symmetric types whose weights are handled as unsigned `u = w + offset`: Σ w·y = Σ u·y −
 /// offset·Σ y, with d_x·Σ y per column block precomputed (scale set 1), which saves the per-column
 /// sign flip of `signed_tile`. `dot` is the unsigned×signed byte dot (maddubs or VNNI).
+///
+/// R weight rows `ws` bytes apart × C columns; results go to `out[r·MAX_COLS + c]`. Each column's
+/// block is loaded once for all R rows.
 #[inline(always)]
-pub(crate) unsafe fn unsigned_tile<const C: usize>(
+pub(crate) unsafe fn unsigned_tile<const R: usize, const C: usize>(
     nb: usize,
     w: *const u8,
+    ws: usize,
     w_block: usize,
     x: *const u8,
     xs: usize,
@@ -285,41 +319,75 @@ pub(crate) unsafe fn unsigned_tile<const C: usize>(
     decode: impl Fn(*const u8) -> (__m256i, f32),
     dot: impl Fn(__m256i, __m256i) -> __m256i,
 ) {
-    // Two accumulators per column (even and odd blocks) so that the FMA latency chains of a
-    // narrow tile still overlap.
-    let mut acc = [[_mm256_setzero_ps(); C]; 2];
-    let mut corr = _mm_setzero_ps();
-    for b in 0..nb {
-        let (u, dw) = decode(w.add(b * w_block));
+    let mut corr = [_mm_setzero_ps(); R];
+    let step = |b: usize, acc: &mut [[__m256; C]; R], corr: &mut [__m128; R]| {
         let sums = _mm_loadu_ps(s.add((nb + b) * MAX_COLS));
-        corr = _mm_fmadd_ps(_mm_set1_ps(dw), sums, corr);
-        let dw = _mm256_set1_ps(dw);
-        let acc = &mut acc[b & 1];
+        let mut u = [_mm256_setzero_si256(); R];
+        let mut dw = [_mm256_setzero_ps(); R];
+        for r in 0..R {
+            let p = w.add(r * ws + b * w_block);
+            prefetch_ahead(p);
+            let (ur, d) = decode(p);
+            corr[r] = _mm_fmadd_ps(_mm_set1_ps(d), sums, corr[r]);
+            (u[r], dw[r]) = (ur, _mm256_set1_ps(d));
+        }
         for c in 0..C {
             let y = loadu(x.add(c * xs + b * 34 + 2));
-            let d = _mm256_mul_ps(_mm256_cvtepi32_ps(dot(u, y)), dw);
             let dx = _mm256_broadcast_ss(&*s.add(b * MAX_COLS + c));
-            acc[c] = _mm256_fmadd_ps(dx, d, acc[c]);
+            for r in 0..R {
+                let d = _mm256_mul_ps(_mm256_cvtepi32_ps(dot(u[r], y)), dw[r]);
+                acc[r][c] = _mm256_fmadd_ps(dx, d, acc[r][c]);
+            }
         }
-    }
-    let mut corrections = [0.0f32; 4];
-    _mm_storeu_ps(corrections.as_mut_ptr(), corr);
-    for c in 0..C {
-        let sum = _mm256_add_ps(acc[0][c], acc[1][c]);
-        *out.add(c) = hsum_ps(sum) - offset * corrections[c];
+    };
+    let acc = block_loop::<R, C>(nb, |b, acc| step(b, acc, &mut corr));
+    for r in 0..R {
+        let mut corrections = [0.0f32; 4];
+        _mm_storeu_ps(corrections.as_mut_ptr(), corr[r]);
+        for c in 0..C {
+            *out.add(r * MAX_COLS + c) = hsum_ps(acc[r][c]) - offset * corrections[c];
+        }
     }
 }
 
+/// Asks for the weight bytes a few blocks ahead of `p`. The hardware prefetchers stop at each
+/// 4 KiB page, and decoding streams its weights from memory once (they do not fit in any cache),
+/// so without this every page starts with a miss. Prefetching past the row's end is harmless:
+/// prefetches never fault.
+#[inline(always)]
+unsafe fn prefetch_ahead(p: *const u8) {
+    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_DISTANCE) as *const i8);
+}
+
+/// Bytes ahead of the current block that [`prefetch_ahead`] asks for (tuned on decoding).
+const PREFETCH_DISTANCE: usize = 8192;
+
+/// Runs `step` over blocks 0..nb into accumulators it returns: one per row and column, summed
+/// in block order whatever the tile's shape, so that a row's result does not depend on which
+/// tile computed it (and images do not depend on the thread count or the batch).
+#[inline(always)]
+unsafe fn block_loop<const R: usize, const C: usize>(
+    nb: usize,
+    mut step: impl FnMut(usize, &mut [[__m256; C]; R]),
+) -> [[__m256; C]; R] {
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    for b in 0..nb {
+        step(b, &mut acc);
+    }
+    acc
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_0_tile<const C: usize>(
+unsafe fn q5_0_rows<const R: usize, const C: usize>(
     nb: usize,
     w: *const u8,
+    ws: usize,
     x: *const u8,
     xs: usize,
     s: *const f32,
     out: *mut f32,
 ) {
-    signed_tile::<C>(nb, w, 22, x, xs, s, out, |p| {
+    signed_tile::<R, C>(nb, w, ws, 22, x, xs, s, out, |p| {
         // Where the fifth bit is clear, q − 16 = q | 0xF0 (two's complement).
         let high = _mm256_andnot_si256(bytes_from_bits_32(p.add(2)), _mm256_set1_epi8(-16));
         (_mm256_or_si256(unpack_nibbles(p.add(6)), high), f16_at(p))
@@ -339,7 +407,8 @@ unsafe fn offset_tile<const C: usize>(
     out: *mut f32,
     decode: impl Fn(*const u8) -> __m256i,
 ) {
-    // Two accumulators per column (even and odd blocks), as in `unsigned_tile`.
+    // Two accumulators per column (even and odd blocks), so that the FMA latency chains of a
+    // narrow tile overlap.
     let mut acc = [[_mm256_setzero_ps(); C]; 2];
     let mut offsets = _mm_setzero_ps();
     for b in 0..nb {

@@ -13,7 +13,10 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 
 use super::avx2::{self, f16_at, unpack_nibbles, unsigned_tile};
-use super::{check_dot_args, Columns, DotFn, QuantizeFn};
+use super::{
+    check_dot_args, check_rows_args, Columns, DotFn, QuantizeFn, RowsDotFn, Tile, WeightRows,
+    MAX_COLS,
+};
 use crate::dtype::TensorType;
 
 pub(crate) fn kernels(ty: TensorType) -> Option<(QuantizeFn, DotFn)> {
@@ -24,8 +27,19 @@ pub(crate) fn kernels(ty: TensorType) -> Option<(QuantizeFn, DotFn)> {
     }
 }
 
-tiled_dot!(dot_q8_0, q8_0_tile, 34, 34, 2);
-tiled_dot!(dot_q4_0, q4_0_tile, 18, 34, 2);
+/// The multi-row kernel for `ty`, where there is one.
+pub(crate) fn rows_kernel(ty: TensorType) -> Option<RowsDotFn> {
+    match ty {
+        TensorType::Q8_0 => Some(rows_q8_0 as RowsDotFn),
+        TensorType::Q4_0 => Some(rows_q4_0),
+        _ => avx2::rows_kernel(ty),
+    }
+}
+
+row_tiled_dot!(rows_q8_0, q8_0_rows, 34, 34, 2);
+row_tiled_dot!(rows_q4_0, q4_0_rows, 18, 34, 2);
+tiled_dot!(dot_q8_0, rows q8_0_rows, 34, 34, 2);
+tiled_dot!(dot_q4_0, rows q4_0_rows, 18, 34, 2);
 
 /// `acc + Σ₄ a·b` per i32 lane (u8 `a`, i8 `b`): AVX512-VNNI `vpdpbusd` on ymm registers.
 ///
@@ -48,9 +62,10 @@ unsafe fn dpbusd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_0_tile<const C: usize>(
+unsafe fn q8_0_rows<const R: usize, const C: usize>(
     nb: usize,
     w: *const u8,
+    ws: usize,
     x: *const u8,
     xs: usize,
     s: *const f32,
@@ -63,13 +78,14 @@ unsafe fn q8_0_tile<const C: usize>(
         (_mm256_xor_si256(q, _mm256_set1_epi8(-128)), f16_at(p))
     };
     let dot = |u, y| dpbusd(_mm256_setzero_si256(), u, y);
-    unsigned_tile::<C>(nb, w, 34, x, xs, s, out, 128.0, decode, dot)
+    unsigned_tile::<R, C>(nb, w, ws, 34, x, xs, s, out, 128.0, decode, dot)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_0_tile<const C: usize>(
+unsafe fn q4_0_rows<const R: usize, const C: usize>(
     nb: usize,
     w: *const u8,
+    ws: usize,
     x: *const u8,
     xs: usize,
     s: *const f32,
@@ -77,5 +93,5 @@ unsafe fn q4_0_tile<const C: usize>(
 ) {
     let decode = |p: *const u8| (unpack_nibbles(p.add(2)), f16_at(p));
     let dot = |u, y| dpbusd(_mm256_setzero_si256(), u, y);
-    unsigned_tile::<C>(nb, w, 18, x, xs, s, out, 8.0, decode, dot)
+    unsigned_tile::<R, C>(nb, w, ws, 18, x, xs, s, out, 8.0, decode, dot)
 }

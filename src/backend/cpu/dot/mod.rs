@@ -5,7 +5,9 @@
 //! to the weight type's *dot partner* (Q8_0, Q8_1 or Q8_K for quantized weights, the weight's own
 //! float format otherwise); each block pair is reduced with integer arithmetic and the per-block
 //! scales are applied in f32. A kernel handles several activation columns per call so that each
-//! weight block is loaded and unpacked once for all of them (register tiling).
+//! weight block is loaded and unpacked once for all of them (register tiling); where a type has a
+//! [`RowsDotFn`], several weight rows per call too, so that each activation block is loaded once
+//! for all of them (what decoding, at one column, is bound by).
 //!
 //! The [`Kernels`] table is only handed out for an [`Isa`] the CPU supports, which is what makes
 //! calling the `#[target_feature]` functions behind it sound. This module does no threading and
@@ -19,6 +21,23 @@ use crate::dtype::TensorType;
 /// activation blocks of `$x_block` bytes each `col_bytes` apart, and `$scale_sets · nb ·
 /// MAX_COLS` f32 column scales, and writes C results.
 macro_rules! tiled_dot {
+    // A row kernel `$tile::<R, C>` (see `row_tiled_dot!`) used for one row.
+    ($name:ident, rows $tile:ident, $w_block:expr, $x_block:expr, $scale_sets:expr) => {
+        fn $name(w_row: &[u8], cols: Columns<'_>, out: &mut [f32]) {
+            let nb = check_dot_args(w_row, $w_block, &cols, $x_block, $scale_sets, out.len());
+            let (w, x, s) = (w_row.as_ptr(), cols.bytes.as_ptr(), cols.scales.as_ptr());
+            let (xs, o) = (cols.col_bytes, out.as_mut_ptr());
+            // SAFETY: as below; with one row the kernel writes out[0 .. out.len()].
+            unsafe {
+                match out.len() {
+                    1 => $tile::<1, 1>(nb, w, 0, x, xs, s, o),
+                    2 => $tile::<1, 2>(nb, w, 0, x, xs, s, o),
+                    3 => $tile::<1, 3>(nb, w, 0, x, xs, s, o),
+                    _ => $tile::<1, 4>(nb, w, 0, x, xs, s, o),
+                }
+            }
+        }
+    };
     ($name:ident, $tile:ident, $w_block:expr, $x_block:expr, $scale_sets:expr) => {
         fn $name(w_row: &[u8], cols: Columns<'_>, out: &mut [f32]) {
             let nb = check_dot_args(w_row, $w_block, &cols, $x_block, $scale_sets, out.len());
@@ -35,6 +54,79 @@ macro_rules! tiled_dot {
                     3 => $tile::<3>(nb, w, x, xs, s, out.as_mut_ptr()),
                     _ => $tile::<4>(nb, w, x, xs, s, out.as_mut_ptr()),
                 }
+            }
+        }
+    };
+}
+
+/// Defines the safe [`RowsDotFn`] `$name` over a SIMD module's kernel `$tile::<R, C>` (R weight
+/// rows `ws` bytes apart × C columns), which otherwise reads what a `tiled_dot!` tile reads and
+/// writes `out[r·MAX_COLS + c]`. One activation column shares its loads across four rows; wider
+/// tiles take two rows at a time, which keeps their 2·C accumulators in the 16 vector registers.
+// x86-64 only so far: the NEON kernels have no row tiles yet.
+#[cfg(target_arch = "x86_64")]
+macro_rules! row_tiled_dot {
+    ($name:ident, $tile:ident, $w_block:expr, $x_block:expr, $scale_sets:expr) => {
+        fn $name(rows: WeightRows<'_>, cols: Columns<'_>, n_cols: usize, out: &mut Tile) {
+            let (nb, n_rows) =
+                check_rows_args(&rows, $w_block, &cols, $x_block, $scale_sets, n_cols);
+            let (x, s, xs, ws) = (
+                cols.bytes.as_ptr(),
+                cols.scales.as_ptr(),
+                cols.col_bytes,
+                rows.row_bytes,
+            );
+            let out = out.as_mut_ptr().cast::<f32>();
+            let mut r = 0;
+            while r < n_rows {
+                // SAFETY: as in `tiled_dot!`: the kernels are only reachable on a CPU with the
+                // module's features; check_rows_args guarantees n_rows rows of nb blocks, the
+                // columns and their scales; row r + R ≤ n_rows ≤ MAX_ROWS of `out` is written.
+                r += unsafe {
+                    let (w, o) = (rows.bytes.as_ptr().add(r * ws), out.add(r * MAX_COLS));
+                    match (n_rows - r, n_cols) {
+                        (4, 1) => {
+                            $tile::<4, 1>(nb, w, ws, x, xs, s, o);
+                            4
+                        }
+                        (3, 1) => {
+                            $tile::<3, 1>(nb, w, ws, x, xs, s, o);
+                            3
+                        }
+                        (2, 1) => {
+                            $tile::<2, 1>(nb, w, ws, x, xs, s, o);
+                            2
+                        }
+                        (1, 1) => {
+                            $tile::<1, 1>(nb, w, ws, x, xs, s, o);
+                            1
+                        }
+                        (1, 2) => {
+                            $tile::<1, 2>(nb, w, ws, x, xs, s, o);
+                            1
+                        }
+                        (_, 2) => {
+                            $tile::<2, 2>(nb, w, ws, x, xs, s, o);
+                            2
+                        }
+                        (1, 3) => {
+                            $tile::<1, 3>(nb, w, ws, x, xs, s, o);
+                            1
+                        }
+                        (_, 3) => {
+                            $tile::<2, 3>(nb, w, ws, x, xs, s, o);
+                            2
+                        }
+                        (1, _) => {
+                            $tile::<1, 4>(nb, w, ws, x, xs, s, o);
+                            1
+                        }
+                        _ => {
+                            $tile::<2, 4>(nb, w, ws, x, xs, s, o);
+                            2
+                        }
+                    }
+                };
             }
         }
     };
@@ -86,6 +178,25 @@ pub struct Columns<'a> {
 /// the caller, never reachable from user input through `matmul`).
 pub type DotFn = fn(w_row: &[u8], cols: Columns<'_>, out: &mut [f32]);
 
+/// Most weight rows one [`RowsDotFn`] call handles.
+pub const MAX_ROWS: usize = 4;
+
+/// The results of one row tile: `tile[r][c]` = weight row r · column c.
+pub type Tile = [[f32; MAX_COLS]; MAX_ROWS];
+
+/// Up to [`MAX_ROWS`] consecutive weight rows of `row_bytes` each.
+#[derive(Clone, Copy)]
+pub struct WeightRows<'a> {
+    pub bytes: &'a [u8],
+    pub row_bytes: usize,
+}
+
+/// `out[r][c] = row r · column c` for every row of `rows` (1 ..= [`MAX_ROWS`]) and `c < n_cols`
+/// (1 ..= [`MAX_COLS`]): a [`DotFn`] over several weight rows at once, so that each activation
+/// block is loaded once for all of them (what decoding, at one column, needs). Lengths are
+/// checked as for [`DotFn`].
+pub type RowsDotFn = fn(rows: WeightRows<'_>, cols: Columns<'_>, n_cols: usize, out: &mut Tile);
+
 /// How many f32 scale sets [`column_scales`] makes per block for activations of type `partner`:
 /// two for Q8_0 and Q8_1, none for the others.
 pub fn scale_sets(partner: TensorType) -> usize {
@@ -133,6 +244,8 @@ pub struct Kernels {
     pub isa: Isa,
     pub quantize: QuantizeFn,
     pub dot: DotFn,
+    /// The multi-row form of `dot`, where this instruction set has one for the type.
+    pub rows_dot: Option<RowsDotFn>,
 }
 
 impl Kernels {
@@ -155,12 +268,20 @@ impl Kernels {
             #[allow(unreachable_patterns)]
             _ => return None,
         };
+        let rows_dot = match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::rows_kernel(ty),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx512::rows_kernel(ty),
+            _ => None,
+        };
         Some(Kernels {
             weight: ty,
             partner,
             isa,
             quantize,
             dot,
+            rows_dot,
         })
     }
 }
@@ -187,4 +308,34 @@ pub(crate) fn check_dot_args(
         "dot kernel called with inconsistent lengths"
     );
     nb
+}
+
+/// [`check_dot_args`] for a [`RowsDotFn`]: also checks the rows, and returns the number of
+/// blocks in a row and the number of rows.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn check_rows_args(
+    rows: &WeightRows<'_>,
+    w_block: usize,
+    cols: &Columns<'_>,
+    x_block: usize,
+    scale_sets: usize,
+    n_cols: usize,
+) -> (usize, usize) {
+    let n_rows = rows.bytes.len() / rows.row_bytes.max(1);
+    assert!(
+        rows.row_bytes > 0
+            && rows.bytes.len() == n_rows * rows.row_bytes
+            && (1..=MAX_ROWS).contains(&n_rows),
+        "row dot kernel called with inconsistent rows"
+    );
+    let nb = check_dot_args(
+        &rows.bytes[..rows.row_bytes],
+        w_block,
+        cols,
+        x_block,
+        scale_sets,
+        n_cols,
+    );
+    (nb, n_rows)
 }
