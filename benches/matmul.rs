@@ -14,6 +14,9 @@ use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use criterion::{black_box, Criterion};
+use latte::backend::cpu::dot::packed_q4_0_kernel;
+use latte::backend::cpu::matmul::matmul_packed;
+use latte::backend::cpu::packed::PackedQ4_0;
 use latte::backend::cpu::{matmul_with_isa, Isa, MatmulScratch};
 use latte::dtype::TensorType;
 use latte::tensor::TensorView;
@@ -29,6 +32,8 @@ const NS: [usize; 3] = [1, 128, 512];
 
 struct Row {
     ty: TensorType,
+    /// Ours on the repacked layout the CPU backend makes of resident Q4_0 matrices.
+    repacked: bool,
     k: usize,
     m: usize,
     n: usize,
@@ -127,6 +132,14 @@ fn main() {
                 let ours = measure(&mut c, &format!("{name}/ours"), samples, || {
                     matmul_with_isa(isa, &view, black_box(&x), n, &mut y, &mut scratch).unwrap();
                 });
+                let packed = PackedQ4_0::pack(&view).filter(|_| packed_q4_0_kernel(isa).is_some());
+                let repacked = packed.map(|packed| {
+                    measure(&mut c, &format!("{name}/ours-repacked"), samples, || {
+                        matmul_packed(isa, &packed, black_box(&x), n, &mut y, &mut scratch)
+                            .expect("a packed kernel")
+                            .unwrap();
+                    })
+                });
                 #[cfg(feature = "ggml-peer")]
                 let ggml = {
                     let mut g = ggml_peer::GgmlMatmul::new(ty, k, m, n, &w, threads);
@@ -136,8 +149,21 @@ fn main() {
                 };
                 #[cfg(not(feature = "ggml-peer"))]
                 let ggml = None;
+                if let Some(ours) = repacked {
+                    rows.push(Row {
+                        ty,
+                        repacked: true,
+                        k,
+                        m,
+                        n,
+                        weight_bytes: w.len(),
+                        ours,
+                        ggml,
+                    });
+                }
                 rows.push(Row {
                     ty,
+                    repacked: false,
                     k,
                     m,
                     n,
@@ -171,8 +197,9 @@ fn print_table(rows: &[Row]) {
             _ => "-".into(),
         };
         println!(
-            "| {} | {}x{} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {}{} | {}x{} | {} | {} | {} | {} | {} | {} | {} |",
             r.ty,
+            if r.repacked { " repacked" } else { "" },
             r.k,
             r.m,
             r.n,

@@ -307,11 +307,7 @@ fn results_do_not_depend_on_tiling_or_threads() {
                     assert_eq!(a, b, "{ty} {isa}: column {j} alone, row {i}");
                 }
             }
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(1)
-                .build()
-                .unwrap();
-            let one_thread = pool.install(|| run(&w, m, &x, n));
+            let one_thread = on_one_thread(|| run(&w, m, &x, n));
             let same = one_thread
                 .iter()
                 .zip(&full)
@@ -319,4 +315,77 @@ fn results_do_not_depend_on_tiling_or_threads() {
             assert!(same, "{ty} {isa}: one thread differs from the pool");
         }
     }
+}
+
+/// Repacked Q4_0 (`packed`): every packed kernel against the scalar kernel on the file's layout
+/// (same integer sums, another f32 order: `SIMD_TOL`), and, since each output is summed in block
+/// order whatever the batch, bit-identical for a column alone and on one thread.
+#[test]
+fn packed_q4_0_matches_scalar_and_does_not_depend_on_batch_or_threads() {
+    use latte::backend::cpu::dot::packed_q4_0_kernel;
+    use latte::backend::cpu::matmul::matmul_packed;
+    use latte::backend::cpu::packed::PackedQ4_0;
+    let ty = TensorType::Q4_0;
+    let packing: Vec<Isa> = Isa::supported()
+        .filter(|&i| packed_q4_0_kernel(i).is_some())
+        .collect();
+    if cfg!(target_arch = "x86_64") {
+        assert!(!packing.is_empty(), "no packed Q4_0 kernel on x86-64");
+    }
+    let mut rng = Rng::new(7);
+    for (k, m) in [(32, 8), (256, 24), (1024, 40)] {
+        let w = weight_bytes(ty, k, m, &mut rng);
+        let view = TensorView::new("w", ty, &[k as u64, m as u64], &w).unwrap();
+        let packed = PackedQ4_0::pack(&view).unwrap();
+        for n in [1, 2, 3, 4, 5, 9] {
+            let x = rng.activations(k * n);
+            let case = Case {
+                ty,
+                k,
+                m,
+                n,
+                w: w.clone(),
+                x: x.clone(),
+            };
+            let want: Vec<f64> = case.run(Isa::Scalar).iter().map(|&v| v as f64).collect();
+            let (_, scale) = case.reference();
+            for &isa in &packing {
+                let run = |x: &[f32], cols: usize| {
+                    let mut y = vec![f32::NAN; cols * m];
+                    matmul_packed(isa, &packed, x, cols, &mut y, &mut MatmulScratch::new())
+                        .expect("a packed kernel")
+                        .unwrap();
+                    y
+                };
+                let got = run(&x, n);
+                let what = format!("packed Q4_0 {isa} k={k} m={m} n={n}");
+                assert_close(&what, &got, &want, &scale, SIMD_TOL);
+                for j in [0, n - 1] {
+                    let alone = run(&x[j * k..][..k], 1);
+                    for i in 0..m {
+                        let (a, b) = (alone[i].to_bits(), got[j * m + i].to_bits());
+                        assert_eq!(a, b, "{what}: column {j} alone, row {i}");
+                    }
+                }
+                let one_thread = on_one_thread(|| run(&x, n));
+                let same = one_thread
+                    .iter()
+                    .zip(&got)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{what}: one thread differs from the pool");
+                let mut y = vec![0.0; n * m + 1];
+                let wrong = matmul_packed(isa, &packed, &x, n, &mut y, &mut MatmulScratch::new());
+                assert!(matches!(wrong, Some(Err(MatmulError::YShape { .. }))));
+            }
+        }
+    }
+}
+
+/// `f` on a pool of one thread.
+fn on_one_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    pool.install(f)
 }

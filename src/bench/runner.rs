@@ -12,7 +12,7 @@ use thiserror::Error;
 use crate::backend::Backend;
 use crate::model::dcae::{Decoder, DecoderScratch};
 use crate::model::flow::FlowConfig;
-use crate::model::text::TextModel;
+use crate::model::text::{TextConfig, TextModel};
 use crate::model::{ModelError, ModelFile};
 use crate::output::TemporaryPath;
 use crate::pipeline::describe::{DescribeError, Describer};
@@ -466,7 +466,7 @@ fn prompt_ids(
     uncond: &str,
 ) -> Result<(Vec<u32>, Vec<u32>), BenchError> {
     if file.get("tokenizer.ggml.model").is_none() {
-        let vocab = TextModel::load(file)?.config().vocab;
+        let vocab = TextConfig::from_file(file)?.vocab;
         let ids = benchmark_tokens(19, vocab);
         return Ok((ids[..14].to_vec(), ids[14..].to_vec()));
     }

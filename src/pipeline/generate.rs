@@ -14,7 +14,7 @@
 
 use std::time::Instant;
 
-use crate::backend::cpu::{CpuBackend, CPU};
+use crate::backend::cpu::{CpuBackend, CPU, CPU_MAPPED};
 use crate::backend::Backend;
 use crate::image::RgbImage;
 use crate::model::dcae::{Decoder, DecoderScratch};
@@ -193,9 +193,11 @@ impl<'f, B: Backend> Generator<'f, B> {
         // What the process holds before loading: the baseline of every phase's predicted peak.
         let baseline = process_memory::current_rss().unwrap_or(0);
         let planner = GenerationPlanner::new(backend, file, policy, baseline)?;
-        let context_replica = Replica::load(file)?;
+        // The text model and the context replica compute on the file's layout: their pages are
+        // released after the prompt phase, which a repacked copy would keep in memory.
+        let context_replica = Replica::load_on(&CPU_MAPPED, file)?;
         let (replica, shared_device_bytes) = load_replica_measured(backend, file)?;
-        let text = TextModel::load(file)?;
+        let text = TextModel::load_on(&CPU_MAPPED, file)?;
         // Fail now, not after sampling, when the decoder is missing or malformed or the parts
         // do not fit together: its shapes only (no dequantized copy of its weights).
         let decoder = Decoder::load_on(&crate::backend::shape_only::SHAPE_ONLY, file)?;

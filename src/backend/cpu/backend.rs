@@ -1,5 +1,6 @@
-//! [`CpuBackend`]: the CPU kernels (`matmul`, `ops`) behind the [`Backend`] interface, unchanged:
-//! buffers are `Vec<f32>`, weights are views of the mapped file (zero copy), convolution kernels
+//! [`CpuBackend`]: the CPU kernels (`matmul`, `ops`) behind the [`Backend`] interface: buffers
+//! are `Vec<f32>`, weights are views of the mapped file (zero copy; resident Q4_0 matrices also
+//! repacked once, see `packed`, unless the backend is [`CPU_MAPPED`]), convolution kernels
 //! are f32 (borrowed when stored as F32, dequantized once otherwise), and every op calls the same
 //! function the models called before the interface existed, so results are bit for bit the same.
 //!
@@ -13,9 +14,11 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::dot::packed_q4_0_kernel;
 use super::isa::Isa;
-use super::matmul::{matmul_with_isa, MatmulScratch};
+use super::matmul::{matmul_packed, matmul_with_isa, MatmulScratch};
 use super::ops::{self, AttentionScratch, ConvScratch, RopeTable};
+use super::packed::PackedQ4_0;
 use crate::backend::op_error::{check_len, checked_product, param};
 use crate::backend::{
     AttentionShape, Backend, BackendError, Conv2d, Mask, Placement, ScoreBlock, ScratchSizes,
@@ -24,17 +27,32 @@ use crate::backend::{
 use crate::tensor::TensorView;
 
 /// The CPU backend, on one instruction set (the best one this CPU has unless chosen).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct CpuBackend {
     isa: Option<Isa>,
+    /// Whether resident (`Placement::Shared`) Q4_0 matrices are repacked at load (`packed`).
+    repack: bool,
 }
 
-/// The CPU backend on this CPU's best instruction set.
-pub static CPU: CpuBackend = CpuBackend { isa: None };
+/// The CPU backend on this CPU's best instruction set; it repacks resident Q4_0 matrices where
+/// the instruction set has packed kernels (x86), as llama.cpp's CPU_REPACK does.
+pub static CPU: CpuBackend = CpuBackend {
+    isa: None,
+    repack: true,
+};
 
-/// A matmul weight: the file's view.
+/// [`CPU`] computing on the file's layout only: every weight stays a view of the mapped file, so
+/// its pages can be released and read again (what generation does with the text model between
+/// phases).
+pub static CPU_MAPPED: CpuBackend = CpuBackend {
+    isa: None,
+    repack: false,
+};
+
+/// A matmul weight: the file's view, and its repacked copy where the backend made one.
 pub struct CpuWeight<'a> {
     pub view: TensorView<'a>,
+    pub packed: Option<PackedQ4_0>,
 }
 
 #[derive(Default)]
@@ -61,7 +79,10 @@ const PAR_CHUNK: usize = 1 << 15;
 impl CpuBackend {
     /// The backend on a chosen instruction set (tests pin [`Isa::Scalar`] or each SIMD family).
     pub const fn with_isa(isa: Isa) -> Self {
-        CpuBackend { isa: Some(isa) }
+        CpuBackend {
+            isa: Some(isa),
+            repack: true,
+        }
     }
 
     pub fn isa(&self) -> Isa {
@@ -204,9 +225,19 @@ impl Backend for CpuBackend {
     fn weight<'a>(
         &self,
         tensor: TensorView<'a>,
-        _placement: Placement,
+        placement: Placement,
     ) -> Result<CpuWeight<'a>, BackendError> {
-        Ok(CpuWeight { view: tensor })
+        // Group weights stay views: a group is resident only during its steps, and its pages are
+        // released and read again, which a copy would defeat.
+        let packed = (self.repack
+            && placement == Placement::Shared
+            && packed_q4_0_kernel(self.isa()).is_some())
+        .then(|| PackedQ4_0::pack(&tensor))
+        .flatten();
+        Ok(CpuWeight {
+            view: tensor,
+            packed,
+        })
     }
 
     fn conv_weight<'a>(
@@ -260,7 +291,14 @@ impl Backend for CpuBackend {
         bias: Option<Slice<'_, Vec<f32>>>,
     ) -> Result<(), BackendError> {
         let y = host_mut(y);
-        with_scratch(|s| matmul_with_isa(self.isa(), &weight.view, host(&x), n, y, &mut s.matmul))?;
+        let (isa, x) = (self.isa(), host(&x));
+        with_scratch(|s| {
+            let packed = weight
+                .packed
+                .as_ref()
+                .and_then(|p| matmul_packed(isa, p, x, n, y, &mut s.matmul));
+            packed.unwrap_or_else(|| matmul_with_isa(isa, &weight.view, x, n, y, &mut s.matmul))
+        })?;
         if let Some(bias) = bias {
             let bias = host(&bias);
             check_len("matmul", "bias", weight.view.n_rows(), bias.len())?;

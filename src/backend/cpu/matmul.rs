@@ -9,9 +9,11 @@ use rayon::prelude::*;
 use thiserror::Error;
 
 use crate::backend::cpu::dot::{
-    column_scales, scale_sets, Columns, Kernels, Tile, WeightRows, MAX_COLS, MAX_ROWS,
+    column_scales, packed_q4_0_kernel, scale_sets, Columns, Kernels, PackedTile, Tile, WeightRows,
+    MAX_COLS, MAX_ROWS,
 };
 use crate::backend::cpu::isa::Isa;
+use crate::backend::cpu::packed::{PackedQ4_0, PACK_ROWS};
 use crate::dtype::TensorType;
 use crate::tensor::TensorView;
 
@@ -131,36 +133,11 @@ pub fn matmul_with_isa(
     if n == 0 || m == 0 {
         return Ok(());
     }
-    // k is a whole number of weight blocks (the view checked it), and partner blocks are never
-    // longer than weight blocks, so this is a whole number of partner blocks.
-    let col_bytes = kernels
-        .partner
-        .row_bytes(k as u64)
-        .and_then(|b| usize::try_from(b).ok())
-        .ok_or(MatmulError::ScratchTooLarge { bytes: u128::MAX })?;
-    let total = col_bytes
-        .checked_mul(n)
-        .ok_or(MatmulError::ScratchTooLarge {
-            bytes: col_bytes as u128 * n as u128,
-        })?;
     if k == 0 {
         y.fill(0.0);
         return Ok(());
     }
-
-    let nb = k / kernels.partner.block_size();
-    let group_scales = scale_sets(kernels.partner) * nb * MAX_COLS;
-    let n_groups = n.div_ceil(MAX_COLS);
-    let (cols, scales) = scratch.buffers(total, group_scales * n_groups);
-    quantize_columns(&kernels, x, k, cols, col_bytes);
-    if group_scales > 0 {
-        for (g, out) in scales.chunks_exact_mut(group_scales).enumerate() {
-            let c0 = g * MAX_COLS;
-            let nc = (n - c0).min(MAX_COLS);
-            column_scales(kernels.partner, &cols[c0 * col_bytes..], col_bytes, nc, out);
-        }
-    }
-    let (cols, scales): (&[u8], &[f32]) = (cols, scales);
+    let columns = quantized_columns(&kernels, x, n, k, scratch)?;
 
     let w = weight.bytes();
     let w_row_bytes = w.len() / m;
@@ -180,11 +157,7 @@ pub fn matmul_with_isa(
         // weight rows (about TASK_WORK bytes) stay in L2 across groups.
         for c0 in (0..n).step_by(MAX_COLS) {
             let nc = (n - c0).min(MAX_COLS);
-            let group = Columns {
-                bytes: &cols[c0 * col_bytes..(c0 + nc) * col_bytes],
-                col_bytes,
-                scales: &scales[c0 / MAX_COLS * group_scales..][..group_scales],
-            };
+            let group = columns.group(c0, nc);
             for i0 in (r0..r1).step_by(row_step) {
                 let nr = (r1 - i0).min(row_step);
                 let rows = &w[i0 * w_row_bytes..(i0 + nr) * w_row_bytes];
@@ -207,6 +180,114 @@ pub fn matmul_with_isa(
         }
     });
     Ok(())
+}
+
+/// The activations in the dot partner type and their scales per group of MAX_COLS columns.
+struct QuantizedColumns<'s> {
+    bytes: &'s [u8],
+    scales: &'s [f32],
+    col_bytes: usize,
+    group_scales: usize,
+}
+
+impl<'s> QuantizedColumns<'s> {
+    /// The `nc` columns from `c0` (a multiple of MAX_COLS), as a kernel takes them.
+    fn group(&self, c0: usize, nc: usize) -> Columns<'s> {
+        Columns {
+            bytes: &self.bytes[c0 * self.col_bytes..(c0 + nc) * self.col_bytes],
+            col_bytes: self.col_bytes,
+            scales: &self.scales[c0 / MAX_COLS * self.group_scales..][..self.group_scales],
+        }
+    }
+}
+
+/// `x` quantized into `scratch` for `kernels`, with its column scales.
+fn quantized_columns<'s>(
+    kernels: &Kernels,
+    x: &[f32],
+    n: usize,
+    k: usize,
+    scratch: &'s mut MatmulScratch,
+) -> Result<QuantizedColumns<'s>, MatmulError> {
+    // k is a whole number of weight blocks (the caller checked it), and partner blocks are never
+    // longer than weight blocks, so this is a whole number of partner blocks.
+    let col_bytes = kernels
+        .partner
+        .row_bytes(k as u64)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or(MatmulError::ScratchTooLarge { bytes: u128::MAX })?;
+    let total = col_bytes
+        .checked_mul(n)
+        .ok_or(MatmulError::ScratchTooLarge {
+            bytes: col_bytes as u128 * n as u128,
+        })?;
+    let nb = k / kernels.partner.block_size();
+    let group_scales = scale_sets(kernels.partner) * nb * MAX_COLS;
+    let n_groups = n.div_ceil(MAX_COLS);
+    let (cols, scales) = scratch.buffers(total, group_scales * n_groups);
+    quantize_columns(kernels, x, k, cols, col_bytes);
+    if group_scales > 0 {
+        for (g, out) in scales.chunks_exact_mut(group_scales).enumerate() {
+            let c0 = g * MAX_COLS;
+            let nc = (n - c0).min(MAX_COLS);
+            column_scales(kernels.partner, &cols[c0 * col_bytes..], col_bytes, nc, out);
+        }
+    }
+    Ok(QuantizedColumns {
+        bytes: cols,
+        scales,
+        col_bytes,
+        group_scales,
+    })
+}
+
+/// [`matmul_with_isa`] on a repacked Q4_0 weight (`packed`), with the packed kernel of `isa`:
+/// `None` when `isa` has none (the caller computes on the file's layout then).
+pub fn matmul_packed(
+    isa: Isa,
+    packed: &PackedQ4_0,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    scratch: &mut MatmulScratch,
+) -> Option<Result<(), MatmulError>> {
+    let dot = packed_q4_0_kernel(isa)?;
+    let kernels = Kernels::new(TensorType::Q4_0, isa)?;
+    let (k, m) = (packed.row_len(), packed.rows());
+    Some((|| {
+        if n.checked_mul(k) != Some(x.len()) {
+            return Err(MatmulError::XShape { got: x.len(), n, k });
+        }
+        if n.checked_mul(m) != Some(y.len()) {
+            return Err(MatmulError::YShape { got: y.len(), n, m });
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let columns = quantized_columns(&kernels, x, n, k, scratch)?;
+        let out = DisjointOut::new(y);
+        let group_bytes = packed.group(0).len() / PACK_ROWS;
+        let task_rows = rows_per_task(m, group_bytes, n).next_multiple_of(PACK_ROWS);
+        let n_tasks = m.div_ceil(task_rows);
+        (0..n_tasks).into_par_iter().for_each(|task| {
+            let rows = task * task_rows..((task + 1) * task_rows).min(m);
+            let (g0, g1) = (rows.start / PACK_ROWS, rows.end / PACK_ROWS);
+            let mut tile: PackedTile = [[0.0; MAX_COLS]; PACK_ROWS];
+            for c0 in (0..n).step_by(MAX_COLS) {
+                let nc = (n - c0).min(MAX_COLS);
+                let group = columns.group(c0, nc);
+                for g in g0..g1 {
+                    dot(packed.group(g), group, nc, &mut tile);
+                    for (r, results) in tile.iter().enumerate() {
+                        for (c, v) in results[..nc].iter().enumerate() {
+                            out.write((c0 + c) * m + g * PACK_ROWS + r, *v);
+                        }
+                    }
+                }
+            }
+        });
+        Ok(())
+    })())
 }
 
 /// Converts the n activation rows into the dot partner type, in parallel for big batches.

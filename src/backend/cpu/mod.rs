@@ -6,7 +6,8 @@ pub mod dot;
 pub mod isa;
 pub mod matmul;
 pub mod ops;
+pub mod packed;
 
-pub use backend::{CpuBackend, CpuWeight, CPU};
+pub use backend::{CpuBackend, CpuWeight, CPU, CPU_MAPPED};
 pub use isa::Isa;
 pub use matmul::{matmul, matmul_with_isa, MatmulError, MatmulScratch};

@@ -1,4 +1,4 @@
-//! AVX-512 kernels (F, BW, VL, VNNI): the Q8_0 and Q4_0 dots with `vpdpbusd`, which fuses the
+//! AVX-512 kernels (F, BW, VL, VNNI): the Q8_0, Q4_0 and packed Q4_0 dots with `vpdpbusd`, which fuses the
 //! AVX2 path's multiply–add pair into one instruction. Every other type uses the AVX2 kernels,
 //! which every AVX-512 CPU can run.
 //!
@@ -14,8 +14,8 @@ use std::arch::x86_64::*;
 
 use super::avx2::{self, f16_at, unpack_nibbles, unsigned_tile};
 use super::{
-    check_dot_args, check_rows_args, Columns, DotFn, QuantizeFn, RowsDotFn, Tile, WeightRows,
-    MAX_COLS,
+    check_dot_args, check_packed_args, check_rows_args, Columns, DotFn, PackedTile, QuantizeFn,
+    RowsDotFn, Tile, WeightRows, MAX_COLS,
 };
 use crate::dtype::TensorType;
 
@@ -40,6 +40,9 @@ row_tiled_dot!(rows_q8_0, q8_0_rows, 34, 34, 2);
 row_tiled_dot!(rows_q4_0, q4_0_rows, 18, 34, 2);
 tiled_dot!(dot_q8_0, rows q8_0_rows, 34, 34, 2);
 tiled_dot!(dot_q4_0, rows q4_0_rows, 18, 34, 2);
+
+// The packed Q4_0 kernel on AVX512-VNNI: `vpdpbusd` (unsigned nibbles × signed activations).
+packed_q4_0_dot!(packed_q4_0, |acc, u, y| dpbusd(acc, u, y));
 
 /// `acc + Σ₄ a·b` per i32 lane (u8 `a`, i8 `b`): AVX512-VNNI `vpdpbusd` on ymm registers.
 ///

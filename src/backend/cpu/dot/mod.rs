@@ -7,14 +7,43 @@
 //! scales are applied in f32. A kernel handles several activation columns per call so that each
 //! weight block is loaded and unpacked once for all of them (register tiling); where a type has a
 //! [`RowsDotFn`], several weight rows per call too, so that each activation block is loaded once
-//! for all of them (what decoding, at one column, is bound by).
+//! for all of them (what decoding, at one column, is bound by). Q4_0 repacked eight rows at a
+//! time (`packed`) has a [`PackedDotFn`] on x86.
 //!
 //! The [`Kernels`] table is only handed out for an [`Isa`] the CPU supports, which is what makes
 //! calling the `#[target_feature]` functions behind it sound. This module does no threading and
 //! no allocation; `matmul` drives it.
 
 use crate::backend::cpu::isa::Isa;
+#[cfg(target_arch = "x86_64")]
+use crate::backend::cpu::packed::PACKED_BLOCK;
+use crate::backend::cpu::packed::PACK_ROWS;
 use crate::dtype::TensorType;
+
+/// Defines the safe [`PackedDotFn`] `$name` over `avx2::packed_q4_0_columns` with the byte dot
+/// `$dot` (`acc + Σ₄ u·y` per i32 lane, unsigned u, signed y) of one x86 family.
+#[cfg(target_arch = "x86_64")]
+macro_rules! packed_q4_0_dot {
+    ($name:ident, $dot:expr) => {
+        pub(crate) fn $name(group: &[u8], cols: Columns<'_>, n_cols: usize, out: &mut PackedTile) {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn run(
+                nb: usize,
+                w: *const u8,
+                cols: &Columns<'_>,
+                n_cols: usize,
+                out: &mut PackedTile,
+            ) {
+                super::avx2::packed_q4_0_columns(nb, w, cols, n_cols, out, $dot)
+            }
+            let nb = check_packed_args(group, &cols, n_cols);
+            // SAFETY: only reachable where the module's features were detected
+            // (`packed_q4_0_kernel`); check_packed_args bounds the group, the n_cols columns
+            // and their scales.
+            unsafe { run(nb, group.as_ptr(), &cols, n_cols, out) }
+        }
+    };
+}
 
 /// Defines the safe [`DotFn`] `$name` over a SIMD module's tiled kernel `$tile::<C>` (C = number
 /// of columns, 1 ..= 4), which reads `nb` weight blocks of `$w_block` bytes, C columns of `nb`
@@ -196,6 +225,47 @@ pub struct WeightRows<'a> {
 /// block is loaded once for all of them (what decoding, at one column, needs). Lengths are
 /// checked as for [`DotFn`].
 pub type RowsDotFn = fn(rows: WeightRows<'_>, cols: Columns<'_>, n_cols: usize, out: &mut Tile);
+
+/// The results of one packed row group: `tile[r][c]` = row r of the group · column c.
+pub type PackedTile = [[f32; MAX_COLS]; PACK_ROWS];
+
+/// `out[r][c] = row r · column c` for the [`PACK_ROWS`] rows of one row group of a
+/// [`PackedQ4_0`](super::packed::PackedQ4_0) (`group`: its blocks) and `c < n_cols`
+/// (1 ..= [`MAX_COLS`]), against Q8_0 columns. Each output is summed in block order (the block's
+/// integer dot is exact), whatever `n_cols`, so results do not depend on the batch.
+pub type PackedDotFn = fn(group: &[u8], cols: Columns<'_>, n_cols: usize, out: &mut PackedTile);
+
+/// The packed Q4_0 kernel of `isa`: the x86 families have one; others compute on the file's
+/// layout.
+pub fn packed_q4_0_kernel(isa: Isa) -> Option<PackedDotFn> {
+    if !isa.is_supported() {
+        return None;
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Some(avx2::packed_q4_0),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => Some(avx512::packed_q4_0),
+        _ => None,
+    }
+}
+
+/// [`check_dot_args`] for a [`PackedDotFn`]; returns the number of blocks per row.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn check_packed_args(group: &[u8], cols: &Columns<'_>, n_cols: usize) -> usize {
+    let nb = group.len() / PACKED_BLOCK;
+    assert!(
+        nb > 0
+            && group.len() == nb * PACKED_BLOCK
+            && cols.col_bytes == nb * 34
+            && (1..=MAX_COLS).contains(&n_cols)
+            && cols.bytes.len() >= n_cols * cols.col_bytes
+            && cols.scales.len() >= 2 * nb * MAX_COLS,
+        "packed dot kernel called with inconsistent lengths"
+    );
+    nb
+}
 
 /// How many f32 scale sets [`column_scales`] makes per block for activations of type `partner`:
 /// two for Q8_0 and Q8_1, none for the others.
