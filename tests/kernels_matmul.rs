@@ -353,7 +353,6 @@ fn packed_q4_0_matches_scalar_and_does_not_depend_on_batch_or_threads() {
                 let run = |x: &[f32], cols: usize| {
                     let mut y = vec![f32::NAN; cols * m];
                     matmul_packed(isa, &packed, x, cols, &mut y, &mut MatmulScratch::new())
-                        .expect("a packed kernel")
                         .unwrap();
                     y
                 };
@@ -375,7 +374,17 @@ fn packed_q4_0_matches_scalar_and_does_not_depend_on_batch_or_threads() {
                 assert!(same, "{what}: one thread differs from the pool");
                 let mut y = vec![0.0; n * m + 1];
                 let wrong = matmul_packed(isa, &packed, &x, n, &mut y, &mut MatmulScratch::new());
-                assert!(matches!(wrong, Some(Err(MatmulError::YShape { .. }))));
+                assert!(matches!(wrong, Err(MatmulError::YShape { .. })));
+                let mut y = vec![0.0; n * m];
+                let scalar = matmul_packed(
+                    Isa::Scalar,
+                    &packed,
+                    &x,
+                    n,
+                    &mut y,
+                    &mut MatmulScratch::new(),
+                );
+                assert!(matches!(scalar, Err(MatmulError::UnsupportedIsa { .. })));
             }
         }
     }

@@ -292,12 +292,10 @@ impl Backend for CpuBackend {
     ) -> Result<(), BackendError> {
         let y = host_mut(y);
         let (isa, x) = (self.isa(), host(&x));
-        with_scratch(|s| {
-            let packed = weight
-                .packed
-                .as_ref()
-                .and_then(|p| matmul_packed(isa, p, x, n, y, &mut s.matmul));
-            packed.unwrap_or_else(|| matmul_with_isa(isa, &weight.view, x, n, y, &mut s.matmul))
+        // A packed copy exists only where `weight` found a packed kernel for this ISA.
+        with_scratch(|s| match &weight.packed {
+            Some(packed) => matmul_packed(isa, packed, x, n, y, &mut s.matmul),
+            None => matmul_with_isa(isa, &weight.view, x, n, y, &mut s.matmul),
         })?;
         if let Some(bias) = bias {
             let bias = host(&bias);

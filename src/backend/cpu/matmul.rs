@@ -124,12 +124,7 @@ pub fn matmul_with_isa(
         name: weight.name().into(),
         ty,
     })?;
-    if n.checked_mul(k) != Some(x.len()) {
-        return Err(MatmulError::XShape { got: x.len(), n, k });
-    }
-    if n.checked_mul(m) != Some(y.len()) {
-        return Err(MatmulError::YShape { got: y.len(), n, m });
-    }
+    check_shapes(x, y, n, k, m)?;
     if n == 0 || m == 0 {
         return Ok(());
     }
@@ -241,8 +236,19 @@ fn quantized_columns<'s>(
     })
 }
 
-/// [`matmul_with_isa`] on a repacked Q4_0 weight (`packed`), with the packed kernel of `isa`:
-/// `None` when `isa` has none (the caller computes on the file's layout then).
+/// `x` holds n rows of k values and `y` room for n rows of m.
+fn check_shapes(x: &[f32], y: &[f32], n: usize, k: usize, m: usize) -> Result<(), MatmulError> {
+    if n.checked_mul(k) != Some(x.len()) {
+        return Err(MatmulError::XShape { got: x.len(), n, k });
+    }
+    if n.checked_mul(m) != Some(y.len()) {
+        return Err(MatmulError::YShape { got: y.len(), n, m });
+    }
+    Ok(())
+}
+
+/// [`matmul_with_isa`] on a repacked Q4_0 weight (`packed`), with the packed kernel of `isa`
+/// (`UnsupportedIsa` where it has none: the x86 families have one).
 pub fn matmul_packed(
     isa: Isa,
     packed: &PackedQ4_0,
@@ -250,44 +256,36 @@ pub fn matmul_packed(
     n: usize,
     y: &mut [f32],
     scratch: &mut MatmulScratch,
-) -> Option<Result<(), MatmulError>> {
-    let dot = packed_q4_0_kernel(isa)?;
-    let kernels = Kernels::new(TensorType::Q4_0, isa)?;
+) -> Result<(), MatmulError> {
+    let unsupported = || MatmulError::UnsupportedIsa { isa };
+    let dot = packed_q4_0_kernel(isa).ok_or_else(unsupported)?;
+    let kernels = Kernels::new(TensorType::Q4_0, isa).ok_or_else(unsupported)?;
     let (k, m) = (packed.row_len(), packed.rows());
-    Some((|| {
-        if n.checked_mul(k) != Some(x.len()) {
-            return Err(MatmulError::XShape { got: x.len(), n, k });
-        }
-        if n.checked_mul(m) != Some(y.len()) {
-            return Err(MatmulError::YShape { got: y.len(), n, m });
-        }
-        if n == 0 {
-            return Ok(());
-        }
-        let columns = quantized_columns(&kernels, x, n, k, scratch)?;
-        let out = DisjointOut::new(y);
-        let group_bytes = packed.group(0).len() / PACK_ROWS;
-        let task_rows = rows_per_task(m, group_bytes, n).next_multiple_of(PACK_ROWS);
-        let n_tasks = m.div_ceil(task_rows);
-        (0..n_tasks).into_par_iter().for_each(|task| {
-            let rows = task * task_rows..((task + 1) * task_rows).min(m);
-            let (g0, g1) = (rows.start / PACK_ROWS, rows.end / PACK_ROWS);
-            let mut tile: PackedTile = [[0.0; MAX_COLS]; PACK_ROWS];
-            for c0 in (0..n).step_by(MAX_COLS) {
-                let nc = (n - c0).min(MAX_COLS);
-                let group = columns.group(c0, nc);
-                for g in g0..g1 {
-                    dot(packed.group(g), group, nc, &mut tile);
-                    for (r, results) in tile.iter().enumerate() {
-                        for (c, v) in results[..nc].iter().enumerate() {
-                            out.write((c0 + c) * m + g * PACK_ROWS + r, *v);
-                        }
+    check_shapes(x, y, n, k, m)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let columns = quantized_columns(&kernels, x, n, k, scratch)?;
+    let out = DisjointOut::new(y);
+    let task_rows = rows_per_task(m, packed.held_bytes() / m, n).next_multiple_of(PACK_ROWS);
+    let n_tasks = m.div_ceil(task_rows);
+    (0..n_tasks).into_par_iter().for_each(|task| {
+        let rows = task * task_rows..((task + 1) * task_rows).min(m);
+        let mut tile: PackedTile = [[0.0; MAX_COLS]; PACK_ROWS];
+        for c0 in (0..n).step_by(MAX_COLS) {
+            let nc = (n - c0).min(MAX_COLS);
+            let group = columns.group(c0, nc);
+            for g in rows.start / PACK_ROWS..rows.end / PACK_ROWS {
+                dot(packed.group(g), group, nc, &mut tile);
+                for (r, results) in tile.iter().enumerate() {
+                    for (c, v) in results[..nc].iter().enumerate() {
+                        out.write((c0 + c) * m + g * PACK_ROWS + r, *v);
                     }
                 }
             }
-        });
-        Ok(())
-    })())
+        }
+    });
+    Ok(())
 }
 
 /// Converts the n activation rows into the dot partner type, in parallel for big batches.

@@ -2,9 +2,10 @@
 //! `dot::packed_q4_0_kernel` runs: for each group of 8 rows and each block, the 8 row scales side
 //! by side, then the 8 rows' nibbles interleaved 4 bytes at a time. One 32-byte load then holds 4
 //! weights of every row, so a single broadcast activation word feeds 8 rows' dot products, and
-//! the 8 scales convert and multiply as one vector: about a third of the instructions per weight
-//! of the row-major kernels, which decoding on x86 is bound by (the idea of ggml's CPU_REPACK;
-//! this layout and its kernels are ours).
+//! the 8 scales convert and multiply as one vector, once per block: fewer instructions per weight
+//! than the row-major kernels, which run from L3 at only 14 GB/s (docs/BENCHMARKS.md: the packed
+//! kernels take 2.0–3.7× less time). The idea is ggml's CPU_REPACK; this layout and its kernels
+//! are ours.
 //!
 //! This module owns the layout and the packing; it must not compute products (`matmul` and
 //! `dot` do). The copy lives in anonymous memory; the file's pages it was made from are handed
