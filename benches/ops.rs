@@ -3,9 +3,11 @@
 //! Run: `cargo bench --bench ops`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use latte::backend::cpu::isa::Isa;
+use latte::backend::cpu::ops::gemm::MicroKernel;
 use latte::backend::cpu::ops::{
-    attention, conv2d_with_scratch, kernels, rms_norm, silu, softmax_rows, AttentionScratch,
-    AttentionShape, BiasMode, BlockBias, Conv2d, ConvScratch, Mask,
+    attention, conv2d_with_kernel, conv2d_with_scratch, kernels, rms_norm, silu, softmax_rows,
+    AttentionScratch, AttentionShape, BiasMode, BlockBias, Conv2d, ConvScratch, Mask,
 };
 use std::hint::black_box;
 
@@ -139,6 +141,29 @@ fn bench_conv(c: &mut Criterion) {
         g.bench_function(name, |bch| {
             bch.iter(|| {
                 conv2d_with_scratch(
+                    &conv,
+                    &x,
+                    [side, side],
+                    &w,
+                    Some(&b),
+                    &mut out,
+                    &mut scratch,
+                )
+                .unwrap()
+            })
+        });
+        // The same product on BF16 dot products, where this CPU has them (BF16-stored weights;
+        // depthwise convolutions are not GEMMs and stay f32).
+        let Some(kernel) = MicroKernel::bf16_for(Isa::detect()) else {
+            continue;
+        };
+        if conv.is_depthwise() {
+            continue;
+        }
+        g.bench_function(format!("{name}_bf16"), |bch| {
+            bch.iter(|| {
+                conv2d_with_kernel(
+                    kernel,
                     &conv,
                     &x,
                     [side, side],

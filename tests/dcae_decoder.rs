@@ -22,8 +22,13 @@ use latte::model::ModelFile;
 const TOLERANCE: f32 = 1e-4;
 
 fn base_gguf(dir: &std::path::Path) -> std::path::PathBuf {
-    let options = QuantizeOptions::parse("f32", &[]).unwrap();
-    let out = dir.join("base.gguf");
+    base_gguf_as(dir, "f32")
+}
+
+/// The base fixture converted with every tensor stored as `ty`.
+fn base_gguf_as(dir: &std::path::Path, ty: &str) -> std::path::PathBuf {
+    let options = QuantizeOptions::parse(ty, &[]).unwrap();
+    let out = dir.join(format!("base-{ty}.gguf"));
     let checkpoint = root().join("tests/fixtures/reference/base/checkpoint");
     Checkpoint::plan(&checkpoint, &options)
         .unwrap()
@@ -236,6 +241,35 @@ fn dcae_fixtures_decode_as_diffusers() {
             assert!(held >= predicted, "{name}");
         }
     }
+}
+
+/// Weights stored as BF16 compute with BF16 dot products where the CPU has them (AVX-512 BF16:
+/// activations rounded to bf16 as they are packed, products exact, f32 sums), f32 elsewhere.
+/// Against diffusers' f32 image, which used the unrounded weights: a weight or activation
+/// rounded to bf16 is off by up to 2⁻⁹ relative, and over ~10 layers the image moves by a few
+/// 1e-3 of its largest magnitude (measured on an AMD EPYC: 3.9e-3 from the weights' rounding
+/// alone with the f32 kernels, 7.1e-3 with the BF16 kernels; `cargo test -- --nocapture` prints
+/// it). 2e-2 leaves margin for other CPUs' summation orders, while a wrong pair order or a dropped
+/// depth step moves it by ~1 (the kernel tests in `ops_gemm` bound the arithmetic itself at
+/// ~1e-4). The working memory is what the plan predicts for this weight type, exactly (the BF16
+/// kernel packs half the words of a wider tile).
+#[test]
+fn bf16_weights_decode_close_to_the_reference_and_as_planned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = ModelFile::open(base_gguf_as(tmp.path(), "bf16")).unwrap();
+    let decoder = Decoder::load(&file).unwrap();
+    let tensors = root().join("tests/fixtures/reference/base/tensors.safetensors");
+    let (latent_shape, latent) = read_tensor(&tensors, "gen.final_latent");
+    let (_, want) = read_tensor(&tensors, "gen.image");
+    let [h, w] = [1, 2].map(|i| latent_shape[i] as usize);
+    let mut scratch = DecoderScratch::default();
+    let image = decoder
+        .decode_flow_latent(&latent, h, w, &mut scratch)
+        .unwrap();
+    let worst = assert_close("gen.image (bf16)", &image, &want, 2e-2);
+    println!("base, bf16 weights: worst relative error {worst:e}");
+    let held = held_bytes(&scratch, image.len() + latent.len());
+    assert_eq!(decoder.predicted_working_bytes(h, w).unwrap(), held);
 }
 
 /// Weights stored as F16 are dequantized at load (the owned path) and give exactly what the same

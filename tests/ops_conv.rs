@@ -3,7 +3,10 @@
 mod ops_util;
 
 use latte::backend::cpu::isa::Isa;
-use latte::backend::cpu::ops::{conv2d, conv2d_with_isa, Conv2d, ConvScratch, OpError};
+use latte::backend::cpu::ops::gemm::MicroKernel;
+use latte::backend::cpu::ops::{
+    conv2d, conv2d_with_isa, conv2d_with_kernel, Conv2d, ConvScratch, OpError,
+};
 use ops_util::{assert_close, data};
 
 /// PyTorch's `F.conv2d` for batch 1, zero padding, literally.
@@ -67,6 +70,28 @@ fn check(c: Conv2d, hw: [usize; 2], with_bias: bool, seed: u64) {
     let mut out = vec![f32::NAN; c.out_channels * oh * ow];
     conv2d(&c, &x, hw, &wt, bias, &mut out).unwrap();
     check_output(&c, &out, &want, Isa::detect());
+    // The BF16 GEMM (where this CPU has one) against the definition on bf16-rounded operands:
+    // products of bf16 values are exact, so the f32 bound above holds. Depthwise convolutions are
+    // not GEMMs and stay f32 whatever the kernel.
+    let want = if c.is_depthwise() {
+        want
+    } else {
+        reference(&c, &bf16_rounded(&x), hw, &bf16_rounded(&wt), bias)
+    };
+    for kernel in Isa::supported().filter_map(MicroKernel::bf16_for) {
+        for mut scratch in [ConvScratch::default(), grown_scratch(kernel.isa())] {
+            let mut out = vec![f32::NAN; c.out_channels * oh * ow];
+            conv2d_with_kernel(kernel, &c, &x, hw, &wt, bias, &mut out, &mut scratch).unwrap();
+            check_output(&c, &out, &want, kernel.isa());
+        }
+    }
+}
+
+/// `x` rounded to bf16, nearest even (the `half` crate's rounding), as the BF16 GEMM reads it.
+fn bf16_rounded(x: &[f32]) -> Vec<f32> {
+    x.iter()
+        .map(|&v| half::bf16::from_f32(v).to_f32())
+        .collect()
 }
 
 /// A scratch after a convolution with more channels, pixels and taps than any checked here.

@@ -39,6 +39,7 @@ pub use op_error::OpError;
 pub use params::{AttentionShape, BiasMode, Conv2d, Mask, Unary};
 
 use crate::backend::cpu::ops::RopeTable;
+use crate::dtype::TensorType;
 use crate::tensor::TensorView;
 
 /// Where a weight lives while a model runs.
@@ -143,7 +144,12 @@ pub trait Backend: Sync {
 
     /// Working memory [`Backend::conv2d`] grows to for `conv` on an `hw` input (`None` on
     /// overflow).
-    fn conv2d_scratch(&self, _conv: &Conv2d, _hw: [usize; 2]) -> Option<ScratchSizes> {
+    fn conv2d_scratch(
+        &self,
+        _conv: &Conv2d,
+        _weight_type: TensorType,
+        _hw: [usize; 2],
+    ) -> Option<ScratchSizes> {
         Some(ScratchSizes::default())
     }
 

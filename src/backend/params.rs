@@ -103,8 +103,8 @@ impl Conv2d {
         let ok = self.groups > 0
             && self.in_channels > 0
             && self.out_channels > 0
-            && self.in_channels % self.groups == 0
-            && self.out_channels % self.groups == 0
+            && self.in_channels.is_multiple_of(self.groups)
+            && self.out_channels.is_multiple_of(self.groups)
             && self.kernel.iter().all(|&k| k > 0)
             && self.stride.iter().all(|&s| s > 0);
         if ok {
@@ -118,7 +118,8 @@ impl Conv2d {
         self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [0, 0]
     }
 
-    pub(crate) fn is_depthwise(&self) -> bool {
+    /// Every channel convolved alone (`groups = in = out`): not a GEMM.
+    pub fn is_depthwise(&self) -> bool {
         self.groups == self.in_channels && self.groups == self.out_channels
     }
 }
@@ -221,7 +222,7 @@ impl Resample {
             let rr = r
                 .checked_mul(r)
                 .ok_or_else(|| param(op, "factor overflows"))?;
-            if channels % rr != 0 {
+            if !channels.is_multiple_of(rr) {
                 return Err(param(
                     op,
                     format!("{channels} channels are not a multiple of {r}²"),

@@ -12,6 +12,7 @@ use crate::backend::{
     AttentionShape, Backend, BackendError, Conv2d, Mask, Placement, ScoreBlock, ScratchSizes,
     Slice, SliceMut, Unary,
 };
+use crate::dtype::TensorType;
 use crate::tensor::TensorView;
 
 /// A backend that only holds shapes: models load on it (every shape and config check runs, small
@@ -56,8 +57,13 @@ impl Backend for ShapeOnly {
         CPU.scratch_threads()
     }
 
-    fn conv2d_scratch(&self, conv: &Conv2d, hw: [usize; 2]) -> Option<ScratchSizes> {
-        CPU.conv2d_scratch(conv, hw)
+    fn conv2d_scratch(
+        &self,
+        conv: &Conv2d,
+        weight_type: TensorType,
+        hw: [usize; 2],
+    ) -> Option<ScratchSizes> {
+        CPU.conv2d_scratch(conv, weight_type, hw)
     }
 
     fn linear_attention_scratch(

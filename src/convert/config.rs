@@ -160,7 +160,8 @@ impl Qwen2VlConfig {
         if let Some((key, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
             return Err(f.error(format!("'{key}' must not be 0")));
         }
-        if self.hidden_size % self.heads != 0 || self.heads % self.kv_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.heads) || !self.heads.is_multiple_of(self.kv_heads)
+        {
             return Err(f.error(format!(
                 "hidden_size {} / heads {} / kv heads {} do not divide",
                 self.hidden_size, self.heads, self.kv_heads
@@ -297,7 +298,7 @@ impl GenerationConfig {
     /// valid replica (its switches, boundaries, schedule, agreement with the VLM) is the loaders'
     /// rule, run on the planned file (`validate`).
     fn validate(&self, f: &JsonFile) -> Result<(), ConvertError> {
-        if self.groups == 0 || self.layers % self.groups != 0 {
+        if self.groups == 0 || !self.layers.is_multiple_of(self.groups) {
             return Err(f.error(format!(
                 "{} layers cannot be split into {} equal groups",
                 self.layers, self.groups

@@ -106,7 +106,7 @@ impl Mixture {
         let is_output =
             name == "output.weight" || (layers.tied_embeddings && name == "token_embd.weight");
         if is_output {
-            return if row_len % base.block_size() as u64 != 0 {
+            return if !row_len.is_multiple_of(base.block_size() as u64) {
                 TensorType::Q8_0
             } else if base == TensorType::Q8_0 {
                 base

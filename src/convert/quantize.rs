@@ -198,7 +198,7 @@ pub struct QuantizeReport {
 /// The type a row of `row_len` elements gets when `wanted`'s block does not divide it: llama-quantize's
 /// fallbacks (Q4_K→Q5_0, Q5_K→Q5_1, Q6_K→Q8_0), then F16 when even that block does not fit.
 pub fn fallback_type(wanted: TensorType, row_len: u64) -> TensorType {
-    if row_len % wanted.block_size() as u64 == 0 {
+    if row_len.is_multiple_of(wanted.block_size() as u64) {
         return wanted;
     }
     let next = match wanted {
@@ -207,7 +207,7 @@ pub fn fallback_type(wanted: TensorType, row_len: u64) -> TensorType {
         TensorType::Q6_K => TensorType::Q8_0,
         _ => TensorType::F16,
     };
-    if row_len % next.block_size() as u64 == 0 {
+    if row_len.is_multiple_of(next.block_size() as u64) {
         next
     } else {
         TensorType::F16

@@ -571,7 +571,7 @@ fn place_tensors(
             });
         }
         let start = start as u64; // <= file_len
-        if start % alignment != 0 {
+        if !start.is_multiple_of(alignment) {
             return Err(FormatError::TensorMisaligned {
                 tensor: t.name.clone(),
                 start,

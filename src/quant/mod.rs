@@ -129,7 +129,7 @@ fn quantize_as<B: Pod>(
 ) -> Result<(), QuantError> {
     debug_assert_eq!(std::mem::size_of::<B>(), ty.block_bytes());
     let (block, block_bytes) = (ty.block_size(), ty.block_bytes());
-    if src.len() % block != 0 {
+    if !src.len().is_multiple_of(block) {
         return Err(QuantError::NotBlockMultiple {
             ty,
             len: src.len(),
@@ -172,7 +172,7 @@ fn dequantize_as<B: Pod>(
 ) -> Result<(), QuantError> {
     debug_assert_eq!(std::mem::size_of::<B>(), ty.block_bytes());
     let (block, block_bytes) = (ty.block_size(), ty.block_bytes());
-    if src.len() % block_bytes != 0 {
+    if !src.len().is_multiple_of(block_bytes) {
         return Err(QuantError::NotBlockMultiple {
             ty,
             len: src.len(),

@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use super::dot::packed_q4_0_kernel;
 use super::isa::Isa;
 use super::matmul::{matmul_packed, matmul_with_isa, MatmulScratch};
+use super::ops::gemm::MicroKernel;
 use super::ops::{self, AttentionScratch, ConvScratch, RopeTable};
 use super::packed::PackedQ4_0;
 use crate::backend::op_error::{check_len, checked_product, param};
@@ -24,6 +25,7 @@ use crate::backend::{
     AttentionShape, Backend, BackendError, Conv2d, Mask, Placement, ScoreBlock, ScratchSizes,
     Slice, SliceMut, Unary,
 };
+use crate::dtype::TensorType;
 use crate::tensor::TensorView;
 
 /// The CPU backend, on one instruction set (the best one this CPU has unless chosen).
@@ -53,6 +55,14 @@ pub static CPU_MAPPED: CpuBackend = CpuBackend {
 pub struct CpuWeight<'a> {
     pub view: TensorView<'a>,
     pub packed: Option<PackedQ4_0>,
+}
+
+/// A convolution kernel: its f32 values (borrowed from the file when stored as F32), and the GEMM
+/// kernel its stored type computes with (BF16 weights on BF16 dot products where the CPU has
+/// them, see `ops::gemm`).
+pub struct CpuConvWeight<'a> {
+    pub values: Cow<'a, [f32]>,
+    pub kernel: MicroKernel,
 }
 
 #[derive(Default)]
@@ -87,6 +97,13 @@ impl CpuBackend {
 
     pub fn isa(&self) -> Isa {
         self.isa.unwrap_or_else(Isa::detect)
+    }
+
+    /// The convolution GEMM kernel for a weight stored as `ty` on this backend's instruction set.
+    fn conv_kernel(&self, ty: TensorType) -> Result<MicroKernel, BackendError> {
+        let isa = self.isa();
+        Ok(MicroKernel::for_weight(isa, ty)
+            .ok_or_else(|| param("conv2d", format!("this CPU cannot run {isa} kernels")))?)
     }
 
     /// Frees this thread's working memory (it grows again on the next op).
@@ -134,7 +151,7 @@ fn apply_unary(f: Unary, x: &mut [f32]) {
 impl Backend for CpuBackend {
     type Buffer = Vec<f32>;
     type Weight<'a> = CpuWeight<'a>;
-    type ConvWeight<'a> = Cow<'a, [f32]>;
+    type ConvWeight<'a> = CpuConvWeight<'a>;
     type Rope = RopeTable;
     type StagedGroup = ();
 
@@ -154,8 +171,13 @@ impl Backend for CpuBackend {
         CpuBackend::release_scratch();
     }
 
-    fn conv2d_scratch(&self, conv: &Conv2d, hw: [usize; 2]) -> Option<ScratchSizes> {
-        let sizes = ConvScratch::sizes_for(conv, hw).ok()?;
+    fn conv2d_scratch(
+        &self,
+        conv: &Conv2d,
+        weight_type: TensorType,
+        hw: [usize; 2],
+    ) -> Option<ScratchSizes> {
+        let sizes = ConvScratch::sizes_for(conv, weight_type, hw).ok()?;
         Some(ScratchSizes {
             shared: sizes.packed_a,
             per_thread: sizes.block,
@@ -244,15 +266,19 @@ impl Backend for CpuBackend {
         &self,
         tensor: TensorView<'a>,
         conv: &Conv2d,
-    ) -> Result<Cow<'a, [f32]>, BackendError> {
+    ) -> Result<CpuConvWeight<'a>, BackendError> {
         check_len(
             "conv2d",
             "weight",
             conv.weight_len()?,
             tensor.n_elements() as usize,
         )?;
+        let kernel = self.conv_kernel(tensor.ty())?;
         if let Ok(values) = tensor.as_f32() {
-            return Ok(Cow::Borrowed(values));
+            return Ok(CpuConvWeight {
+                values: Cow::Borrowed(values),
+                kernel,
+            });
         }
         // Another type (or, in a hand-made file, misaligned F32): an owned f32 copy.
         let mut values = vec![0.0; tensor.n_elements() as usize];
@@ -262,7 +288,10 @@ impl Backend for CpuBackend {
                 format!("weight '{}' cannot be read as f32: {e}", tensor.name()),
             )
         })?;
-        Ok(Cow::Owned(values))
+        Ok(CpuConvWeight {
+            values: Cow::Owned(values),
+            kernel,
+        })
     }
 
     fn rope_table(&self, table: &RopeTable) -> Result<RopeTable, BackendError> {
@@ -366,7 +395,7 @@ impl Backend for CpuBackend {
         for (what, v) in [("mean", mean), ("inv_std", inv_std), ("bias", bias)] {
             check_len(OP, what, channels, v.len())?;
         }
-        if channels == 0 || x.len() % channels != 0 {
+        if channels == 0 || !x.len().is_multiple_of(channels) {
             return Err(param(
                 OP,
                 format!("{} values are not {channels} channel planes", x.len()),
@@ -546,7 +575,7 @@ impl Backend for CpuBackend {
     fn conv2d(
         &self,
         conv: &Conv2d,
-        weight: &Cow<'_, [f32]>,
+        weight: &CpuConvWeight<'_>,
         bias: Option<Slice<'_, Vec<f32>>>,
         input: Slice<'_, Vec<f32>>,
         hw: [usize; 2],
@@ -554,12 +583,12 @@ impl Backend for CpuBackend {
     ) -> Result<(), BackendError> {
         let out = host_mut(out);
         with_scratch(|s| {
-            ops::conv2d_with_isa(
-                self.isa(),
+            ops::conv2d_with_kernel(
+                weight.kernel,
                 conv,
                 host(&input),
                 hw,
-                weight,
+                &weight.values,
                 bias.as_ref().map(host),
                 out,
                 &mut s.conv,
@@ -646,7 +675,7 @@ impl Backend for CpuBackend {
 
 /// `len` values are whole rows of `row` (> 0).
 fn check_rows(op: &'static str, len: usize, row: usize) -> Result<(), BackendError> {
-    if row == 0 || len % row != 0 {
+    if row == 0 || !len.is_multiple_of(row) {
         return Err(param(op, format!("{len} values are not whole rows of {row}")).into());
     }
     Ok(())

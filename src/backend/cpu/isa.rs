@@ -46,6 +46,12 @@ impl Isa {
         }
     }
 
+    /// Whether this family has BF16 dot products here (AVX-512 BF16 `vdpbf16ps`, only on top of
+    /// [`Isa::Avx512`]): what the f32 GEMM uses for BF16 weights.
+    pub fn has_bf16_dot(self) -> bool {
+        self == Isa::Avx512 && self.is_supported() && has_avx512_bf16()
+    }
+
     /// The families this CPU supports, best first (always ends with [`Isa::Scalar`]).
     pub fn supported() -> impl Iterator<Item = Isa> {
         Isa::ALL.into_iter().filter(|isa| isa.is_supported())
@@ -88,6 +94,16 @@ fn has_avx512() -> bool {
     false
 }
 
+#[cfg(target_arch = "x86_64")]
+fn has_avx512_bf16() -> bool {
+    std::arch::is_x86_feature_detected!("avx512bf16")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_avx512_bf16() -> bool {
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +117,8 @@ mod tests {
         assert_eq!(Isa::detect(), Isa::Neon);
         #[cfg(target_arch = "x86_64")]
         assert!(!Isa::Neon.is_supported());
+        assert!([Isa::Scalar, Isa::Avx2, Isa::Neon]
+            .iter()
+            .all(|isa| !isa.has_bf16_dot()));
     }
 }

@@ -315,7 +315,7 @@ impl Backend for WgpuBackend {
     ) -> Result<(), BackendError> {
         const OP: &str = "rms_norm";
         let dim = weight.len;
-        if dim == 0 || x.len % dim != 0 {
+        if dim == 0 || !x.len.is_multiple_of(dim) {
             return Err(param(
                 OP,
                 format!("{} elements are not whole rows of {dim}", x.len),
@@ -354,7 +354,7 @@ impl Backend for WgpuBackend {
         eps: f32,
     ) -> Result<(), BackendError> {
         const OP: &str = "layer_norm";
-        if dim == 0 || x.len % dim != 0 {
+        if dim == 0 || !x.len.is_multiple_of(dim) {
             return Err(param(
                 OP,
                 format!("{} elements are not whole rows of {dim}", x.len),
@@ -408,7 +408,7 @@ impl Backend for WgpuBackend {
     ) -> Result<(), BackendError> {
         const OP: &str = "rms_norm_channels";
         let channels = weight.len;
-        if channels == 0 || x.len % channels != 0 {
+        if channels == 0 || !x.len.is_multiple_of(channels) {
             return Err(param(
                 OP,
                 format!("{} elements are not {channels} channel planes", x.len),
@@ -454,7 +454,7 @@ impl Backend for WgpuBackend {
         for (what, v) in [("mean", &mean), ("inv_std", &inv_std), ("bias", &bias)] {
             check_len(OP, what, channels, v.len)?;
         }
-        if channels == 0 || x.len % channels != 0 {
+        if channels == 0 || !x.len.is_multiple_of(channels) {
             return Err(param(
                 OP,
                 format!("{} values are not {channels} channel planes", x.len),
@@ -689,7 +689,7 @@ impl WgpuBackend {
         } else {
             y.len
         };
-        if row == 0 || x.len % row != 0 {
+        if row == 0 || !x.len.is_multiple_of(row) {
             return Err(param(op, format!("{} values are not whole rows of {row}", x.len)).into());
         }
         if x.len == 0 {

@@ -7,6 +7,7 @@
 //! it must not know the decoder's structure.
 
 use crate::backend::{Backend, Conv2d, ScratchSizes, Slice, SliceMut};
+use crate::dtype::TensorType;
 use crate::model::{ModelError, ModelFile};
 use crate::tensor::TensorView;
 
@@ -58,6 +59,8 @@ pub struct Conv<'a, B: Backend> {
     backend: &'a B,
     pub shape: Conv2d,
     weight: B::ConvWeight<'a>,
+    /// The stored type of the weight (the backend's working memory depends on it).
+    weight_type: TensorType,
     bias: Option<B::Buffer>,
 }
 
@@ -89,6 +92,7 @@ impl<'a, B: Backend> Conv<'a, B> {
         Ok(Conv {
             backend,
             shape,
+            weight_type: view.ty(),
             weight: backend.conv_weight(view, &shape)?,
             bias,
         })
@@ -132,7 +136,8 @@ impl<'a, B: Backend> Conv<'a, B> {
 
     /// The backend working memory [`Conv::forward`] grows to on an `hw` input (`None` on overflow).
     pub fn scratch_sizes(&self, hw: [usize; 2]) -> Option<ScratchSizes> {
-        self.backend.conv2d_scratch(&self.shape, hw)
+        self.backend
+            .conv2d_scratch(&self.shape, self.weight_type, hw)
     }
 
     pub fn out_channels(&self) -> usize {

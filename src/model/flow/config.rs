@@ -174,29 +174,31 @@ impl FlowConfig {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("latte.flow.{name} must be positive"));
         }
-        if self.layer_count % self.group_count != 0 {
+        if !self.layer_count.is_multiple_of(self.group_count) {
             return Err(format!(
                 "latte.flow.layer_count {} cannot form latte.flow.group_count {} equal groups",
                 self.layer_count, self.group_count
             ));
         }
-        if self.heads % self.kv_heads != 0 {
+        if !self.heads.is_multiple_of(self.kv_heads) {
             return Err(format!(
                 "latte.flow.head_count {} is not a multiple of latte.flow.head_count_kv {}",
                 self.heads, self.kv_heads
             ));
         }
-        if self.head_dim % 2 != 0 || self.rope_sections.iter().sum::<usize>() != self.head_dim / 2 {
+        if !self.head_dim.is_multiple_of(2)
+            || self.rope_sections.iter().sum::<usize>() != self.head_dim / 2
+        {
             return Err(format!(
                 "latte.flow.rope.dimension_sections {:?} must add up to head_dim / 2 = {}",
                 self.rope_sections,
                 self.head_dim / 2
             ));
         }
-        if self.time_freq_dim % 2 != 0 {
+        if !self.time_freq_dim.is_multiple_of(2) {
             return Err("latte.flow.time_freq_dim must be even".into());
         }
-        if self.latent_size % self.patch_size != 0 {
+        if !self.latent_size.is_multiple_of(self.patch_size) {
             return Err(format!(
                 "latte.flow.latent_size {} is not a multiple of latte.flow.patch_size {}",
                 self.latent_size, self.patch_size

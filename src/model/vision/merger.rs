@@ -45,7 +45,7 @@ impl<'a, B: Backend> PatchMerger<'a, B> {
     pub fn forward(&self, hidden: &[f32]) -> Result<Vec<f32>, ModelError> {
         let b = self.backend;
         let group = self.embed * self.merge_count;
-        if hidden.is_empty() || hidden.len() % group != 0 {
+        if hidden.is_empty() || !hidden.len().is_multiple_of(group) {
             return Err(invalid(format!(
                 "{} values are not whole windows of {} patches of width {}",
                 hidden.len(),

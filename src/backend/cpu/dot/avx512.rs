@@ -4,7 +4,7 @@
 //!
 //! Selected only when the CPU reports all four features; the test suite then runs them against
 //! the scalar reference (the development machine, an AMD EPYC, does). 256-bit registers only:
-//! 512-bit ones need target features that Rust stabilised after this crate's minimum version.
+//! 512-bit versions of these kernels have not been written or measured yet.
 
 // Column loops index several per-column arrays (accumulators, sums) in step, and the tile
 // kernels take the raw pointers of a DotFn plus their block layout.
@@ -46,9 +46,10 @@ packed_q4_0_dot!(packed_q4_0, |acc, u, y| dpbusd(acc, u, y));
 
 /// `acc + Σ₄ a·b` per i32 lane (u8 `a`, i8 `b`): AVX512-VNNI `vpdpbusd` on ymm registers.
 ///
-/// Inline assembly because the crate's minimum Rust (1.85) predates the stable AVX-512
-/// intrinsics and target features (1.89); the EVEX form the assembler picks for this operand
-/// shape needs AVX512-VNNI + AVX512-VL, which `Isa::Avx512` detection requires.
+/// Inline assembly so that the tile code shared with the AVX2 kernels (compiled for AVX2 only)
+/// inlines it: the intrinsic would need the AVX-512 target features on every caller. The EVEX
+/// form the assembler picks for this operand shape needs AVX512-VNNI + AVX512-VL, which
+/// `Isa::Avx512` detection requires.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn dpbusd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {

@@ -61,11 +61,14 @@ pub fn erf(x: f32) -> f32 {
 /// The logistic function `1/(1 + e^(−x))`, written so that neither branch overflows.
 #[inline]
 fn sigmoid(x: f32) -> f32 {
-    if x >= 0.0 {
+    // Past ±87, e^(−|x|) is below f32's normal range: libm would take its slow underflow (errno)
+    // path, measured 4–6% of a DC-AE decode, for a result within 1.7e-38 of 0 or 1 (and
+    // 1/(1 + that) rounds to exactly 1, so the shortcut changes no result).
+    if x > 87.0 {
+        1.0
+    } else if x >= 0.0 {
         1.0 / (1.0 + (-x).exp())
     } else if x < -87.0 {
-        // e^x is below f32's normal range here: libm would take its slow underflow (errno) path,
-        // measured 4% of a DC-AE decode, for a result within 1.7e-38 of 0.
         0.0
     } else {
         let e = x.exp();

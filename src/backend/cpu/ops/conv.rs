@@ -25,6 +25,7 @@ use super::gemm::{
 use super::kernels::{self, multiversion};
 use crate::backend::cpu::isa::Isa;
 pub use crate::backend::params::Conv2d;
+use crate::dtype::TensorType;
 
 /// Buffers [`conv2d_with_scratch`] reuses between calls (packed weights and im2col blocks).
 #[derive(Debug, Default)]
@@ -38,9 +39,14 @@ impl ConvScratch {
         self.gemm.held_values()
     }
 
-    /// What a scratch grows to for `conv` on an `hw` input, on this CPU's kernels (nothing for a
-    /// depthwise convolution); [`GemmScratchSizes::total`] turns it into values.
-    pub fn sizes_for(conv: &Conv2d, hw: [usize; 2]) -> Result<GemmScratchSizes, OpError> {
+    /// What a scratch grows to for `conv` on an `hw` input with a weight stored as `weight_type`,
+    /// on this CPU's kernels (nothing for a depthwise convolution); [`GemmScratchSizes::total`]
+    /// turns it into values.
+    pub fn sizes_for(
+        conv: &Conv2d,
+        weight_type: TensorType,
+        hw: [usize; 2],
+    ) -> Result<GemmScratchSizes, OpError> {
         let [oh, ow] = conv.output_hw(hw)?;
         if conv.is_depthwise() {
             return Ok(GemmScratchSizes::default());
@@ -58,7 +64,7 @@ impl ConvScratch {
                 ],
             )?,
         };
-        GemmScratchSizes::of(MicroKernel::detect(), shape)
+        GemmScratchSizes::of(MicroKernel::detect(weight_type), shape)
             .ok_or_else(|| param("conv2d", format!("{conv:?} on {hw:?} overflows usize")))
     }
 }
@@ -110,7 +116,26 @@ pub fn conv2d_with_isa(
     out: &mut [f32],
     scratch: &mut ConvScratch,
 ) -> Result<(), OpError> {
-    const OP: &str = "conv2d";
+    let kernel = MicroKernel::for_isa(isa)
+        .ok_or_else(|| param("conv2d", format!("this CPU cannot run {isa} kernels")))?;
+    conv2d_with_kernel(kernel, conv, input, hw, weight, bias, out, scratch)
+}
+
+/// [`conv2d_with_scratch`] on a chosen GEMM kernel (its instruction set also picks the depthwise
+/// path, which is f32 whatever the kernel): the backend passes [`MicroKernel::for_weight`] of
+/// the stored type.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_with_kernel(
+    kernel: MicroKernel,
+    conv: &Conv2d,
+    input: &[f32],
+    hw: [usize; 2],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    scratch: &mut ConvScratch,
+) -> Result<(), OpError> {
+    let isa = kernel.isa();
     let [oh, ow] = conv.check(
         hw,
         input.len(),
@@ -118,8 +143,6 @@ pub fn conv2d_with_isa(
         out.len(),
         bias.map(<[f32]>::len),
     )?;
-    let kernel = MicroKernel::for_isa(isa)
-        .ok_or_else(|| param(OP, format!("this CPU cannot run {isa} kernels")))?;
     if out.is_empty() {
         return Ok(());
     }

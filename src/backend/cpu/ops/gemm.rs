@@ -8,11 +8,17 @@
 //! register-tile micro-kernel over it: the `B` micro-panel (`kc·nr` floats) stays in L1 while
 //! the `mc × kc` block of packed `A` streams from L2.
 //!
-//! Micro-kernels: AVX2+FMA intrinsics, 6×16 (12 ymm accumulators), used on AVX-512 CPUs too
-//! (the crate's minimum Rust predates stable AVX-512 intrinsics, and the AMD EPYC this was tuned
-//! on runs 512-bit FMAs at the same per-cycle rate); a portable 8×12 kernel in plain Rust, which
-//! is the scalar reference on x86-64 and what LLVM vectorises to NEON on aarch64 (NEON is
-//! baseline there, so the loop compiles to 4-wide FMAs with 24 vector accumulators).
+//! Micro-kernels ([`Arithmetic::F32`]): AVX2+FMA intrinsics, 6×16 (12 ymm accumulators), used on
+//! AVX-512 CPUs too (the AMD EPYC this was tuned on runs 512-bit FMAs at the same per-cycle
+//! rate); a portable 8×12 kernel in plain Rust, which is the scalar reference on x86-64 and what
+//! LLVM vectorises to NEON on aarch64 (NEON is baseline there, so the loop compiles to 4-wide
+//! FMAs with 24 vector accumulators).
+//!
+//! [`Arithmetic::Bf16`] (BF16 weights, on CPUs with AVX-512 BF16): both operands are rounded to
+//! bf16 (nearest even) as they are packed, two depth steps per 32-bit word, and an 8×48 kernel
+//! (24 zmm accumulators) runs `vdpbf16ps`, two products per lane per instruction, twice the f32
+//! FMA's work. Products of bf16 values are exact in f32; sums are f32. A BF16 weight loses
+//! nothing in the rounding; the activations lose their low 16 bits, as in PyTorch's BF16 path.
 //!
 //! This module owns the product only: no convolution geometry beyond the `PanelSource` it is
 //! given, no activation fused in.
@@ -24,6 +30,7 @@ use rayon::prelude::*;
 use super::error::{check_len, checked_product, param, OpError};
 use super::shared_mut::SharedMut;
 use crate::backend::cpu::isa::Isa;
+use crate::dtype::TensorType;
 
 /// Supplies blocks of the `[k, n]` right-hand matrix of each group, already in micro-panel
 /// layout.
@@ -102,8 +109,10 @@ pub(crate) fn put_run(dst: &mut [f32], kc: usize, nr: usize, p: usize, col: usiz
         let len = (nr - j).min(rest.len());
         let to = &mut dst[q * kc * nr + p * nr + j..][..len];
         // Whole micro-panel rows are the common case: copied as fixed-size arrays they compile to
-        // a few vector moves instead of a `memmove` call per 12 or 16 values.
-        if let Ok(to) = <&mut [f32; 16]>::try_from(&mut *to) {
+        // a few vector moves instead of a `memmove` call per 12, 16 or 48 values.
+        if let Ok(to) = <&mut [f32; 48]>::try_from(&mut *to) {
+            to.copy_from_slice(&rest[..48]);
+        } else if let Ok(to) = <&mut [f32; 16]>::try_from(&mut *to) {
             to.copy_from_slice(&rest[..16]);
         } else if let Ok(to) = <&mut [f32; 12]>::try_from(&mut *to) {
             to.copy_from_slice(&rest[..12]);
@@ -127,22 +136,33 @@ pub(crate) fn put_zeros(dst: &mut [f32], kc: usize, nr: usize, p: usize, col: us
     }
 }
 
+/// What a micro-kernel multiplies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arithmetic {
+    /// f32 products and sums.
+    F32,
+    /// Operands rounded to bf16 as they are packed (two depth steps per 32-bit word), f32 sums.
+    Bf16,
+}
+
 /// A register-tile kernel and the blocking that feeds it.
 #[derive(Clone, Copy)]
 pub struct MicroKernel {
     isa: Isa,
+    arithmetic: Arithmetic,
     /// Rows of `C` per tile (output channels).
     mr: usize,
     /// Columns of `C` per tile (pixels).
     nr: usize,
     /// Depth of one packed block: the `B` micro-panel `kc·nr` fits L1 next to an `A` one.
     kc: usize,
-    /// `tile[i·nr + j] = Σ_p a[p·mr + i]·b[p·nr + j]` over `kc` (its first argument) steps.
+    /// `tile[i·nr + j] = Σ_p a[p·mr + i]·b[p·nr + j]` over its first argument's count of packed
+    /// words ([`MicroKernel::words`] of the depth; for bf16 each word holds two depth steps).
     run: fn(usize, &[f32], &[f32], &mut [f32; MAX_TILE]),
 }
 
 /// The largest `mr·nr` of any kernel.
-const MAX_TILE: usize = 96;
+const MAX_TILE: usize = 8 * 48;
 /// Columns of `C` per task (a multiple of every `nr`): the packed `B` block, `kc × NC`, stays in L2.
 const NC: usize = 384;
 /// Most rows of `C` per task: the packed `A` block, `MC_MAX × kc`, stays in L2.
@@ -158,30 +178,133 @@ impl MicroKernel {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 | Isa::Avx512 => Some(MicroKernel {
                 isa,
+                arithmetic: Arithmetic::F32,
                 mr: 6,
                 nr: 16,
-                kc: 256,
+                kc: MAX_KC,
                 run: x86::tile_6x16,
             }),
             _ => Some(MicroKernel {
                 isa,
+                arithmetic: Arithmetic::F32,
                 mr: PORTABLE_MR,
                 nr: PORTABLE_NR,
-                kc: 256,
+                kc: MAX_KC,
                 run: tile_portable,
             }),
         }
     }
 
-    /// The best kernel of this CPU.
-    pub fn detect() -> Self {
-        Self::for_isa(Isa::detect())
+    /// The BF16 kernel of `isa`, or `None` where `isa` has no BF16 dot products on this CPU
+    /// ([`Isa::has_bf16_dot`]).
+    pub fn bf16_for(isa: Isa) -> Option<Self> {
+        if !isa.has_bf16_dot() {
+            return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        return Some(MicroKernel {
+            isa,
+            arithmetic: Arithmetic::Bf16,
+            mr: 8,
+            nr: 48,
+            kc: MAX_KC,
+            run: x86::tile_8x48_bf16,
+        });
+        #[cfg(not(target_arch = "x86_64"))]
+        None
+    }
+
+    /// The kernel for a weight stored as `ty` on `isa`: the weight type's own arithmetic where
+    /// the CPU has it (BF16 weights: [`MicroKernel::bf16_for`], as a BF16 matmul weight takes
+    /// BF16 activations), f32 otherwise.
+    pub fn for_weight(isa: Isa, ty: TensorType) -> Option<Self> {
+        let bf16 = (ty == TensorType::BF16)
+            .then(|| Self::bf16_for(isa))
+            .flatten();
+        bf16.or_else(|| Self::for_isa(isa))
+    }
+
+    /// The best kernel of this CPU for a weight stored as `ty`.
+    pub fn detect(ty: TensorType) -> Self {
+        Self::for_weight(Isa::detect(), ty)
             .or_else(|| Self::for_isa(Isa::Scalar))
             .expect("the portable kernel runs everywhere")
     }
 
     pub fn isa(&self) -> Isa {
         self.isa
+    }
+
+    pub fn arithmetic(&self) -> Arithmetic {
+        self.arithmetic
+    }
+
+    /// Packed 32-bit words that `depth` depth steps take in a panel row.
+    fn words(&self, depth: usize) -> usize {
+        match self.arithmetic {
+            Arithmetic::F32 => depth,
+            Arithmetic::Bf16 => depth.div_ceil(2),
+        }
+    }
+
+    /// Packed words of a whole depth `k` cut into `kc` blocks.
+    fn words_total(&self, k: usize) -> Option<usize> {
+        (k / self.kc)
+            .checked_mul(self.words(self.kc))?
+            .checked_add(self.words(k % self.kc))
+    }
+}
+
+/// `x` rounded to bf16, nearest even (NaN stays NaN), as the bits `vdpbf16ps` reads.
+#[inline]
+fn bf16_bits(x: f32) -> u32 {
+    u32::from(half::bf16::from_f32(x).to_bits())
+}
+
+/// One packed word: two depth steps rounded to bf16, the earlier in the low half.
+#[inline]
+fn bf16_pair(even: f32, odd: f32) -> f32 {
+    f32::from_bits(bf16_bits(even) | bf16_bits(odd) << 16)
+}
+
+/// The deepest block of any kernel.
+const MAX_KC: usize = 256;
+
+/// `words[p]` = the bf16 pair of `row[2p]`, `row[2p + 1]` (0 past the end): a row as bf16
+/// values, two per word.
+fn bf16_row(row: &[f32], words: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    let done = x86::bf16_row(row, words);
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    for (p, word) in words.iter_mut().enumerate().skip(done) {
+        let odd = row.get(2 * p + 1).copied().unwrap_or(0.0);
+        *word = bf16_pair(row[2 * p], odd);
+    }
+}
+
+/// Rewrites a packed f32 block (`panels` panels of `depth × nr` values) in place as bf16 pairs:
+/// panel `q`'s word `(pp, j)` (depth steps `2pp`, `2pp + 1` of column `j`) at
+/// `q·words·nr + pp·nr + j`. Every word lands at or before the values it is made from, and a
+/// pair's two rows are read before its words are written, so one forward pass suffices.
+fn pack_pairs_in_place(block: &mut [f32], panels: usize, depth: usize, nr: usize) {
+    let words = depth.div_ceil(2);
+    let mut pair = [0f32; MAX_TILE];
+    for q in 0..panels {
+        for pp in 0..words {
+            let even = q * depth * nr + 2 * pp * nr;
+            let odd = (2 * pp + 1 < depth).then_some(even + nr);
+            let to = (q * words + pp) * nr;
+            #[cfg(target_arch = "x86_64")]
+            if x86::pair_rows_bf16(block, nr, even, odd, to) {
+                continue;
+            }
+            for j in 0..nr {
+                let odd = odd.map_or(0.0, |odd| block[odd + j]);
+                pair[j] = bf16_pair(block[even + j], odd);
+            }
+            block[to..][..nr].copy_from_slice(&pair[..nr]);
+        }
     }
 }
 
@@ -213,6 +336,147 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::MAX_TILE;
+
+    /// Converts the leading multiple of 32 values of `row` into `words` (16 words per 32 values,
+    /// as `super::bf16_row` defines them) where AVX-512 BF16 is present; returns the words done.
+    pub(super) fn bf16_row(row: &[f32], words: &mut [f32]) -> usize {
+        if !std::arch::is_x86_feature_detected!("avx512bf16") {
+            return 0;
+        }
+        let chunks = (row.len() / 32).min(words.len() / 16);
+        // SAFETY: the feature was just detected; chunk `c` reads `row[32c..32c + 32]` and writes
+        // `words[16c..16c + 16]`, inside both slices for `c < chunks`.
+        unsafe {
+            bf16_row_avx512(row.as_ptr(), words.as_mut_ptr(), chunks);
+        }
+        chunks * 16
+    }
+
+    /// # Safety
+    /// AVX-512 F and BF16 must be available; `row` must hold `32·chunks` values and `words`
+    /// `16·chunks`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn bf16_row_avx512(row: *const f32, words: *mut f32, chunks: usize) {
+        // SAFETY: the caller's bounds; `cvtne2ps_pbh(hi, lo)` puts `lo`'s 16 values (rounded to
+        // nearest even) in the low 16 lanes, `hi`'s above: the 32 values in order.
+        unsafe {
+            for c in 0..chunks {
+                let lo = _mm512_loadu_ps(row.add(32 * c));
+                let hi = _mm512_loadu_ps(row.add(32 * c + 16));
+                let both: __m512 = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                _mm512_storeu_ps(words.add(16 * c), both);
+            }
+        }
+    }
+
+    /// Columns [`pair_rows_bf16`] converts: the BF16 tile's width.
+    const PAIR_COLUMNS: usize = 48;
+
+    /// Where AVX-512 BF16 is present and `nr` is 48 (the BF16 tile's width), writes words
+    /// `block[to..to + 48]` = bf16 pairs of rows `block[even..even + 48]` and
+    /// `block[odd..odd + 48]` (zeros when `None`), the even row in each word's low half, all read
+    /// before anything is written (`to` may equal `even`), and returns true; else does nothing.
+    pub(super) fn pair_rows_bf16(
+        block: &mut [f32],
+        nr: usize,
+        even: usize,
+        odd: Option<usize>,
+        to: usize,
+    ) -> bool {
+        if nr != PAIR_COLUMNS || !std::arch::is_x86_feature_detected!("avx512bf16") {
+            return false;
+        }
+        let end = |at: usize| at.checked_add(PAIR_COLUMNS).expect("in bounds");
+        assert!(end(even) <= block.len() && end(to) <= block.len());
+        assert!(odd.is_none_or(|odd| end(odd) <= block.len()));
+        // SAFETY: the features were just detected; every offset was checked to leave 48 values
+        // inside `block`.
+        unsafe { pair_rows_avx512_bf16(block.as_mut_ptr(), even, odd, to) };
+        true
+    }
+
+    /// # Safety
+    /// AVX-512 F, BW and BF16 must be available; `block` must hold 48 values at `even`, `to` and
+    /// `odd` (when given).
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn pair_rows_avx512_bf16(block: *mut f32, even: usize, odd: Option<usize>, to: usize) {
+        // bf16 lane 2j takes lane j (the even row's column j), lane 2j + 1 lane 16 + j (the odd
+        // row's).
+        const INTERLEAVE: [u16; 32] = {
+            let mut idx = [0u16; 32];
+            let mut j = 0;
+            while j < 16 {
+                idx[2 * j] = j as u16;
+                idx[2 * j + 1] = 16 + j as u16;
+                j += 1;
+            }
+            idx
+        };
+        // SAFETY: reads `block[even..even + 48]`, `block[odd..odd + 48]` and writes
+        // `block[to..to + 48]`, all inside `block` (the caller's contract); every read happens
+        // before the first write. `cvtne2ps_pbh` rounds to nearest even.
+        unsafe {
+            let idx = _mm512_loadu_si512(INTERLEAVE.as_ptr().cast());
+            let mut words = [_mm512_setzero_si512(); 3];
+            for (h, word) in words.iter_mut().enumerate() {
+                let e = _mm512_loadu_ps(block.add(even + 16 * h));
+                let o = match odd {
+                    Some(odd) => _mm512_loadu_ps(block.add(odd + 16 * h)),
+                    None => _mm512_setzero_ps(),
+                };
+                let halves: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(o, e));
+                *word = _mm512_permutexvar_epi16(idx, halves);
+            }
+            for (h, word) in words.iter().enumerate() {
+                _mm512_storeu_si512(block.add(to + 16 * h).cast(), *word);
+            }
+        }
+    }
+
+    /// The 8×48 AVX-512 BF16 tile (checked wrapper): `words` packed bf16 pairs deep.
+    pub(super) fn tile_8x48_bf16(words: usize, a: &[f32], b: &[f32], tile: &mut [f32; MAX_TILE]) {
+        assert!(a.len() >= words * 8 && b.len() >= words * 48);
+        // SAFETY: `MicroKernel::bf16_for` hands this kernel out only where AVX-512 F/BW and BF16
+        // were detected; the lengths were just checked.
+        unsafe { tile_8x48_avx512_bf16(words, a.as_ptr(), b.as_ptr(), tile) }
+    }
+
+    /// # Safety
+    /// AVX-512 F, BW and BF16 must be available; `a` must hold `8·words` words and `b` `48·words`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn tile_8x48_avx512_bf16(
+        words: usize,
+        a: *const f32,
+        b: *const f32,
+        tile: &mut [f32; MAX_TILE],
+    ) {
+        // SAFETY: every load reads inside `a[..8·words]` / `b[..48·words]` (p < words); the
+        // stores write `tile[..384]`; unaligned loads and stores need no alignment. The
+        // transmutes reinterpret 512 bits as 32 bf16 values, which any bit pattern is.
+        unsafe {
+            let mut c = [[_mm512_setzero_ps(); 3]; 8];
+            for p in 0..words {
+                let bp = b.add(p * 48);
+                let b0: __m512bh = std::mem::transmute(_mm512_loadu_ps(bp));
+                let b1: __m512bh = std::mem::transmute(_mm512_loadu_ps(bp.add(16)));
+                let b2: __m512bh = std::mem::transmute(_mm512_loadu_ps(bp.add(32)));
+                let ap = a.add(p * 8).cast::<i32>();
+                for (i, row) in c.iter_mut().enumerate() {
+                    let ai: __m512bh =
+                        std::mem::transmute(_mm512_set1_epi32(ap.add(i).read_unaligned()));
+                    row[0] = _mm512_dpbf16_ps(row[0], ai, b0);
+                    row[1] = _mm512_dpbf16_ps(row[1], ai, b1);
+                    row[2] = _mm512_dpbf16_ps(row[2], ai, b2);
+                }
+            }
+            let out = tile.as_mut_ptr();
+            for (i, row) in c.iter().enumerate() {
+                for (h, &v) in row.iter().enumerate() {
+                    _mm512_storeu_ps(out.add(i * 48 + h * 16), v);
+                }
+            }
+        }
+    }
 
     /// The 6×16 AVX2 tile (checked wrapper).
     pub(super) fn tile_6x16(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; MAX_TILE]) {
@@ -292,6 +556,21 @@ pub fn gemm(
 ) -> Result<(), OpError> {
     let kernel = MicroKernel::for_isa(isa)
         .ok_or_else(|| param("gemm", format!("this CPU cannot run {isa} kernels")))?;
+    gemm_on(kernel, m, n, k, a, b, c, scratch)
+}
+
+/// [`gemm`] on a chosen kernel (tests pin the BF16 one).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_on(
+    kernel: MicroKernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    scratch: &mut GemmScratch,
+) -> Result<(), OpError> {
     check_len("gemm", "b", checked_product("gemm", &[k, n])?, b.len())?;
     let shape = GemmShape { groups: 1, m, n, k };
     grouped_gemm(
@@ -345,6 +624,7 @@ pub fn grouped_gemm(
         sizes,
     } = plan;
     let block_len = sizes.block;
+    let group_words = sizes.packed_a / groups;
 
     pack_a(kernel, shape, a, m_padded, &mut scratch.packed_a);
     if scratch.panels.len() < threads {
@@ -377,7 +657,7 @@ pub fn grouped_gemm(
                 group: g,
                 rows: [m0, m1],
                 cols: [n0, n1],
-                packed_a: &packed_a[g * m_padded * k..][..m_padded * k],
+                packed_a: &packed_a[g * group_words..][..group_words],
                 bias: bias.map(|b| &b[g * m..][..m]),
             };
             // Task `t` writes only rows g·m + m0..m1, columns n0..n1 of `c`: tasks cover disjoint
@@ -429,7 +709,9 @@ impl Plan {
         let GemmShape { groups, m, n, k } = shape;
         let MicroKernel { mr, nr, kc, .. } = kernel;
         let m_padded = m.div_ceil(mr).checked_mul(mr)?;
-        let packed_a = groups.checked_mul(m_padded)?.checked_mul(k)?;
+        let packed_a = groups
+            .checked_mul(m_padded)?
+            .checked_mul(kernel.words_total(k)?)?;
         packed_a.checked_mul(4)?;
         let nc = NC.min(n.div_ceil(nr).checked_mul(nr)?);
         let n_tiles = n.div_ceil(nc.max(1));
@@ -455,8 +737,10 @@ impl Plan {
     }
 }
 
-/// Packs `a` as, per group, per `kc` block starting at row-depth `s`, per `mr` panel `i`:
-/// `[p][r]` at `g·m_padded·k + s·m_padded + i·mr·kc_len + p·mr + r`, rows past `m` zero.
+/// Packs `a` as, per group, per `kc` block `b` (`kc_len` deep, `w = words(kc_len)` words), per
+/// `mr` panel `i`: word `[p][r]` at `g·m_padded·words_total(k) + b·m_padded·words(kc) + i·mr·w +
+/// p·mr + r` (f32: value `a[row][b·kc + p]`; bf16: the pair of depth steps `2p`, `2p + 1`), rows
+/// past `m` zero.
 fn pack_a(
     kernel: MicroKernel,
     shape: GemmShape,
@@ -466,33 +750,37 @@ fn pack_a(
 ) {
     let GemmShape { groups, m, k, .. } = shape;
     let MicroKernel { mr, kc, .. } = kernel;
-    let total = groups * m_padded * k;
+    let group_words = m_padded * kernel.words_total(k).expect("checked by Plan::new");
+    let total = groups * group_words;
     if packed.len() < total {
         packed.resize(total, 0.0);
     }
     packed[..total]
-        .par_chunks_mut(m_padded * k)
+        .par_chunks_mut(group_words)
         .enumerate()
         .for_each(|(g, group)| {
             let a = &a[g * m * k..][..m * k];
             group
-                .par_chunks_mut(m_padded * kc)
+                .par_chunks_mut(m_padded * kernel.words(kc))
                 .enumerate()
                 .for_each(|(block, buf)| {
                     let s = block * kc;
                     let kc_len = kc.min(k - s);
-                    for (i, panel) in buf.chunks_exact_mut(mr * kc_len).enumerate() {
+                    let words = kernel.words(kc_len);
+                    let mut pairs = [0f32; MAX_KC / 2];
+                    for (i, panel) in buf.chunks_exact_mut(mr * words).enumerate() {
                         for r in 0..mr {
                             let row = i * mr + r;
-                            if row < m {
-                                let src = &a[row * k + s..][..kc_len];
-                                for (p, &v) in src.iter().enumerate() {
-                                    panel[p * mr + r] = v;
+                            let src = match (row < m, kernel.arithmetic) {
+                                (false, _) => None,
+                                (true, Arithmetic::F32) => Some(&a[row * k + s..][..kc_len]),
+                                (true, Arithmetic::Bf16) => {
+                                    bf16_row(&a[row * k + s..][..kc_len], &mut pairs[..words]);
+                                    Some(&pairs[..words])
                                 }
-                            } else {
-                                for p in 0..kc_len {
-                                    panel[p * mr + r] = 0.0;
-                                }
+                            };
+                            for p in 0..words {
+                                panel[p * mr + r] = src.map_or(0.0, |src| src[p]);
                             }
                         }
                     }
@@ -531,17 +819,22 @@ impl Task<'_> {
         }
         let mut tile = [0f32; MAX_TILE];
         let panels = width.div_ceil(nr);
-        for s in (0..self.k).step_by(kc) {
+        let block_words = self.kernel.words(kc) * self.m_padded;
+        for (index, s) in (0..self.k).step_by(kc).enumerate() {
             let kc_len = kc.min(self.k - s);
+            let words = self.kernel.words(kc_len);
             let b = &mut block[..panels * kc_len * nr];
             source.pack(self.group, s, kc_len, n0, width, nr, b);
-            let a_block = &self.packed_a[s * self.m_padded..][..kc_len * self.m_padded];
+            if self.kernel.arithmetic == Arithmetic::Bf16 {
+                pack_pairs_in_place(b, panels, kc_len, nr);
+            }
+            let a_block = &self.packed_a[index * block_words..][..words * self.m_padded];
             for q in 0..panels {
-                let b_panel = &b[q * kc_len * nr..][..kc_len * nr];
+                let b_panel = &b[q * words * nr..][..words * nr];
                 let (j0, cols) = (n0 + q * nr, nr.min(width - q * nr));
                 for i0 in (m0..m1).step_by(mr) {
-                    let a_panel = &a_block[i0 * kc_len..][..kc_len * mr];
-                    run(kc_len, a_panel, b_panel, &mut tile);
+                    let a_panel = &a_block[i0 * words..][..words * mr];
+                    run(words, a_panel, b_panel, &mut tile);
                     for (r, values) in tile.chunks_exact(nr).take(mr.min(m1 - i0)).enumerate() {
                         // SAFETY: inside this task's tile (rows i0 + r < m1, columns j0.. < n1).
                         let out = unsafe { c.slice((row0 + i0 + r) * self.n + j0, cols) };

@@ -43,7 +43,9 @@ pub mod softmax;
 pub use crate::backend::op_error::{self as error, OpError};
 pub use activation::{erf, gelu_erf, gelu_tanh, mish, quick_gelu, relu, silu, swiglu};
 pub use attention::{attention, AttentionScratch, AttentionShape, BiasMode, BlockBias, Mask};
-pub use conv::{conv2d, conv2d_with_isa, conv2d_with_scratch, Conv2d, ConvScratch};
+pub use conv::{
+    conv2d, conv2d_with_isa, conv2d_with_kernel, conv2d_with_scratch, Conv2d, ConvScratch,
+};
 pub use linear_attention::relu_linear_attention;
 pub use norm::{group_norm, layer_norm, rms_norm, rms_norm_channels};
 pub use resample::{pixel_shuffle, pixel_unshuffle, repeat_channels, upsample_nearest};

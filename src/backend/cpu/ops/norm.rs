@@ -25,7 +25,7 @@ const PAR_MIN_ELEMENTS: usize = 1 << 14;
 /// RMSNorm of each row of `x` (`n_rows × weight.len()`), in place.
 pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) -> Result<(), OpError> {
     let dim = weight.len();
-    if dim == 0 || x.len() % dim != 0 {
+    if dim == 0 || !x.len().is_multiple_of(dim) {
         return Err(param(
             "rms_norm",
             format!("{} elements are not whole rows of {dim}", x.len()),
@@ -52,7 +52,7 @@ pub fn rms_norm_channels(
 ) -> Result<(), OpError> {
     const OP: &str = "rms_norm_channels";
     let channels = weight.len();
-    if channels == 0 || x.len() % channels != 0 {
+    if channels == 0 || !x.len().is_multiple_of(channels) {
         return Err(param(
             OP,
             format!("{} elements are not {channels} channel planes", x.len()),
@@ -103,7 +103,7 @@ pub fn layer_norm(
     eps: f32,
 ) -> Result<(), OpError> {
     const OP: &str = "layer_norm";
-    if dim == 0 || x.len() % dim != 0 {
+    if dim == 0 || !x.len().is_multiple_of(dim) {
         return Err(param(
             OP,
             format!("{} elements are not whole rows of {dim}", x.len()),
@@ -136,13 +136,13 @@ pub fn group_norm(
     eps: f32,
 ) -> Result<(), OpError> {
     const OP: &str = "group_norm";
-    if channels == 0 || groups == 0 || channels % groups != 0 {
+    if channels == 0 || groups == 0 || !channels.is_multiple_of(groups) {
         return Err(param(
             OP,
             format!("{channels} channels do not split into {groups} groups"),
         ));
     }
-    if x.len() % channels != 0 {
+    if !x.len().is_multiple_of(channels) {
         return Err(param(
             OP,
             format!("{} elements are not {channels} channel planes", x.len()),

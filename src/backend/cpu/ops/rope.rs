@@ -31,7 +31,7 @@ use super::error::{check_len, checked_product, param, OpError};
 
 /// `inv_freq[i] = theta^(−2i/dim)` for `i < dim/2` (dim even).
 pub fn inv_freqs(dim: usize, theta: f32) -> Result<Vec<f32>, OpError> {
-    if dim == 0 || dim % 2 != 0 || theta.is_nan() || theta <= 0.0 {
+    if dim == 0 || !dim.is_multiple_of(2) || theta.is_nan() || theta <= 0.0 {
         return Err(param(
             "inv_freqs",
             format!("dim {dim} must be even and positive, theta {theta} positive"),
@@ -109,7 +109,7 @@ impl RopeTable {
     /// Qwen2-VL vision rotary for a head dimension `head_dim` (a multiple of 4): patch `n` at
     /// `positions[n] = [row, col]`, `theta` the base (10000 in Qwen2-VL).
     pub fn vision_2d(positions: &[[u32; 2]], head_dim: usize, theta: f32) -> Result<Self, OpError> {
-        if head_dim % 4 != 0 {
+        if !head_dim.is_multiple_of(4) {
             return Err(param(
                 "rope_vision_2d",
                 format!("head_dim {head_dim} must be a multiple of 4"),
@@ -238,7 +238,7 @@ pub fn vision_positions(
     merge: usize,
 ) -> Result<Vec<[u32; 2]>, OpError> {
     const OP: &str = "vision_positions";
-    if merge == 0 || grid_h % merge != 0 || grid_w % merge != 0 {
+    if merge == 0 || !grid_h.is_multiple_of(merge) || !grid_w.is_multiple_of(merge) {
         return Err(param(
             OP,
             format!("grid {grid_h}×{grid_w} is not divisible by merge {merge}"),

@@ -29,7 +29,7 @@ pub fn softmax_row(row: &mut [f32]) -> f32 {
 
 /// Softmax of each row of `x` (`n_rows × row_len`), in place; rows run in parallel.
 pub fn softmax_rows(x: &mut [f32], row_len: usize) -> Result<(), OpError> {
-    if row_len == 0 || x.len() % row_len != 0 {
+    if row_len == 0 || !x.len().is_multiple_of(row_len) {
         return Err(param(
             "softmax_rows",
             format!("{} elements are not whole rows of {row_len}", x.len()),
