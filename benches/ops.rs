@@ -6,9 +6,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use latte::backend::cpu::isa::Isa;
 use latte::backend::cpu::ops::gemm::MicroKernel;
 use latte::backend::cpu::ops::{
-    attention, conv2d_with_kernel, conv2d_with_scratch, kernels, rms_norm, silu, softmax_rows,
-    AttentionScratch, AttentionShape, BiasMode, BlockBias, Conv2d, ConvScratch, Mask,
+    attention, conv2d_prepared, conv2d_with_kernel, kernels, rms_norm, silu, softmax_rows,
+    AttentionScratch, AttentionShape, BiasMode, BlockBias, Conv2d, ConvScratch, Mask, PreparedConv,
 };
+use latte::dtype::TensorType;
 use std::hint::black_box;
 
 fn data(n: usize, seed: u32) -> Vec<f32> {
@@ -138,43 +139,43 @@ fn bench_conv(c: &mut Criterion) {
         let mut scratch = ConvScratch::default();
         let macs = conv.weight_len().unwrap() * oh * ow;
         g.throughput(Throughput::Elements(macs as u64));
-        g.bench_function(name, |bch| {
-            bch.iter(|| {
-                conv2d_with_scratch(
-                    &conv,
-                    &x,
-                    [side, side],
-                    &w,
-                    Some(&b),
-                    &mut out,
-                    &mut scratch,
-                )
-                .unwrap()
-            })
-        });
-        // The same product on BF16 dot products, where this CPU has them (BF16-stored weights;
-        // depthwise convolutions are not GEMMs and stay f32).
-        let Some(kernel) = MicroKernel::bf16_for(Isa::detect()) else {
-            continue;
-        };
-        if conv.is_depthwise() {
-            continue;
+        // The f32 kernel, then the same product on BF16 dot products where this CPU has them
+        // (BF16-stored weights; depthwise convolutions are not GEMMs and stay f32). Each packs
+        // the weight per call, then once, as the backend holds it after load (`_prepared`: what
+        // a model's decode pays per call).
+        let f32_kernel = (MicroKernel::detect(TensorType::F32), "");
+        let bf16 = MicroKernel::bf16_for(Isa::detect()).filter(|_| !conv.is_depthwise());
+        for (kernel, suffix) in std::iter::once(f32_kernel).chain(bf16.map(|k| (k, "_bf16"))) {
+            g.bench_function(format!("{name}{suffix}"), |bch| {
+                bch.iter(|| {
+                    conv2d_with_kernel(
+                        kernel,
+                        &conv,
+                        &x,
+                        [side, side],
+                        &w,
+                        Some(&b),
+                        &mut out,
+                        &mut scratch,
+                    )
+                    .unwrap()
+                })
+            });
+            let prepared = PreparedConv::new(kernel, &conv, w.as_slice().into()).unwrap();
+            g.bench_function(format!("{name}{suffix}_prepared"), |bch| {
+                bch.iter(|| {
+                    conv2d_prepared(
+                        &prepared,
+                        &x,
+                        [side, side],
+                        Some(&b),
+                        &mut out,
+                        &mut scratch,
+                    )
+                    .unwrap()
+                })
+            });
         }
-        g.bench_function(format!("{name}_bf16"), |bch| {
-            bch.iter(|| {
-                conv2d_with_kernel(
-                    kernel,
-                    &conv,
-                    &x,
-                    [side, side],
-                    &w,
-                    Some(&b),
-                    &mut out,
-                    &mut scratch,
-                )
-                .unwrap()
-            })
-        });
     }
     g.finish();
 }

@@ -4,9 +4,13 @@ mod ops_util;
 
 use latte::backend::cpu::isa::Isa;
 use latte::backend::cpu::ops::gemm::MicroKernel;
+use std::borrow::Cow;
+
 use latte::backend::cpu::ops::{
-    conv2d, conv2d_with_isa, conv2d_with_kernel, Conv2d, ConvScratch, OpError,
+    conv2d, conv2d_prepared, conv2d_with_isa, conv2d_with_kernel, Conv2d, ConvScratch, OpError,
+    PreparedConv,
 };
+use latte::dtype::TensorType;
 use ops_util::{assert_close, data};
 
 /// PyTorch's `F.conv2d` for batch 1, zero padding, literally.
@@ -84,6 +88,41 @@ fn check(c: Conv2d, hw: [usize; 2], with_bias: bool, seed: u64) {
             conv2d_with_kernel(kernel, &c, &x, hw, &wt, bias, &mut out, &mut scratch).unwrap();
             check_output(&c, &out, &want, kernel.isa());
         }
+    }
+    check_prepared(c, hw, &x, &wt, bias);
+}
+
+/// Weights packed once ([`PreparedConv`], what the backend holds) give the bits of the
+/// per-call path on every kernel (the packing is the same, done earlier), and hold the bytes
+/// [`PreparedConv::bytes_for`] predicts.
+fn check_prepared(c: Conv2d, hw: [usize; 2], x: &[f32], wt: &[f32], bias: Option<&[f32]>) {
+    let [oh, ow] = c.output_hw(hw).unwrap();
+    let f32_kernels = Isa::supported().filter_map(MicroKernel::for_isa);
+    let bf16_kernels = Isa::supported().filter_map(MicroKernel::bf16_for);
+    for kernel in f32_kernels.chain(bf16_kernels) {
+        let mut want = vec![f32::NAN; c.out_channels * oh * ow];
+        let mut scratch = ConvScratch::default();
+        conv2d_with_kernel(kernel, &c, x, hw, wt, bias, &mut want, &mut scratch).unwrap();
+        let prepared = PreparedConv::new(kernel, &c, Cow::Borrowed(wt)).unwrap();
+        for mut scratch in [ConvScratch::default(), grown_scratch(kernel.isa())] {
+            let mut out = vec![f32::NAN; c.out_channels * oh * ow];
+            conv2d_prepared(&prepared, x, hw, bias, &mut out, &mut scratch).unwrap();
+            let same = out
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{c:?} on {:?}: prepared weights differ", kernel.isa());
+        }
+    }
+    for ty in [TensorType::F32, TensorType::F16, TensorType::BF16] {
+        let values = if ty == TensorType::F32 {
+            Cow::Borrowed(wt)
+        } else {
+            Cow::Owned(wt.to_vec())
+        };
+        let prepared = PreparedConv::new(MicroKernel::detect(ty), &c, values).unwrap();
+        let predicted = PreparedConv::bytes_for(&c, ty).unwrap();
+        assert_eq!(prepared.held_bytes(), predicted, "{c:?} stored as {ty:?}");
     }
 }
 
@@ -212,4 +251,56 @@ fn conv_rejects_bad_input() {
         too_big.output_hw([4, 4]),
         Err(OpError::Param { .. })
     ));
+    // Prepared weights: the weight's length is checked when packing, the call's other lengths
+    // on every call.
+    let kernel = MicroKernel::detect(TensorType::F32);
+    assert!(matches!(
+        PreparedConv::new(kernel, &c, Cow::Borrowed(&w[1..])),
+        Err(OpError::Len { .. })
+    ));
+    assert!(PreparedConv::new(kernel, &bad_groups, Cow::Borrowed(&w)).is_err());
+    assert_eq!(PreparedConv::bytes_for(&bad_groups, TensorType::F32), None);
+    let prepared = PreparedConv::new(kernel, &c, Cow::Borrowed(&w)).unwrap();
+    let mut scratch = ConvScratch::default();
+    assert!(conv2d_prepared(&prepared, &x, [4, 4], None, &mut out, &mut scratch).is_ok());
+    assert!(matches!(
+        conv2d_prepared(&prepared, &x[1..], [4, 4], None, &mut out, &mut scratch),
+        Err(OpError::Len { .. })
+    ));
+    assert!(matches!(
+        conv2d_prepared(&prepared, &x, [4, 4], None, &mut out[1..], &mut scratch),
+        Err(OpError::Len { .. })
+    ));
+    assert!(matches!(
+        conv2d_prepared(
+            &prepared,
+            &x,
+            [4, 4],
+            Some(&[0.0; 2]),
+            &mut out,
+            &mut scratch
+        ),
+        Err(OpError::Len { .. })
+    ));
+}
+
+/// BF16 weights are held packed as bf16 pairs: half the bytes of f32 (plus panel padding).
+#[test]
+fn bf16_weights_are_held_in_half_the_bytes() {
+    let c = Conv2d::same(64, 32, 3);
+    let w = vec![0.5f32; c.weight_len().unwrap()];
+    let f32_bytes = 4 * w.len() as u64;
+    let held = PreparedConv::bytes_for(&c, TensorType::BF16).unwrap();
+    let kernel = MicroKernel::detect(TensorType::BF16);
+    if kernel.arithmetic() == latte::backend::cpu::ops::gemm::Arithmetic::Bf16 {
+        assert_eq!(held, f32_bytes / 2);
+    } else {
+        // No BF16 dot products here: packed f32, rows padded to whole micro-panels.
+        assert!(
+            (f32_bytes..f32_bytes + f32_bytes / 4).contains(&held),
+            "{held}"
+        );
+    }
+    let prepared = PreparedConv::new(kernel, &c, Cow::Owned(w)).unwrap();
+    assert_eq!(prepared.held_bytes(), held);
 }

@@ -153,6 +153,13 @@ pub trait Backend: Sync {
         Some(ScratchSizes::default())
     }
 
+    /// Host bytes a [`Backend::conv_weight`] of `conv` stored as `weight_type` holds beyond the
+    /// file's mapping (a CPU's packed or converted copy; a device's weights live in its memory).
+    /// `None` on overflow.
+    fn conv_weight_host_bytes(&self, _conv: &Conv2d, _weight_type: TensorType) -> Option<u64> {
+        Some(0)
+    }
+
     /// Sizes the working memory of [`Backend::attention`] for calls up to `shape` now, so that a
     /// decode loop whose key range grows by one each step allocates nothing.
     fn reserve_attention(&self, _shape: AttentionShape) -> Result<(), BackendError> {

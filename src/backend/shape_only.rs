@@ -66,6 +66,10 @@ impl Backend for ShapeOnly {
         CPU.conv2d_scratch(conv, weight_type, hw)
     }
 
+    fn conv_weight_host_bytes(&self, conv: &Conv2d, weight_type: TensorType) -> Option<u64> {
+        CPU.conv_weight_host_bytes(conv, weight_type)
+    }
+
     fn linear_attention_scratch(
         &self,
         n_heads: usize,

@@ -14,7 +14,6 @@
 
 use crate::backend::shape_only::SHAPE_ONLY;
 use crate::backend::Backend;
-use crate::dtype::TensorType;
 use crate::image::{merged_tokens, RgbImage};
 use crate::model::dcae::Decoder;
 use crate::model::flow::FlowConfig;
@@ -226,27 +225,31 @@ impl<'f, B: Backend> GenerationPlanner<'f, B> {
 
     /// The size `[height, width]` of the images this file makes.
     pub fn image_size(&self) -> Result<[usize; 2], GenerateError> {
-        Ok(self.decoder_working()?.1)
+        Ok(self.decoder_working()?.2)
     }
 
     /// The decoder's working memory for one latent on the CPU (an upper bound for a device's, whose
-    /// linear attention keeps less) and the size of the image it makes.
-    fn decoder_working(&self) -> Result<(u64, [usize; 2]), GenerateError> {
+    /// linear attention keeps less), the host bytes of its loaded weights beyond the file, and the
+    /// size of the image it makes.
+    fn decoder_working(&self) -> Result<(u64, u64, [usize; 2]), GenerateError> {
         let s = self.flow.latent_size;
         let decoder = Decoder::load_on(&SHAPE_ONLY, self.file)?;
         Ok((
             decoder.predicted_working_bytes(s, s)?,
+            decoder.conv_weight_host_bytes()? + self.decoder_vector_bytes(),
             decoder.output_hw(s, s)?,
         ))
     }
 
-    /// Bytes of the f32 copies the CPU decoder makes of its tensors stored in another type.
-    fn decoder_dequantized_bytes(&self) -> u64 {
+    /// Bytes of the f32 copies the decoder makes of its per-channel vectors (norms, biases).
+    fn decoder_vector_bytes(&self) -> u64 {
         self.file
             .gguf()
             .tensor_infos()
             .iter()
-            .filter(|t| t.name.starts_with("dcae.") && t.ty != TensorType::F32)
+            .filter(|t| {
+                t.name.starts_with("dcae.") && t.dims.iter().filter(|&&d| d > 1).count() <= 1
+            })
             .map(|t| 4 * t.dims.iter().product::<u64>())
             .sum()
     }
@@ -280,15 +283,15 @@ impl<'f, B: Backend> GenerationPlanner<'f, B> {
         } else {
             self.sampling_buffer_bytes(options, prompt_len, batch)
         };
-        let (working, [h, w]) = self.decoder_working()?;
+        let (working, weights, [h, w]) = self.decoder_working()?;
         // Every image of a batch stays in memory (latent and pixels) until the batch ends.
         let kept = f * extra * (c.latent_len() + 3 * h * w) as u64;
-        // The CPU decoder computes on f32 weights: tensors stored in another type are dequantized
-        // into memory for the decode phase. On a device only the latent and the image are here.
+        // The CPU decoder holds its weights packed for its kernels (and its vectors as f32) for the
+        // decode phase. On a device only the latent and the image are here.
         let decode = if on_device {
             f * (c.latent_len() as u64 + 3 * 16 * c.latent_len() as u64) + kept
         } else {
-            working + self.decoder_dequantized_bytes() + kept
+            working + weights + kept
         };
         let mut phases = memory_plan(
             &self.parts,
@@ -356,7 +359,7 @@ impl<'f, B: Backend> GenerationPlanner<'f, B> {
                 }
             })
             .sum();
-        let (working, [h, w]) = self.decoder_working()?;
+        let (working, _, [h, w]) = self.decoder_working()?;
         let image_bytes = 4 * (3 * h * w) as u64;
         Ok(facts.shared_bytes + weights + working + self.backend.overhead_bytes(image_bytes))
     }

@@ -18,7 +18,7 @@ use super::dot::packed_q4_0_kernel;
 use super::isa::Isa;
 use super::matmul::{matmul_packed, matmul_with_isa, MatmulScratch};
 use super::ops::gemm::MicroKernel;
-use super::ops::{self, AttentionScratch, ConvScratch, RopeTable};
+use super::ops::{self, AttentionScratch, ConvScratch, PreparedConv, RopeTable};
 use super::packed::PackedQ4_0;
 use crate::backend::op_error::{check_len, checked_product, param};
 use crate::backend::{
@@ -55,14 +55,6 @@ pub static CPU_MAPPED: CpuBackend = CpuBackend {
 pub struct CpuWeight<'a> {
     pub view: TensorView<'a>,
     pub packed: Option<PackedQ4_0>,
-}
-
-/// A convolution kernel: its f32 values (borrowed from the file when stored as F32), and the GEMM
-/// kernel its stored type computes with (BF16 weights on BF16 dot products where the CPU has
-/// them, see `ops::gemm`).
-pub struct CpuConvWeight<'a> {
-    pub values: Cow<'a, [f32]>,
-    pub kernel: MicroKernel,
 }
 
 #[derive(Default)]
@@ -151,7 +143,7 @@ fn apply_unary(f: Unary, x: &mut [f32]) {
 impl Backend for CpuBackend {
     type Buffer = Vec<f32>;
     type Weight<'a> = CpuWeight<'a>;
-    type ConvWeight<'a> = CpuConvWeight<'a>;
+    type ConvWeight<'a> = PreparedConv<'a>;
     type Rope = RopeTable;
     type StagedGroup = ();
 
@@ -177,11 +169,15 @@ impl Backend for CpuBackend {
         weight_type: TensorType,
         hw: [usize; 2],
     ) -> Option<ScratchSizes> {
-        let sizes = ConvScratch::sizes_for(conv, weight_type, hw).ok()?;
+        let sizes = ConvScratch::prepared_sizes_for(conv, weight_type, hw).ok()?;
         Some(ScratchSizes {
             shared: sizes.packed_a,
             per_thread: sizes.block,
         })
+    }
+
+    fn conv_weight_host_bytes(&self, conv: &Conv2d, weight_type: TensorType) -> Option<u64> {
+        PreparedConv::bytes_for(conv, weight_type)
     }
 
     fn linear_attention_scratch(
@@ -266,7 +262,7 @@ impl Backend for CpuBackend {
         &self,
         tensor: TensorView<'a>,
         conv: &Conv2d,
-    ) -> Result<CpuConvWeight<'a>, BackendError> {
+    ) -> Result<PreparedConv<'a>, BackendError> {
         check_len(
             "conv2d",
             "weight",
@@ -274,24 +270,24 @@ impl Backend for CpuBackend {
             tensor.n_elements() as usize,
         )?;
         let kernel = self.conv_kernel(tensor.ty())?;
-        if let Ok(values) = tensor.as_f32() {
-            return Ok(CpuConvWeight {
-                values: Cow::Borrowed(values),
-                kernel,
-            });
-        }
-        // Another type (or, in a hand-made file, misaligned F32): an owned f32 copy.
-        let mut values = vec![0.0; tensor.n_elements() as usize];
-        crate::quant::dequantize(tensor.ty(), tensor.bytes(), &mut values).map_err(|e| {
-            param(
-                "conv2d",
-                format!("weight '{}' cannot be read as f32: {e}", tensor.name()),
-            )
-        })?;
-        Ok(CpuConvWeight {
-            values: Cow::Owned(values),
-            kernel,
-        })
+        let values = match tensor.as_f32() {
+            Ok(values) => Cow::Borrowed(values),
+            // Another type (or, in a hand-made file, misaligned F32): an f32 copy, which a dense
+            // kernel's packing replaces.
+            Err(_) => {
+                let mut values = vec![0.0; tensor.n_elements() as usize];
+                crate::quant::dequantize(tensor.ty(), tensor.bytes(), &mut values).map_err(
+                    |e| {
+                        param(
+                            "conv2d",
+                            format!("weight '{}' cannot be read as f32: {e}", tensor.name()),
+                        )
+                    },
+                )?;
+                Cow::Owned(values)
+            }
+        };
+        Ok(PreparedConv::new(kernel, conv, values)?)
     }
 
     fn rope_table(&self, table: &RopeTable) -> Result<RopeTable, BackendError> {
@@ -575,20 +571,28 @@ impl Backend for CpuBackend {
     fn conv2d(
         &self,
         conv: &Conv2d,
-        weight: &CpuConvWeight<'_>,
+        weight: &PreparedConv<'_>,
         bias: Option<Slice<'_, Vec<f32>>>,
         input: Slice<'_, Vec<f32>>,
         hw: [usize; 2],
         out: SliceMut<'_, Vec<f32>>,
     ) -> Result<(), BackendError> {
+        if weight.conv() != conv {
+            return Err(param(
+                "conv2d",
+                format!(
+                    "weights prepared for {:?}, called as {conv:?}",
+                    weight.conv()
+                ),
+            )
+            .into());
+        }
         let out = host_mut(out);
         with_scratch(|s| {
-            ops::conv2d_with_kernel(
-                weight.kernel,
-                conv,
+            ops::conv2d_prepared(
+                weight,
                 host(&input),
                 hw,
-                &weight.values,
                 bias.as_ref().map(host),
                 out,
                 &mut s.conv,

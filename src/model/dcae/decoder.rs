@@ -45,6 +45,14 @@ impl<B: Backend> Layer<'_, B> {
         }
     }
 
+    fn host_weight_bytes(&self) -> Option<u64> {
+        match self {
+            Layer::Res(l) => l.host_weight_bytes(),
+            Layer::EfficientVit(l) => l.host_weight_bytes(),
+            Layer::Up(l) => l.host_weight_bytes(),
+        }
+    }
+
     /// The resolution after this layer.
     fn out_hw(&self, hw: [usize; 2]) -> Option<[usize; 2]> {
         match self {
@@ -259,6 +267,28 @@ impl<'a, B: Backend> Decoder<'a, B> {
         values
             .and_then(|v| (v as u64).checked_mul(4))
             .ok_or_else(|| self.too_large(h, w))
+    }
+
+    /// Host bytes of the convolution weights beyond the file: what the backend packed or
+    /// converted at load (on the CPU, every dense kernel's packed copy and every depthwise kernel
+    /// not stored as F32).
+    pub fn conv_weight_host_bytes(&self) -> Result<u64, ModelError> {
+        let conv_out = match &self.conv_out {
+            ConvOut::Conv(conv) => conv.host_bytes(),
+            ConvOut::Up(up) => up.host_weight_bytes(),
+        };
+        let layers = self.layers.iter().try_fold(0u64, |sum, layer| {
+            sum.checked_add(layer.host_weight_bytes()?)
+        });
+        self.conv_in
+            .host_bytes()
+            .zip(conv_out)
+            .zip(layers)
+            .and_then(|((a, b), c)| a.checked_add(b)?.checked_add(c))
+            .ok_or_else(|| ModelError::Invalid {
+                file: self.file.clone(),
+                what: "DC-AE: its weights' sizes overflow".into(),
+            })
     }
 
     fn too_large(&self, h: usize, w: usize) -> ModelError {

@@ -14,6 +14,12 @@ pub struct EfficientVitBlock<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> EfficientVitBlock<'a, B> {
+    /// Host bytes of its convolution weights beyond the file (`None` on overflow).
+    pub fn host_weight_bytes(&self) -> Option<u64> {
+        self.attention
+            .host_weight_bytes()?
+            .checked_add(self.conv_out.host_weight_bytes()?)
+    }
     /// Loads `{name}.attn` and `{name}.conv_out`.
     pub fn load(
         backend: &'a B,

@@ -5,7 +5,7 @@
 use super::config::NormType;
 use super::norm::ChannelNorm;
 use super::scratch::{grow, product, BufferSizes, DecoderScratch};
-use super::weights::Conv;
+use super::weights::{host_bytes, Conv};
 use crate::backend::{Backend, Conv2d, DeviceBuffer, Unary};
 use crate::model::{ModelError, ModelFile};
 
@@ -23,6 +23,10 @@ pub struct GluMbConv<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> GluMbConv<'a, B> {
+    /// Host bytes of its convolution weights beyond the file (`None` on overflow).
+    pub fn host_weight_bytes(&self) -> Option<u64> {
+        host_bytes(&[&self.conv_inverted, &self.conv_depth, &self.conv_point])
+    }
     /// Loads `{name}.conv_inverted`, `{name}.conv_depth`, `{name}.conv_point`, `{name}.norm`.
     pub fn load(
         backend: &'a B,

@@ -10,7 +10,7 @@
 use super::config::NormType;
 use super::norm::ChannelNorm;
 use super::scratch::{grow, product, BufferSizes, DecoderScratch};
-use super::weights::Conv;
+use super::weights::{host_bytes, Conv};
 use crate::backend::{Backend, Conv2d, DeviceBuffer, ScratchSizes};
 use crate::model::{ModelError, ModelFile};
 
@@ -37,6 +37,14 @@ pub struct MultiscaleAttention<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> MultiscaleAttention<'a, B> {
+    /// Host bytes of its convolution weights beyond the file (`None` on overflow).
+    pub fn host_weight_bytes(&self) -> Option<u64> {
+        let mut convs = vec![&self.to_q, &self.to_k, &self.to_v, &self.to_out];
+        for branch in &self.scales {
+            convs.extend([&branch.proj_in, &branch.proj_out]);
+        }
+        host_bytes(&convs)
+    }
     /// Loads `{name}.to_q/k/v`, `{name}.to_qkv_multiscale.{i}.proj_in/proj_out`, `{name}.to_out`
     /// and `{name}.norm_out`.
     pub fn load(

@@ -4,7 +4,7 @@
 use super::config::{Activation, NormType};
 use super::norm::ChannelNorm;
 use super::scratch::{grow, product, BufferSizes, DecoderScratch};
-use super::weights::Conv;
+use super::weights::{host_bytes, Conv};
 use crate::backend::{Backend, DeviceBuffer};
 use crate::model::{ModelError, ModelFile};
 
@@ -18,6 +18,10 @@ pub struct ResBlock<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> ResBlock<'a, B> {
+    /// Host bytes of its convolution weights beyond the file (`None` on overflow).
+    pub fn host_weight_bytes(&self) -> Option<u64> {
+        host_bytes(&[&self.conv1, &self.conv2])
+    }
     /// Loads `{name}.conv1`, `{name}.conv2` and `{name}.norm` for `channels` channels.
     pub fn load(
         backend: &'a B,

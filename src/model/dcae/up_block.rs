@@ -5,7 +5,7 @@
 
 use super::config::UpsampleType;
 use super::scratch::{grow, product, BufferSizes, DecoderScratch};
-use super::weights::Conv;
+use super::weights::{host_bytes, Conv};
 use crate::backend::{Backend, DeviceBuffer};
 use crate::model::{ModelError, ModelFile};
 
@@ -23,6 +23,10 @@ pub struct UpBlock<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> UpBlock<'a, B> {
+    /// Host bytes of its convolution weights beyond the file (`None` on overflow).
+    pub fn host_weight_bytes(&self) -> Option<u64> {
+        host_bytes(&[&self.conv])
+    }
     /// Loads `{name}.conv`.
     pub fn load(
         backend: &'a B,

@@ -143,4 +143,17 @@ impl<'a, B: Backend> Conv<'a, B> {
     pub fn out_channels(&self) -> usize {
         self.shape.out_channels
     }
+
+    /// Host bytes the backend holds for this weight beyond the file (`None` on overflow).
+    pub fn host_bytes(&self) -> Option<u64> {
+        self.backend
+            .conv_weight_host_bytes(&self.shape, self.weight_type)
+    }
+}
+
+/// The sum of the convolutions' [`Conv::host_bytes`] (`None` on overflow).
+pub fn host_bytes<B: Backend>(convs: &[&Conv<'_, B>]) -> Option<u64> {
+    convs
+        .iter()
+        .try_fold(0u64, |sum, c| sum.checked_add(c.host_bytes()?))
 }

@@ -15,12 +15,14 @@
 //!
 //! This module owns convolution only (no activation or norm fused in).
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
 use super::error::{checked_product, param, OpError};
 use super::gemm::{
     self, put_run, put_zeros, GemmScratch, GemmScratchSizes, GemmShape, MatrixPanels, MicroKernel,
-    PanelSource,
+    PackedLhs, PanelSource,
 };
 use super::kernels::{self, multiversion};
 use crate::backend::cpu::isa::Isa;
@@ -51,22 +53,114 @@ impl ConvScratch {
         if conv.is_depthwise() {
             return Ok(GemmScratchSizes::default());
         }
+        let [groups, m, k] = gemm_dims(conv)?;
         let shape = GemmShape {
-            groups: conv.groups,
-            m: conv.out_channels / conv.groups,
+            groups,
+            m,
             n: checked_product("conv2d", &[oh, ow])?,
-            k: checked_product(
-                "conv2d",
-                &[
-                    conv.in_channels / conv.groups,
-                    conv.kernel[0],
-                    conv.kernel[1],
-                ],
-            )?,
+            k,
         };
         GemmScratchSizes::of(MicroKernel::detect(weight_type), shape)
             .ok_or_else(|| param("conv2d", format!("{conv:?} on {hw:?} overflows usize")))
     }
+
+    /// [`ConvScratch::sizes_for`] a [`PreparedConv`]: its weights are packed already, so only
+    /// the im2col blocks.
+    pub fn prepared_sizes_for(
+        conv: &Conv2d,
+        weight_type: TensorType,
+        hw: [usize; 2],
+    ) -> Result<GemmScratchSizes, OpError> {
+        Ok(GemmScratchSizes {
+            packed_a: 0,
+            ..Self::sizes_for(conv, weight_type, hw)?
+        })
+    }
+}
+
+/// A convolution's weights made ready once, at load, for this CPU's kernels: a dense kernel packed
+/// for the GEMM (as bf16 pairs for the BF16 kernel: half the bytes of f32), a depthwise one kept
+/// as f32 (borrowed from the file where it is stored as F32).
+pub struct PreparedConv<'a> {
+    conv: Conv2d,
+    kernel: MicroKernel,
+    weights: PreparedWeights<'a>,
+}
+
+enum PreparedWeights<'a> {
+    Depthwise(Cow<'a, [f32]>),
+    Dense(PackedLhs),
+}
+
+impl<'a> PreparedConv<'a> {
+    /// Prepares `weight` (`[out, in/groups, kh, kw]`) of `conv` for `kernel`.
+    pub fn new(
+        kernel: MicroKernel,
+        conv: &Conv2d,
+        weight: Cow<'a, [f32]>,
+    ) -> Result<Self, OpError> {
+        super::error::check_len("conv2d", "weight", conv.weight_len()?, weight.len())?;
+        let weights = if conv.is_depthwise() {
+            PreparedWeights::Depthwise(weight)
+        } else {
+            let [groups, m, k] = gemm_dims(conv)?;
+            PreparedWeights::Dense(PackedLhs::new(kernel, groups, m, k, &weight)?)
+        };
+        Ok(PreparedConv {
+            conv: *conv,
+            kernel,
+            weights,
+        })
+    }
+
+    /// Bytes a [`PreparedConv::new`] holds beyond the file for `conv` with a weight stored as
+    /// `weight_type`, on this CPU's kernels (`None` on overflow).
+    pub fn bytes_for(conv: &Conv2d, weight_type: TensorType) -> Option<u64> {
+        let len = conv.weight_len().ok()?;
+        let values = if conv.is_depthwise() {
+            // Borrowed from the mapping when stored as F32, else an f32 copy.
+            if weight_type == TensorType::F32 {
+                0
+            } else {
+                len
+            }
+        } else {
+            let [groups, m, k] = gemm_dims(conv).ok()?;
+            PackedLhs::words_for(MicroKernel::detect(weight_type), groups, m, k)?
+        };
+        (values as u64).checked_mul(4)
+    }
+
+    /// Bytes held now beyond the file.
+    pub fn held_bytes(&self) -> u64 {
+        4 * match &self.weights {
+            PreparedWeights::Depthwise(Cow::Borrowed(_)) => 0,
+            PreparedWeights::Depthwise(Cow::Owned(v)) => v.len() as u64,
+            PreparedWeights::Dense(packed) => packed.words() as u64,
+        }
+    }
+
+    pub fn kernel(&self) -> MicroKernel {
+        self.kernel
+    }
+
+    /// The convolution these weights were prepared for.
+    pub fn conv(&self) -> &Conv2d {
+        &self.conv
+    }
+}
+
+/// `[groups, m, k]` of the matrix product a dense `conv` is.
+fn gemm_dims(conv: &Conv2d) -> Result<[usize; 3], OpError> {
+    let k = checked_product(
+        "conv2d",
+        &[
+            conv.in_channels / conv.groups,
+            conv.kernel[0],
+            conv.kernel[1],
+        ],
+    )?;
+    Ok([conv.groups, conv.out_channels / conv.groups, k])
 }
 
 /// Convolves `input` (`[in_channels, h, w]`) into `out` (`[out_channels, oh, ow]`, see
@@ -135,11 +229,72 @@ pub fn conv2d_with_kernel(
     out: &mut [f32],
     scratch: &mut ConvScratch,
 ) -> Result<(), OpError> {
+    convolve(
+        kernel,
+        conv,
+        input,
+        hw,
+        Weights::Rows(weight),
+        bias,
+        out,
+        scratch,
+    )
+}
+
+/// [`conv2d_with_scratch`] on weights prepared at load ([`PreparedConv`]), on the kernel they
+/// were prepared for.
+pub fn conv2d_prepared(
+    weight: &PreparedConv<'_>,
+    input: &[f32],
+    hw: [usize; 2],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    scratch: &mut ConvScratch,
+) -> Result<(), OpError> {
+    let weights = match &weight.weights {
+        PreparedWeights::Depthwise(values) => Weights::Rows(values),
+        PreparedWeights::Dense(packed) => Weights::Packed(packed),
+    };
+    convolve(
+        weight.kernel,
+        &weight.conv,
+        input,
+        hw,
+        weights,
+        bias,
+        out,
+        scratch,
+    )
+}
+
+/// A convolution's weights as a call gets them.
+enum Weights<'w> {
+    /// `[out, in/groups, kh, kw]` f32.
+    Rows(&'w [f32]),
+    /// A dense convolution's, packed for the GEMM (their length checked when packed).
+    Packed(&'w PackedLhs),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn convolve(
+    kernel: MicroKernel,
+    conv: &Conv2d,
+    input: &[f32],
+    hw: [usize; 2],
+    weights: Weights<'_>,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    scratch: &mut ConvScratch,
+) -> Result<(), OpError> {
     let isa = kernel.isa();
+    let weight_len = match weights {
+        Weights::Rows(w) => w.len(),
+        Weights::Packed(_) => conv.weight_len()?,
+    };
     let [oh, ow] = conv.check(
         hw,
         input.len(),
-        weight.len(),
+        weight_len,
         out.len(),
         bias.map(<[f32]>::len),
     )?;
@@ -151,33 +306,52 @@ pub fn conv2d_with_kernel(
         in_hw: hw,
         out_hw: [oh, ow],
     };
-    if conv.is_depthwise() {
-        if isa == Isa::Scalar {
-            depthwise_portable(&geometry, input, weight, bias, out);
-        } else {
-            depthwise(&geometry, input, weight, bias, out);
-        }
-        return Ok(());
-    }
     let shape = GemmShape {
         groups: conv.groups,
         m: geometry.out_per_group(),
         n: oh * ow,
         k: geometry.in_per_group() * geometry.kernel_len(),
     };
-    if conv.is_pointwise() {
-        let source = MatrixPanels {
-            data: input,
-            k: shape.k,
-            n: shape.n,
-        };
-        gemm::grouped_gemm(kernel, shape, weight, &source, bias, out, &mut scratch.gemm)
-    } else {
-        let source = Im2col {
-            g: &geometry,
-            input,
-        };
-        gemm::grouped_gemm(kernel, shape, weight, &source, bias, out, &mut scratch.gemm)
+    let scratch = &mut scratch.gemm;
+    match weights {
+        Weights::Rows(weight) if conv.is_depthwise() => {
+            if isa == Isa::Scalar {
+                depthwise_portable(&geometry, input, weight, bias, out);
+            } else {
+                depthwise(&geometry, input, weight, bias, out);
+            }
+            Ok(())
+        }
+        Weights::Rows(weight) if conv.is_pointwise() => {
+            let source = MatrixPanels {
+                data: input,
+                k: shape.k,
+                n: shape.n,
+            };
+            gemm::grouped_gemm(kernel, shape, weight, &source, bias, out, scratch)
+        }
+        Weights::Rows(weight) => {
+            let source = Im2col {
+                g: &geometry,
+                input,
+            };
+            gemm::grouped_gemm(kernel, shape, weight, &source, bias, out, scratch)
+        }
+        Weights::Packed(packed) if conv.is_pointwise() => {
+            let source = MatrixPanels {
+                data: input,
+                k: shape.k,
+                n: shape.n,
+            };
+            gemm::grouped_gemm_packed(packed, shape.n, &source, bias, out, scratch)
+        }
+        Weights::Packed(packed) => {
+            let source = Im2col {
+                g: &geometry,
+                input,
+            };
+            gemm::grouped_gemm_packed(packed, shape.n, &source, bias, out, scratch)
+        }
     }
 }
 

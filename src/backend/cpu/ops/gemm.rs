@@ -2,8 +2,9 @@
 //! `[m, k]` row-major (a conv weight), `B` `[k, n]` supplied panel by panel by a [`PanelSource`]
 //! (a plain matrix, or the implicit im2col of `conv`), `C` `[m, n]` row-major (a CHW output).
 //!
-//! Goto/BLIS structure: `A` is packed once per call into `mr`-row micro-panels per `kc`-deep
-//! block; each parallel task owns a tile of `C` (rows × columns of one group), packs its
+//! Goto/BLIS structure: `A` is packed into `mr`-row micro-panels per `kc`-deep block, once per
+//! call by [`grouped_gemm`] or once for all calls as a [`PackedLhs`] (a convolution weight packed
+//! at load, [`grouped_gemm_packed`]); each parallel task owns a tile of `C` (rows × columns of one group), packs its
 //! `kc × nc` block of `B` into `nr`-column micro-panels (in a per-thread scratch slot) and runs the
 //! register-tile micro-kernel over it: the `B` micro-panel (`kc·nr` floats) stays in L1 while
 //! the `mc × kc` block of packed `A` streams from L2.
@@ -585,7 +586,8 @@ pub fn gemm_on(
 }
 
 /// `c[g] = bias[g] + a[g]·b[g]` for every group: `a` `[groups·m, k]`, `bias` `[groups·m]`, `c`
-/// `[groups·m, n]` (consecutive groups' rows), `b` from `source`.
+/// `[groups·m, n]` (consecutive groups' rows), `b` from `source`. Packs `a` into `scratch` first;
+/// a weight used many times is packed once instead ([`PackedLhs`], [`grouped_gemm_packed`]).
 pub fn grouped_gemm(
     kernel: MicroKernel,
     shape: GemmShape,
@@ -595,10 +597,143 @@ pub fn grouped_gemm(
     c: &mut [f32],
     scratch: &mut GemmScratch,
 ) -> Result<(), OpError> {
-    const OP: &str = "gemm";
+    let layout = LhsLayout::new(kernel, shape)?;
+    check_len(
+        OP,
+        "a",
+        checked_product(OP, &[shape.groups, shape.m, shape.k])?,
+        a.len(),
+    )?;
+    let mut packed_a = std::mem::take(&mut scratch.packed_a);
+    if packed_a.len() < layout.words {
+        packed_a.resize(layout.words, 0.0);
+    }
+    pack_a(
+        kernel,
+        shape,
+        a,
+        layout.m_padded,
+        &mut packed_a[..layout.words],
+    );
+    let result = multiply(
+        kernel,
+        shape,
+        &packed_a[..layout.words],
+        source,
+        bias,
+        c,
+        scratch,
+    );
+    scratch.packed_a = packed_a;
+    result
+}
+
+/// [`grouped_gemm`] on a left operand packed beforehand: `n` columns, groups, rows and depth
+/// from `a`.
+pub fn grouped_gemm_packed(
+    a: &PackedLhs,
+    n: usize,
+    source: &impl PanelSource,
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+    scratch: &mut GemmScratch,
+) -> Result<(), OpError> {
+    let shape = GemmShape { n, ..a.shape };
+    multiply(a.kernel, shape, &a.words, source, bias, c, scratch)
+}
+
+const OP: &str = "gemm";
+
+/// Where packed `A` words go: rows padded to whole `mr` panels, `words` in all.
+struct LhsLayout {
+    m_padded: usize,
+    words: usize,
+}
+
+impl LhsLayout {
+    fn new(kernel: MicroKernel, shape: GemmShape) -> Result<Self, OpError> {
+        let overflow = || param(OP, format!("{shape:?} overflows usize"));
+        let m_padded = shape
+            .m
+            .div_ceil(kernel.mr)
+            .checked_mul(kernel.mr)
+            .ok_or_else(overflow)?;
+        let words = kernel
+            .words_total(shape.k)
+            .and_then(|w| w.checked_mul(m_padded)?.checked_mul(shape.groups))
+            .filter(|w| w.checked_mul(4).is_some())
+            .ok_or_else(overflow)?;
+        Ok(LhsLayout { m_padded, words })
+    }
+}
+
+/// The left operand `A` (`[groups·m, k]`, e.g. a convolution weight) packed once for one
+/// kernel, so that products with it skip [`grouped_gemm`]'s packing: weights are packed at load
+/// and, for the BF16 kernel, held as bf16 pairs (half the bytes of f32).
+pub struct PackedLhs {
+    kernel: MicroKernel,
+    /// `n` is unused (0): each product gives its own.
+    shape: GemmShape,
+    words: Vec<f32>,
+}
+
+impl PackedLhs {
+    /// Packs row-major `a` (`groups·m` rows of `k`) for `kernel`.
+    pub fn new(
+        kernel: MicroKernel,
+        groups: usize,
+        m: usize,
+        k: usize,
+        a: &[f32],
+    ) -> Result<Self, OpError> {
+        let shape = GemmShape { groups, m, n: 0, k };
+        let layout = LhsLayout::new(kernel, shape)?;
+        check_len(OP, "a", checked_product(OP, &[groups, m, k])?, a.len())?;
+        let mut words = Vec::new();
+        words.try_reserve_exact(layout.words).map_err(|_| {
+            param(
+                OP,
+                format!("cannot allocate {} packed weight words", layout.words),
+            )
+        })?;
+        words.resize(layout.words, 0.0);
+        pack_a(kernel, shape, a, layout.m_padded, &mut words);
+        Ok(PackedLhs {
+            kernel,
+            shape,
+            words,
+        })
+    }
+
+    /// The f32-sized words a [`PackedLhs::new`] of this size holds (`None` on overflow).
+    pub fn words_for(kernel: MicroKernel, groups: usize, m: usize, k: usize) -> Option<usize> {
+        LhsLayout::new(kernel, GemmShape { groups, m, n: 0, k })
+            .ok()
+            .map(|l| l.words)
+    }
+
+    /// The 32-bit words held.
+    pub fn words(&self) -> usize {
+        self.words.len()
+    }
+
+    pub fn kernel(&self) -> MicroKernel {
+        self.kernel
+    }
+}
+
+/// The product on packed `A` (`packed_a`, laid out as [`pack_a`] writes it for `kernel`).
+fn multiply(
+    kernel: MicroKernel,
+    shape: GemmShape,
+    packed_a: &[f32],
+    source: &impl PanelSource,
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+    scratch: &mut GemmScratch,
+) -> Result<(), OpError> {
     let GemmShape { groups, m, n, k } = shape;
     let rows = checked_product(OP, &[groups, m])?;
-    check_len(OP, "a", checked_product(OP, &[rows, k])?, a.len())?;
     check_len(OP, "c", checked_product(OP, &[rows, n])?, c.len())?;
     if let Some(b) = bias {
         check_len(OP, "bias", rows, b.len())?;
@@ -623,10 +758,10 @@ pub fn grouped_gemm(
         n_tiles,
         sizes,
     } = plan;
+    check_len(OP, "packed a", sizes.packed_a, packed_a.len())?;
     let block_len = sizes.block;
     let group_words = sizes.packed_a / groups;
 
-    pack_a(kernel, shape, a, m_padded, &mut scratch.packed_a);
     if scratch.panels.len() < threads {
         scratch.panels.resize_with(threads, Default::default);
     }
@@ -637,7 +772,6 @@ pub fn grouped_gemm(
         }
     }
 
-    let packed_a = &scratch.packed_a;
     let panels = &scratch.panels;
     let c_shared = SharedMut::new(c);
     (0..groups * m_tiles * n_tiles)
@@ -741,21 +875,14 @@ impl Plan {
 /// `mr` panel `i`: word `[p][r]` at `g·m_padded·words_total(k) + b·m_padded·words(kc) + i·mr·w +
 /// p·mr + r` (f32: value `a[row][b·kc + p]`; bf16: the pair of depth steps `2p`, `2p + 1`), rows
 /// past `m` zero.
-fn pack_a(
-    kernel: MicroKernel,
-    shape: GemmShape,
-    a: &[f32],
-    m_padded: usize,
-    packed: &mut Vec<f32>,
-) {
-    let GemmShape { groups, m, k, .. } = shape;
+fn pack_a(kernel: MicroKernel, shape: GemmShape, a: &[f32], m_padded: usize, packed: &mut [f32]) {
+    let GemmShape { m, k, .. } = shape;
     let MicroKernel { mr, kc, .. } = kernel;
-    let group_words = m_padded * kernel.words_total(k).expect("checked by Plan::new");
-    let total = groups * group_words;
-    if packed.len() < total {
-        packed.resize(total, 0.0);
+    let group_words = m_padded * kernel.words_total(k).expect("checked by LhsLayout::new");
+    if group_words == 0 {
+        return;
     }
-    packed[..total]
+    packed
         .par_chunks_mut(group_words)
         .enumerate()
         .for_each(|(g, group)| {
