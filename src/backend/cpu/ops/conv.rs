@@ -313,44 +313,51 @@ fn convolve(
         k: geometry.in_per_group() * geometry.kernel_len(),
     };
     let scratch = &mut scratch.gemm;
-    match weights {
-        Weights::Rows(weight) if conv.is_depthwise() => {
-            if isa == Isa::Scalar {
-                depthwise_portable(&geometry, input, weight, bias, out);
-            } else {
-                depthwise(&geometry, input, weight, bias, out);
+    if conv.is_depthwise() {
+        let Weights::Rows(weight) = weights else {
+            return Err(param("conv2d", "depthwise weights are never packed"));
+        };
+        if isa == Isa::Scalar {
+            depthwise_portable(&geometry, input, weight, bias, out);
+        } else {
+            depthwise(&geometry, input, weight, bias, out);
+        }
+        return Ok(());
+    }
+    if conv.is_pointwise() {
+        let source = MatrixPanels {
+            data: input,
+            k: shape.k,
+            n: shape.n,
+        };
+        weights.multiply(kernel, shape, &source, bias, out, scratch)
+    } else {
+        let source = Im2col {
+            g: &geometry,
+            input,
+        };
+        weights.multiply(kernel, shape, &source, bias, out, scratch)
+    }
+}
+
+impl Weights<'_> {
+    /// The dense convolution's product, packing the weights first unless they are packed.
+    fn multiply(
+        &self,
+        kernel: MicroKernel,
+        shape: GemmShape,
+        source: &impl PanelSource,
+        bias: Option<&[f32]>,
+        out: &mut [f32],
+        scratch: &mut GemmScratch,
+    ) -> Result<(), OpError> {
+        match *self {
+            Weights::Rows(weight) => {
+                gemm::grouped_gemm(kernel, shape, weight, source, bias, out, scratch)
             }
-            Ok(())
-        }
-        Weights::Rows(weight) if conv.is_pointwise() => {
-            let source = MatrixPanels {
-                data: input,
-                k: shape.k,
-                n: shape.n,
-            };
-            gemm::grouped_gemm(kernel, shape, weight, &source, bias, out, scratch)
-        }
-        Weights::Rows(weight) => {
-            let source = Im2col {
-                g: &geometry,
-                input,
-            };
-            gemm::grouped_gemm(kernel, shape, weight, &source, bias, out, scratch)
-        }
-        Weights::Packed(packed) if conv.is_pointwise() => {
-            let source = MatrixPanels {
-                data: input,
-                k: shape.k,
-                n: shape.n,
-            };
-            gemm::grouped_gemm_packed(packed, shape.n, &source, bias, out, scratch)
-        }
-        Weights::Packed(packed) => {
-            let source = Im2col {
-                g: &geometry,
-                input,
-            };
-            gemm::grouped_gemm_packed(packed, shape.n, &source, bias, out, scratch)
+            Weights::Packed(packed) => {
+                gemm::grouped_gemm_packed(packed, shape.n, source, bias, out, scratch)
+            }
         }
     }
 }
