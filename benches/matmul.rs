@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{black_box, Criterion};
 use latte::backend::cpu::dot::packed_q4_0_kernel;
-use latte::backend::cpu::matmul::matmul_packed;
+use latte::backend::cpu::matmul::{matmul_packed, matmul_repacking};
 use latte::backend::cpu::packed::PackedQ4_0;
 use latte::backend::cpu::{matmul_with_isa, Isa, MatmulScratch};
 use latte::dtype::TensorType;
@@ -32,8 +32,9 @@ const NS: [usize; 3] = [1, 128, 512];
 
 struct Row {
     ty: TensorType,
-    /// Ours on the repacked layout the CPU backend makes of resident Q4_0 matrices.
-    repacked: bool,
+    /// Our weight layout: "" (the file's), " repacked" (the copy the CPU backend makes of resident
+    /// Q4_0 matrices at load) or " packed per task" (expert-group Q4_0 views, packed as used).
+    layout: &'static str,
     k: usize,
     m: usize,
     n: usize,
@@ -134,10 +135,17 @@ fn main() {
                 });
                 let packed = PackedQ4_0::pack(&view).filter(|_| packed_q4_0_kernel(isa).is_some());
                 let repacked = packed.map(|packed| {
-                    measure(&mut c, &format!("{name}/ours-repacked"), samples, || {
-                        matmul_packed(isa, &packed, black_box(&x), n, &mut y, &mut scratch)
-                            .unwrap();
-                    })
+                    let at_load =
+                        measure(&mut c, &format!("{name}/ours-repacked"), samples, || {
+                            matmul_packed(isa, &packed, black_box(&x), n, &mut y, &mut scratch)
+                                .unwrap();
+                        });
+                    let per_task =
+                        measure(&mut c, &format!("{name}/ours-per-task"), samples, || {
+                            matmul_repacking(isa, &view, black_box(&x), n, &mut y, &mut scratch)
+                                .unwrap();
+                        });
+                    [(" repacked", at_load), (" packed per task", per_task)]
                 });
                 #[cfg(feature = "ggml-peer")]
                 let ggml = {
@@ -148,10 +156,10 @@ fn main() {
                 };
                 #[cfg(not(feature = "ggml-peer"))]
                 let ggml = None;
-                if let Some(ours) = repacked {
+                for (layout, ours) in repacked.into_iter().flatten() {
                     rows.push(Row {
                         ty,
-                        repacked: true,
+                        layout,
                         k,
                         m,
                         n,
@@ -162,7 +170,7 @@ fn main() {
                 }
                 rows.push(Row {
                     ty,
-                    repacked: false,
+                    layout: "",
                     k,
                     m,
                     n,
@@ -198,7 +206,7 @@ fn print_table(rows: &[Row]) {
         println!(
             "| {}{} | {}x{} | {} | {} | {} | {} | {} | {} | {} |",
             r.ty,
-            if r.repacked { " repacked" } else { "" },
+            r.layout,
             r.k,
             r.m,
             r.n,

@@ -322,16 +322,10 @@ fn results_do_not_depend_on_tiling_or_threads() {
 /// order whatever the batch, bit-identical for a column alone and on one thread.
 #[test]
 fn packed_q4_0_matches_scalar_and_does_not_depend_on_batch_or_threads() {
-    use latte::backend::cpu::dot::packed_q4_0_kernel;
     use latte::backend::cpu::matmul::matmul_packed;
     use latte::backend::cpu::packed::PackedQ4_0;
     let ty = TensorType::Q4_0;
-    let packing: Vec<Isa> = Isa::supported()
-        .filter(|&i| packed_q4_0_kernel(i).is_some())
-        .collect();
-    if cfg!(target_arch = "x86_64") {
-        assert!(!packing.is_empty(), "no packed Q4_0 kernel on x86-64");
-    }
+    let packing = packing_isas();
     let mut rng = Rng::new(7);
     for (k, m) in [(32, 8), (256, 24), (1024, 40)] {
         let w = weight_bytes(ty, k, m, &mut rng);
@@ -388,6 +382,89 @@ fn packed_q4_0_matches_scalar_and_does_not_depend_on_batch_or_threads() {
             }
         }
     }
+}
+
+/// Q4_0 in the file's layout through the packed kernel, each task packing its own rows
+/// (`matmul_repacking`, what the CPU backend runs on expert-group weights): bit-identical to
+/// `matmul_packed` on the copy packed at load, for every batch, on one thread and on the pool,
+/// with tasks that split the rows (m = 64 is four tasks of 16), and a clear error for weights it
+/// cannot pack.
+#[test]
+fn q4_0_packed_per_task_equals_packed_at_load() {
+    use latte::backend::cpu::matmul::{matmul_packed, matmul_repacking};
+    use latte::backend::cpu::packed::PackedQ4_0;
+    let ty = TensorType::Q4_0;
+    let packing = packing_isas();
+    let mut rng = Rng::new(11);
+    for (k, m) in [(32, 8), (256, 24), (96, 64), (1024, 40)] {
+        let w = weight_bytes(ty, k, m, &mut rng);
+        let view = TensorView::new("w", ty, &[k as u64, m as u64], &w).unwrap();
+        let packed = PackedQ4_0::pack(&view).unwrap();
+        for n in [1, 3, 4, 9, 64] {
+            let x = rng.activations(k * n);
+            for &isa in &packing {
+                let at_load = |x: &[f32], cols: usize| {
+                    let mut y = vec![f32::NAN; cols * m];
+                    matmul_packed(isa, &packed, x, cols, &mut y, &mut MatmulScratch::new())
+                        .unwrap();
+                    y
+                };
+                let per_task = |x: &[f32], cols: usize| {
+                    let mut y = vec![f32::NAN; cols * m];
+                    matmul_repacking(isa, &view, x, cols, &mut y, &mut MatmulScratch::new())
+                        .unwrap();
+                    y
+                };
+                let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+                let want = bits(at_load(&x, n));
+                let what = format!("Q4_0 packed per task, {isa} k={k} m={m} n={n}");
+                assert_eq!(bits(per_task(&x, n)), want, "{what}");
+                assert_eq!(
+                    bits(on_one_thread(|| per_task(&x, n))),
+                    want,
+                    "{what}, 1 thread"
+                );
+                let last = &x[(n - 1) * k..];
+                assert_eq!(
+                    bits(per_task(last, 1)),
+                    want[(n - 1) * m..],
+                    "{what}, column alone"
+                );
+            }
+        }
+    }
+    for &isa in &packing {
+        let mut y = vec![0.0; 12];
+        let q4_rows_12 = weight_bytes(ty, 32, 12, &mut rng);
+        let view = TensorView::new("w.12", ty, &[32, 12], &q4_rows_12).unwrap();
+        let x = rng.activations(32);
+        let err = matmul_repacking(isa, &view, &x, 1, &mut y, &mut MatmulScratch::new());
+        assert!(matches!(err, Err(MatmulError::NotPackable { ref name, .. }) if name == "w.12"));
+        let q8 = weight_bytes(TensorType::Q8_0, 32, 8, &mut rng);
+        let view = TensorView::new("w.q8", TensorType::Q8_0, &[32, 8], &q8).unwrap();
+        let err = matmul_repacking(isa, &view, &x, 1, &mut y[..8], &mut MatmulScratch::new());
+        assert!(
+            matches!(err, Err(MatmulError::NotPackable { .. })),
+            "{err:?}"
+        );
+    }
+    let w = weight_bytes(ty, 32, 8, &mut rng);
+    let view = TensorView::new("w", ty, &[32, 8], &w).unwrap();
+    let (x, mut y) = (rng.activations(32), vec![0.0; 8]);
+    let scalar = matmul_repacking(Isa::Scalar, &view, &x, 1, &mut y, &mut MatmulScratch::new());
+    assert!(matches!(scalar, Err(MatmulError::UnsupportedIsa { .. })));
+}
+
+/// The instruction sets with a packed Q4_0 kernel on this CPU (every x86-64 one has AVX2).
+fn packing_isas() -> Vec<Isa> {
+    use latte::backend::cpu::dot::packed_q4_0_kernel;
+    let packing: Vec<Isa> = Isa::supported()
+        .filter(|&i| packed_q4_0_kernel(i).is_some())
+        .collect();
+    if cfg!(target_arch = "x86_64") {
+        assert!(!packing.is_empty(), "no packed Q4_0 kernel on x86-64");
+    }
+    packing
 }
 
 /// `f` on a pool of one thread.

@@ -16,10 +16,10 @@ use rayon::prelude::*;
 
 use super::dot::packed_q4_0_kernel;
 use super::isa::Isa;
-use super::matmul::{matmul_packed, matmul_with_isa, MatmulScratch};
+use super::matmul::{matmul_packed, matmul_repacking, matmul_with_isa, MatmulScratch};
 use super::ops::gemm::MicroKernel;
 use super::ops::{self, AttentionScratch, ConvScratch, PreparedConv, RopeTable};
-use super::packed::PackedQ4_0;
+use super::packed::{packable_blocks_per_row, PackedQ4_0};
 use crate::backend::op_error::{check_len, checked_product, param};
 use crate::backend::{
     AttentionShape, Backend, BackendError, Conv2d, Mask, Placement, ScoreBlock, ScratchSizes,
@@ -125,6 +125,11 @@ fn host<'s>(s: &Slice<'s, Vec<f32>>) -> &'s [f32] {
 fn host_mut<'s>(s: SliceMut<'s, Vec<f32>>) -> &'s mut [f32] {
     let r = s.range();
     &mut s.buffer[r]
+}
+
+/// Whether `view` computes through [`matmul_repacking`] on `isa`.
+fn packs_per_task(isa: Isa, view: &TensorView<'_>) -> bool {
+    packed_q4_0_kernel(isa).is_some() && packable_blocks_per_row(view).is_some()
 }
 
 fn apply_unary(f: Unary, x: &mut [f32]) {
@@ -320,6 +325,11 @@ impl Backend for CpuBackend {
         // A packed copy exists only where `weight` found a packed kernel for this ISA.
         with_scratch(|s| match &weight.packed {
             Some(packed) => matmul_packed(isa, packed, x, n, y, &mut s.matmul),
+            // Q4_0 views (expert groups, `CPU_MAPPED`) still take the packed kernel, packing
+            // each task's rows as it goes: decided per weight, so results do not depend on n.
+            None if packs_per_task(isa, &weight.view) => {
+                matmul_repacking(isa, &weight.view, x, n, y, &mut s.matmul)
+            }
             None => matmul_with_isa(isa, &weight.view, x, n, y, &mut s.matmul),
         })?;
         if let Some(bias) = bias {

@@ -5,15 +5,19 @@
 //! lives in `dot`. It must not allocate per call once the scratch has grown to the largest shape
 //! it sees.
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 use thiserror::Error;
 
 use crate::backend::cpu::dot::{
-    column_scales, packed_q4_0_kernel, scale_sets, Columns, Kernels, PackedTile, Tile, WeightRows,
-    MAX_COLS, MAX_ROWS,
+    column_scales, packed_q4_0_kernel, scale_sets, Columns, Kernels, PackedDotFn, PackedTile, Tile,
+    WeightRows, MAX_COLS, MAX_ROWS,
 };
 use crate::backend::cpu::isa::Isa;
-use crate::backend::cpu::packed::{PackedQ4_0, PACK_ROWS};
+use crate::backend::cpu::packed::{
+    pack_rows, packable_blocks_per_row, PackedQ4_0, PACKED_BLOCK, PACK_ROWS,
+};
 use crate::dtype::TensorType;
 use crate::tensor::TensorView;
 
@@ -29,6 +33,12 @@ pub enum MatmulError {
     XShape { got: usize, n: usize, k: usize },
     #[error("matmul: y has {got} values, expected n·m = {n}·{m}")]
     YShape { got: usize, n: usize, m: usize },
+    #[error("matmul: weight '{name}' ({ty}, dims {dims:?}) is not Q4_0 rows in groups of 8")]
+    NotPackable {
+        name: String,
+        ty: TensorType,
+        dims: Vec<u64>,
+    },
     #[error("matmul: activation buffer of {bytes} bytes does not fit in memory")]
     ScratchTooLarge { bytes: u128 },
 }
@@ -186,6 +196,11 @@ struct QuantizedColumns<'s> {
 }
 
 impl<'s> QuantizedColumns<'s> {
+    /// How many columns there are.
+    fn count(&self) -> usize {
+        self.bytes.len() / self.col_bytes
+    }
+
     /// The `nc` columns from `c0` (a multiple of MAX_COLS), as a kernel takes them.
     fn group(&self, c0: usize, nc: usize) -> Columns<'s> {
         Columns {
@@ -257,9 +272,7 @@ pub fn matmul_packed(
     y: &mut [f32],
     scratch: &mut MatmulScratch,
 ) -> Result<(), MatmulError> {
-    let unsupported = || MatmulError::UnsupportedIsa { isa };
-    let dot = packed_q4_0_kernel(isa).ok_or_else(unsupported)?;
-    let kernels = Kernels::new(TensorType::Q4_0, isa).ok_or_else(unsupported)?;
+    let (dot, kernels) = packed_kernels(isa)?;
     let (k, m) = (packed.row_len(), packed.rows());
     check_shapes(x, y, n, k, m)?;
     if n == 0 {
@@ -269,23 +282,121 @@ pub fn matmul_packed(
     let out = DisjointOut::new(y);
     let task_rows = rows_per_task(m, packed.held_bytes() / m, n).next_multiple_of(PACK_ROWS);
     let n_tasks = m.div_ceil(task_rows);
+    let group_len = k / 32 * PACKED_BLOCK;
     (0..n_tasks).into_par_iter().for_each(|task| {
         let rows = task * task_rows..((task + 1) * task_rows).min(m);
-        let mut tile: PackedTile = [[0.0; MAX_COLS]; PACK_ROWS];
-        for c0 in (0..n).step_by(MAX_COLS) {
-            let nc = (n - c0).min(MAX_COLS);
-            let group = columns.group(c0, nc);
-            for g in rows.start / PACK_ROWS..rows.end / PACK_ROWS {
-                dot(packed.group(g), group, nc, &mut tile);
-                for (r, results) in tile.iter().enumerate() {
-                    for (c, v) in results[..nc].iter().enumerate() {
-                        out.write((c0 + c) * m + g * PACK_ROWS + r, *v);
-                    }
+        let (g0, count) = (rows.start / PACK_ROWS, rows.len() / PACK_ROWS);
+        sweep_packed(
+            dot,
+            packed.groups(g0, count),
+            group_len,
+            g0,
+            &columns,
+            m,
+            &out,
+        );
+    });
+    Ok(())
+}
+
+thread_local! {
+    /// The rows of one [`matmul_repacking`] task, packed, per thread: at most one task's rows
+    /// (about [`TASK_WORK`] bytes, or [`MIN_ROWS_PER_TASK`] rows), reused so that steady-state
+    /// calls allocate nothing. The packing runs no rayon work, so a task never re-enters it.
+    static PACK_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// [`matmul_with_isa`] on a Q4_0 weight in the file's layout (rows in whole [`PACK_ROWS`]
+/// groups), through the packed kernel of `isa`: each task packs its own rows into a buffer of its
+/// thread (they stay in L2) and runs every column group over them. No copy outlives the call, so
+/// the weight stays a view of the file; at 64–128 columns the packing is a small part of the
+/// work and the packed kernel takes half the time of the file-layout one (docs/BENCHMARKS.md).
+/// The results are the packed kernel's: the same as [`matmul_packed`] on the repacked weight,
+/// bit for bit, whatever the batch.
+pub fn matmul_repacking(
+    isa: Isa,
+    weight: &TensorView,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    scratch: &mut MatmulScratch,
+) -> Result<(), MatmulError> {
+    let (dot, kernels) = packed_kernels(isa)?;
+    let blocks_per_row =
+        packable_blocks_per_row(weight).ok_or_else(|| MatmulError::NotPackable {
+            name: weight.name().into(),
+            ty: weight.ty(),
+            dims: weight.dims().to_vec(),
+        })?;
+    let (k, m) = (weight.row_len(), weight.n_rows());
+    check_shapes(x, y, n, k, m)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let columns = quantized_columns(&kernels, x, n, k, scratch)?;
+    let out = DisjointOut::new(y);
+    let (w, row_bytes) = (weight.bytes(), weight.bytes().len() / m);
+    let task_rows = rows_per_task(m, row_bytes, n).next_multiple_of(PACK_ROWS);
+    let n_tasks = m.div_ceil(task_rows);
+    (0..n_tasks).into_par_iter().for_each(|task| {
+        let rows = task * task_rows..((task + 1) * task_rows).min(m);
+        let src = &w[rows.start * row_bytes..rows.end * row_bytes];
+        PACK_BUFFER.with_borrow_mut(|buffer| {
+            if buffer.len() < src.len() {
+                buffer.resize(src.len(), 0);
+            }
+            let packed = &mut buffer[..src.len()];
+            pack_rows(src, blocks_per_row, packed);
+            let g0 = rows.start / PACK_ROWS;
+            sweep_packed(
+                dot,
+                packed,
+                blocks_per_row * PACKED_BLOCK,
+                g0,
+                &columns,
+                m,
+                &out,
+            );
+        });
+    });
+    Ok(())
+}
+
+/// The packed dot of `isa` and the Q4_0 kernels that quantize its columns.
+fn packed_kernels(isa: Isa) -> Result<(PackedDotFn, Kernels), MatmulError> {
+    let unsupported = || MatmulError::UnsupportedIsa { isa };
+    let dot = packed_q4_0_kernel(isa).ok_or_else(unsupported)?;
+    let kernels = Kernels::new(TensorType::Q4_0, isa).ok_or_else(unsupported)?;
+    Ok((dot, kernels))
+}
+
+/// Every column group against the consecutive packed row groups in `groups` (`group_len` bytes
+/// each), the first of which is row group `g0` of the m-row output. Column groups outside, row groups inside: a group's
+/// activations stay in L1 while the task's weights stay in L2.
+fn sweep_packed(
+    dot: PackedDotFn,
+    groups: &[u8],
+    group_len: usize,
+    g0: usize,
+    columns: &QuantizedColumns<'_>,
+    m: usize,
+    out: &DisjointOut,
+) {
+    let n = columns.count();
+    let mut tile: PackedTile = [[0.0; MAX_COLS]; PACK_ROWS];
+    for c0 in (0..n).step_by(MAX_COLS) {
+        let nc = (n - c0).min(MAX_COLS);
+        let cols = columns.group(c0, nc);
+        for (i, group) in groups.chunks_exact(group_len).enumerate() {
+            dot(group, cols, nc, &mut tile);
+            let row0 = (g0 + i) * PACK_ROWS;
+            for (r, results) in tile.iter().enumerate() {
+                for (c, v) in results[..nc].iter().enumerate() {
+                    out.write((c0 + c) * m + row0 + r, *v);
                 }
             }
         }
-    });
-    Ok(())
+    }
 }
 
 /// Converts the n activation rows into the dot partner type, in parallel for big batches.

@@ -8,8 +8,9 @@
 //! are ours.
 //!
 //! This module owns the layout and the packing; it must not compute products (`matmul` and
-//! `dot` do). The copy lives in anonymous memory; the file's pages it was made from are handed
-//! back to the kernel.
+//! `dot` do). A copy made at load lives in anonymous memory; the file's pages it was made from
+//! are handed back to the kernel. [`pack_rows`] also packs a few rows at a time into a caller's
+//! buffer (`matmul::matmul_repacking`, for weights that stay views of the file).
 
 use crate::dtype::TensorType;
 use crate::tensor::TensorView;
@@ -39,44 +40,19 @@ impl PackedQ4_0 {
     /// row groups, or the copy does not fit in memory (the caller then computes on the file's
     /// layout).
     pub fn pack(view: &TensorView<'_>) -> Option<PackedQ4_0> {
-        if view.ty() != TensorType::Q4_0 || view.dims().iter().skip(2).any(|&d| d != 1) {
-            return None;
-        }
-        let (k, rows) = (view.row_len(), view.n_rows());
+        let blocks_per_row = packable_blocks_per_row(view)?;
         let src = view.bytes();
-        if rows == 0 || rows % PACK_ROWS != 0 || k % 32 != 0 {
-            return None;
-        }
-        let blocks_per_row = k / 32;
-        let row_bytes = blocks_per_row * Q4_0_BLOCK;
-        if src.len() != rows * row_bytes {
-            return None;
-        }
         let mut bytes = memmap2::MmapMut::map_anon(src.len()).ok()?;
         #[cfg(target_os = "linux")]
         {
             // Huge pages where the kernel grants them (a hint: failure changes nothing).
             let _ = bytes.advise(memmap2::Advice::HugePage);
         }
-        for (g, group) in bytes
-            .chunks_exact_mut(blocks_per_row * PACKED_BLOCK)
-            .enumerate()
-        {
-            let rows_of_group = &src[g * PACK_ROWS * row_bytes..][..PACK_ROWS * row_bytes];
-            for (b, out) in group.chunks_exact_mut(PACKED_BLOCK).enumerate() {
-                for r in 0..PACK_ROWS {
-                    let block = &rows_of_group[r * row_bytes + b * Q4_0_BLOCK..][..Q4_0_BLOCK];
-                    out[2 * r..2 * r + 2].copy_from_slice(&block[..2]);
-                    for v in 0..4 {
-                        out[16 + 32 * v + 4 * r..][..4].copy_from_slice(&block[2 + 4 * v..][..4]);
-                    }
-                }
-            }
-        }
+        pack_rows(src, blocks_per_row, &mut bytes);
         release_pages(src);
         Some(PackedQ4_0 {
+            rows: view.n_rows(),
             bytes,
-            rows,
             blocks_per_row,
         })
     }
@@ -85,6 +61,12 @@ impl PackedQ4_0 {
     pub fn group(&self, g: usize) -> &[u8] {
         let len = self.blocks_per_row * PACKED_BLOCK;
         &self.bytes[g * len..][..len]
+    }
+
+    /// The packed bytes of `count` row groups from `first`.
+    pub fn groups(&self, first: usize, count: usize) -> &[u8] {
+        let len = self.blocks_per_row * PACKED_BLOCK;
+        &self.bytes[first * len..][..count * len]
     }
 
     pub fn rows(&self) -> usize {
@@ -101,6 +83,80 @@ impl PackedQ4_0 {
         self.bytes.len()
     }
 }
+
+/// Blocks per row of `view` when it is a Q4_0 matrix of whole row groups (what [`pack_rows`]
+/// takes), else `None`.
+pub fn packable_blocks_per_row(view: &TensorView<'_>) -> Option<usize> {
+    if view.ty() != TensorType::Q4_0 || view.dims().iter().skip(2).any(|&d| d != 1) {
+        return None;
+    }
+    let (k, rows) = (view.row_len(), view.n_rows());
+    if rows == 0 || rows % PACK_ROWS != 0 || k % 32 != 0 {
+        return None;
+    }
+    let blocks_per_row = k / 32;
+    (view.bytes().len() == rows * blocks_per_row * Q4_0_BLOCK).then_some(blocks_per_row)
+}
+
+/// Packs whole row groups of Q4_0 rows (`src`, `blocks_per_row` blocks each, in the file's
+/// layout) into `out`, in the layout of [`PackedQ4_0`].
+///
+/// # Panics
+/// When `src` is not whole row groups or `out` is not as long as `src` (callers size both).
+pub fn pack_rows(src: &[u8], blocks_per_row: usize, out: &mut [u8]) {
+    let row_bytes = blocks_per_row * Q4_0_BLOCK;
+    let group_bytes = PACK_ROWS * row_bytes;
+    assert!(
+        group_bytes > 0 && src.len().is_multiple_of(group_bytes) && out.len() == src.len(),
+        "pack_rows: {} source bytes are not whole row groups of {group_bytes}, or the output \
+         ({} bytes) differs",
+        src.len(),
+        out.len()
+    );
+    for (rows_of_group, group) in src
+        .chunks_exact(group_bytes)
+        .zip(out.chunks_exact_mut(group_bytes))
+    {
+        // Row by row, so that the source (the file's pages, usually not cached) is read as one
+        // sequential stream, which the hardware prefetchers follow; the scattered writes land
+        // in the caller's buffer, which is small or about to be written anyway.
+        for (r, row) in rows_of_group.chunks_exact(row_bytes).enumerate() {
+            for (b, (block, out)) in row
+                .chunks_exact(Q4_0_BLOCK)
+                .zip(group.chunks_exact_mut(PACKED_BLOCK))
+                .enumerate()
+            {
+                if b % 4 == 0 {
+                    prefetch_ahead(block.as_ptr());
+                }
+                out[2 * r..2 * r + 2].copy_from_slice(&block[..2]);
+                for v in 0..4 {
+                    out[16 + 32 * v + 4 * r..][..4].copy_from_slice(&block[2 + 4 * v..][..4]);
+                }
+            }
+        }
+    }
+}
+
+/// Asks for the bytes [`PREFETCH_DISTANCE`] ahead of `p` (x86-64; elsewhere nothing). The
+/// hardware prefetchers stop at each 4 KiB page, and a group's weights come from memory once per
+/// pass (they do not fit in any cache), so without this every page starts with a miss.
+#[inline(always)]
+fn prefetch_ahead(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it never faults and changes no memory, whatever the address
+    // (hence `wrapping_add`: it may point past the slice); SSE is part of every x86-64 CPU.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_DISTANCE) as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Bytes ahead of the current block that [`prefetch_ahead`] asks for (the row kernels' distance).
+#[cfg(target_arch = "x86_64")]
+const PREFETCH_DISTANCE: usize = 8192;
 
 /// Asks the kernel to reclaim the whole pages of `bytes` now that the copy is made, so that the
 /// file's pages and the copy are not both resident. `MADV_PAGEOUT` keeps contents (file pages are
