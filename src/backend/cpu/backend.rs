@@ -450,13 +450,12 @@ impl Backend for CpuBackend {
     fn add(&self, acc: SliceMut<'_, Vec<f32>>, x: Slice<'_, Vec<f32>>) -> Result<(), BackendError> {
         let (acc, x) = (host_mut(acc), host(&x));
         check_len("add", "x", acc.len(), x.len())?;
-        let add = |(a, b): (&mut [f32], &[f32])| a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
         if acc.len() > PAR_CHUNK {
             acc.par_chunks_mut(PAR_CHUNK)
                 .zip(x.par_chunks(PAR_CHUNK))
-                .for_each(add);
+                .for_each(|(a, x)| ops::kernels::add_elementwise(a, x));
         } else {
-            add((acc, x));
+            ops::kernels::add_elementwise(acc, x);
         }
         Ok(())
     }
@@ -474,9 +473,7 @@ impl Backend for CpuBackend {
             .chunks_exact_mut(gate.len())
             .zip(delta.chunks_exact(gate.len()))
         {
-            for ((v, dv), g) in row.iter_mut().zip(delta).zip(gate) {
-                *v += g * dv;
-            }
+            ops::kernels::add_product(row, gate, delta);
         }
         Ok(())
     }
@@ -491,9 +488,7 @@ impl Backend for CpuBackend {
         check_rows("modulate_rows", x.len(), scale.len())?;
         check_len("modulate_rows", "shift", scale.len(), shift.len())?;
         for row in x.chunks_exact_mut(scale.len()) {
-            for ((v, scale), shift) in row.iter_mut().zip(scale).zip(shift) {
-                *v = *v * scale + shift;
-            }
+            ops::kernels::mul_add_elementwise(row, scale, shift);
         }
         Ok(())
     }

@@ -3,10 +3,13 @@
 //! Rust's standard library has none.
 //!
 //! Formulas follow PyTorch: `F.silu`, `F.gelu(approximate="none" | "tanh")`, transformers'
-//! `QuickGELUActivation` (`x·σ(1.702x)`), `F.relu`. This module owns only element-wise maps; it must
-//! not know about shapes.
+//! `QuickGELUActivation` (`x·σ(1.702x)`), `F.relu`. The sigmoid-based ones (SiLU, quick-GELU,
+//! SwiGLU) run on a branch-free exponential of our own (`exp_neg`, ≤ 2 ulp) and are compiled twice
+//! by `kernels::multiversion!`, so they vectorise with AVX2 where the CPU has it. This module owns
+//! only element-wise maps; it must not know about shapes.
 
 use super::error::{check_len, OpError};
+use super::kernels::multiversion;
 
 /// `erf(x) = 2/√π ∫₀ˣ e^(−t²) dt`, accurate to f32 rounding.
 ///
@@ -58,28 +61,63 @@ pub fn erf(x: f32) -> f32 {
     (magnitude as f32).copysign(x)
 }
 
-/// The logistic function `1/(1 + e^(−x))`, written so that neither branch overflows.
-#[inline]
+/// `e^(−a)` for `0 ≤ a ≤ 87` (NaN gives NaN), to about 1 ulp, in plain f32 arithmetic with no
+/// branch or call, so that element-wise loops over it vectorise (libm's `expf` is one call per
+/// element: measured 7% of an image step in SwiGLU and 6% of a DC-AE decode in SiLU).
+///
+/// `e^(−a) = 2^n · e^r` with `n = round(−a·log₂e)` (at least −126 here, so `2^n` is a normal
+/// float built from its bits) and `r = −a − n·ln 2` in [−ln2/2, ln2/2], reduced in two parts
+/// (Cody–Waite: `n·LN2_HI` is exact for |n| < 2^15); `e^r` is its degree-7 Taylor polynomial,
+/// whose truncation error (|r|⁸/8! < 6e-9) is far below half an ulp.
+#[inline(always)]
+fn exp_neg(a: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4; // 355/512, 9 significant bits
+    const LN2_LO: f32 = -2.121_944_4e-4; // ln 2 − LN2_HI
+                                         // 1.5·2^23: adding it rounds to an integer (round to nearest even), which then sits in the
+                                         // low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    let y = -a;
+    let t = y * LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = (y - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0 / 5040.0;
+    let p = p * r + 1.0 / 720.0;
+    let p = p * r + 1.0 / 120.0;
+    let p = p * r + 1.0 / 24.0;
+    let p = p * r + 1.0 / 6.0;
+    let p = p * r + 0.5;
+    let p = p * r + 1.0;
+    let p = p * r + 1.0;
+    // n = t's bits minus ROUND's; 2^n has exponent field n + 127 (1..=127 for a in [0, 87]).
+    let n_bits = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let scale = f32::from_bits((n_bits.wrapping_add(127) as u32) << 23);
+    p * scale
+}
+
+/// The logistic function `1/(1 + e^(−x))`, with `z = e^(−|x|)`: `1/(1 + z)` for x ≥ 0 and
+/// `z/(1 + z)` below, so that nothing overflows. Branch-free, so loops over it vectorise.
+#[inline(always)]
 fn sigmoid(x: f32) -> f32 {
-    // Past ±87, e^(−|x|) is below f32's normal range: libm would take its slow underflow (errno)
-    // path, measured 4–6% of a DC-AE decode, for a result within 1.7e-38 of 0 or 1 (and
-    // 1/(1 + that) rounds to exactly 1, so the shortcut changes no result).
-    if x > 87.0 {
-        1.0
-    } else if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else if x < -87.0 {
+    // Past |x| = 87, e^(−|x|) is below f32's normal range: z is taken at 87 instead, where
+    // 1/(1 + z) already rounds to exactly 1, and the negative side is exactly 0 (what libm's
+    // underflow gave, within 1.7e-38). NaN fails every comparison and stays NaN.
+    let a = x.abs();
+    let z = exp_neg(if a > 87.0 { 87.0 } else { a });
+    let s = if x >= 0.0 { 1.0 } else { z } / (1.0 + z);
+    if x < -87.0 {
         0.0
     } else {
-        let e = x.exp();
-        e / (1.0 + e)
+        s
     }
 }
 
-/// SiLU (swish): `x·σ(x)`.
-pub fn silu(x: &mut [f32]) {
-    for v in x.iter_mut() {
-        *v *= sigmoid(*v);
+multiversion! {
+    /// SiLU (swish): `x·σ(x)`.
+    pub fn silu / silu_portable(x: &mut [f32]) {
+        for v in x.iter_mut() {
+            *v *= sigmoid(*v);
+        }
     }
 }
 
@@ -100,10 +138,12 @@ pub fn gelu_tanh(x: &mut [f32]) {
     }
 }
 
-/// Quick-GELU: `x·σ(1.702x)` (transformers' `QuickGELUActivation`, Qwen2-VL's vision MLP).
-pub fn quick_gelu(x: &mut [f32]) {
-    for v in x.iter_mut() {
-        *v *= sigmoid(1.702 * *v);
+multiversion! {
+    /// Quick-GELU: `x·σ(1.702x)` (transformers' `QuickGELUActivation`, Qwen2-VL's vision MLP).
+    pub fn quick_gelu / quick_gelu_portable(x: &mut [f32]) {
+        for v in x.iter_mut() {
+            *v *= sigmoid(1.702 * *v);
+        }
     }
 }
 
@@ -127,8 +167,93 @@ pub fn relu(x: &mut [f32]) {
 /// SwiGLU's gating: `gate[i] = silu(gate[i])·up[i]`, in place on `gate`.
 pub fn swiglu(gate: &mut [f32], up: &[f32]) -> Result<(), OpError> {
     check_len("swiglu", "up", gate.len(), up.len())?;
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = *g * sigmoid(*g) * u;
-    }
+    swiglu_unchecked(gate, up);
     Ok(())
+}
+
+multiversion! {
+    /// [`swiglu`] over the common length.
+    fn swiglu_unchecked / swiglu_portable(gate: &mut [f32], up: &[f32]) {
+        for (g, &u) in gate.iter_mut().zip(up) {
+            *g = *g * sigmoid(*g) * u;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Relative error of `exp_neg` against f64's `exp` over [0, 87] every 2^-12 (356,353 points),
+    /// in f32 ulps of the result. Tolerance 2 ulp: the polynomial's truncation is below 0.05 ulp,
+    /// the reduction's error below 0.05 ulp, and the roundings of the Horner steps (no FMA) add
+    /// up to about 1 ulp; measured worst 1.19 ulp (at a = 81.44).
+    #[test]
+    fn exp_neg_is_within_two_ulps_of_f64() {
+        let mut worst = (0.0f64, 0.0f32);
+        for i in 0..=(87 << 12) {
+            let a = i as f32 / 4096.0;
+            let got = exp_neg(a) as f64;
+            let want = (-(a as f64)).exp();
+            let ulp = f32::EPSILON as f64 * 2f64.powi(want.log2().floor() as i32);
+            let err = (got - want).abs() / ulp;
+            if err > worst.0 {
+                worst = (err, a);
+            }
+        }
+        assert!(worst.0 <= 2.0, "{} ulp at a = {}", worst.0, worst.1);
+        assert!(exp_neg(f32::NAN).is_nan());
+        assert_eq!(exp_neg(0.0), 1.0);
+    }
+
+    #[test]
+    fn sigmoid_keeps_its_limits_and_nan() {
+        assert_eq!(sigmoid(0.0), 0.5);
+        assert_eq!(sigmoid(-0.0), 0.5);
+        for x in [87.0, 87.5, 100.0, 1e30, f32::INFINITY] {
+            assert_eq!(sigmoid(x), 1.0, "sigmoid({x})");
+            assert_eq!(sigmoid(-x - 1.0), 0.0, "sigmoid({})", -x - 1.0);
+        }
+        assert!(sigmoid(f32::NAN).is_nan());
+        let mut x = [f32::NAN, 1.0];
+        silu(&mut x);
+        assert!(x[0].is_nan());
+    }
+
+    /// The runtime-dispatched builds (AVX2+FMA where the CPU has it) equal the baseline builds bit
+    /// for bit: the same operations in the same order, no contraction into FMAs.
+    #[test]
+    fn dispatched_builds_equal_the_portable_ones() {
+        let mut x: Vec<f32> = (0..1037).map(|i| (i as f32 * 0.731).sin() * 12.0).collect();
+        x.extend([
+            0.0,
+            -0.0,
+            86.9,
+            87.0,
+            87.1,
+            -86.9,
+            -87.0,
+            -87.1,
+            1e30,
+            -1e30,
+            f32::NAN,
+        ]);
+        let up: Vec<f32> = x.iter().map(|v| (v * 0.37).cos()).collect();
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        type Pair = (fn(&mut [f32]), fn(&mut [f32]));
+        let pairs: [(&str, Pair); 2] = [
+            ("silu", (silu, silu_portable)),
+            ("quick_gelu", (quick_gelu, quick_gelu_portable)),
+        ];
+        for (what, (dispatched, portable)) in pairs {
+            let (mut a, mut b) = (x.clone(), x.clone());
+            dispatched(&mut a);
+            portable(&mut b);
+            assert_eq!(bits(&a), bits(&b), "{what}");
+        }
+        let (mut a, mut b) = (x.clone(), x.clone());
+        swiglu_unchecked(&mut a, &up);
+        swiglu_portable(&mut b, &up);
+        assert_eq!(bits(&a), bits(&b), "swiglu");
+    }
 }

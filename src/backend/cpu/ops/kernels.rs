@@ -253,6 +253,26 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// `acc[i] += x[i]` over the common length (a residual connection).
+    pub fn add_elementwise / add_elementwise_portable(acc: &mut [f32], x: &[f32]) {
+        let n = acc.len().min(x.len());
+        for (a, xi) in acc[..n].iter_mut().zip(&x[..n]) {
+            *a += xi;
+        }
+    }
+}
+
+multiversion! {
+    /// `acc[i] += g[i]·d[i]` over the common length (a gated residual).
+    pub fn add_product / add_product_portable(acc: &mut [f32], g: &[f32], d: &[f32]) {
+        let n = acc.len().min(g.len()).min(d.len());
+        for ((a, gi), di) in acc[..n].iter_mut().zip(&g[..n]).zip(&d[..n]) {
+            *a += gi * di;
+        }
+    }
+}
+
 /// The largest element (`-inf` for an empty slice; NaNs are skipped).
 #[inline]
 pub fn max(x: &[f32]) -> f32 {
@@ -348,6 +368,16 @@ mod tests {
             let mut z = x.clone();
             mul_elementwise(&mut z, &w);
             let expect: Vec<f32> = (0..n).map(|i| x[i] * w[i]).collect();
+            assert_eq!(z, expect);
+
+            let mut z = x.clone();
+            add_elementwise(&mut z, &w);
+            let expect: Vec<f32> = (0..n).map(|i| x[i] + w[i]).collect();
+            assert_eq!(z, expect);
+
+            let mut z = x.clone();
+            add_product(&mut z, &w, &b);
+            let expect: Vec<f32> = (0..n).map(|i| x[i] + w[i] * b[i]).collect();
             assert_eq!(z, expect);
 
             let m = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max);

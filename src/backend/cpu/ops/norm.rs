@@ -16,7 +16,7 @@
 use rayon::prelude::*;
 
 use super::error::{check_len, checked_product, param, OpError};
-use super::kernels;
+use super::kernels::{self, multiversion};
 use super::shared_mut::SharedMut;
 
 /// Rows below this many elements are not worth a rayon task each.
@@ -62,19 +62,38 @@ pub fn rms_norm_channels(
         check_len(OP, "bias", channels, b.len())?;
     }
     let pixels = x.len() / channels;
-    // Channels are `pixels` apart, so work on a pixel tile at a time: sums of squares per pixel,
-    // accumulated channel by channel with contiguous (vectorisable) loads. Tiles are independent.
-    const TILE: usize = 64;
-    let n_tiles = pixels.div_ceil(TILE);
+    let n_tiles = pixels.div_ceil(CHANNEL_TILE);
     let x_addr = SharedMut::new(x);
     (0..n_tiles).into_par_iter().for_each(|t| {
-        let p0 = t * TILE;
-        let len = TILE.min(pixels - p0);
-        let mut inv = [0f32; TILE];
+        let p0 = t * CHANNEL_TILE;
+        let len = CHANNEL_TILE.min(pixels - p0);
+        channel_tile(&x_addr, pixels, p0, len, weight, bias, eps);
+    });
+    Ok(())
+}
+
+/// Pixels per task of [`rms_norm_channels`]: channels are `pixels` apart, so a task works on a
+/// pixel tile at a time, accumulating sums of squares channel by channel with contiguous loads.
+const CHANNEL_TILE: usize = 64;
+
+multiversion! {
+    /// Pixels `p0..p0 + len` (`len ≤ CHANNEL_TILE`) of every plane of [`rms_norm_channels`]'s
+    /// image (`x`: `weight.len()` planes of `pixels`), normalised in place. Tiles are disjoint.
+    fn channel_tile / channel_tile_portable(
+        x: &SharedMut<'_>,
+        pixels: usize,
+        p0: usize,
+        len: usize,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        eps: f32
+    ) {
+        let channels = weight.len();
+        let mut inv = [0f32; CHANNEL_TILE];
         for c in 0..channels {
-            // SAFETY: tile `t` touches only pixels p0..p0+len of every plane; tiles are disjoint,
+            // SAFETY: this tile touches only pixels p0..p0+len of every plane; tiles are disjoint,
             // and the range is inside `x` because p0 + len <= pixels and c < channels.
-            let plane = unsafe { x_addr.slice(c * pixels + p0, len) };
+            let plane = unsafe { x.slice(c * pixels + p0, len) };
             for (acc, &v) in inv.iter_mut().zip(plane.iter()) {
                 *acc += v * v;
             }
@@ -84,14 +103,13 @@ pub fn rms_norm_channels(
         }
         for c in 0..channels {
             // SAFETY: as above, a disjoint in-bounds sub-slice owned by this tile.
-            let plane = unsafe { x_addr.slice(c * pixels + p0, len) };
+            let plane = unsafe { x.slice(c * pixels + p0, len) };
             let (w, b) = (weight[c], bias.map_or(0.0, |b| b[c]));
             for (v, &s) in plane.iter_mut().zip(inv.iter()) {
                 *v = *v * s * w + b;
             }
         }
-    });
-    Ok(())
+    }
 }
 
 /// LayerNorm of each row of `x` (`n_rows × dim`), in place, with optional weight and bias of `dim`.
@@ -195,5 +213,38 @@ fn affine(row: &mut [f32], weight: Option<&[f32]>, bias: Option<&[f32]>) {
         (Some(w), None) => kernels::mul_elementwise(row, w),
         (None, Some(b)) => row.iter_mut().zip(b).for_each(|(v, bi)| *v += bi),
         (None, None) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The runtime-dispatched tile (AVX2 where the CPU has it) equals the baseline build bit for
+    /// bit, on a full tile and a ragged one.
+    #[test]
+    fn dispatched_channel_tile_equals_the_portable_one() {
+        let (channels, pixels) = (5, CHANNEL_TILE + 7);
+        let x: Vec<f32> = (0..channels * pixels)
+            .map(|i| (i as f32 * 0.37).sin() * 3.0)
+            .collect();
+        let weight: Vec<f32> = (0..channels).map(|c| 0.5 + c as f32 * 0.25).collect();
+        let bias: Vec<f32> = (0..channels).map(|c| c as f32 * -0.1).collect();
+        let (mut a, mut b) = (x.clone(), x);
+        for (p0, len) in [(0, CHANNEL_TILE), (CHANNEL_TILE, 7)] {
+            channel_tile(
+                &SharedMut::new(&mut a),
+                pixels,
+                p0,
+                len,
+                &weight,
+                Some(&bias),
+                1e-6,
+            );
+            let shared = SharedMut::new(&mut b);
+            channel_tile_portable(&shared, pixels, p0, len, &weight, Some(&bias), 1e-6);
+        }
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a), bits(&b));
     }
 }
