@@ -371,8 +371,8 @@ fn packed_kernels(isa: Isa) -> Result<(PackedDotFn, Kernels), MatmulError> {
 }
 
 /// Every column group against the consecutive packed row groups in `groups` (`group_len` bytes
-/// each), the first of which is row group `g0` of the m-row output. Column groups outside, row groups inside: a group's
-/// activations stay in L1 while the task's weights stay in L2.
+/// each), the first of which is row group `g0` of the m-row output. Column groups outside, row
+/// groups inside: a group's activations stay in L1 while the task's weights stay in L2.
 fn sweep_packed(
     dot: PackedDotFn,
     groups: &[u8],

@@ -7,6 +7,7 @@ pub mod isa;
 pub mod matmul;
 pub mod ops;
 pub mod packed;
+mod prefetch;
 
 pub use backend::{CpuBackend, CpuWeight, CPU, CPU_MAPPED};
 pub use isa::Isa;

@@ -12,6 +12,7 @@
 //! are handed back to the kernel. [`pack_rows`] also packs a few rows at a time into a caller's
 //! buffer (`matmul::matmul_repacking`, for weights that stay views of the file).
 
+use crate::backend::cpu::prefetch::prefetch_ahead;
 use crate::dtype::TensorType;
 use crate::tensor::TensorView;
 
@@ -55,12 +56,6 @@ impl PackedQ4_0 {
             bytes,
             blocks_per_row,
         })
-    }
-
-    /// The packed bytes of row group `g` (all its blocks).
-    pub fn group(&self, g: usize) -> &[u8] {
-        let len = self.blocks_per_row * PACKED_BLOCK;
-        &self.bytes[g * len..][..len]
     }
 
     /// The packed bytes of `count` row groups from `first`.
@@ -138,26 +133,6 @@ pub fn pack_rows(src: &[u8], blocks_per_row: usize, out: &mut [u8]) {
     }
 }
 
-/// Asks for the bytes [`PREFETCH_DISTANCE`] ahead of `p` (x86-64; elsewhere nothing). The
-/// hardware prefetchers stop at each 4 KiB page, and a group's weights come from memory once per
-/// pass (they do not fit in any cache), so without this every page starts with a miss.
-#[inline(always)]
-fn prefetch_ahead(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint: it never faults and changes no memory, whatever the address
-    // (hence `wrapping_add`: it may point past the slice); SSE is part of every x86-64 CPU.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_DISTANCE) as *const i8);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
-/// Bytes ahead of the current block that [`prefetch_ahead`] asks for (the row kernels' distance).
-#[cfg(target_arch = "x86_64")]
-const PREFETCH_DISTANCE: usize = 8192;
-
 /// Asks the kernel to reclaim the whole pages of `bytes` now that the copy is made, so that the
 /// file's pages and the copy are not both resident. `MADV_PAGEOUT` keeps contents (file pages are
 /// read again if touched, anonymous ones go to swap or stay), so this is safe on any memory the
@@ -205,7 +180,7 @@ mod tests {
             let (g, r) = (row / PACK_ROWS, row % PACK_ROWS);
             for b in 0..blocks {
                 let block = &src[(row * blocks + b) * Q4_0_BLOCK..][..Q4_0_BLOCK];
-                let out = &packed.group(g)[b * PACKED_BLOCK..][..PACKED_BLOCK];
+                let out = &packed.groups(g, 1)[b * PACKED_BLOCK..][..PACKED_BLOCK];
                 assert_eq!(&out[2 * r..2 * r + 2], &block[..2]);
                 for j in 0..16 {
                     let (v, i) = (j / 4, j % 4);

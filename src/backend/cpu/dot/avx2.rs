@@ -18,6 +18,7 @@ use super::{
     QuantizeFn, RowsDotFn, Tile, WeightRows, MAX_COLS,
 };
 use crate::backend::cpu::packed::{PACKED_BLOCK, PACK_ROWS};
+use crate::backend::cpu::prefetch::prefetch_ahead;
 
 use crate::dtype::{TensorType, QK_K};
 use crate::quant::blocks::QK;
@@ -431,18 +432,6 @@ unsafe fn packed_q4_0_tile<const C: usize>(
         }
     }
 }
-
-/// Asks for the weight bytes a few blocks ahead of `p`. The hardware prefetchers stop at each
-/// 4 KiB page, and decoding streams its weights from memory once (they do not fit in any cache),
-/// so without this every page starts with a miss. Prefetching past the row's end is harmless:
-/// prefetches never fault.
-#[inline(always)]
-unsafe fn prefetch_ahead(p: *const u8) {
-    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_DISTANCE) as *const i8);
-}
-
-/// Bytes ahead of the current block that [`prefetch_ahead`] asks for (tuned on decoding).
-const PREFETCH_DISTANCE: usize = 8192;
 
 /// Runs `step` over blocks 0..nb into accumulators it returns: one per row and column, summed
 /// in block order whatever the tile's shape, so that a row's result does not depend on which

@@ -63,7 +63,7 @@ pub fn erf(x: f32) -> f32 {
 
 /// `e^(−a)` for `0 ≤ a ≤ 87` (NaN gives NaN), to about 1 ulp, in plain f32 arithmetic with no
 /// branch or call, so that element-wise loops over it vectorise (libm's `expf` is one call per
-/// element: measured 7% of an image step in SwiGLU and 6% of a DC-AE decode in SiLU).
+/// element: in perf, SwiGLU with it was 7.7% of a dense image step, SiLU 4% of a DC-AE decode).
 ///
 /// `e^(−a) = 2^n · e^r` with `n = round(−a·log₂e)` (at least −126 here, so `2^n` is a normal
 /// float built from its bits) and `r = −a − n·ln 2` in [−ln2/2, ln2/2], reduced in two parts
@@ -72,10 +72,11 @@ pub fn erf(x: f32) -> f32 {
 #[inline(always)]
 fn exp_neg(a: f32) -> f32 {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4; // 355/512, 9 significant bits
-    const LN2_LO: f32 = -2.121_944_4e-4; // ln 2 − LN2_HI
-                                         // 1.5·2^23: adding it rounds to an integer (round to nearest even), which then sits in the
-                                         // low mantissa bits.
+    // ln 2 = LN2_HI + LN2_LO, LN2_HI = 355/512 (9 significant bits).
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5·2^23: adding it rounds to an integer (round to nearest even), which then sits in the
+    // low mantissa bits.
     const ROUND: f32 = 12_582_912.0;
     let y = -a;
     let t = y * LOG2_E + ROUND;
