@@ -245,3 +245,92 @@ fn replica_context_kv_matches_the_reference() {
         }
     }
 }
+
+/// The guidance passes run as one batch of rows (each weight read once per evaluation): that
+/// batch gives each pass exactly the velocity and layer outputs it gets alone, bit for bit, in
+/// f32 and in the quantized types (their activations round per row, and every output element sums
+/// over the same blocks in the same order whatever the number of rows).
+#[test]
+fn one_batch_of_passes_equals_each_pass_alone() {
+    use latte::model::flow::{ReplicaScratch, StepConditioning};
+    let tmp = tempfile::tempdir().unwrap();
+    for &config in CONFIGS {
+        let fixture = Oracle::open(config);
+        for ty in ["f32", "q8_0", "q4_0"] {
+            let file = ModelFile::open(convert(config, ty, tmp.path())).unwrap();
+            let replica = Replica::load(&file).unwrap();
+            let c = replica.config();
+            let len = c.latent_len();
+            let cond = fixture_prompt(&fixture, &replica, "cond");
+            let uncond = fixture_prompt(&fixture, &replica, "uncond");
+            let mut latent = vec![0.0; len];
+            latte::rng::fill_normal(7, &mut latent);
+            let mut conditioning = StepConditioning::default();
+            let mut scratch = ReplicaScratch::default();
+            for group in 0..c.group_count {
+                replica
+                    .condition(
+                        0.3,
+                        group,
+                        c.layers_of(group),
+                        &mut conditioning,
+                        &mut scratch,
+                    )
+                    .unwrap();
+                let mut run = |prompts: &[&PromptKv], traces: &mut Vec<(usize, Vec<f32>)>| {
+                    let mut velocity = vec![0.0; prompts.len() * len];
+                    let mut record = |t: LayerTrace<'_>| {
+                        let mut values = t.hidden.to_vec();
+                        values.extend(t.block.unwrap_or_default());
+                        traces.push((t.pass, values));
+                    };
+                    replica
+                        .velocity(
+                            &latent,
+                            &conditioning,
+                            prompts,
+                            &mut velocity,
+                            &mut scratch,
+                            Some(&mut record),
+                        )
+                        .unwrap();
+                    velocity
+                };
+                let (mut batch_traces, mut cond_traces, mut uncond_traces) =
+                    (Vec::new(), Vec::new(), Vec::new());
+                let batch = run(&[&cond, &uncond], &mut batch_traces);
+                let alone_cond = run(&[&cond], &mut cond_traces);
+                let alone_uncond = run(&[&uncond], &mut uncond_traces);
+                let what = format!("{config} {ty} group {group}");
+                assert!(
+                    batch[..len] == alone_cond[..],
+                    "{what}: conditional velocity"
+                );
+                assert!(
+                    batch[len..] == alone_uncond[..],
+                    "{what}: unconditional velocity"
+                );
+                let of_pass = |pass: usize| -> Vec<&Vec<f32>> {
+                    batch_traces
+                        .iter()
+                        .filter(|(p, _)| *p == pass)
+                        .map(|(_, v)| v)
+                        .collect()
+                };
+                assert_eq!(of_pass(0).len(), c.layers_of(group).len(), "{what}");
+                assert!(
+                    of_pass(0) == alone(&cond_traces),
+                    "{what}: conditional layers"
+                );
+                assert!(
+                    of_pass(1) == alone(&uncond_traces),
+                    "{what}: unconditional layers"
+                );
+            }
+        }
+    }
+}
+
+fn alone(traces: &[(usize, Vec<f32>)]) -> Vec<&Vec<f32>> {
+    traces.iter().map(|(_, v)| v).collect()
+}

@@ -184,8 +184,8 @@ impl<'f, B: Backend> GenerationPlanner<'f, B> {
     }
 
     /// Bytes of the sampling phase's buffers for prompts of up to `prompt_len` tokens and `batch`
-    /// images: both prompts' K/V for every layer, one layer's buffers, the TCRA blocks and the
-    /// latent-sized vectors (the same on the host and on a device).
+    /// images: both prompts' K/V for every layer, one layer's buffers for the rows of every pass,
+    /// the TCRA blocks and the latent-sized vectors (the same on the host and on a device).
     pub fn sampling_buffer_bytes(
         &self,
         options: &GenerateOptions,
@@ -195,27 +195,31 @@ impl<'f, B: Backend> GenerationPlanner<'f, B> {
         let c = &self.flow;
         let (n, p) = (c.image_tokens() as u64, prompt_len as u64);
         let kv = (c.kv_heads * c.head_dim) as u64;
-        let passes = if options.guidance == 1.0 { 1 } else { 2 };
+        let passes = guidance_passes(options);
+        // The passes run as one batch of rows.
+        let rows = passes * n;
         // Each further image of a batch keeps its noise, state, prediction, two velocities and
         // its final latent.
         let per_image = 6 * c.latent_len() as u64;
         4 * (passes * 2 * p * kv * c.layer_count as u64
-            + n * (4 * c.hidden + 3 * c.heads * c.head_dim + 2 * c.ffn_hidden) as u64
-            + 2 * (p + n) * kv
-            + 3 * (c.heads as u64) * n * n
+            + rows * (4 * c.hidden + 3 * c.heads * c.head_dim + 2 * c.ffn_hidden) as u64
+            + 2 * rows * kv
+            + passes * 2 * (p + n) * kv
+            + (2 * passes + 1) * (c.heads as u64) * n * n
             + 8 * c.latent_len() as u64
             + per_image * batch.saturating_sub(1) as u64)
     }
 
     /// The rest of what sampling keeps on a device: the backend's own memory (the attention scores
-    /// of one pass, the rounded activations of the widest product, its parameter arena and
-    /// read-back staging), every layer's timestep gates, the time embedding's buffers and the two
-    /// prompts' image RoPE tables.
-    fn sampling_device_extra_bytes(&self, prompt_len: usize) -> u64 {
+    /// of one pass, the rounded activations of the widest product over every pass's rows, its
+    /// parameter arena and read-back staging), every layer's timestep gates, the time embedding's
+    /// buffers and the two prompts' image RoPE tables.
+    fn sampling_device_extra_bytes(&self, options: &GenerateOptions, prompt_len: usize) -> u64 {
         let c = &self.flow;
         let n = c.image_tokens() as u64;
+        let rows = guidance_passes(options) * n;
         let scores = (c.heads as u64) * n * (n + prompt_len as u64);
-        let widest = n * (c.ffn_hidden.max(c.hidden).max(c.heads * c.head_dim)) as u64;
+        let widest = rows * (c.ffn_hidden.max(c.hidden).max(c.heads * c.head_dim)) as u64;
         let gates = c.layer_count as u64 * (4 * c.hidden + c.heads) as u64 + c.hidden as u64;
         let time = (c.time_freq_dim + c.hidden) as u64;
         let rope = 2 * n * c.head_dim as u64;
@@ -330,7 +334,7 @@ impl<'f, B: Backend> GenerationPlanner<'f, B> {
         }
         let fixed = facts.shared_bytes
             + self.sampling_buffer_bytes(options, prompt_len, 1)
-            + self.sampling_device_extra_bytes(prompt_len);
+            + self.sampling_device_extra_bytes(options, prompt_len);
         let plan = plan_slots(
             self.flow.group_count,
             facts.slot_bytes,
@@ -407,6 +411,15 @@ impl<'f, B: Backend> GenerationPlanner<'f, B> {
 }
 
 /// Decoder working memory and dequantized bytes are what the CPU decoder itself predicts.
+/// The velocity passes of one evaluation: conditional, and unconditional unless guidance is off.
+fn guidance_passes(options: &GenerateOptions) -> u64 {
+    if options.guidance == 1.0 {
+        1
+    } else {
+        2
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,7 +99,8 @@ struct LatentBuffers {
 /// Buffers of one run, allocated once: one set per image, the rest shared.
 struct Buffers<B: Backend> {
     latents: Vec<LatentBuffers>,
-    guidance: GuidanceBuffers,
+    /// The un-guided velocities of one evaluation: conditional, then unconditional if it runs.
+    guidance: Vec<f32>,
     conditioning: StepConditioning<B>,
     scratch: ReplicaScratch<B>,
 }
@@ -160,10 +161,7 @@ pub fn sample_batch<B: Backend>(
                 v1: vec![0.0; len],
             })
             .collect(),
-        guidance: GuidanceBuffers {
-            v_cond: vec![0.0; len],
-            v_uncond: vec![0.0; len],
-        },
+        guidance: vec![0.0; if uncond.is_some() { 2 * len } else { len }],
         conditioning: StepConditioning::default(),
         scratch: ReplicaScratch::default(),
     };
@@ -245,7 +243,7 @@ struct Evaluator<'r, 'a, B: Backend> {
     uncond: Option<&'r PromptKv<B>>,
     options: &'r SamplingOptions,
     images: usize,
-    guidance: &'r mut GuidanceBuffers,
+    guidance: &'r mut [f32],
     conditioning: &'r mut StepConditioning<B>,
     scratch: &'r mut ReplicaScratch<B>,
 }
@@ -278,35 +276,34 @@ impl<B: Backend> Evaluator<'_, '_, B> {
         observer: &mut dyn SamplingObserver,
     ) -> Result<(), ModelError> {
         let traced = image == 0 && observer.wants_layers(index);
-        let GuidanceBuffers { v_cond, v_uncond } = &mut *self.guidance;
-        let mut pass = |prompt: &PromptKv<B>,
-                        out: &mut [f32],
-                        pass: Pass,
-                        observer: &mut dyn SamplingObserver| {
-            if traced {
-                let mut report = |trace: LayerTrace<'_>| observer.layer(index, pass, trace);
-                self.replica.velocity(
-                    x,
-                    self.conditioning,
-                    prompt,
-                    out,
-                    self.scratch,
-                    Some(&mut report),
-                )
-            } else {
-                self.replica
-                    .velocity(x, self.conditioning, prompt, out, self.scratch, None)
-            }
+        let prompts: &[&PromptKv<B>] = match self.uncond {
+            Some(uncond) => &[self.cond, uncond],
+            None => &[self.cond],
         };
-        pass(self.cond, v_cond, Pass::Conditional, observer)?;
+        let mut report = |trace: LayerTrace<'_>| {
+            let pass = if trace.pass == 0 {
+                Pass::Conditional
+            } else {
+                Pass::Unconditional
+            };
+            observer.layer(index, pass, trace)
+        };
+        self.replica.velocity(
+            x,
+            self.conditioning,
+            prompts,
+            self.guidance,
+            self.scratch,
+            traced.then_some(&mut report as &mut dyn FnMut(LayerTrace<'_>)),
+        )?;
+        let (v_cond, v_uncond) = self.guidance.split_at(v.len());
         let v_uncond = match self.uncond {
-            Some(uncond) => {
-                pass(uncond, v_uncond, Pass::Unconditional, observer)?;
+            Some(_) => {
                 let s = self.options.guidance;
-                for ((v, c), u) in v.iter_mut().zip(v_cond.iter()).zip(v_uncond.iter()) {
+                for ((v, c), u) in v.iter_mut().zip(v_cond).zip(v_uncond) {
                     *v = u + s * (c - u);
                 }
-                Some(&v_uncond[..])
+                Some(v_uncond)
             }
             None => {
                 v.copy_from_slice(v_cond);
@@ -325,10 +322,4 @@ impl<B: Backend> Evaluator<'_, '_, B> {
         });
         Ok(())
     }
-}
-
-/// The two un-guided velocities of one evaluation.
-struct GuidanceBuffers {
-    v_cond: Vec<f32>,
-    v_uncond: Vec<f32>,
 }

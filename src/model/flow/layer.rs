@@ -9,6 +9,9 @@
 //! h += tanh(a_ffn) ⊙ ffn_post_norm(down(SiLU(gate(x)) ⊙ up(x)))
 //! ```
 //!
+//! The guidance passes go through a layer together: their rows share every product, while RoPE
+//! and attention run per pass on that pass's prompt.
+//!
 //! This module owns one layer's weights and math; it must not choose layers, groups or timesteps.
 //! All working memory is the caller's [`LayerScratch`].
 
@@ -73,10 +76,16 @@ impl<B: Backend> LayerConditioning<B> {
     }
 }
 
-/// One pass's per-layer working buffers, sized for `n` image tokens and a prompt of up to `p` tokens.
+/// The per-layer working buffers of one evaluation, sized for `passes` prompts of `n` image tokens
+/// each.
 pub struct LayerScratch<B: Backend> {
     x: B::Buffer,
     q: B::Buffer,
+    /// The image rows' own keys and values, `[passes·n, kv_heads·head_dim]`, before they join each
+    /// pass's prompt keys and values.
+    image_keys: B::Buffer,
+    image_values: B::Buffer,
+    /// One `[p + n, kv_heads·head_dim]` region per pass, one after the other.
     keys: B::Buffer,
     values: B::Buffer,
     attn: B::Buffer,
@@ -91,6 +100,8 @@ impl<B: Backend> Default for LayerScratch<B> {
         LayerScratch {
             x: Default::default(),
             q: Default::default(),
+            image_keys: Default::default(),
+            image_values: Default::default(),
             keys: Default::default(),
             values: Default::default(),
             attn: Default::default(),
@@ -103,27 +114,31 @@ impl<B: Backend> Default for LayerScratch<B> {
 }
 
 impl<B: Backend> LayerScratch<B> {
-    /// Sizes every buffer for `n` image tokens and prompts of up to `prompt_len` tokens; later calls
-    /// with the same or smaller sizes do not allocate.
+    /// Sizes every buffer for `n` image tokens per pass and one pass per prompt length of
+    /// `prompt_lens`; later calls with the same or smaller sizes do not allocate.
     pub fn reserve(
         &mut self,
         backend: &B,
         config: &FlowConfig,
         n: usize,
-        prompt_len: usize,
+        prompt_lens: impl ExactSizeIterator<Item = usize>,
     ) -> Result<(), ModelError> {
         let d = config.hidden;
         let q = config.heads * config.head_dim;
         let kv = config.kv_heads * config.head_dim;
+        let rows = prompt_lens.len() * n;
+        let keys: usize = prompt_lens.map(|p| p + n).sum();
         for (buffer, len) in [
-            (&mut self.x, n * d),
-            (&mut self.q, n * q),
-            (&mut self.keys, (prompt_len + n) * kv),
-            (&mut self.values, (prompt_len + n) * kv),
-            (&mut self.attn, n * q),
-            (&mut self.proj, n * d),
-            (&mut self.gate, n * config.ffn_hidden),
-            (&mut self.up, n * config.ffn_hidden),
+            (&mut self.x, rows * d),
+            (&mut self.q, rows * q),
+            (&mut self.image_keys, rows * kv),
+            (&mut self.image_values, rows * kv),
+            (&mut self.keys, keys * kv),
+            (&mut self.values, keys * kv),
+            (&mut self.attn, rows * q),
+            (&mut self.proj, rows * d),
+            (&mut self.gate, rows * config.ffn_hidden),
+            (&mut self.up, rows * config.ffn_hidden),
             (&mut self.silu_e, d),
         ] {
             ensure_len(backend, buffer, len)?;
@@ -132,18 +147,20 @@ impl<B: Backend> LayerScratch<B> {
     }
 }
 
-/// The prompt keys and values one layer attends to: `[len, kv_heads·head_dim]` each, RoPE applied.
+/// What one pass's image tokens attend to in one layer: the prompt's keys and values
+/// (`[len, kv_heads·head_dim]` each, RoPE applied) and the RoPE of image tokens placed after it.
 pub struct PromptKvView<'p, B: Backend> {
     pub len: usize,
     pub keys: Slice<'p, B::Buffer>,
     pub values: Slice<'p, B::Buffer>,
+    pub image_rope: &'p B::Rope,
 }
 
-/// The TCRA residual in and out of one layer: `[H, N, N]` blocks.
+/// The TCRA residual in and out of one layer: `[H, N, N]` blocks, one per pass, one after the other.
 pub struct TcraBlocks<'b, B: Backend> {
-    /// The previous layer's block, or `None` in a group's first layer.
+    /// The previous layer's blocks, or `None` in a group's first layer.
     pub previous: Option<Slice<'b, B::Buffer>>,
-    /// Receives this layer's block (biased scores or renormalised probabilities).
+    /// Receives this layer's blocks (biased scores or renormalised probabilities).
     pub current: SliceMut<'b, B::Buffer>,
 }
 
@@ -283,7 +300,10 @@ impl<'a, B: Backend> ReplicaLayer<'a, B> {
         Ok(())
     }
 
-    /// Runs the layer on `h` ([n, D] image tokens) in place.
+    /// Runs the layer in place on `h`, `[passes·n, D]`: `n` image tokens for each of `prompts`, one
+    /// pass per prompt, in order. The products, norms and gates run over all rows at once (each
+    /// weight is read once for every pass); RoPE and attention run per pass, on that pass's prompt
+    /// K/V and TCRA block.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
@@ -291,9 +311,8 @@ impl<'a, B: Backend> ReplicaLayer<'a, B> {
         mut h: SliceMut<'_, B::Buffer>,
         n: usize,
         conditioning: &LayerConditioning<B>,
-        prompt: PromptKvView<'_, B>,
-        image_rope: &B::Rope,
-        tcra: TcraBlocks<'_, B>,
+        prompts: &[PromptKvView<'_, B>],
+        mut tcra: TcraBlocks<'_, B>,
         scratch: &mut LayerScratch<B>,
     ) -> Result<(), ModelError> {
         let b = self.backend;
@@ -302,79 +321,114 @@ impl<'a, B: Backend> ReplicaLayer<'a, B> {
         let q_len = heads * head_dim;
         let kv_len = kv_heads * head_dim;
         let f = config.ffn_hidden;
-        let p = prompt.len;
-        scratch.reserve(b, config, n, p)?;
+        let rows = prompts.len() * n;
+        scratch.reserve(b, config, n, prompts.iter().map(|p| p.len))?;
         let s = scratch;
         let eps = config.rms_eps;
 
         // Attention.
-        b.copy(h.as_slice(), s.x.slice_mut(..n * d))?;
-        b.rms_norm(s.x.slice_mut(..n * d), self.attn_norm.all(), eps)?;
-        let x = s.x.slice(..n * d);
-        self.attn_q.forward(x, n, s.q.slice_mut(..n * q_len))?;
-        b.rope(s.q.slice_mut(..n * q_len), heads, image_rope)?;
-        if p > 0 {
-            b.copy(prompt.keys, s.keys.slice_mut(..p * kv_len))?;
-            b.copy(prompt.values, s.values.slice_mut(..p * kv_len))?;
+        b.copy(h.as_slice(), s.x.slice_mut(..rows * d))?;
+        b.rms_norm(s.x.slice_mut(..rows * d), self.attn_norm.all(), eps)?;
+        let x = s.x.slice(..rows * d);
+        self.attn_q
+            .forward(x, rows, s.q.slice_mut(..rows * q_len))?;
+        self.attn_k
+            .forward(x, rows, s.image_keys.slice_mut(..rows * kv_len))?;
+        self.attn_v
+            .forward(x, rows, s.image_values.slice_mut(..rows * kv_len))?;
+        let block_len = heads * n * n;
+        let mut start = 0;
+        for (i, prompt) in prompts.iter().enumerate() {
+            let p = prompt.len;
+            let (own_q, own_kv) = (
+                i * n * q_len..(i + 1) * n * q_len,
+                i * n * kv_len..(i + 1) * n * kv_len,
+            );
+            let (joined, image) = (
+                start..start + (p + n) * kv_len,
+                start + p * kv_len..start + (p + n) * kv_len,
+            );
+            start = joined.end;
+            b.rope(s.q.slice_mut(own_q.clone()), heads, prompt.image_rope)?;
+            if p > 0 {
+                b.copy(prompt.keys, s.keys.slice_mut(joined.start..image.start))?;
+                b.copy(prompt.values, s.values.slice_mut(joined.start..image.start))?;
+            }
+            b.copy(
+                s.image_keys.slice(own_kv.clone()),
+                s.keys.slice_mut(image.clone()),
+            )?;
+            b.rope(s.keys.slice_mut(image.clone()), kv_heads, prompt.image_rope)?;
+            b.copy(s.image_values.slice(own_kv), s.values.slice_mut(image))?;
+            let own_block = i * block_len..(i + 1) * block_len;
+            let block = tcra_block(
+                config.tcra,
+                p,
+                n,
+                conditioning,
+                tcra.previous
+                    .map(|previous| previous.slice(own_block.clone())),
+                tcra.current.slice_mut(own_block),
+            );
+            b.attention(
+                s.q.slice(own_q.clone()),
+                s.keys.slice(joined.clone()),
+                s.values.slice(joined),
+                AttentionShape {
+                    n_q: n,
+                    n_kv: p + n,
+                    n_heads: heads,
+                    n_kv_heads: kv_heads,
+                    head_dim,
+                },
+                Mask::None,
+                block,
+                s.attn.slice_mut(own_q),
+            )?;
         }
-        let new = p * kv_len..(p + n) * kv_len;
-        self.attn_k.forward(x, n, s.keys.slice_mut(new.clone()))?;
-        b.rope(s.keys.slice_mut(new.clone()), kv_heads, image_rope)?;
-        self.attn_v.forward(x, n, s.values.slice_mut(new))?;
-
-        let block = tcra_block(config.tcra, p, n, conditioning, tcra);
-        b.attention(
-            s.q.slice(..n * q_len),
-            s.keys.slice(..(p + n) * kv_len),
-            s.values.slice(..(p + n) * kv_len),
-            AttentionShape {
-                n_q: n,
-                n_kv: p + n,
-                n_heads: heads,
-                n_kv_heads: kv_heads,
-                head_dim,
-            },
-            Mask::None,
-            block,
-            s.attn.slice_mut(..n * q_len),
+        self.attn_output.forward(
+            s.attn.slice(..rows * q_len),
+            rows,
+            s.proj.slice_mut(..rows * d),
         )?;
-        self.attn_output
-            .forward(s.attn.slice(..n * q_len), n, s.proj.slice_mut(..n * d))?;
-        b.rms_norm(s.proj.slice_mut(..n * d), self.attn_post_norm.all(), eps)?;
+        b.rms_norm(s.proj.slice_mut(..rows * d), self.attn_post_norm.all(), eps)?;
         b.add_gated_rows(
             h.reborrow(),
-            s.proj.slice(..n * d),
+            s.proj.slice(..rows * d),
             conditioning.attn_gate(),
         )?;
 
         // Feed-forward.
-        b.copy(h.as_slice(), s.x.slice_mut(..n * d))?;
-        b.rms_norm(s.x.slice_mut(..n * d), self.ffn_norm.all(), eps)?;
+        b.copy(h.as_slice(), s.x.slice_mut(..rows * d))?;
+        b.rms_norm(s.x.slice_mut(..rows * d), self.ffn_norm.all(), eps)?;
         b.modulate_rows(
-            s.x.slice_mut(..n * d),
+            s.x.slice_mut(..rows * d),
             conditioning.scale_ffn(),
             conditioning.shift_ffn(),
         )?;
-        let x = s.x.slice(..n * d);
-        self.ffn_gate.forward(x, n, s.gate.slice_mut(..n * f))?;
-        self.ffn_up.forward(x, n, s.up.slice_mut(..n * f))?;
-        b.swiglu(s.gate.slice_mut(..n * f), s.up.slice(..n * f))?;
+        let x = s.x.slice(..rows * d);
+        self.ffn_gate
+            .forward(x, rows, s.gate.slice_mut(..rows * f))?;
+        self.ffn_up.forward(x, rows, s.up.slice_mut(..rows * f))?;
+        b.swiglu(s.gate.slice_mut(..rows * f), s.up.slice(..rows * f))?;
         self.ffn_down
-            .forward(s.gate.slice(..n * f), n, s.proj.slice_mut(..n * d))?;
-        b.rms_norm(s.proj.slice_mut(..n * d), self.ffn_post_norm.all(), eps)?;
-        b.add_gated_rows(h, s.proj.slice(..n * d), conditioning.ffn_gate())?;
+            .forward(s.gate.slice(..rows * f), rows, s.proj.slice_mut(..rows * d))?;
+        b.rms_norm(s.proj.slice_mut(..rows * d), self.ffn_post_norm.all(), eps)?;
+        b.add_gated_rows(h, s.proj.slice(..rows * d), conditioning.ffn_gate())?;
         Ok(())
     }
 }
 
-/// The attention's TCRA block for this layer: columns `p .. p + n` (the image keys) of every image
-/// query, gated by the previous layer's block when there is one, read out for the next layer.
+/// One pass's TCRA block for this layer: columns `p .. p + n` (the image keys) of every image
+/// query, gated by the previous layer's block when there is one, read out into `current` for the
+/// next layer.
 fn tcra_block<'b, B: Backend>(
     tcra: Tcra,
     p: usize,
     n: usize,
     conditioning: &'b LayerConditioning<B>,
-    blocks: TcraBlocks<'b, B>,
+    previous: Option<Slice<'b, B::Buffer>>,
+    current: SliceMut<'b, B::Buffer>,
 ) -> Option<ScoreBlock<'b, B::Buffer>> {
     let mode = match tcra {
         Tcra::PreSoftmax => BiasMode::PreSoftmax,
@@ -385,10 +439,10 @@ fn tcra_block<'b, B: Backend>(
         mode,
         col0: p,
         n_cols: n,
-        add: blocks.previous.map(|previous| GatedScores {
+        add: previous.map(|previous| GatedScores {
             previous,
             gate: conditioning.tcra_gate(),
         }),
-        readout: Some(blocks.current),
+        readout: Some(current),
     })
 }

@@ -129,18 +129,15 @@ impl<B: Backend> PromptKv<B> {
         self.image_start
     }
 
-    /// Layer `l`'s keys and values (`l` < layer count, checked at construction).
+    /// Layer `l`'s keys and values and the image RoPE (`l` < layer count, checked at
+    /// construction).
     pub fn layer(&self, l: usize) -> PromptKvView<'_, B> {
         PromptKvView {
             len: self.len,
             keys: self.keys[l].all(),
             values: self.values[l].all(),
+            image_rope: &self.image_rope,
         }
-    }
-
-    /// RoPE of the image tokens placed after this prompt.
-    pub fn image_rope(&self) -> &B::Rope {
-        &self.image_rope
     }
 
     /// Bytes held (for the memory summary).

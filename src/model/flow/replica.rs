@@ -134,9 +134,12 @@ impl<B: Backend> Default for ReplicaScratch<B> {
     }
 }
 
-/// One layer's output, for parity checks: the image hidden state after the layer and its TCRA block.
+/// One layer's output for one pass, for parity checks: the image hidden state after the layer and
+/// its TCRA block.
 pub struct LayerTrace<'t> {
     pub layer: usize,
+    /// Which of the evaluation's prompts.
+    pub pass: usize,
     /// `[N, D]`.
     pub hidden: &'t [f32],
     /// `[H, N, N]`, `None` when `tcra = none`.
@@ -278,13 +281,16 @@ impl<'a, B: Backend> Replica<'a, B> {
         Ok(())
     }
 
-    /// `velocity = v(latent, t | prompt)` over the layers and group of `conditioning`. `latent` and
-    /// `velocity` are host `[C, S, S]`. `trace` sees each layer's output.
+    /// `v(latent, t | prompt)` over the layers and group of `conditioning`, for each of `prompts` at
+    /// once (the guidance passes share one latent): `velocity` holds one host `[C, S, S]` per prompt,
+    /// in order, and `latent` is host `[C, S, S]`. The passes run as one batch of rows through every
+    /// product, so each weight is read once per evaluation. `trace` sees each layer's output, per
+    /// pass.
     pub fn velocity(
         &self,
         latent: &[f32],
         conditioning: &StepConditioning<B>,
-        prompt: &PromptKv<B>,
+        prompts: &[&PromptKv<B>],
         velocity: &mut [f32],
         scratch: &mut ReplicaScratch<B>,
         mut trace: Option<&mut dyn FnMut(LayerTrace<'_>)>,
@@ -292,11 +298,13 @@ impl<'a, B: Backend> Replica<'a, B> {
         let b = self.backend;
         let config = &self.config;
         let latent_len = config.latent_len();
-        if latent.len() != latent_len || velocity.len() != latent_len {
+        let passes = prompts.len();
+        if passes == 0 || latent.len() != latent_len || velocity.len() != passes * latent_len {
             return Err(ModelError::Invalid {
                 file: "replica".into(),
                 what: format!(
-                    "latent of {} and velocity of {} values, expected {latent_len}",
+                    "latent of {} and velocity of {} values for {passes} prompts, expected \
+                     {latent_len} and {latent_len} per prompt (at least one)",
                     latent.len(),
                     velocity.len()
                 ),
@@ -304,24 +312,29 @@ impl<'a, B: Backend> Replica<'a, B> {
         }
         let ends = self.ends(conditioning.group)?;
         let n = config.image_tokens();
+        let rows = passes * n;
         let d = config.hidden;
         let features = config.token_features();
         let block_len = config.heads * n * n;
         let s = scratch;
-        ensure_len(b, &mut s.tokens, n * features)?;
-        ensure_len(b, &mut s.hidden, n * d)?;
-        ensure_len(b, &mut s.head_out, n * features)?;
+        ensure_len(b, &mut s.tokens, rows * features)?;
+        ensure_len(b, &mut s.hidden, rows * d)?;
+        ensure_len(b, &mut s.head_out, rows * features)?;
         for block in &mut s.blocks {
-            ensure_len(b, block, block_len)?;
+            ensure_len(b, block, passes * block_len)?;
         }
 
+        // Every pass starts from the same tokens.
         s.host_tokens.resize(n * features, 0.0);
         patchify(config, latent, &mut s.host_tokens);
-        b.write(s.tokens.slice_mut(..n * features), &s.host_tokens)?;
+        for pass in 0..passes {
+            let own = pass * n * features..(pass + 1) * n * features;
+            b.write(s.tokens.slice_mut(own), &s.host_tokens)?;
+        }
         ends.patch_embd.forward(
-            s.tokens.slice(..n * features),
-            n,
-            s.hidden.slice_mut(..n * d),
+            s.tokens.slice(..rows * features),
+            rows,
+            s.hidden.slice_mut(..rows * d),
         )?;
         let mut previous_exists = false;
         for (step, l) in conditioning.layers.clone().enumerate() {
@@ -333,48 +346,59 @@ impl<'a, B: Backend> Replica<'a, B> {
             } else {
                 (second, first)
             };
+            let all_blocks = ..passes * block_len;
             let tcra = TcraBlocks {
-                previous: (previous_exists && !first_in_group).then(|| previous.slice(..block_len)),
-                current: current.slice_mut(..block_len),
+                previous: (previous_exists && !first_in_group).then(|| previous.slice(all_blocks)),
+                current: current.slice_mut(all_blocks),
             };
+            let layer_prompts: Vec<_> = prompts.iter().map(|prompt| prompt.layer(l)).collect();
             self.layers[l].forward(
                 config,
-                s.hidden.slice_mut(..n * d),
+                s.hidden.slice_mut(..rows * d),
                 n,
                 &conditioning.per_layer[l],
-                prompt.layer(l),
-                prompt.image_rope(),
+                &layer_prompts,
                 tcra,
                 &mut s.layer,
             )?;
             previous_exists = config.tcra != Tcra::None;
             if let Some(trace) = trace.as_mut() {
-                s.trace_hidden.resize(n * d, 0.0);
-                b.read(s.hidden.slice(..n * d), &mut s.trace_hidden)?;
+                s.trace_hidden.resize(rows * d, 0.0);
+                b.read(s.hidden.slice(..rows * d), &mut s.trace_hidden)?;
                 if previous_exists {
-                    s.trace_block.resize(block_len, 0.0);
-                    b.read(current.slice(..block_len), &mut s.trace_block)?;
+                    s.trace_block.resize(passes * block_len, 0.0);
+                    b.read(current.slice(all_blocks), &mut s.trace_block)?;
                 }
-                trace(LayerTrace {
-                    layer: l,
-                    hidden: &s.trace_hidden,
-                    block: previous_exists.then_some(&s.trace_block[..]),
-                });
+                for pass in 0..passes {
+                    trace(LayerTrace {
+                        layer: l,
+                        pass,
+                        hidden: &s.trace_hidden[pass * n * d..][..n * d],
+                        block: previous_exists
+                            .then(|| &s.trace_block[pass * block_len..][..block_len]),
+                    });
+                }
             }
         }
         b.rms_norm(
-            s.hidden.slice_mut(..n * d),
+            s.hidden.slice_mut(..rows * d),
             ends.head_norm.all(),
             config.rms_eps,
         )?;
         ends.head.forward(
-            s.hidden.slice(..n * d),
-            n,
-            s.head_out.slice_mut(..n * features),
+            s.hidden.slice(..rows * d),
+            rows,
+            s.head_out.slice_mut(..rows * features),
         )?;
-        s.host_tokens.resize(n * features, 0.0);
-        b.read(s.head_out.slice(..n * features), &mut s.host_tokens)?;
-        unpatchify(config, &s.host_tokens, velocity);
+        s.host_tokens.resize(rows * features, 0.0);
+        b.read(s.head_out.slice(..rows * features), &mut s.host_tokens)?;
+        for (tokens, velocity) in s
+            .host_tokens
+            .chunks_exact(n * features)
+            .zip(velocity.chunks_exact_mut(latent_len))
+        {
+            unpatchify(config, tokens, velocity);
+        }
         Ok(())
     }
 }
