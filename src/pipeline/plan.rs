@@ -410,7 +410,6 @@ impl<'f, B: Backend> GenerationPlanner<'f, B> {
     }
 }
 
-/// Decoder working memory and dequantized bytes are what the CPU decoder itself predicts.
 /// The velocity passes of one evaluation: conditional, and unconditional unless guidance is off.
 fn guidance_passes(options: &GenerateOptions) -> u64 {
     if options.guidance == 1.0 {
@@ -420,6 +419,7 @@ fn guidance_passes(options: &GenerateOptions) -> u64 {
     }
 }
 
+/// Decoder working memory and dequantized bytes are what the CPU decoder itself predicts.
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,7 @@ use crate::backend::{
 use crate::model::{Linear, ModelError, ModelFile};
 
 use super::config::{FlowConfig, Tcra};
+use super::prompt_kv::PromptKv;
 
 /// The parts of a layer that depend only on the timestep: computed once per evaluation time and
 /// shared by the conditional and unconditional passes.
@@ -311,7 +312,7 @@ impl<'a, B: Backend> ReplicaLayer<'a, B> {
         mut h: SliceMut<'_, B::Buffer>,
         n: usize,
         conditioning: &LayerConditioning<B>,
-        prompts: &[PromptKvView<'_, B>],
+        prompts: &[&PromptKv<B>],
         mut tcra: TcraBlocks<'_, B>,
         scratch: &mut LayerScratch<B>,
     ) -> Result<(), ModelError> {
@@ -322,7 +323,7 @@ impl<'a, B: Backend> ReplicaLayer<'a, B> {
         let kv_len = kv_heads * head_dim;
         let f = config.ffn_hidden;
         let rows = prompts.len() * n;
-        scratch.reserve(b, config, n, prompts.iter().map(|p| p.len))?;
+        scratch.reserve(b, config, n, prompts.iter().map(|p| p.len()))?;
         let s = scratch;
         let eps = config.rms_eps;
 
@@ -339,6 +340,7 @@ impl<'a, B: Backend> ReplicaLayer<'a, B> {
         let block_len = heads * n * n;
         let mut start = 0;
         for (i, prompt) in prompts.iter().enumerate() {
+            let prompt = prompt.layer(self.index);
             let p = prompt.len;
             let (own_q, own_kv) = (
                 i * n * q_len..(i + 1) * n * q_len,

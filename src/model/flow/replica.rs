@@ -351,13 +351,12 @@ impl<'a, B: Backend> Replica<'a, B> {
                 previous: (previous_exists && !first_in_group).then(|| previous.slice(all_blocks)),
                 current: current.slice_mut(all_blocks),
             };
-            let layer_prompts: Vec<_> = prompts.iter().map(|prompt| prompt.layer(l)).collect();
             self.layers[l].forward(
                 config,
                 s.hidden.slice_mut(..rows * d),
                 n,
                 &conditioning.per_layer[l],
-                &layer_prompts,
+                prompts,
                 tcra,
                 &mut s.layer,
             )?;
