@@ -14,9 +14,9 @@ use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use criterion::{black_box, Criterion};
-use latte::backend::cpu::dot::packed_q4_0_kernel;
+use latte::backend::cpu::dot::packed_kernel;
 use latte::backend::cpu::matmul::{matmul_packed, matmul_repacking};
-use latte::backend::cpu::packed::PackedQ4_0;
+use latte::backend::cpu::packed::PackedWeight;
 use latte::backend::cpu::{matmul_with_isa, Isa, MatmulScratch};
 use latte::dtype::TensorType;
 use latte::tensor::TensorView;
@@ -133,7 +133,7 @@ fn main() {
                 let ours = measure(&mut c, &format!("{name}/ours"), samples, || {
                     matmul_with_isa(isa, &view, black_box(&x), n, &mut y, &mut scratch).unwrap();
                 });
-                let packed = PackedQ4_0::pack(&view).filter(|_| packed_q4_0_kernel(isa).is_some());
+                let packed = PackedWeight::pack(&view).filter(|_| packed_kernel(ty, isa).is_some());
                 let repacked = packed.map(|packed| {
                     let at_load =
                         measure(&mut c, &format!("{name}/ours-repacked"), samples, || {

@@ -317,20 +317,22 @@ fn results_do_not_depend_on_tiling_or_threads() {
     }
 }
 
-/// Repacked Q4_0 (`packed`): every packed kernel against the scalar kernel on the file's layout
-/// (same integer sums, another f32 order: `SIMD_TOL`), and, since each output is summed in block
-/// order whatever the batch, bit-identical for a column alone and on one thread.
+/// Repacked Q4_0 and Q8_0 (`packed`): every packed kernel against the scalar kernel on the
+/// file's layout (same integer sums, another f32 order: `SIMD_TOL`), and, since each output is
+/// summed in block order whatever the batch, bit-identical for a column alone and on one thread.
 #[test]
-fn packed_q4_0_matches_scalar_and_does_not_depend_on_batch_or_threads() {
+fn packed_kernels_match_scalar_and_do_not_depend_on_batch_or_threads() {
     use latte::backend::cpu::matmul::matmul_packed;
-    use latte::backend::cpu::packed::PackedQ4_0;
-    let ty = TensorType::Q4_0;
-    let packing = packing_isas();
+    use latte::backend::cpu::packed::PackedWeight;
     let mut rng = Rng::new(7);
-    for (k, m) in [(32, 8), (256, 24), (1024, 40)] {
+    for (ty, (k, m)) in PACKED_TYPES
+        .into_iter()
+        .flat_map(|ty| [(32, 8), (256, 24), (1024, 40)].map(|shape| (ty, shape)))
+    {
+        let packing = packing_isas(ty);
         let w = weight_bytes(ty, k, m, &mut rng);
         let view = TensorView::new("w", ty, &[k as u64, m as u64], &w).unwrap();
-        let packed = PackedQ4_0::pack(&view).unwrap();
+        let packed = PackedWeight::pack(&view).unwrap();
         for n in [1, 2, 3, 4, 5, 9] {
             let x = rng.activations(k * n);
             let case = Case {
@@ -351,7 +353,7 @@ fn packed_q4_0_matches_scalar_and_does_not_depend_on_batch_or_threads() {
                     y
                 };
                 let got = run(&x, n);
-                let what = format!("packed Q4_0 {isa} k={k} m={m} n={n}");
+                let what = format!("packed {ty} {isa} k={k} m={m} n={n}");
                 assert_close(&what, &got, &want, &scale, SIMD_TOL);
                 for j in [0, n - 1] {
                     let alone = run(&x[j * k..][..k], 1);
@@ -384,22 +386,24 @@ fn packed_q4_0_matches_scalar_and_does_not_depend_on_batch_or_threads() {
     }
 }
 
-/// Q4_0 in the file's layout through the packed kernel, each task packing its own rows
+/// Q4_0 and Q8_0 in the file's layout through the packed kernel, each task packing its own rows
 /// (`matmul_repacking`, what the CPU backend runs on expert-group weights): bit-identical to
 /// `matmul_packed` on the copy packed at load, for every batch, on one thread and on the pool,
 /// with tasks that split the rows (m = 64 is four tasks of 16), and a clear error for weights it
 /// cannot pack.
 #[test]
-fn q4_0_packed_per_task_equals_packed_at_load() {
+fn packed_per_task_equals_packed_at_load() {
     use latte::backend::cpu::matmul::{matmul_packed, matmul_repacking};
-    use latte::backend::cpu::packed::PackedQ4_0;
-    let ty = TensorType::Q4_0;
-    let packing = packing_isas();
+    use latte::backend::cpu::packed::PackedWeight;
     let mut rng = Rng::new(11);
-    for (k, m) in [(32, 8), (256, 24), (96, 64), (1024, 40)] {
+    for (ty, (k, m)) in PACKED_TYPES
+        .into_iter()
+        .flat_map(|ty| [(32, 8), (256, 24), (96, 64), (1024, 40)].map(|shape| (ty, shape)))
+    {
+        let packing = packing_isas(ty);
         let w = weight_bytes(ty, k, m, &mut rng);
         let view = TensorView::new("w", ty, &[k as u64, m as u64], &w).unwrap();
-        let packed = PackedQ4_0::pack(&view).unwrap();
+        let packed = PackedWeight::pack(&view).unwrap();
         for n in [1, 3, 4, 9, 64] {
             let x = rng.activations(k * n);
             for &isa in &packing {
@@ -417,7 +421,7 @@ fn q4_0_packed_per_task_equals_packed_at_load() {
                 };
                 let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
                 let want = bits(at_load(&x, n));
-                let what = format!("Q4_0 packed per task, {isa} k={k} m={m} n={n}");
+                let what = format!("{ty} packed per task, {isa} k={k} m={m} n={n}");
                 assert_eq!(bits(per_task(&x, n)), want, "{what}");
                 assert_eq!(
                     bits(on_one_thread(|| per_task(&x, n))),
@@ -433,15 +437,16 @@ fn q4_0_packed_per_task_equals_packed_at_load() {
             }
         }
     }
-    for &isa in &packing {
+    let ty = TensorType::Q4_0;
+    for isa in packing_isas(ty) {
         let mut y = vec![0.0; 12];
         let q4_rows_12 = weight_bytes(ty, 32, 12, &mut rng);
         let view = TensorView::new("w.12", ty, &[32, 12], &q4_rows_12).unwrap();
         let x = rng.activations(32);
         let err = matmul_repacking(isa, &view, &x, 1, &mut y, &mut MatmulScratch::new());
         assert!(matches!(err, Err(MatmulError::NotPackable { ref name, .. }) if name == "w.12"));
-        let q8 = weight_bytes(TensorType::Q8_0, 32, 8, &mut rng);
-        let view = TensorView::new("w.q8", TensorType::Q8_0, &[32, 8], &q8).unwrap();
+        let q4_1 = weight_bytes(TensorType::Q4_1, 32, 8, &mut rng);
+        let view = TensorView::new("w.q4_1", TensorType::Q4_1, &[32, 8], &q4_1).unwrap();
         let err = matmul_repacking(isa, &view, &x, 1, &mut y[..8], &mut MatmulScratch::new());
         assert!(
             matches!(err, Err(MatmulError::NotPackable { .. })),
@@ -455,14 +460,17 @@ fn q4_0_packed_per_task_equals_packed_at_load() {
     assert!(matches!(scalar, Err(MatmulError::UnsupportedIsa { .. })));
 }
 
-/// The instruction sets with a packed Q4_0 kernel on this CPU (every x86-64 one has AVX2).
-fn packing_isas() -> Vec<Isa> {
-    use latte::backend::cpu::dot::packed_q4_0_kernel;
+/// The types with a packed layout.
+const PACKED_TYPES: [TensorType; 2] = [TensorType::Q4_0, TensorType::Q8_0];
+
+/// The instruction sets with a packed kernel for `ty` on this CPU (every x86-64 one has AVX2).
+fn packing_isas(ty: TensorType) -> Vec<Isa> {
+    use latte::backend::cpu::dot::packed_kernel;
     let packing: Vec<Isa> = Isa::supported()
-        .filter(|&i| packed_q4_0_kernel(i).is_some())
+        .filter(|&i| packed_kernel(ty, i).is_some())
         .collect();
     if cfg!(target_arch = "x86_64") {
-        assert!(!packing.is_empty(), "no packed Q4_0 kernel on x86-64");
+        assert!(!packing.is_empty(), "no packed {ty} kernel on x86-64");
     }
     packing
 }

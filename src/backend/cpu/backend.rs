@@ -1,5 +1,5 @@
 //! [`CpuBackend`]: the CPU kernels (`matmul`, `ops`) behind the [`Backend`] interface: buffers
-//! are `Vec<f32>`, weights are views of the mapped file (zero copy; resident Q4_0 matrices also
+//! are `Vec<f32>`, weights are views of the mapped file (zero copy; resident Q4_0 and Q8_0 matrices also
 //! repacked once, see `packed`, unless the backend is [`CPU_MAPPED`]), convolution kernels
 //! are f32 (borrowed when stored as F32, dequantized once otherwise), and every op calls the same
 //! function the models called before the interface existed, so results are bit for bit the same.
@@ -14,12 +14,12 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::dot::packed_q4_0_kernel;
+use super::dot::packed_kernel;
 use super::isa::Isa;
 use super::matmul::{matmul_packed, matmul_repacking, matmul_with_isa, MatmulScratch};
 use super::ops::gemm::MicroKernel;
 use super::ops::{self, AttentionScratch, ConvScratch, PreparedConv, RopeTable};
-use super::packed::{packable_blocks_per_row, PackedQ4_0};
+use super::packed::{packable_blocks_per_row, PackedWeight};
 use crate::backend::op_error::{check_len, checked_product, param};
 use crate::backend::{
     AttentionShape, Backend, BackendError, Conv2d, Mask, Placement, ScoreBlock, ScratchSizes,
@@ -32,11 +32,12 @@ use crate::tensor::TensorView;
 #[derive(Clone, Copy, Debug)]
 pub struct CpuBackend {
     isa: Option<Isa>,
-    /// Whether resident (`Placement::Shared`) Q4_0 matrices are repacked at load (`packed`).
+    /// Whether resident (`Placement::Shared`) Q4_0 and Q8_0 matrices are repacked at load
+    /// (`packed`).
     repack: bool,
 }
 
-/// The CPU backend on this CPU's best instruction set; it repacks resident Q4_0 matrices where
+/// The CPU backend on this CPU's best instruction set; it repacks resident Q4_0 and Q8_0 matrices where
 /// the instruction set has packed kernels (x86), as llama.cpp's CPU_REPACK does.
 pub static CPU: CpuBackend = CpuBackend {
     isa: None,
@@ -54,7 +55,7 @@ pub static CPU_MAPPED: CpuBackend = CpuBackend {
 /// A matmul weight: the file's view, and its repacked copy where the backend made one.
 pub struct CpuWeight<'a> {
     pub view: TensorView<'a>,
-    pub packed: Option<PackedQ4_0>,
+    pub packed: Option<PackedWeight>,
 }
 
 #[derive(Default)]
@@ -129,7 +130,7 @@ fn host_mut<'s>(s: SliceMut<'s, Vec<f32>>) -> &'s mut [f32] {
 
 /// Whether `view` computes through [`matmul_repacking`] on `isa`.
 fn packs_per_task(isa: Isa, view: &TensorView<'_>) -> bool {
-    packed_q4_0_kernel(isa).is_some() && packable_blocks_per_row(view).is_some()
+    packed_kernel(view.ty(), isa).is_some() && packable_blocks_per_row(view).is_some()
 }
 
 fn apply_unary(f: Unary, x: &mut [f32]) {
@@ -254,8 +255,8 @@ impl Backend for CpuBackend {
         // released and read again, which a copy would defeat.
         let packed = (self.repack
             && placement == Placement::Shared
-            && packed_q4_0_kernel(self.isa()).is_some())
-        .then(|| PackedQ4_0::pack(&tensor))
+            && packed_kernel(tensor.ty(), self.isa()).is_some())
+        .then(|| PackedWeight::pack(&tensor))
         .flatten();
         Ok(CpuWeight {
             view: tensor,
@@ -325,7 +326,7 @@ impl Backend for CpuBackend {
         // A packed copy exists only where `weight` found a packed kernel for this ISA.
         with_scratch(|s| match &weight.packed {
             Some(packed) => matmul_packed(isa, packed, x, n, y, &mut s.matmul),
-            // Q4_0 views (expert groups, `CPU_MAPPED`) still take the packed kernel, packing
+            // Q4_0 / Q8_0 views (expert groups, `CPU_MAPPED`) still take the packed kernel, packing
             // each task's rows as it goes: decided per weight, so results do not depend on n.
             None if packs_per_task(isa, &weight.view) => {
                 matmul_repacking(isa, &weight.view, x, n, y, &mut s.matmul)

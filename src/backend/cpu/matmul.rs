@@ -11,12 +11,12 @@ use rayon::prelude::*;
 use thiserror::Error;
 
 use crate::backend::cpu::dot::{
-    column_scales, packed_q4_0_kernel, scale_sets, Columns, Kernels, PackedDotFn, PackedTile, Tile,
+    column_scales, packed_kernel, scale_sets, Columns, Kernels, PackedDotFn, PackedTile, Tile,
     WeightRows, MAX_COLS, MAX_ROWS,
 };
 use crate::backend::cpu::isa::Isa;
 use crate::backend::cpu::packed::{
-    pack_rows, packable_blocks_per_row, PackedQ4_0, PACKED_BLOCK, PACK_ROWS,
+    pack_rows, packable_blocks_per_row, packed_block_bytes, PackedWeight, PACK_ROWS,
 };
 use crate::dtype::TensorType;
 use crate::tensor::TensorView;
@@ -33,7 +33,9 @@ pub enum MatmulError {
     XShape { got: usize, n: usize, k: usize },
     #[error("matmul: y has {got} values, expected n·m = {n}·{m}")]
     YShape { got: usize, n: usize, m: usize },
-    #[error("matmul: weight '{name}' ({ty}, dims {dims:?}) is not Q4_0 rows in groups of 8")]
+    #[error(
+        "matmul: weight '{name}' ({ty}, dims {dims:?}) is not Q4_0 or Q8_0 rows in groups of 8"
+    )]
     NotPackable {
         name: String,
         ty: TensorType,
@@ -262,17 +264,17 @@ fn check_shapes(x: &[f32], y: &[f32], n: usize, k: usize, m: usize) -> Result<()
     Ok(())
 }
 
-/// [`matmul_with_isa`] on a repacked Q4_0 weight (`packed`), with the packed kernel of `isa`
+/// [`matmul_with_isa`] on a repacked weight (`packed`), with the packed kernel of `isa`
 /// (`UnsupportedIsa` where it has none: the x86 families have one).
 pub fn matmul_packed(
     isa: Isa,
-    packed: &PackedQ4_0,
+    packed: &PackedWeight,
     x: &[f32],
     n: usize,
     y: &mut [f32],
     scratch: &mut MatmulScratch,
 ) -> Result<(), MatmulError> {
-    let (dot, kernels) = packed_kernels(isa)?;
+    let (dot, kernels) = packed_kernels(packed.ty(), isa)?;
     let (k, m) = (packed.row_len(), packed.rows());
     check_shapes(x, y, n, k, m)?;
     if n == 0 {
@@ -282,7 +284,7 @@ pub fn matmul_packed(
     let out = DisjointOut::new(y);
     let task_rows = rows_per_task(m, packed.held_bytes() / m, n).next_multiple_of(PACK_ROWS);
     let n_tasks = m.div_ceil(task_rows);
-    let group_len = k / 32 * PACKED_BLOCK;
+    let group_len = packed.group_bytes();
     (0..n_tasks).into_par_iter().for_each(|task| {
         let rows = task * task_rows..((task + 1) * task_rows).min(m);
         let (g0, count) = (rows.start / PACK_ROWS, rows.len() / PACK_ROWS);
@@ -306,7 +308,7 @@ thread_local! {
     static PACK_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// [`matmul_with_isa`] on a Q4_0 weight in the file's layout (rows in whole [`PACK_ROWS`]
+/// [`matmul_with_isa`] on a Q4_0 or Q8_0 weight in the file's layout (rows in whole [`PACK_ROWS`]
 /// groups), through the packed kernel of `isa`: each task packs its own rows into a buffer of its
 /// thread (they stay in L2) and runs every column group over them. No copy outlives the call, so
 /// the weight stays a view of the file; at 64–128 columns the packing is a small part of the
@@ -321,13 +323,13 @@ pub fn matmul_repacking(
     y: &mut [f32],
     scratch: &mut MatmulScratch,
 ) -> Result<(), MatmulError> {
-    let (dot, kernels) = packed_kernels(isa)?;
     let blocks_per_row =
         packable_blocks_per_row(weight).ok_or_else(|| MatmulError::NotPackable {
             name: weight.name().into(),
             ty: weight.ty(),
             dims: weight.dims().to_vec(),
         })?;
+    let (dot, kernels) = packed_kernels(weight.ty(), isa)?;
     let (k, m) = (weight.row_len(), weight.n_rows());
     check_shapes(x, y, n, k, m)?;
     if n == 0 {
@@ -335,6 +337,7 @@ pub fn matmul_repacking(
     }
     let columns = quantized_columns(&kernels, x, n, k, scratch)?;
     let out = DisjointOut::new(y);
+    let group_len = blocks_per_row * packed_block_bytes(weight.ty());
     let (w, row_bytes) = (weight.bytes(), weight.bytes().len() / m);
     let task_rows = rows_per_task(m, row_bytes, n).next_multiple_of(PACK_ROWS);
     let n_tasks = m.div_ceil(task_rows);
@@ -346,27 +349,19 @@ pub fn matmul_repacking(
                 buffer.resize(src.len(), 0);
             }
             let packed = &mut buffer[..src.len()];
-            pack_rows(src, blocks_per_row, packed);
+            pack_rows(weight.ty(), src, blocks_per_row, packed);
             let g0 = rows.start / PACK_ROWS;
-            sweep_packed(
-                dot,
-                packed,
-                blocks_per_row * PACKED_BLOCK,
-                g0,
-                &columns,
-                m,
-                &out,
-            );
+            sweep_packed(dot, packed, group_len, g0, &columns, m, &out);
         });
     });
     Ok(())
 }
 
-/// The packed dot of `isa` and the Q4_0 kernels that quantize its columns.
-fn packed_kernels(isa: Isa) -> Result<(PackedDotFn, Kernels), MatmulError> {
+/// The packed dot of `isa` for `ty` and the kernels that quantize its columns.
+fn packed_kernels(ty: TensorType, isa: Isa) -> Result<(PackedDotFn, Kernels), MatmulError> {
     let unsupported = || MatmulError::UnsupportedIsa { isa };
-    let dot = packed_q4_0_kernel(isa).ok_or_else(unsupported)?;
-    let kernels = Kernels::new(TensorType::Q4_0, isa).ok_or_else(unsupported)?;
+    let dot = packed_kernel(ty, isa).ok_or_else(unsupported)?;
+    let kernels = Kernels::new(ty, isa).ok_or_else(unsupported)?;
     Ok((dot, kernels))
 }
 

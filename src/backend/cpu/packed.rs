@@ -1,11 +1,11 @@
-//! Q4_0 weights repacked eight rows at a time ([`PackedQ4_0`]), the layout of the x86 kernels
-//! `dot::packed_q4_0_kernel` runs: for each group of 8 rows and each block, the 8 row scales side
-//! by side, then the 8 rows' nibbles interleaved 4 bytes at a time. One 32-byte load then holds 4
-//! weights of every row, so a single broadcast activation word feeds 8 rows' dot products, and
-//! the 8 scales convert and multiply as one vector, once per block: fewer instructions per weight
-//! than the row-major kernels, which run from L3 at only 14 GB/s (docs/BENCHMARKS.md: the packed
-//! kernels take 2.0–3.7× less time). The idea is ggml's CPU_REPACK; this layout and its kernels
-//! are ours.
+//! Q4_0 and Q8_0 weights repacked eight rows at a time ([`PackedWeight`]), the layout of the x86
+//! kernels `dot::packed_kernel` hands out: for each group of 8 rows and each block, the 8 row
+//! scales side by side, then the 8 rows' quant bytes interleaved 4 bytes at a time. One 32-byte
+//! load then holds 4 bytes of every row, so a single broadcast activation word feeds 8 rows' dot
+//! products, and the 8 scales convert and multiply as one vector, once per block: fewer
+//! instructions per weight than the row-major kernels, which run from L3 at only 14 GB/s
+//! (docs/BENCHMARKS.md: the packed kernels take 2.0–3.7× less time). The idea is ggml's
+//! CPU_REPACK; this layout and its kernels are ours.
 //!
 //! This module owns the layout and the packing; it must not compute products (`matmul` and
 //! `dot` do). A copy made at load lives in anonymous memory; the file's pages it was made from
@@ -19,28 +19,34 @@ use crate::tensor::TensorView;
 /// Weight rows per packed group.
 pub const PACK_ROWS: usize = 8;
 
-/// Bytes of a Q4_0 block: an f16 scale and 16 bytes of nibbles.
-const Q4_0_BLOCK: usize = 18;
+/// The types with a packed layout: blocks of 32 weights, an f16 scale first, then the quants
+/// (Q4_0: 16 bytes of nibbles; Q8_0: 32 signed bytes).
+pub fn is_packable_type(ty: TensorType) -> bool {
+    matches!(ty, TensorType::Q4_0 | TensorType::Q8_0)
+}
 
-/// Bytes of one packed block of 8 rows: 8 scales, then 4 × 32 bytes of interleaved nibbles.
-pub const PACKED_BLOCK: usize = PACK_ROWS * Q4_0_BLOCK;
+/// Bytes of one packed block of 8 rows of `ty` (8 of its blocks: 8 scales, then the quants).
+pub fn packed_block_bytes(ty: TensorType) -> usize {
+    PACK_ROWS * ty.block_bytes()
+}
 
-/// A Q4_0 matrix whose row count is a multiple of [`PACK_ROWS`], repacked: row group `g`, block
-/// `b` starts at byte `(g·nb + b)·PACKED_BLOCK`; there, bytes `2r..2r+2` are row r's scale and
-/// bytes `16 + 32v + 4r + i` are byte `4v + i` of row r's nibbles (`v < 4`, `i < 4`), so the low
-/// nibbles of vector v are weights `4v..4v+4` of each row and the high nibbles weights
-/// `16 + 4v..16 + 4v + 4`.
-pub struct PackedQ4_0 {
+/// A Q4_0 or Q8_0 matrix whose row count is a multiple of [`PACK_ROWS`], repacked: row group `g`,
+/// block `b` starts at byte `(g·nb + b)·packed_block_bytes(ty)`; there, bytes `2r..2r+2` are row
+/// r's scale and bytes `16 + 32v + 4r + i` are quant byte `4v + i` of row r (`i < 4`; `v < 4` for
+/// Q4_0, whose low nibbles of vector v are weights `4v..4v+4` and high nibbles weights
+/// `16 + 4v..16 + 4v + 4`; `v < 8` for Q8_0, whose vector v holds weights `4v..4v+4`).
+pub struct PackedWeight {
     bytes: memmap2::MmapMut,
+    ty: TensorType,
     rows: usize,
     blocks_per_row: usize,
 }
 
-impl PackedQ4_0 {
-    /// The repacked copy of `view`, or `None` when it is not a Q4_0 matrix of a whole number of
-    /// row groups, or the copy does not fit in memory (the caller then computes on the file's
+impl PackedWeight {
+    /// The repacked copy of `view`, or `None` when it is not a packable matrix of a whole number
+    /// of row groups, or the copy does not fit in memory (the caller then computes on the file's
     /// layout).
-    pub fn pack(view: &TensorView<'_>) -> Option<PackedQ4_0> {
+    pub fn pack(view: &TensorView<'_>) -> Option<PackedWeight> {
         let blocks_per_row = packable_blocks_per_row(view)?;
         let src = view.bytes();
         let mut bytes = memmap2::MmapMut::map_anon(src.len()).ok()?;
@@ -49,9 +55,10 @@ impl PackedQ4_0 {
             // Huge pages where the kernel grants them (a hint: failure changes nothing).
             let _ = bytes.advise(memmap2::Advice::HugePage);
         }
-        pack_rows(src, blocks_per_row, &mut bytes);
+        pack_rows(view.ty(), src, blocks_per_row, &mut bytes);
         release_pages(src);
-        Some(PackedQ4_0 {
+        Some(PackedWeight {
+            ty: view.ty(),
             rows: view.n_rows(),
             bytes,
             blocks_per_row,
@@ -60,8 +67,17 @@ impl PackedQ4_0 {
 
     /// The packed bytes of `count` row groups from `first`.
     pub fn groups(&self, first: usize, count: usize) -> &[u8] {
-        let len = self.blocks_per_row * PACKED_BLOCK;
+        let len = self.group_bytes();
         &self.bytes[first * len..][..count * len]
+    }
+
+    /// Bytes of one row group.
+    pub fn group_bytes(&self) -> usize {
+        self.blocks_per_row * packed_block_bytes(self.ty)
+    }
+
+    pub fn ty(&self) -> TensorType {
+        self.ty
     }
 
     pub fn rows(&self) -> usize {
@@ -79,10 +95,10 @@ impl PackedQ4_0 {
     }
 }
 
-/// Blocks per row of `view` when it is a Q4_0 matrix of whole row groups (what [`pack_rows`]
-/// takes), else `None`.
+/// Blocks per row of `view` when it is a Q4_0 or Q8_0 matrix of whole row groups (what
+/// [`pack_rows`] takes), else `None`.
 pub fn packable_blocks_per_row(view: &TensorView<'_>) -> Option<usize> {
-    if view.ty() != TensorType::Q4_0 || view.dims().iter().skip(2).any(|&d| d != 1) {
+    if !is_packable_type(view.ty()) || view.dims().iter().skip(2).any(|&d| d != 1) {
         return None;
     }
     let (k, rows) = (view.row_len(), view.n_rows());
@@ -90,16 +106,21 @@ pub fn packable_blocks_per_row(view: &TensorView<'_>) -> Option<usize> {
         return None;
     }
     let blocks_per_row = k / 32;
-    (view.bytes().len() == rows * blocks_per_row * Q4_0_BLOCK).then_some(blocks_per_row)
+    (view.bytes().len() == rows * blocks_per_row * view.ty().block_bytes())
+        .then_some(blocks_per_row)
 }
 
-/// Packs whole row groups of Q4_0 rows (`src`, `blocks_per_row` blocks each, in the file's
-/// layout) into `out`, in the layout of [`PackedQ4_0`].
+/// Packs whole row groups of `ty` rows (`src`, `blocks_per_row` blocks each, in the file's
+/// layout) into `out`, in the layout of [`PackedWeight`].
 ///
 /// # Panics
-/// When `src` is not whole row groups or `out` is not as long as `src` (callers size both).
-pub fn pack_rows(src: &[u8], blocks_per_row: usize, out: &mut [u8]) {
-    let row_bytes = blocks_per_row * Q4_0_BLOCK;
+/// When `ty` has no packed layout, `src` is not whole row groups or `out` is not as long as `src`
+/// (callers size both).
+pub fn pack_rows(ty: TensorType, src: &[u8], blocks_per_row: usize, out: &mut [u8]) {
+    assert!(is_packable_type(ty), "pack_rows: {ty} has no packed layout");
+    let block_bytes = ty.block_bytes();
+    let packed_block = packed_block_bytes(ty);
+    let row_bytes = blocks_per_row * block_bytes;
     let group_bytes = PACK_ROWS * row_bytes;
     assert!(
         group_bytes > 0 && src.len().is_multiple_of(group_bytes) && out.len() == src.len(),
@@ -108,6 +129,9 @@ pub fn pack_rows(src: &[u8], blocks_per_row: usize, out: &mut [u8]) {
         src.len(),
         out.len()
     );
+    let vectors = (block_bytes - 2) / 4;
+    // Once per cache line of source (4 Q4_0 blocks, 2 Q8_0 blocks).
+    let prefetch_every = (72 / block_bytes).max(1);
     for (rows_of_group, group) in src
         .chunks_exact(group_bytes)
         .zip(out.chunks_exact_mut(group_bytes))
@@ -117,15 +141,15 @@ pub fn pack_rows(src: &[u8], blocks_per_row: usize, out: &mut [u8]) {
         // in the caller's buffer, which is small or about to be written anyway.
         for (r, row) in rows_of_group.chunks_exact(row_bytes).enumerate() {
             for (b, (block, out)) in row
-                .chunks_exact(Q4_0_BLOCK)
-                .zip(group.chunks_exact_mut(PACKED_BLOCK))
+                .chunks_exact(block_bytes)
+                .zip(group.chunks_exact_mut(packed_block))
                 .enumerate()
             {
-                if b % 4 == 0 {
+                if b % prefetch_every == 0 {
                     prefetch_ahead(block.as_ptr());
                 }
                 out[2 * r..2 * r + 2].copy_from_slice(&block[..2]);
-                for v in 0..4 {
+                for v in 0..vectors {
                     out[16 + 32 * v + 4 * r..][..4].copy_from_slice(&block[2 + 4 * v..][..4]);
                 }
             }
@@ -161,8 +185,8 @@ fn release_pages(bytes: &[u8]) {
 mod tests {
     use super::*;
 
-    fn q4_0_rows(rows: usize, blocks: usize) -> Vec<u8> {
-        (0..rows * blocks * Q4_0_BLOCK)
+    fn block_rows(ty: TensorType, rows: usize, blocks: usize) -> Vec<u8> {
+        (0..rows * blocks * ty.block_bytes())
             .map(|i| (i * 7 + i / 5) as u8)
             .collect()
     }
@@ -170,37 +194,43 @@ mod tests {
     #[test]
     fn every_byte_lands_where_the_layout_says() {
         let (rows, blocks) = (16, 3);
-        let src = q4_0_rows(rows, blocks);
-        let dims = [blocks as u64 * 32, rows as u64];
-        let view = TensorView::new("w", TensorType::Q4_0, &dims, &src).unwrap();
-        let packed = PackedQ4_0::pack(&view).unwrap();
-        assert_eq!(packed.held_bytes(), src.len());
-        assert_eq!((packed.rows(), packed.row_len()), (rows, blocks * 32));
-        for row in 0..rows {
-            let (g, r) = (row / PACK_ROWS, row % PACK_ROWS);
-            for b in 0..blocks {
-                let block = &src[(row * blocks + b) * Q4_0_BLOCK..][..Q4_0_BLOCK];
-                let out = &packed.groups(g, 1)[b * PACKED_BLOCK..][..PACKED_BLOCK];
-                assert_eq!(&out[2 * r..2 * r + 2], &block[..2]);
-                for j in 0..16 {
-                    let (v, i) = (j / 4, j % 4);
-                    assert_eq!(
-                        out[16 + 32 * v + 4 * r + i],
-                        block[2 + j],
-                        "row {row} b {b} j {j}"
-                    );
+        for ty in [TensorType::Q4_0, TensorType::Q8_0] {
+            let (block_bytes, packed_block) = (ty.block_bytes(), packed_block_bytes(ty));
+            let src = block_rows(ty, rows, blocks);
+            let dims = [blocks as u64 * 32, rows as u64];
+            let view = TensorView::new("w", ty, &dims, &src).unwrap();
+            let packed = PackedWeight::pack(&view).unwrap();
+            assert_eq!(packed.held_bytes(), src.len());
+            assert_eq!((packed.rows(), packed.row_len()), (rows, blocks * 32));
+            assert_eq!(packed.group_bytes(), blocks * packed_block);
+            for row in 0..rows {
+                let (g, r) = (row / PACK_ROWS, row % PACK_ROWS);
+                for b in 0..blocks {
+                    let block = &src[(row * blocks + b) * block_bytes..][..block_bytes];
+                    let out = &packed.groups(g, 1)[b * packed_block..][..packed_block];
+                    assert_eq!(&out[2 * r..2 * r + 2], &block[..2]);
+                    for j in 0..block_bytes - 2 {
+                        let (v, i) = (j / 4, j % 4);
+                        assert_eq!(
+                            out[16 + 32 * v + 4 * r + i],
+                            block[2 + j],
+                            "{ty} row {row} b {b} j {j}"
+                        );
+                    }
                 }
             }
         }
     }
 
     #[test]
-    fn only_whole_row_groups_of_q4_0_are_packed() {
-        let src = q4_0_rows(12, 1);
-        let view = TensorView::new("w", TensorType::Q4_0, &[32, 12], &src).unwrap();
-        assert!(PackedQ4_0::pack(&view).is_none());
-        let src = vec![0u8; 8 * 34];
-        let view = TensorView::new("w", TensorType::Q8_0, &[32, 8], &src).unwrap();
-        assert!(PackedQ4_0::pack(&view).is_none());
+    fn only_whole_row_groups_of_q4_0_and_q8_0_are_packed() {
+        for ty in [TensorType::Q4_0, TensorType::Q8_0] {
+            let src = block_rows(ty, 12, 1);
+            let view = TensorView::new("w", ty, &[32, 12], &src).unwrap();
+            assert!(PackedWeight::pack(&view).is_none(), "{ty}");
+        }
+        let src = vec![0u8; 8 * 20];
+        let view = TensorView::new("w", TensorType::Q4_1, &[32, 8], &src).unwrap();
+        assert!(PackedWeight::pack(&view).is_none());
     }
 }

@@ -17,7 +17,7 @@ use super::{
     check_dot_args, check_packed_args, check_rows_args, scalar, Columns, DotFn, PackedTile,
     QuantizeFn, RowsDotFn, Tile, WeightRows, MAX_COLS,
 };
-use crate::backend::cpu::packed::{PACKED_BLOCK, PACK_ROWS};
+use crate::backend::cpu::packed::PACK_ROWS;
 use crate::backend::cpu::prefetch::prefetch_ahead;
 
 use crate::dtype::{TensorType, QK_K};
@@ -354,78 +354,141 @@ pub(crate) unsafe fn unsigned_tile<const R: usize, const C: usize>(
 
 // The packed Q4_0 kernel on AVX2: `maddubs` products of the unsigned nibbles and the signed
 // activation bytes, widened to i32 by `madd` (at most 2·15·128 per i16 pair: no saturation).
-packed_q4_0_dot!(packed_q4_0, |acc, u, y| {
-    let pairs = _mm256_maddubs_epi16(u, y);
-    _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
-});
+packed_dot!(
+    packed_q4_0,
+    PACK_ROWS * 18,
+    8.0,
+    |p, v| unpack_packed_nibbles(p, v),
+    |acc, u, y| {
+        let pairs = _mm256_maddubs_epi16(u, y);
+        _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    }
+);
+
+// The packed Q8_0 kernel on AVX2: signed weights, so `maddubs` takes |w| and y with w's sign
+// (at most 2·128·127 per i16 pair: no saturation, where w + 128 could reach 2·255·128).
+packed_dot!(
+    packed_q8_0,
+    PACK_ROWS * 34,
+    0.0,
+    |p, v| packed_bytes(p, v),
+    |acc, w, y| {
+        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w));
+        _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    }
+);
+
+/// Weights `4v..4v+4` and `16 + 4v..16 + 4v + 4` of the 8 rows of the packed Q4_0 block at `p`
+/// (vector v's low and high nibbles), counting from 0.
+#[inline(always)]
+pub(crate) unsafe fn unpack_packed_nibbles(p: *const u8, v: usize) -> (__m256i, __m256i) {
+    let low = _mm256_set1_epi8(0x0F);
+    let q = loadu(p.add(16 + 32 * v));
+    (
+        _mm256_and_si256(q, low),
+        _mm256_and_si256(_mm256_srli_epi16(q, 4), low),
+    )
+}
+
+/// Weights `4v..4v+4` and `16 + 4v..16 + 4v + 4` of the 8 rows of the packed Q8_0 block at `p`
+/// (vectors v and v + 4), as stored: signed.
+#[inline(always)]
+pub(crate) unsafe fn packed_bytes(p: *const u8, v: usize) -> (__m256i, __m256i) {
+    (loadu(p.add(16 + 32 * v)), loadu(p.add(16 + 32 * (v + 4))))
+}
 
 /// Dispatches a packed group to the tile of its column count.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(crate) unsafe fn packed_q4_0_columns(
+pub(crate) unsafe fn packed_columns(
     nb: usize,
+    block: usize,
     w: *const u8,
     cols: &Columns<'_>,
     n_cols: usize,
     out: &mut PackedTile,
+    offset: f32,
+    unpack: impl Fn(*const u8, usize) -> (__m256i, __m256i),
     dot: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
 ) {
     let (x, xs, s) = (cols.bytes.as_ptr(), cols.col_bytes, cols.scales.as_ptr());
+    let tile = PackedBlocks {
+        nb,
+        block,
+        w,
+        offset,
+    };
     match n_cols {
-        1 => packed_q4_0_tile::<1>(nb, w, x, xs, s, out, dot),
-        2 => packed_q4_0_tile::<2>(nb, w, x, xs, s, out, dot),
-        3 => packed_q4_0_tile::<3>(nb, w, x, xs, s, out, dot),
-        _ => packed_q4_0_tile::<4>(nb, w, x, xs, s, out, dot),
+        1 => packed_tile::<1>(&tile, x, xs, s, out, unpack, dot),
+        2 => packed_tile::<2>(&tile, x, xs, s, out, unpack, dot),
+        3 => packed_tile::<3>(&tile, x, xs, s, out, unpack, dot),
+        _ => packed_tile::<4>(&tile, x, xs, s, out, unpack, dot),
     }
 }
 
-/// 8 packed Q4_0 rows × C Q8_0 columns. Lane r of every vector is row r: one 32-byte load holds
-/// 4 nibble bytes of each row, a broadcast activation word multiplies all 8, and the block's
-/// integer sums (exact, so their order is free) are scaled once per block by the 8 row scales.
-/// As in `unsigned_tile`, the nibbles count from 0, and 8·d_w·d_x·Σy is subtracted at the end.
-#[inline(always)]
-unsafe fn packed_q4_0_tile<const C: usize>(
+/// One packed row group: `nb` blocks of `block` bytes from `w`, its quants stored with `offset`
+/// added (subtracted again through the columns' d·Σy).
+struct PackedBlocks {
     nb: usize,
+    block: usize,
     w: *const u8,
+    offset: f32,
+}
+
+/// 8 packed rows × C Q8_0 columns. Lane r of every vector is row r: one 32-byte load holds
+/// 4 bytes of each row, a broadcast activation word multiplies all 8, and the block's integer
+/// sums (exact, so their order is free) are scaled once per block by the 8 row scales. As in
+/// `unsigned_tile`, where the quants are stored with an offset, offset·d_w·d_x·Σy is subtracted
+/// at the end.
+#[inline(always)]
+unsafe fn packed_tile<const C: usize>(
+    tile: &PackedBlocks,
     x: *const u8,
     xs: usize,
     s: *const f32,
     out: &mut PackedTile,
+    unpack: impl Fn(*const u8, usize) -> (__m256i, __m256i),
     dot: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
 ) {
-    let low = _mm256_set1_epi8(0x0F);
+    let nb = tile.nb;
     let mut acc = [_mm256_setzero_ps(); C];
     let mut corr = [_mm256_setzero_ps(); C];
     for b in 0..nb {
         // No software prefetch: one sequential stream per task in huge pages is what the
         // hardware prefetchers follow best (measured: tg128 24.4 t/s without, 17–20 with 8–16 KiB).
-        let p = w.add(b * PACKED_BLOCK);
+        let p = tile.w.add(b * tile.block);
         let dw = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-        // Two chains per column (low and high nibbles) halve the dependent dot latency.
+        // Two chains per column (first and second half of the block) halve the dependent dot
+        // latency.
         let mut sums = [[_mm256_setzero_si256(); 2]; C];
         for v in 0..4 {
-            let q = loadu(p.add(16 + 32 * v));
-            let lo = _mm256_and_si256(q, low);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
+            let (first, second) = unpack(p, v);
             for c in 0..C {
                 let y = x.add(c * xs + b * 34 + 2);
-                let y_lo = _mm256_set1_epi32(read_unaligned(y.add(4 * v) as *const i32));
-                let y_hi = _mm256_set1_epi32(read_unaligned(y.add(16 + 4 * v) as *const i32));
-                sums[c][0] = dot(sums[c][0], lo, y_lo);
-                sums[c][1] = dot(sums[c][1], hi, y_hi);
+                let y_first = _mm256_set1_epi32(read_unaligned(y.add(4 * v) as *const i32));
+                let y_second = _mm256_set1_epi32(read_unaligned(y.add(16 + 4 * v) as *const i32));
+                sums[c][0] = dot(sums[c][0], first, y_first);
+                sums[c][1] = dot(sums[c][1], second, y_second);
             }
         }
         for c in 0..C {
             let dx = _mm256_broadcast_ss(&*s.add(b * MAX_COLS + c));
-            let sum_x = _mm256_broadcast_ss(&*s.add((nb + b) * MAX_COLS + c));
             let total = _mm256_add_epi32(sums[c][0], sums[c][1]);
             let d = _mm256_mul_ps(_mm256_cvtepi32_ps(total), dw);
             acc[c] = _mm256_fmadd_ps(dx, d, acc[c]);
-            corr[c] = _mm256_fmadd_ps(dw, sum_x, corr[c]);
+            if tile.offset != 0.0 {
+                let sum_x = _mm256_broadcast_ss(&*s.add((nb + b) * MAX_COLS + c));
+                corr[c] = _mm256_fmadd_ps(dw, sum_x, corr[c]);
+            }
         }
     }
     for c in 0..C {
         let mut values = [0.0f32; PACK_ROWS];
-        let result = _mm256_fnmadd_ps(_mm256_set1_ps(8.0), corr[c], acc[c]);
+        let result = if tile.offset != 0.0 {
+            _mm256_fnmadd_ps(_mm256_set1_ps(tile.offset), corr[c], acc[c])
+        } else {
+            acc[c]
+        };
         _mm256_storeu_ps(values.as_mut_ptr(), result);
         for (r, v) in values.iter().enumerate() {
             out[r][c] = *v;

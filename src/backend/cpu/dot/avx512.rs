@@ -1,4 +1,4 @@
-//! AVX-512 kernels (F, BW, VL, VNNI): the Q8_0, Q4_0 and packed Q4_0 dots with `vpdpbusd`, which fuses the
+//! AVX-512 kernels (F, BW, VL, VNNI): the Q8_0, Q4_0 and packed Q4_0 / Q8_0 dots with `vpdpbusd`, which fuses the
 //! AVX2 path's multiply–add pair into one instruction. Every other type uses the AVX2 kernels,
 //! which every AVX-512 CPU can run.
 //!
@@ -17,6 +17,7 @@ use super::{
     check_dot_args, check_packed_args, check_rows_args, Columns, DotFn, PackedTile, QuantizeFn,
     RowsDotFn, Tile, WeightRows, MAX_COLS,
 };
+use crate::backend::cpu::packed::PACK_ROWS;
 use crate::dtype::TensorType;
 
 pub(crate) fn kernels(ty: TensorType) -> Option<(QuantizeFn, DotFn)> {
@@ -42,7 +43,27 @@ tiled_dot!(dot_q8_0, rows q8_0_rows, 34, 34, 2);
 tiled_dot!(dot_q4_0, rows q4_0_rows, 18, 34, 2);
 
 // The packed Q4_0 kernel on AVX512-VNNI: `vpdpbusd` (unsigned nibbles × signed activations).
-packed_q4_0_dot!(packed_q4_0, |acc, u, y| dpbusd(acc, u, y));
+packed_dot!(
+    packed_q4_0,
+    PACK_ROWS * 18,
+    8.0,
+    |p, v| avx2::unpack_packed_nibbles(p, v),
+    |acc, u, y| dpbusd(acc, u, y)
+);
+
+// The packed Q8_0 kernel on AVX512-VNNI: w + 128 (the top bit flipped) as unsigned bytes, whose
+// i32 sums cannot saturate; the offset comes off through the columns' d·Σy, as in `q8_0_rows`.
+packed_dot!(
+    packed_q8_0,
+    PACK_ROWS * 34,
+    128.0,
+    |p, v| {
+        let (first, second) = avx2::packed_bytes(p, v);
+        let top = _mm256_set1_epi8(-128);
+        (_mm256_xor_si256(first, top), _mm256_xor_si256(second, top))
+    },
+    |acc, u, y| dpbusd(acc, u, y)
+);
 
 /// `acc + Σ₄ a·b` per i32 lane (u8 `a`, i8 `b`): AVX512-VNNI `vpdpbusd` on ymm registers.
 ///

@@ -8,23 +8,23 @@
 //! weight block is loaded and unpacked once for all of them (register tiling); where a type has a
 //! [`RowsDotFn`], several weight rows per call too, so that each activation block is loaded once
 //! for all of them (what decoding, at one column, is bound by). Q4_0 repacked eight rows at a
-//! time (`packed`) has a [`PackedDotFn`] on x86.
+//! time (`packed`) has a [`PackedDotFn`] on x86, and so has Q8_0.
 //!
 //! The [`Kernels`] table is only handed out for an [`Isa`] the CPU supports, which is what makes
 //! calling the `#[target_feature]` functions behind it sound. This module does no threading and
 //! no allocation; `matmul` drives it.
 
 use crate::backend::cpu::isa::Isa;
-#[cfg(target_arch = "x86_64")]
-use crate::backend::cpu::packed::PACKED_BLOCK;
 use crate::backend::cpu::packed::PACK_ROWS;
 use crate::dtype::TensorType;
 
-/// Defines the safe [`PackedDotFn`] `$name` over `avx2::packed_q4_0_columns` with the byte dot
-/// `$dot` (`acc + Σ₄ u·y` per i32 lane, unsigned u, signed y) of one x86 family.
+/// Defines the safe [`PackedDotFn`] `$name` over `avx2::packed_columns` for packed blocks of
+/// `$block` bytes: `$unpack(p, v)` gives the two byte vectors of weights `4v..4v+4` and
+/// `16 + 4v..16 + 4v + 4` of the block at `p` (`v < 4`), lane r for row r, stored with `$offset`
+/// added; `$dot` is the byte dot (`acc + Σ₄ u·y` per i32 lane, signed y) of one x86 family.
 #[cfg(target_arch = "x86_64")]
-macro_rules! packed_q4_0_dot {
-    ($name:ident, $dot:expr) => {
+macro_rules! packed_dot {
+    ($name:ident, $block:expr, $offset:expr, $unpack:expr, $dot:expr) => {
         pub(crate) fn $name(group: &[u8], cols: Columns<'_>, n_cols: usize, out: &mut PackedTile) {
             #[target_feature(enable = "avx2,fma,f16c")]
             unsafe fn run(
@@ -34,12 +34,14 @@ macro_rules! packed_q4_0_dot {
                 n_cols: usize,
                 out: &mut PackedTile,
             ) {
-                super::avx2::packed_q4_0_columns(nb, w, cols, n_cols, out, $dot)
+                super::avx2::packed_columns(
+                    nb, $block, w, cols, n_cols, out, $offset, $unpack, $dot,
+                )
             }
-            let nb = check_packed_args(group, &cols, n_cols);
+            let nb = check_packed_args(group, $block, &cols, n_cols);
             // SAFETY: only reachable where the module's features were detected
-            // (`packed_q4_0_kernel`); check_packed_args bounds the group, the n_cols columns
-            // and their scales.
+            // (`packed_kernel`); check_packed_args bounds the group, the n_cols columns and
+            // their scales.
             unsafe { run(nb, group.as_ptr(), &cols, n_cols, out) }
         }
     };
@@ -230,34 +232,44 @@ pub type RowsDotFn = fn(rows: WeightRows<'_>, cols: Columns<'_>, n_cols: usize, 
 pub type PackedTile = [[f32; MAX_COLS]; PACK_ROWS];
 
 /// `out[r][c] = row r · column c` for the [`PACK_ROWS`] rows of one row group of a
-/// [`PackedQ4_0`](super::packed::PackedQ4_0) (`group`: its blocks) and `c < n_cols`
+/// [`PackedWeight`](super::packed::PackedWeight) (`group`: its blocks) and `c < n_cols`
 /// (1 ..= [`MAX_COLS`]), against Q8_0 columns. Each output is summed in block order (the block's
 /// integer dot is exact), whatever `n_cols`, so results do not depend on the batch.
 pub type PackedDotFn = fn(group: &[u8], cols: Columns<'_>, n_cols: usize, out: &mut PackedTile);
 
-/// The packed Q4_0 kernel of `isa`: the x86 families have one; others compute on the file's
-/// layout.
-pub fn packed_q4_0_kernel(isa: Isa) -> Option<PackedDotFn> {
+/// The packed kernel of `isa` for weights of type `ty`: the x86 families have one for Q4_0 and
+/// Q8_0; others compute on the file's layout.
+pub fn packed_kernel(ty: TensorType, isa: Isa) -> Option<PackedDotFn> {
     if !isa.is_supported() {
         return None;
     }
-    match isa {
+    match (isa, ty) {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => Some(avx2::packed_q4_0),
+        (Isa::Avx2, TensorType::Q4_0) => Some(avx2::packed_q4_0),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => Some(avx512::packed_q4_0),
+        (Isa::Avx2, TensorType::Q8_0) => Some(avx2::packed_q8_0),
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512, TensorType::Q4_0) => Some(avx512::packed_q4_0),
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512, TensorType::Q8_0) => Some(avx512::packed_q8_0),
         _ => None,
     }
 }
 
-/// [`check_dot_args`] for a [`PackedDotFn`]; returns the number of blocks per row.
+/// [`check_dot_args`] for a [`PackedDotFn`] over packed blocks of `block` bytes; returns the
+/// number of blocks per row.
 #[cfg(target_arch = "x86_64")]
 #[inline]
-pub(crate) fn check_packed_args(group: &[u8], cols: &Columns<'_>, n_cols: usize) -> usize {
-    let nb = group.len() / PACKED_BLOCK;
+pub(crate) fn check_packed_args(
+    group: &[u8],
+    block: usize,
+    cols: &Columns<'_>,
+    n_cols: usize,
+) -> usize {
+    let nb = group.len() / block;
     assert!(
         nb > 0
-            && group.len() == nb * PACKED_BLOCK
+            && group.len() == nb * block
             && cols.col_bytes == nb * 34
             && (1..=MAX_COLS).contains(&n_cols)
             && cols.bytes.len() >= n_cols * cols.col_bytes
