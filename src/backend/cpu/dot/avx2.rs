@@ -359,10 +359,7 @@ packed_dot!(
     PACK_ROWS * 18,
     8.0,
     |p, v| unpack_packed_nibbles(p, v),
-    |acc, u, y| {
-        let pairs = _mm256_maddubs_epi16(u, y);
-        _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
-    }
+    |acc, u, y| _mm256_add_epi32(acc, dot_u8i8(u, y))
 );
 
 // The packed Q8_0 kernel on AVX2: signed weights, so `maddubs` takes |w| and y with w's sign
@@ -372,10 +369,10 @@ packed_dot!(
     PACK_ROWS * 34,
     0.0,
     |p, v| packed_bytes(p, v),
-    |acc, w, y| {
-        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w));
-        _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
-    }
+    |acc, w, y| _mm256_add_epi32(
+        acc,
+        dot_u8i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w))
+    )
 );
 
 /// Weights `4v..4v+4` and `16 + 4v..16 + 4v + 4` of the 8 rows of the packed Q4_0 block at `p`
