@@ -317,7 +317,7 @@ fn results_do_not_depend_on_tiling_or_threads() {
     }
 }
 
-/// Repacked Q4_0 and Q8_0 (`packed`): every packed kernel against the scalar kernel on the
+/// Repacked Q4_0, Q8_0, Q4_K and Q6_K (`packed`): every packed kernel against the scalar kernel on the
 /// file's layout (same integer sums, another f32 order: `SIMD_TOL`), and, since each output is
 /// summed in block order whatever the batch, bit-identical for a column alone and on one thread.
 #[test]
@@ -325,10 +325,9 @@ fn packed_kernels_match_scalar_and_do_not_depend_on_batch_or_threads() {
     use latte::backend::cpu::matmul::matmul_packed;
     use latte::backend::cpu::packed::PackedWeight;
     let mut rng = Rng::new(7);
-    for (ty, (k, m)) in PACKED_TYPES
-        .into_iter()
-        .flat_map(|ty| [(32, 8), (256, 24), (1024, 40)].map(|shape| (ty, shape)))
-    {
+    for (ty, (k, m)) in PACKED_TYPES.into_iter().flat_map(|ty| {
+        [(1, 8), (8, 24), (32, 40)].map(|(blocks, m)| (ty, (blocks * ty.block_size(), m)))
+    }) {
         let packing = packing_isas(ty);
         let w = weight_bytes(ty, k, m, &mut rng);
         let view = TensorView::new("w", ty, &[k as u64, m as u64], &w).unwrap();
@@ -386,7 +385,7 @@ fn packed_kernels_match_scalar_and_do_not_depend_on_batch_or_threads() {
     }
 }
 
-/// Q4_0 and Q8_0 in the file's layout through the packed kernel, each task packing its own rows
+/// Q4_0, Q8_0, Q4_K and Q6_K in the file's layout through the packed kernel, each task packing its own rows
 /// (`matmul_repacking`, what the CPU backend runs on expert-group weights): bit-identical to
 /// `matmul_packed` on the copy packed at load, for every batch, on one thread and on the pool,
 /// with tasks that split the rows (m = 64 is four tasks of 16), and a clear error for weights it
@@ -396,10 +395,9 @@ fn packed_per_task_equals_packed_at_load() {
     use latte::backend::cpu::matmul::{matmul_packed, matmul_repacking};
     use latte::backend::cpu::packed::PackedWeight;
     let mut rng = Rng::new(11);
-    for (ty, (k, m)) in PACKED_TYPES
-        .into_iter()
-        .flat_map(|ty| [(32, 8), (256, 24), (96, 64), (1024, 40)].map(|shape| (ty, shape)))
-    {
+    for (ty, (k, m)) in PACKED_TYPES.into_iter().flat_map(|ty| {
+        [(1, 8), (8, 24), (3, 64), (32, 40)].map(|(blocks, m)| (ty, (blocks * ty.block_size(), m)))
+    }) {
         let packing = packing_isas(ty);
         let w = weight_bytes(ty, k, m, &mut rng);
         let view = TensorView::new("w", ty, &[k as u64, m as u64], &w).unwrap();
@@ -461,7 +459,12 @@ fn packed_per_task_equals_packed_at_load() {
 }
 
 /// The types with a packed layout.
-const PACKED_TYPES: [TensorType; 2] = [TensorType::Q4_0, TensorType::Q8_0];
+const PACKED_TYPES: [TensorType; 4] = [
+    TensorType::Q4_0,
+    TensorType::Q8_0,
+    TensorType::Q4_K,
+    TensorType::Q6_K,
+];
 
 /// The instruction sets with a packed kernel for `ty` on this CPU (every x86-64 one has AVX2).
 fn packing_isas(ty: TensorType) -> Vec<Isa> {

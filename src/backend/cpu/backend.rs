@@ -1,8 +1,9 @@
-//! [`CpuBackend`]: the CPU kernels (`matmul`, `ops`) behind the [`Backend`] interface: buffers
-//! are `Vec<f32>`, weights are views of the mapped file (zero copy; resident Q4_0 and Q8_0 matrices also
-//! repacked once, see `packed`, unless the backend is [`CPU_MAPPED`]), convolution kernels
-//! are f32 (borrowed when stored as F32, dequantized once otherwise), and every op calls the same
-//! function the models called before the interface existed, so results are bit for bit the same.
+//! [`CpuBackend`]: the CPU kernels (`matmul`, `ops`) behind the [`Backend`] interface: buffers are
+//! `Vec<f32>`, weights are views of the mapped file (zero copy; resident Q4_0, Q8_0, Q4_K and Q6_K
+//! matrices also repacked once, see `packed`, unless the backend is [`CPU_MAPPED`]), convolution
+//! kernels are f32 (borrowed when stored as F32, dequantized once otherwise), and every op calls
+//! the same function the models called before the interface existed, so results are bit for bit the
+//! same.
 //!
 //! Working memory (quantized activations, attention rows, packing panels) is per calling thread:
 //! it grows to the largest call that thread has made and is then reused, so a decode loop
@@ -32,13 +33,14 @@ use crate::tensor::TensorView;
 #[derive(Clone, Copy, Debug)]
 pub struct CpuBackend {
     isa: Option<Isa>,
-    /// Whether resident (`Placement::Shared`) Q4_0 and Q8_0 matrices are repacked at load
-    /// (`packed`).
+    /// Whether resident (`Placement::Shared`) Q4_0, Q8_0, Q4_K and Q6_K matrices are repacked at
+    /// load (`packed`).
     repack: bool,
 }
 
-/// The CPU backend on this CPU's best instruction set; it repacks resident Q4_0 and Q8_0 matrices where
-/// the instruction set has packed kernels (x86), as llama.cpp's CPU_REPACK does.
+/// The CPU backend on this CPU's best instruction set; it repacks resident Q4_0, Q8_0, Q4_K and
+/// Q6_K matrices where the instruction set has packed kernels (x86), as llama.cpp's CPU_REPACK
+/// does.
 pub static CPU: CpuBackend = CpuBackend {
     isa: None,
     repack: true,
@@ -326,7 +328,7 @@ impl Backend for CpuBackend {
         // A packed copy exists only where `weight` found a packed kernel for this ISA.
         with_scratch(|s| match &weight.packed {
             Some(packed) => matmul_packed(isa, packed, x, n, y, &mut s.matmul),
-            // Q4_0 / Q8_0 views (expert groups, `CPU_MAPPED`) still take the packed kernel, packing
+            // Packable views (expert groups, `CPU_MAPPED`) still take the packed kernel, packing
             // each task's rows as it goes: decided per weight, so results do not depend on n.
             None if packs_per_task(isa, &weight.view) => {
                 matmul_repacking(isa, &weight.view, x, n, y, &mut s.matmul)

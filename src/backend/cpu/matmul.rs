@@ -34,7 +34,8 @@ pub enum MatmulError {
     #[error("matmul: y has {got} values, expected n·m = {n}·{m}")]
     YShape { got: usize, n: usize, m: usize },
     #[error(
-        "matmul: weight '{name}' ({ty}, dims {dims:?}) is not Q4_0 or Q8_0 rows in groups of 8"
+        "matmul: weight '{name}' ({ty}, dims {dims:?}) is not Q4_0, Q8_0, Q4_K or Q6_K rows in \
+         groups of 8"
     )]
     NotPackable {
         name: String,
@@ -308,13 +309,13 @@ thread_local! {
     static PACK_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// [`matmul_with_isa`] on a Q4_0 or Q8_0 weight in the file's layout (rows in whole [`PACK_ROWS`]
-/// groups), through the packed kernel of `isa`: each task packs its own rows into a buffer of its
-/// thread (they stay in L2) and runs every column group over them. No copy outlives the call, so
-/// the weight stays a view of the file; at 64–128 columns the packing is a small part of the
-/// work and the packed kernel takes half the time of the file-layout one (docs/BENCHMARKS.md).
-/// The results are the packed kernel's: the same as [`matmul_packed`] on the repacked weight,
-/// bit for bit, whatever the batch.
+/// [`matmul_with_isa`] on a Q4_0, Q8_0, Q4_K or Q6_K weight in the file's layout (rows in whole
+/// [`PACK_ROWS`] groups), through the packed kernel of `isa`: each task packs its own rows into a
+/// buffer of its thread (they stay in L2) and runs every column group over them. No copy outlives
+/// the call, so the weight stays a view of the file; at 64–128 columns the packing is a small part
+/// of the work and the packed kernel takes half the time of the file-layout one
+/// (docs/BENCHMARKS.md). The results are the packed kernel's: the same as [`matmul_packed`] on the
+/// repacked weight, bit for bit, whatever the batch.
 pub fn matmul_repacking(
     isa: Isa,
     weight: &TensorView,

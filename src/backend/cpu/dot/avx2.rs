@@ -1,11 +1,13 @@
 //! AVX2 + FMA + F16C kernels (x86-64): the integer block dots of ggml's AVX2 code
 //! (`ggml-cpu/arch/x86/quants.c`), rearranged so that each weight block is unpacked once and
 //! reused for up to [`MAX_COLS`](super::MAX_COLS) activation columns (Q4_0, Q5_0 and Q8_0 also
-//! over several weight rows: `row_tiled_dot!`); and activation quantizers
-//! that produce exactly the blocks of the scalar reference quantizers.
+//! over several weight rows: `row_tiled_dot!`); the tiles of the packed layout (8 rows × up to 4
+//! columns, `packed`) for Q4_0, Q8_0, Q4_K and Q6_K, which the AVX-512 module shares; and
+//! activation quantizers that produce exactly the blocks of the scalar reference quantizers.
 //!
-//! Everything here is only reachable through `Kernels::new(_, Isa::Avx2 | Isa::Avx512)`, which
-//! checks the CPU first; `check_dot_args` bounds every raw-pointer read to the caller's slices.
+//! Everything here is only reachable through `Kernels::new(_, Isa::Avx2 | Isa::Avx512)` or
+//! `packed_kernel`, which check the CPU first; `check_dot_args` and `check_packed_args` bound
+//! every raw-pointer read to the caller's slices.
 
 // Column loops index several per-column arrays (accumulators, sums) in step, and the tile
 // kernels take the raw pointers of a DotFn plus their block layout.
@@ -375,6 +377,16 @@ packed_dot!(
     )
 );
 
+// The packed Q4_K kernel on AVX2: nibbles are unsigned, so `maddubs` takes them as they are.
+packed_dot!(k_quant packed_q4_k, packed_q4_k_tile, 144, |acc, u, y| {
+    _mm256_add_epi32(acc, dot_u8i8(u, y))
+});
+
+// The packed Q6_K kernel on AVX2: q = w + 32 is unsigned (< 64), so `maddubs` takes it as it is.
+packed_dot!(k_quant packed_q6_k, packed_q6_k_tile, 210, |acc, u, y| {
+    _mm256_add_epi32(acc, dot_u8i8(u, y))
+});
+
 /// Weights `4v..4v+4` and `16 + 4v..16 + 4v + 4` of the 8 rows of the packed Q4_0 block at `p`
 /// (vector v's low and high nibbles), counting from 0.
 #[inline(always)]
@@ -415,12 +427,7 @@ pub(crate) unsafe fn packed_columns(
         w,
         offset,
     };
-    match n_cols {
-        1 => packed_tile::<1>(&tile, x, xs, s, out, unpack, dot),
-        2 => packed_tile::<2>(&tile, x, xs, s, out, unpack, dot),
-        3 => packed_tile::<3>(&tile, x, xs, s, out, unpack, dot),
-        _ => packed_tile::<4>(&tile, x, xs, s, out, unpack, dot),
-    }
+    for_columns!(n_cols, packed_tile(&tile, x, xs, s, out, unpack, dot))
 }
 
 /// One packed row group: `nb` blocks of `block` bytes from `w`, its quants stored with `offset`
@@ -479,18 +486,259 @@ unsafe fn packed_tile<const C: usize>(
             }
         }
     }
-    for c in 0..C {
+    if tile.offset != 0.0 {
+        for c in 0..C {
+            acc[c] = _mm256_fnmadd_ps(_mm256_set1_ps(tile.offset), corr[c], acc[c]);
+        }
+    }
+    store_packed(acc, out);
+}
+
+/// Σ_j a_j·b_j per i32 lane, for 8 i16 values b (`sums`, shared by every lane) and per lane the
+/// 8 i16 values a as pairs: `pairs` holds (a0, a2), (a1, a3), (a4, a6), (a5, a7) in each lane
+/// (how even and odd bytes of two 4-byte words widen to i16).
+#[inline(always)]
+unsafe fn madd_eight_sums(pairs: &[__m256i; 4], sums: __m128i) -> __m256i {
+    // b0..b7 → the i32 words (b0, b2), (b1, b3), (b4, b6), (b5, b7).
+    let order = _mm_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15);
+    let b = _mm_shuffle_epi8(sums, order);
+    let word = |i: __m128i| _mm256_broadcastd_epi32(i);
+    _mm256_add_epi32(
+        _mm256_add_epi32(
+            _mm256_madd_epi16(pairs[0], word(b)),
+            _mm256_madd_epi16(pairs[1], word(_mm_srli_si128(b, 4))),
+        ),
+        _mm256_add_epi32(
+            _mm256_madd_epi16(pairs[2], word(_mm_srli_si128(b, 8))),
+            _mm256_madd_epi16(pairs[3], word(_mm_srli_si128(b, 12))),
+        ),
+    )
+}
+
+/// Writes C columns of 8 row results (lane r: row r) into `out`.
+#[inline(always)]
+unsafe fn store_packed<const C: usize>(results: [__m256; C], out: &mut PackedTile) {
+    for (c, result) in results.iter().enumerate() {
         let mut values = [0.0f32; PACK_ROWS];
-        let result = if tile.offset != 0.0 {
-            _mm256_fnmadd_ps(_mm256_set1_ps(tile.offset), corr[c], acc[c])
-        } else {
-            acc[c]
-        };
-        _mm256_storeu_ps(values.as_mut_ptr(), result);
+        _mm256_storeu_ps(values.as_mut_ptr(), *result);
         for (r, v) in values.iter().enumerate() {
             out[r][c] = *v;
         }
     }
+}
+
+/// Bytes of one packed Q4_K block of 8 rows (8 d, 8 dmin, 3 vectors of scale words, 32 of quants).
+const PACKED_Q4_K_BYTES: usize = PACK_ROWS * 144;
+
+/// The 8 rows' six-bit scales and mins from the three packed scale words at `p` (lane r: row r's
+/// words), ggml's `utmp` shuffle on all 8 rows at once: byte j of lane r of the first vector is
+/// scale j (j < 4) of row r, of the second scale 4 + j; the third and fourth hold the mins alike.
+#[inline(always)]
+unsafe fn packed_q4_k_scales(p: *const u8) -> [__m256i; 4] {
+    let (w0, w1, w2) = (loadu(p), loadu(p.add(32)), loadu(p.add(64)));
+    let six = _mm256_set1_epi8(0x3f);
+    let four = _mm256_set1_epi8(0x0f);
+    let two = _mm256_set1_epi8(0x03);
+    let top = |w| _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w, 6), two), 4);
+    [
+        _mm256_and_si256(w0, six),
+        _mm256_or_si256(_mm256_and_si256(w2, four), top(w0)),
+        _mm256_and_si256(w1, six),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), four), top(w1)),
+    ]
+}
+
+/// 8 packed Q4_K rows (`nb` blocks from `w`) × C Q8_K columns, lane r for row r as in
+/// `packed_tile`; `dot` is the byte dot of one x86 family (unsigned nibbles, signed y). Per
+/// super-block, each sub-block's exact i32 dot is multiplied by its six-bit scale in integers, and
+/// the mins meet the columns' sub-block sums (from bsums) through `madd`, so a row's result is
+/// summed in super-block order whatever the tile's shape: d_x·(d·Σ sc·q·y − dmin·Σ m·Σy).
+#[inline(always)]
+pub(crate) unsafe fn packed_q4_k_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    out: &mut PackedTile,
+    dot: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
+) {
+    let low = _mm256_set1_epi8(0x0F);
+    let byte = _mm256_set1_epi32(0xFF);
+    let even = _mm256_set1_epi32(0x00FF_00FF);
+    let mut acc = [_mm256_setzero_ps(); C];
+    for b in 0..nb {
+        let p = w.add(b * PACKED_Q4_K_BYTES);
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+        let dmin = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i));
+        let [scales_lo, scales_hi, mins_lo, mins_hi] = packed_q4_k_scales(p.add(32));
+        let quants = p.add(128);
+        let mut totals = [_mm256_setzero_si256(); C];
+        for j in 0..QK_K / 64 {
+            let mut sums = [[_mm256_setzero_si256(); 2]; C];
+            for u in 0..8 {
+                let q = loadu(quants.add(32 * (8 * j + u)));
+                let first = _mm256_and_si256(q, low);
+                let second = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
+                for c in 0..C {
+                    let y = x.add(c * xs + b * Q8K_BYTES + 4 + 64 * j + 4 * u);
+                    let y_first = _mm256_set1_epi32(read_unaligned(y as *const i32));
+                    let y_second = _mm256_set1_epi32(read_unaligned(y.add(32) as *const i32));
+                    sums[c][0] = dot(sums[c][0], first, y_first);
+                    sums[c][1] = dot(sums[c][1], second, y_second);
+                }
+            }
+            // Sub-blocks 2j and 2j + 1: bytes 2j mod 4 and 2j + 1 mod 4 of their scale vector.
+            let scales = if j < 2 { scales_lo } else { scales_hi };
+            let shift = 16 * (j as i32 % 2);
+            let scale_at =
+                |bits| _mm256_and_si256(_mm256_srl_epi32(scales, _mm_cvtsi32_si128(bits)), byte);
+            let (sc_first, sc_second) = (scale_at(shift), scale_at(shift + 8));
+            for c in 0..C {
+                let scaled = _mm256_add_epi32(
+                    _mm256_mullo_epi32(sums[c][0], sc_first),
+                    _mm256_mullo_epi32(sums[c][1], sc_second),
+                );
+                totals[c] = _mm256_add_epi32(totals[c], scaled);
+            }
+        }
+        let mins = [
+            _mm256_and_si256(mins_lo, even),
+            _mm256_and_si256(_mm256_srli_epi32(mins_lo, 8), even),
+            _mm256_and_si256(mins_hi, even),
+            _mm256_and_si256(_mm256_srli_epi32(mins_hi, 8), even),
+        ];
+        for c in 0..C {
+            let xb = x.add(c * xs + b * Q8K_BYTES);
+            let bsums = _mm_hadd_epi16(
+                _mm_loadu_si128(xb.add(260) as *const __m128i),
+                _mm_loadu_si128(xb.add(276) as *const __m128i),
+            );
+            let min_sum = madd_eight_sums(&mins, bsums);
+            let block = _mm256_fmsub_ps(
+                d,
+                _mm256_cvtepi32_ps(totals[c]),
+                _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(min_sum)),
+            );
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(f32_at(xb)), block, acc[c]);
+        }
+    }
+    store_packed(acc, out);
+}
+
+/// Bytes of one packed Q6_K block of 8 rows (8 d, then 52 vectors: the scales, then per 32
+/// weights of each half their low nibbles and high bit pairs, `packed::PackedWeight`).
+const PACKED_Q6_K_BYTES: usize = PACK_ROWS * 210;
+
+/// [`packed_q4_k_tile`] for Q6_K. Each 16-weight sub-block s (weights 16s..) is rebuilt from its
+/// low nibbles and high bit pairs as unsigned q = w + 32, its exact i32 dot is multiplied by the
+/// row's i8 scale in integers, and the offset comes off through the columns' bsums (each the Σy of
+/// one sub-block): d_x·d·Σ sc·(Σ q·y − 32·Σy), summed in super-block order whatever the tile's
+/// shape.
+#[inline(always)]
+pub(crate) unsafe fn packed_q6_k_tile<const C: usize>(
+    nb: usize,
+    w: *const u8,
+    x: *const u8,
+    xs: usize,
+    out: &mut PackedTile,
+    dot: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
+) {
+    let low = _mm256_set1_epi8(0x0F);
+    let bits_4_5 = _mm256_set1_epi8(0x30);
+    let mut acc = [_mm256_setzero_ps(); C];
+    for b in 0..nb {
+        let p = w.add(b * PACKED_Q6_K_BYTES);
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+        let vector = |v: usize| loadu(p.add(16 + 32 * v));
+        let scale_words = [vector(0), vector(1), vector(2), vector(3)];
+        let mut totals = [_mm256_setzero_si256(); C];
+        // Weight 128n + 32t + 16h + l of a row (l < 16) is in sub-block s = 8n + 2t + h; its low
+        // nibble is nibble t / 2 of ql[64n + 32(t % 2) + 16h + l], and its high bits are bits 2t
+        // and 2t + 1 of qh[32n + 16h + l]. Sub-blocks t and t + 2 share their ql bytes.
+        for n in 0..2 {
+            for h in 0..2 {
+                for odd in 0..2 {
+                    let mut sums = [[_mm256_setzero_si256(); 2]; C];
+                    for u in 0..4 {
+                        let chunk = 4 + 12 * (2 * n + h);
+                        let ql = vector(chunk + 4 * odd + u);
+                        let qh = vector(chunk + 8 + u);
+                        // Bits 2t, 2t + 1 to bits 4, 5 of each byte (16-bit shifts, then a mask
+                        // that drops what crossed from the neighbouring byte).
+                        let (high_first, high_second) = if odd == 0 {
+                            (_mm256_slli_epi16(qh, 4), qh)
+                        } else {
+                            (_mm256_slli_epi16(qh, 2), _mm256_srli_epi16(qh, 2))
+                        };
+                        let first = _mm256_or_si256(
+                            _mm256_and_si256(ql, low),
+                            _mm256_and_si256(high_first, bits_4_5),
+                        );
+                        let second = _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(ql, 4), low),
+                            _mm256_and_si256(high_second, bits_4_5),
+                        );
+                        for c in 0..C {
+                            let y = x.add(c * xs + b * Q8K_BYTES + 4 + 128 * n + 32 * odd);
+                            let y = y.add(16 * h + 4 * u);
+                            let y_first = _mm256_set1_epi32(read_unaligned(y as *const i32));
+                            let y_second =
+                                _mm256_set1_epi32(read_unaligned(y.add(64) as *const i32));
+                            sums[c][0] = dot(sums[c][0], first, y_first);
+                            sums[c][1] = dot(sums[c][1], second, y_second);
+                        }
+                    }
+                    // Sub-blocks s (t = odd) and s + 4 (t = odd + 2): byte s % 4 of scale word
+                    // s / 4 and of the next word, sign-extended.
+                    let s = 8 * n + 2 * odd + h;
+                    let scale_at = |word: __m256i| {
+                        _mm256_srai_epi32(_mm256_sll_epi32(word, shift(24 - 8 * (s % 4))), 24)
+                    };
+                    let (sc_first, sc_second) = (
+                        scale_at(scale_words[s / 4]),
+                        scale_at(scale_words[s / 4 + 1]),
+                    );
+                    for c in 0..C {
+                        let scaled = _mm256_add_epi32(
+                            _mm256_mullo_epi32(sums[c][0], sc_first),
+                            _mm256_mullo_epi32(sums[c][1], sc_second),
+                        );
+                        totals[c] = _mm256_add_epi32(totals[c], scaled);
+                    }
+                }
+            }
+        }
+        // Σ sc·Σy per row: i16 pairs (sc 4w, sc 4w + 2) and (sc 4w + 1, sc 4w + 3) of each scale
+        // word against the matching bsums.
+        let scales: [[__m256i; 4]; 2] = std::array::from_fn(|half| {
+            std::array::from_fn(|i| {
+                let word = scale_words[2 * half + i / 2];
+                if i % 2 == 0 {
+                    _mm256_srai_epi16(_mm256_slli_epi16(word, 8), 8)
+                } else {
+                    _mm256_srai_epi16(word, 8)
+                }
+            })
+        });
+        for c in 0..C {
+            let xb = x.add(c * xs + b * Q8K_BYTES);
+            let mut offsets = _mm256_setzero_si256();
+            for half in 0..2 {
+                let bsums = _mm_loadu_si128(xb.add(260 + 16 * half) as *const __m128i);
+                offsets = _mm256_add_epi32(offsets, madd_eight_sums(&scales[half], bsums));
+            }
+            let sum = _mm256_sub_epi32(totals[c], _mm256_slli_epi32(offsets, 5));
+            let dx = _mm256_set1_ps(f32_at(xb));
+            acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(dx, d), _mm256_cvtepi32_ps(sum), acc[c]);
+        }
+    }
+    store_packed(acc, out);
+}
+
+/// A shift count for the `_mm256_s?l_epi*` forms that take it in a register.
+#[inline(always)]
+unsafe fn shift(bits: usize) -> __m128i {
+    _mm_cvtsi32_si128(bits as i32)
 }
 
 /// Runs `step` over blocks 0..nb into accumulators it returns: one per row and column, summed

@@ -1,6 +1,6 @@
-//! AVX-512 kernels (F, BW, VL, VNNI): the Q8_0, Q4_0 and packed Q4_0 / Q8_0 dots with `vpdpbusd`, which fuses the
-//! AVX2 path's multiply–add pair into one instruction. Every other type uses the AVX2 kernels,
-//! which every AVX-512 CPU can run.
+//! AVX-512 kernels (F, BW, VL, VNNI): the Q8_0, Q4_0 and packed Q4_0 / Q8_0 / Q4_K / Q6_K dots with
+//! `vpdpbusd`, which fuses the AVX2 path's multiply–add pair into one instruction. Every other type
+//! uses the AVX2 kernels, which every AVX-512 CPU can run.
 //!
 //! Selected only when the CPU reports all four features; the test suite then runs them against
 //! the scalar reference (the development machine, an AMD EPYC, does). 256-bit registers only:
@@ -64,6 +64,16 @@ packed_dot!(
     },
     |acc, u, y| dpbusd(acc, u, y)
 );
+
+// The packed Q4_K kernel on AVX512-VNNI: unsigned nibbles straight into `vpdpbusd`.
+packed_dot!(k_quant packed_q4_k, packed_q4_k_tile, 144, |acc, u, y| {
+    dpbusd(acc, u, y)
+});
+
+// The packed Q6_K kernel on AVX512-VNNI: q = w + 32 (unsigned) into `vpdpbusd`.
+packed_dot!(k_quant packed_q6_k, packed_q6_k_tile, 210, |acc, u, y| {
+    dpbusd(acc, u, y)
+});
 
 /// `acc + Σ₄ a·b` per i32 lane (u8 `a`, i8 `b`): AVX512-VNNI `vpdpbusd` on ymm registers.
 ///

@@ -7,8 +7,8 @@
 //! scales are applied in f32. A kernel handles several activation columns per call so that each
 //! weight block is loaded and unpacked once for all of them (register tiling); where a type has a
 //! [`RowsDotFn`], several weight rows per call too, so that each activation block is loaded once
-//! for all of them (what decoding, at one column, is bound by). Q4_0 repacked eight rows at a
-//! time (`packed`) has a [`PackedDotFn`] on x86, and so has Q8_0.
+//! for all of them (what decoding, at one column, is bound by). Q4_0, Q8_0, Q4_K and Q6_K repacked
+//! eight rows at a time (`packed`) have a [`PackedDotFn`] on x86.
 //!
 //! The [`Kernels`] table is only handed out for an [`Isa`] the CPU supports, which is what makes
 //! calling the `#[target_feature]` functions behind it sound. This module does no threading and
@@ -18,32 +18,72 @@ use crate::backend::cpu::isa::Isa;
 use crate::backend::cpu::packed::PACK_ROWS;
 use crate::dtype::TensorType;
 
-/// Defines the safe [`PackedDotFn`] `$name` over `avx2::packed_columns` for packed blocks of
-/// `$block` bytes: `$unpack(p, v)` gives the two byte vectors of weights `4v..4v+4` and
-/// `16 + 4v..16 + 4v + 4` of the block at `p` (`v < 4`), lane r for row r, stored with `$offset`
-/// added; `$dot` is the byte dot (`acc + Σ₄ u·y` per i32 lane, signed y) of one x86 family.
+/// `$tile::<C>($args)` for C = `$n_cols` (1 ..= [`MAX_COLS`]): one tile per column count.
 #[cfg(target_arch = "x86_64")]
-macro_rules! packed_dot {
-    ($name:ident, $block:expr, $offset:expr, $unpack:expr, $dot:expr) => {
+macro_rules! for_columns {
+    ($n_cols:expr, $($tile:ident)::+ ($($arg:expr),* $(,)?)) => {
+        match $n_cols {
+            1 => $($tile)::+::<1>($($arg),*),
+            2 => $($tile)::+::<2>($($arg),*),
+            3 => $($tile)::+::<3>($($arg),*),
+            _ => $($tile)::+::<4>($($arg),*),
+        }
+    };
+}
+
+/// Defines the safe [`PackedDotFn`] `$name`: it checks its arguments against packed blocks of
+/// `$block` bytes and columns of `$x_block`-byte blocks with `$scale_sets` scale sets, then runs
+/// `$body` (over `nb`, `w`, `cols`, `n_cols`, `out`) compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+macro_rules! packed_dot_fn {
+    ($name:ident, $block:expr, $x_block:expr, $scale_sets:expr,
+     |$nb:ident, $w:ident, $cols:ident, $n_cols:ident, $out:ident| $body:expr) => {
         pub(crate) fn $name(group: &[u8], cols: Columns<'_>, n_cols: usize, out: &mut PackedTile) {
             #[target_feature(enable = "avx2,fma,f16c")]
             unsafe fn run(
-                nb: usize,
-                w: *const u8,
-                cols: &Columns<'_>,
-                n_cols: usize,
-                out: &mut PackedTile,
+                $nb: usize,
+                $w: *const u8,
+                $cols: &Columns<'_>,
+                $n_cols: usize,
+                $out: &mut PackedTile,
             ) {
-                super::avx2::packed_columns(
-                    nb, $block, w, cols, n_cols, out, $offset, $unpack, $dot,
-                )
+                $body
             }
-            let nb = check_packed_args(group, $block, &cols, n_cols);
+            let nb = check_packed_args(group, $block, $x_block, $scale_sets, &cols, n_cols);
             // SAFETY: only reachable where the module's features were detected
             // (`packed_kernel`); check_packed_args bounds the group, the n_cols columns and
             // their scales.
             unsafe { run(nb, group.as_ptr(), &cols, n_cols, out) }
         }
+    };
+}
+
+/// Defines the safe [`PackedDotFn`] `$name` over `avx2::packed_columns` for packed blocks of
+/// `$block` bytes against Q8_0 columns: `$unpack(p, v)` gives the two byte vectors of weights
+/// `4v..4v+4` and `16 + 4v..16 + 4v + 4` of the block at `p` (`v < 4`), lane r for row r, stored
+/// with `$offset` added; `$dot` is the byte dot (`acc + Σ₄ u·y` per i32 lane, signed y) of one
+/// x86 family.
+///
+/// `packed_dot!(k_quant $name, $tile, $w_block, $dot)` defines it over the K-quant tile
+/// `avx2::$tile`, for 8 file blocks of `$w_block` bytes against Q8_K columns.
+#[cfg(target_arch = "x86_64")]
+macro_rules! packed_dot {
+    ($name:ident, $block:expr, $offset:expr, $unpack:expr, $dot:expr) => {
+        packed_dot_fn!($name, $block, 34, 2, |nb, w, cols, n_cols, out| {
+            super::avx2::packed_columns(nb, $block, w, cols, n_cols, out, $offset, $unpack, $dot)
+        });
+    };
+    (k_quant $name:ident, $tile:ident, $w_block:expr, $dot:expr) => {
+        packed_dot_fn!(
+            $name,
+            PACK_ROWS * $w_block,
+            292,
+            0,
+            |nb, w, cols, n_cols, out| {
+                let (x, xs) = (cols.bytes.as_ptr(), cols.col_bytes);
+                for_columns!(n_cols, super::avx2::$tile(nb, w, x, xs, out, $dot))
+            }
+        );
     };
 }
 
@@ -237,8 +277,8 @@ pub type PackedTile = [[f32; MAX_COLS]; PACK_ROWS];
 /// integer dot is exact), whatever `n_cols`, so results do not depend on the batch.
 pub type PackedDotFn = fn(group: &[u8], cols: Columns<'_>, n_cols: usize, out: &mut PackedTile);
 
-/// The packed kernel of `isa` for weights of type `ty`: the x86 families have one for Q4_0 and
-/// Q8_0; others compute on the file's layout.
+/// The packed kernel of `isa` for weights of type `ty`: the x86 families have one for Q4_0, Q8_0,
+/// Q4_K and Q6_K; others compute on the file's layout.
 pub fn packed_kernel(ty: TensorType, isa: Isa) -> Option<PackedDotFn> {
     if !isa.is_supported() {
         return None;
@@ -249,20 +289,30 @@ pub fn packed_kernel(ty: TensorType, isa: Isa) -> Option<PackedDotFn> {
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, TensorType::Q8_0) => Some(avx2::packed_q8_0),
         #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, TensorType::Q4_K) => Some(avx2::packed_q4_k),
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, TensorType::Q6_K) => Some(avx2::packed_q6_k),
+        #[cfg(target_arch = "x86_64")]
         (Isa::Avx512, TensorType::Q4_0) => Some(avx512::packed_q4_0),
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512, TensorType::Q4_K) => Some(avx512::packed_q4_k),
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512, TensorType::Q6_K) => Some(avx512::packed_q6_k),
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx512, TensorType::Q8_0) => Some(avx512::packed_q8_0),
         _ => None,
     }
 }
 
-/// [`check_dot_args`] for a [`PackedDotFn`] over packed blocks of `block` bytes; returns the
-/// number of blocks per row.
+/// [`check_dot_args`] for a [`PackedDotFn`] over packed blocks of `block` bytes against columns
+/// of `x_block`-byte blocks with `scale_sets` column scales; returns the number of blocks per row.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 pub(crate) fn check_packed_args(
     group: &[u8],
     block: usize,
+    x_block: usize,
+    scale_sets: usize,
     cols: &Columns<'_>,
     n_cols: usize,
 ) -> usize {
@@ -270,10 +320,10 @@ pub(crate) fn check_packed_args(
     assert!(
         nb > 0
             && group.len() == nb * block
-            && cols.col_bytes == nb * 34
+            && cols.col_bytes == nb * x_block
             && (1..=MAX_COLS).contains(&n_cols)
             && cols.bytes.len() >= n_cols * cols.col_bytes
-            && cols.scales.len() >= 2 * nb * MAX_COLS,
+            && cols.scales.len() >= scale_sets * nb * MAX_COLS,
         "packed dot kernel called with inconsistent lengths"
     );
     nb
