@@ -536,15 +536,18 @@ const PACKED_Q4_K_BYTES: usize = PACK_ROWS * 144;
 #[inline(always)]
 unsafe fn packed_q4_k_scales(p: *const u8) -> [__m256i; 4] {
     let (w0, w1, w2) = (loadu(p), loadu(p.add(32)), loadu(p.add(64)));
-    let six = _mm256_set1_epi8(0x3f);
-    let four = _mm256_set1_epi8(0x0f);
-    let two = _mm256_set1_epi8(0x03);
-    let top = |w| _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w, 6), two), 4);
+    let (low_6, low_4, low_2) = (
+        _mm256_set1_epi8(0x3f),
+        _mm256_set1_epi8(0x0f),
+        _mm256_set1_epi8(0x03),
+    );
+    // Bits 6 and 7 of each byte, moved to bits 4 and 5.
+    let top = |w| _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w, 6), low_2), 4);
     [
-        _mm256_and_si256(w0, six),
-        _mm256_or_si256(_mm256_and_si256(w2, four), top(w0)),
-        _mm256_and_si256(w1, six),
-        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), four), top(w1)),
+        _mm256_and_si256(w0, low_6),
+        _mm256_or_si256(_mm256_and_si256(w2, low_4), top(w0)),
+        _mm256_and_si256(w1, low_6),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), low_4), top(w1)),
     ]
 }
 
@@ -601,6 +604,7 @@ pub(crate) unsafe fn packed_q4_k_tile<const C: usize>(
                 totals[c] = _mm256_add_epi32(totals[c], scaled);
             }
         }
+        // Per row the i16 pairs (m0, m2), (m1, m3), (m4, m6), (m5, m7) that madd_eight_sums takes.
         let mins = [
             _mm256_and_si256(mins_lo, even),
             _mm256_and_si256(_mm256_srli_epi32(mins_lo, 8), even),
@@ -609,6 +613,7 @@ pub(crate) unsafe fn packed_q4_k_tile<const C: usize>(
         ];
         for c in 0..C {
             let xb = x.add(c * xs + b * Q8K_BYTES);
+            // Σy of each 32-weight sub-block: adjacent pairs of the 16 bsums.
             let bsums = _mm_hadd_epi16(
                 _mm_loadu_si128(xb.add(260) as *const __m128i),
                 _mm_loadu_si128(xb.add(276) as *const __m128i),
