@@ -16,8 +16,8 @@ use std::arch::x86_64::*;
 use std::ptr::read_unaligned;
 
 use super::{
-    check_dot_args, check_packed_args, check_rows_args, scalar, Columns, DotFn, PackedTile,
-    QuantizeFn, RowsDotFn, Tile, WeightRows, MAX_COLS,
+    check_dot_args, check_packed_args, check_rows_args, scalar, Columns, DotFn, PackedDotFn,
+    PackedTile, QuantizeFn, RowsDotFn, Tile, WeightRows, MAX_COLS,
 };
 use crate::backend::cpu::packed::PACK_ROWS;
 use crate::backend::cpu::prefetch::prefetch_ahead;
@@ -49,6 +49,17 @@ pub(crate) fn rows_kernel(ty: TensorType) -> Option<RowsDotFn> {
         TensorType::Q8_0 => Some(rows_q8_0 as RowsDotFn),
         TensorType::Q4_0 => Some(rows_q4_0),
         TensorType::Q5_0 => Some(rows_q5_0),
+        _ => None,
+    }
+}
+
+/// The packed-layout kernel for `ty`, where there is one.
+pub(crate) fn packed_kernel(ty: TensorType) -> Option<PackedDotFn> {
+    match ty {
+        TensorType::Q4_0 => Some(packed_q4_0 as PackedDotFn),
+        TensorType::Q8_0 => Some(packed_q8_0),
+        TensorType::Q4_K => Some(packed_q4_k),
+        TensorType::Q6_K => Some(packed_q6_k),
         _ => None,
     }
 }

@@ -14,8 +14,8 @@ use std::arch::x86_64::*;
 
 use super::avx2::{self, f16_at, unpack_nibbles, unsigned_tile};
 use super::{
-    check_dot_args, check_packed_args, check_rows_args, Columns, DotFn, PackedTile, QuantizeFn,
-    RowsDotFn, Tile, WeightRows, MAX_COLS,
+    check_dot_args, check_packed_args, check_rows_args, Columns, DotFn, PackedDotFn, PackedTile,
+    QuantizeFn, RowsDotFn, Tile, WeightRows, MAX_COLS,
 };
 use crate::backend::cpu::packed::PACK_ROWS;
 use crate::dtype::TensorType;
@@ -34,6 +34,17 @@ pub(crate) fn rows_kernel(ty: TensorType) -> Option<RowsDotFn> {
         TensorType::Q8_0 => Some(rows_q8_0 as RowsDotFn),
         TensorType::Q4_0 => Some(rows_q4_0),
         _ => avx2::rows_kernel(ty),
+    }
+}
+
+/// The packed-layout kernel for `ty`, where there is one (all of AVX2's, on `vpdpbusd`).
+pub(crate) fn packed_kernel(ty: TensorType) -> Option<PackedDotFn> {
+    match ty {
+        TensorType::Q4_0 => Some(packed_q4_0 as PackedDotFn),
+        TensorType::Q8_0 => Some(packed_q8_0),
+        TensorType::Q4_K => Some(packed_q4_k),
+        TensorType::Q6_K => Some(packed_q6_k),
+        _ => avx2::packed_kernel(ty),
     }
 }
 

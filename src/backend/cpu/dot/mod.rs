@@ -283,24 +283,15 @@ pub fn packed_kernel(ty: TensorType, isa: Isa) -> Option<PackedDotFn> {
     if !isa.is_supported() {
         return None;
     }
-    match (isa, ty) {
+    match isa {
         #[cfg(target_arch = "x86_64")]
-        (Isa::Avx2, TensorType::Q4_0) => Some(avx2::packed_q4_0),
+        Isa::Avx2 => avx2::packed_kernel(ty),
         #[cfg(target_arch = "x86_64")]
-        (Isa::Avx2, TensorType::Q8_0) => Some(avx2::packed_q8_0),
-        #[cfg(target_arch = "x86_64")]
-        (Isa::Avx2, TensorType::Q4_K) => Some(avx2::packed_q4_k),
-        #[cfg(target_arch = "x86_64")]
-        (Isa::Avx2, TensorType::Q6_K) => Some(avx2::packed_q6_k),
-        #[cfg(target_arch = "x86_64")]
-        (Isa::Avx512, TensorType::Q4_0) => Some(avx512::packed_q4_0),
-        #[cfg(target_arch = "x86_64")]
-        (Isa::Avx512, TensorType::Q4_K) => Some(avx512::packed_q4_k),
-        #[cfg(target_arch = "x86_64")]
-        (Isa::Avx512, TensorType::Q6_K) => Some(avx512::packed_q6_k),
-        #[cfg(target_arch = "x86_64")]
-        (Isa::Avx512, TensorType::Q8_0) => Some(avx512::packed_q8_0),
-        _ => None,
+        Isa::Avx512 => avx512::packed_kernel(ty),
+        _ => {
+            let _ = ty;
+            None
+        }
     }
 }
 
