@@ -626,7 +626,14 @@ fn conv_case(conv: Conv2d, hw: [usize; 2], ty: TensorType, bias: bool, seed: u64
     let b = rng.vec(conv.out_channels, 1.0);
     let [oh, ow] = conv.output_hw(hw).unwrap();
     let mut want = vec![0.0; conv.out_channels * oh * ow];
-    let cw = CPU.conv_weight(view, &conv).unwrap();
+    // The GPU multiplies the dequantized kernel by f32 activations; the CPU runs a quantized 1×1
+    // as a quantized matmul (activations rounded to Q8, tests/ops_conv.rs), so its oracle here is
+    // the CPU's f32 convolution on the same dequantized kernel.
+    let mut dequantized = vec![0f32; weight_len];
+    latte::quant::dequantize(ty, &bytes, &mut dequantized).unwrap();
+    let f32_bytes: Vec<u8> = dequantized.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let oracle_view = TensorView::new("conv", TensorType::F32, &dims, &f32_bytes).unwrap();
+    let cw = CPU.conv_weight(oracle_view, &conv).unwrap();
     CPU.conv2d(
         &conv,
         &cw,

@@ -486,3 +486,89 @@ fn on_one_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
         .unwrap();
     pool.install(f)
 }
+
+/// `matmul_channels` (channel-major: x k rows of n, y m rows of n, the 1×1 convolution's layout)
+/// against the token-major product of the same kernel on the transposed input, bit for bit: the
+/// columns are gathered and quantized as whole columns would be, and written back transposed.
+/// Every computable type on every instruction set here; k below, at and above the 256-value
+/// gathering piece, m in whole pack groups (the per-task packed kernel) and not, n ragged against
+/// the 16-column gather and the tile, and one case big enough for the parallel gather.
+#[test]
+fn channel_major_equals_token_major_on_the_transpose() {
+    use latte::backend::cpu::matmul::{matmul_repacking, packs_per_task};
+    use latte::backend::cpu::matmul_channels;
+    let mut rng = Rng::new(23);
+    for &ty in TensorType::COMPUTABLE.iter() {
+        let block = ty.block_size().max(32);
+        let ks = [block, 3 * block, 9 * block];
+        for (i, (k, m, n)) in ks
+            .into_iter()
+            .flat_map(|k| [(k, 8, 1), (k, 16, 21), (k, 70, 5), (k, 24, 37)])
+            .chain([(block * (1024 / block), 16, 96)])
+            .enumerate()
+        {
+            let w = weight_bytes(ty, k, m, &mut rng);
+            let view = TensorView::new("w", ty, &[k as u64, m as u64], &w).unwrap();
+            let x = rng.activations(k * n);
+            let transposed: Vec<f32> = (0..n * k).map(|e| x[(e % k) * n + e / k]).collect();
+            for isa in Isa::supported() {
+                let what = format!("{ty} {isa} k={k} m={m} n={n}");
+                let mut token_major = vec![f32::NAN; m * n];
+                let mut scratch = MatmulScratch::new();
+                if packs_per_task(isa, &view) {
+                    matmul_repacking(isa, &view, &transposed, n, &mut token_major, &mut scratch)
+                } else {
+                    matmul_with_isa(isa, &view, &transposed, n, &mut token_major, &mut scratch)
+                }
+                .unwrap();
+                let mut channels = vec![f32::NAN; m * n];
+                matmul_channels(isa, &view, &x, n, &mut channels, &mut scratch).unwrap();
+                for row in 0..m {
+                    for j in 0..n {
+                        let (got, want) = (channels[row * n + j], token_major[j * m + row]);
+                        assert_eq!(got.to_bits(), want.to_bits(), "{what}: y[{row}, {j}]");
+                    }
+                }
+                if i == 1 {
+                    let one_thread = on_one_thread(|| {
+                        let mut y = vec![f32::NAN; m * n];
+                        matmul_channels(isa, &view, &x, n, &mut y, &mut MatmulScratch::new())
+                            .unwrap();
+                        y
+                    });
+                    let same = one_thread
+                        .iter()
+                        .zip(&channels)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{what}: one thread differs from the pool");
+                }
+            }
+        }
+    }
+}
+
+/// Channel-major products reject inputs and outputs of the wrong length, as token-major ones do.
+#[test]
+fn channel_major_shape_errors_are_reported() {
+    use latte::backend::cpu::matmul_channels;
+    let mut rng = Rng::new(29);
+    let ty = TensorType::Q8_0;
+    let w = weight_bytes(ty, 64, 8, &mut rng);
+    let view = TensorView::new("w", ty, &[64, 8], &w).unwrap();
+    let x = rng.activations(64 * 3);
+    for isa in Isa::supported() {
+        let mut scratch = MatmulScratch::new();
+        let mut y = vec![0.0; 8 * 3];
+        let short = matmul_channels(isa, &view, &x[1..], 3, &mut y, &mut scratch);
+        assert!(
+            matches!(short, Err(MatmulError::XShape { .. })),
+            "{short:?}"
+        );
+        let mut long = vec![0.0; 8 * 3 + 1];
+        let wrong = matmul_channels(isa, &view, &x, 3, &mut long, &mut scratch);
+        assert!(
+            matches!(wrong, Err(MatmulError::YShape { .. })),
+            "{wrong:?}"
+        );
+    }
+}

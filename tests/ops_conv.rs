@@ -1,4 +1,6 @@
-//! conv2d (general, pointwise, depthwise, grouped) against the textbook 7-loop definition in f64.
+//! conv2d (general, pointwise, depthwise, grouped) against the textbook 7-loop definition in f64,
+//! and the CPU backend's quantized 1×1 convolution (a quantized matmul over channels) against it
+//! on the dequantized kernel.
 
 mod ops_util;
 
@@ -303,4 +305,171 @@ fn bf16_weights_are_held_in_half_the_bytes() {
     }
     let prepared = PreparedConv::new(kernel, &c, Cow::Owned(w)).unwrap();
     assert_eq!(prepared.held_bytes(), held);
+}
+
+/// A quantized dense 1×1 kernel stays a view of the file and runs as a channel-major quantized
+/// matmul (its activations quantized to the weight type's partner, as every quantized matmul's
+/// are). Checked through the backend interface on every instruction set here against the textbook
+/// convolution on the dequantized kernel, per output, within what quantizing the activations
+/// allows: each activation moves by at most half a partner step, d/2 with d = amax(block)/127,
+/// plus the f16 rounding of d times |q| ≤ 127 (2⁻¹¹·amax for Q8_0/Q8_1; Q8_K keeps d in f32):
+/// under 0.6·amax/127 in all. Q4_1/Q5_1 also take Q8_1's f16 block sum times the weight block's
+/// min (2⁻¹⁰·|min|·Σ|x|), and f32 summation 1e-4·Σ|w·x| (the matmul tests' bound). A wrong
+/// orientation, channel or bias misses by orders of magnitude more (the bias is up to ±4).
+#[test]
+fn quantized_pointwise_convolutions_through_the_backend() {
+    use latte::backend::cpu::dot::dot_partner;
+    use latte::backend::cpu::{CpuBackend, CpuConvWeight};
+    use latte::backend::{Backend, DeviceBuffer};
+    use latte::tensor::TensorView;
+    let quantized = TensorType::COMPUTABLE.iter().filter(|t| t.is_quantized());
+    for (seed, &ty) in (40..).zip(quantized) {
+        let partner_block = dot_partner(ty).unwrap().block_size();
+        let cin = 2 * ty.block_size().max(32);
+        // 24 output channels pack per task (whole groups of 8) where the type packs, 13 never.
+        for (cout, hw, with_bias) in [(24, [17, 19], true), (13, [5, 3], false)] {
+            let c = Conv2d::same(cin, cout, 1);
+            let x = data(cin * hw[0] * hw[1], seed, -1.0, 1.0);
+            let values = data(cin * cout, seed + 1, -1.0, 1.0);
+            let mut bytes = vec![0u8; ty.row_bytes((cin * cout) as u64).unwrap() as usize];
+            latte::quant::quantize(ty, &values, &mut bytes).unwrap();
+            let mut wt = vec![0f32; cin * cout];
+            latte::quant::dequantize(ty, &bytes, &mut wt).unwrap();
+            let b = data(cout, seed + 2, -4.0, 4.0);
+            let bias = with_bias.then_some(&b[..]);
+            let want = reference(&c, &x, hw, &wt, bias);
+            let bound = pointwise_bound(ty, &bytes, &wt, &x, [cin, cout], partner_block);
+            let view = TensorView::new("dcae.w", ty, &[cin as u64, cout as u64], &bytes).unwrap();
+            for isa in Isa::supported() {
+                let backend = CpuBackend::with_isa(isa);
+                let what = format!("{ty} {isa} {c:?} on {hw:?}");
+                let weight = backend.conv_weight(view, &c).unwrap();
+                assert!(
+                    matches!(weight, CpuConvWeight::Pointwise(_)),
+                    "{what}: not the pointwise path"
+                );
+                assert_eq!(backend.conv_weight_host_bytes(&c, ty), Some(0), "{what}");
+                let mut out = vec![f32::NAN; cout * hw[0] * hw[1]];
+                let bias = bias.map(|_| b.all());
+                backend
+                    .conv2d(&c, &weight, bias, x.all(), hw, out.all_mut())
+                    .unwrap();
+                for (i, ((&got, &w), &allowed)) in out.iter().zip(&want).zip(&bound).enumerate() {
+                    let err = (got as f64 - w).abs();
+                    assert!(
+                        err <= allowed,
+                        "{what}: output {i}: got {got}, want {w} (error {err:e} > {allowed:e})"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The per-output bound of [`quantized_pointwise_convolutions_through_the_backend`].
+fn pointwise_bound(
+    ty: TensorType,
+    bytes: &[u8],
+    wt: &[f32],
+    x: &[f32],
+    [cin, cout]: [usize; 2],
+    partner_block: usize,
+) -> Vec<f64> {
+    let pixels = x.len() / cin;
+    let offset_min = matches!(ty, TensorType::Q4_1 | TensorType::Q5_1);
+    let row_bytes = bytes.len() / cout;
+    let mut bound = vec![0f64; cout * pixels];
+    for p in 0..pixels {
+        let column: Vec<f64> = (0..cin).map(|t| x[t * pixels + p] as f64).collect();
+        let step: Vec<f64> = column
+            .chunks(partner_block)
+            .flat_map(|block| {
+                let amax = block.iter().fold(0f64, |m, v| m.max(v.abs()));
+                std::iter::repeat_n(0.6 * amax / 127.0, block.len())
+            })
+            .collect();
+        for oc in 0..cout {
+            let w = &wt[oc * cin..][..cin];
+            let mut b: f64 = (0..cin)
+                .map(|t| (w[t] as f64).abs() * step[t] + 1e-4 * (w[t] as f64 * column[t]).abs())
+                .sum();
+            if offset_min {
+                let row = &bytes[oc * row_bytes..][..row_bytes];
+                for (block, xs) in row.chunks_exact(ty.block_bytes()).zip(column.chunks(32)) {
+                    let min = half::f16::from_le_bytes([block[2], block[3]]).to_f32() as f64;
+                    let sum: f64 = xs.iter().map(|v| v.abs()).sum();
+                    b += min.abs() * sum * 2f64.powi(-10);
+                }
+            }
+            bound[oc * pixels + p] = b;
+        }
+    }
+    bound
+}
+
+/// Bad lengths through the pointwise path are errors naming the operand, never panics; a
+/// quantized 1×1 with a stride is no matmul and takes the GEMM path; F16 1×1 kernels too.
+#[test]
+fn pointwise_path_rejects_bad_input_and_keeps_to_plain_1x1() {
+    use latte::backend::cpu::{CpuConvWeight, CPU};
+    use latte::backend::{Backend, BackendError, DeviceBuffer};
+    use latte::tensor::TensorView;
+    let ty = TensorType::Q8_0;
+    let c = Conv2d::same(64, 8, 1);
+    let values = data(64 * 8, 50, -1.0, 1.0);
+    let mut bytes = vec![0u8; ty.row_bytes(64 * 8).unwrap() as usize];
+    latte::quant::quantize(ty, &values, &mut bytes).unwrap();
+    let view = TensorView::new("dcae.w", ty, &[64, 8], &bytes).unwrap();
+    let weight = CPU.conv_weight(view, &c).unwrap();
+    assert!(matches!(weight, CpuConvWeight::Pointwise(_)));
+    let x = data(64 * 4 * 4, 51, -1.0, 1.0);
+    let b = [0f32; 8];
+    let mut out = vec![0f32; 8 * 4 * 4];
+    assert!(CPU
+        .conv2d(&c, &weight, None, x.all(), [4, 4], out.all_mut())
+        .is_ok());
+    let short = x[1..].to_vec();
+    let short_bias = b[1..].to_vec();
+    let mut long_out = vec![0f32; 8 * 4 * 4 + 1];
+    let other = Conv2d::same(64, 4, 1);
+    let results = [
+        (
+            "input",
+            CPU.conv2d(&c, &weight, None, short.all(), [4, 4], out.all_mut()),
+        ),
+        (
+            "out",
+            CPU.conv2d(&c, &weight, None, x.all(), [4, 4], long_out.all_mut()),
+        ),
+        (
+            "bias",
+            CPU.conv2d(
+                &c,
+                &weight,
+                Some(short_bias.all()),
+                x.all(),
+                [4, 4],
+                out.all_mut(),
+            ),
+        ),
+        (
+            "weights prepared for",
+            CPU.conv2d(&other, &weight, None, x.all(), [4, 4], out.all_mut()),
+        ),
+    ];
+    for (what, result) in results {
+        let err = result.expect_err(what);
+        assert!(matches!(err, BackendError::Op(_)), "{what}: {err:?}");
+        assert!(err.to_string().contains(what), "{what}: {err}");
+    }
+    let strided = conv(64, 8, [1, 1], [2, 2], [0, 0], 1);
+    let weight = CPU.conv_weight(view, &strided).unwrap();
+    assert!(matches!(weight, CpuConvWeight::Gemm(_)));
+    let f16_bytes: Vec<u8> = values
+        .iter()
+        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+        .collect();
+    let f16_view = TensorView::new("dcae.w16", TensorType::F16, &[64, 8], &f16_bytes).unwrap();
+    let weight = CPU.conv_weight(f16_view, &c).unwrap();
+    assert!(matches!(weight, CpuConvWeight::Gemm(_)));
 }

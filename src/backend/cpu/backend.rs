@@ -1,9 +1,10 @@
 //! [`CpuBackend`]: the CPU kernels (`matmul`, `ops`) behind the [`Backend`] interface: buffers are
 //! `Vec<f32>`, weights are views of the mapped file (zero copy; resident Q4_0, Q8_0, Q4_K and Q6_K
-//! matrices also repacked once, see `packed`, unless the backend is [`CPU_MAPPED`]), convolution
-//! kernels are f32 (borrowed when stored as F32, dequantized once otherwise), and every op calls
-//! the same function the models called before the interface existed, so results are bit for bit the
-//! same.
+//! matrices also repacked once, see `packed`, unless the backend is [`CPU_MAPPED`]), a quantized
+//! dense 1×1 convolution kernel stays a view too (`pointwise`: a quantized matmul in channel-major
+//! order), other convolution kernels are packed once for the GEMM of `ops::conv` (f32, or bf16
+//! pairs where the CPU has BF16 dot products), and every op calls the same function the models
+//! called before the interface existed, so results are bit for bit the same.
 //!
 //! Working memory (quantized activations, attention rows, packing panels) is per calling thread:
 //! it grows to the largest call that thread has made and is then reused, so a decode loop
@@ -17,10 +18,13 @@ use rayon::prelude::*;
 
 use super::dot::packed_kernel;
 use super::isa::Isa;
-use super::matmul::{matmul_packed, matmul_repacking, matmul_with_isa, MatmulScratch};
+use super::matmul::{
+    matmul_packed, matmul_repacking, matmul_with_isa, packs_per_task, MatmulScratch,
+};
 use super::ops::gemm::MicroKernel;
 use super::ops::{self, AttentionScratch, ConvScratch, PreparedConv, RopeTable};
-use super::packed::{packable_blocks_per_row, PackedWeight};
+use super::packed::PackedWeight;
+use super::pointwise::{self, PointwiseConv};
 use crate::backend::op_error::{check_len, checked_product, param};
 use crate::backend::{
     AttentionShape, Backend, BackendError, Conv2d, Mask, Placement, ScoreBlock, ScratchSizes,
@@ -58,6 +62,22 @@ pub static CPU_MAPPED: CpuBackend = CpuBackend {
 pub struct CpuWeight<'a> {
     pub view: TensorView<'a>,
     pub packed: Option<PackedWeight>,
+}
+
+/// A convolution kernel: a quantized dense 1×1 one as the file's view ([`PointwiseConv`]), any
+/// other packed for the GEMM ([`PreparedConv`]).
+pub enum CpuConvWeight<'a> {
+    Pointwise(PointwiseConv<'a>),
+    Gemm(PreparedConv<'a>),
+}
+
+impl CpuConvWeight<'_> {
+    fn conv(&self) -> &Conv2d {
+        match self {
+            CpuConvWeight::Pointwise(p) => p.conv(),
+            CpuConvWeight::Gemm(g) => g.conv(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -130,11 +150,6 @@ fn host_mut<'s>(s: SliceMut<'s, Vec<f32>>) -> &'s mut [f32] {
     &mut s.buffer[r]
 }
 
-/// Whether `view` computes through [`matmul_repacking`] on `isa`.
-fn packs_per_task(isa: Isa, view: &TensorView<'_>) -> bool {
-    packed_kernel(view.ty(), isa).is_some() && packable_blocks_per_row(view).is_some()
-}
-
 fn apply_unary(f: Unary, x: &mut [f32]) {
     match f {
         Unary::Silu => ops::silu(x),
@@ -151,7 +166,7 @@ fn apply_unary(f: Unary, x: &mut [f32]) {
 impl Backend for CpuBackend {
     type Buffer = Vec<f32>;
     type Weight<'a> = CpuWeight<'a>;
-    type ConvWeight<'a> = PreparedConv<'a>;
+    type ConvWeight<'a> = CpuConvWeight<'a>;
     type Rope = RopeTable;
     type StagedGroup = ();
 
@@ -177,6 +192,15 @@ impl Backend for CpuBackend {
         weight_type: TensorType,
         hw: [usize; 2],
     ) -> Option<ScratchSizes> {
+        // A pointwise convolution's quantized columns live in the matmul scratch and its packed
+        // rows in each worker's pack buffer; a GEMM's im2col blocks in the convolution scratch
+        // (its weights are packed at load, so it has no shared part). A model keeps each field's
+        // maximum over its layers: exact for the shared part; per thread the two buffers are
+        // separate, so it can undercount by the smaller, a pack buffer of 16 weight rows or
+        // 64 KiB (tens of KiB per thread, beside megabytes of im2col blocks).
+        if pointwise::applies(conv, weight_type, self.isa()) {
+            return PointwiseConv::scratch_sizes(conv, weight_type, self.isa(), hw).ok();
+        }
         let sizes = ConvScratch::prepared_sizes_for(conv, weight_type, hw).ok()?;
         Some(ScratchSizes {
             shared: sizes.packed_a,
@@ -185,6 +209,9 @@ impl Backend for CpuBackend {
     }
 
     fn conv_weight_host_bytes(&self, conv: &Conv2d, weight_type: TensorType) -> Option<u64> {
+        if pointwise::applies(conv, weight_type, self.isa()) {
+            return Some(0);
+        }
         PreparedConv::bytes_for(conv, weight_type)
     }
 
@@ -270,13 +297,16 @@ impl Backend for CpuBackend {
         &self,
         tensor: TensorView<'a>,
         conv: &Conv2d,
-    ) -> Result<PreparedConv<'a>, BackendError> {
+    ) -> Result<CpuConvWeight<'a>, BackendError> {
         check_len(
             "conv2d",
             "weight",
             conv.weight_len()?,
             tensor.n_elements() as usize,
         )?;
+        if let Some(pointwise) = PointwiseConv::new(tensor, conv, self.isa()) {
+            return Ok(CpuConvWeight::Pointwise(pointwise));
+        }
         let kernel = self.conv_kernel(tensor.ty())?;
         let values = match tensor.as_f32() {
             Ok(values) => Cow::Borrowed(values),
@@ -295,7 +325,9 @@ impl Backend for CpuBackend {
                 Cow::Owned(values)
             }
         };
-        Ok(PreparedConv::new(kernel, conv, values)?)
+        Ok(CpuConvWeight::Gemm(PreparedConv::new(
+            kernel, conv, values,
+        )?))
     }
 
     fn rope_table(&self, table: &RopeTable) -> Result<RopeTable, BackendError> {
@@ -579,7 +611,7 @@ impl Backend for CpuBackend {
     fn conv2d(
         &self,
         conv: &Conv2d,
-        weight: &PreparedConv<'_>,
+        weight: &CpuConvWeight<'_>,
         bias: Option<Slice<'_, Vec<f32>>>,
         input: Slice<'_, Vec<f32>>,
         hw: [usize; 2],
@@ -595,18 +627,15 @@ impl Backend for CpuBackend {
             )
             .into());
         }
-        let out = host_mut(out);
-        with_scratch(|s| {
-            ops::conv2d_prepared(
-                weight,
-                host(&input),
-                hw,
-                bias.as_ref().map(host),
-                out,
-                &mut s.conv,
-            )
-        })?;
-        Ok(())
+        let (input, bias, out) = (host(&input), bias.as_ref().map(host), host_mut(out));
+        with_scratch(|s| match weight {
+            CpuConvWeight::Pointwise(p) => {
+                p.forward(self.isa(), input, hw, bias, out, &mut s.matmul)
+            }
+            CpuConvWeight::Gemm(g) => {
+                Ok(ops::conv2d_prepared(g, input, hw, bias, out, &mut s.conv)?)
+            }
+        })
     }
 
     fn relu_linear_attention(

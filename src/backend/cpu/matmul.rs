@@ -1,5 +1,8 @@
 //! `y = W·x` for every computable weight type: quantize the activations once into a reusable
 //! scratch buffer, then sweep tiles of weight rows × activation columns across rayon's threads.
+//! Activations and products are token-major (`x` n rows of k, `y` n rows of m: the transformers'
+//! layout) or channel-major ([`matmul_channels`]: `x` k rows of n, `y` m rows of n, a `[C, h·w]`
+//! image, so a 1×1 convolution), through the same kernels and so with the same bits.
 //!
 //! This module owns the shape checks, the activation scratch and the loop order; the arithmetic
 //! lives in `dot`. It must not allocate per call once the scratch has grown to the largest shape
@@ -82,6 +85,15 @@ impl MatmulScratch {
     }
 }
 
+/// How `x` and `y` hold their columns (the activation vectors `x_j` and products `y_j`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// `x[j·k + t]` and `y[j·m + i]`: one vector after another.
+    Rows,
+    /// `x[t·n + j]` and `y[i·n + j]`: one channel after another.
+    Channels,
+}
+
 /// Fewest weight rows handed to one rayon task.
 const MIN_ROWS_PER_TASK: usize = 16;
 
@@ -121,6 +133,78 @@ pub fn matmul_with_isa(
     y: &mut [f32],
     scratch: &mut MatmulScratch,
 ) -> Result<(), MatmulError> {
+    file_layout_product(isa, weight, x, n, y, scratch, Layout::Rows)
+}
+
+/// `y = W·X` in channel-major order on `isa`: `x` holds k rows (channels) of n values and `y`
+/// receives m rows of n, `y[i·n + j] = Σ_t W[i, t] · x[t·n + j]`: a 1×1 convolution of a
+/// `[k, h·w]` image. Each column is quantized as [`matmul_with_isa`] quantizes it, and weights
+/// that pack per task go through [`matmul_repacking`]'s kernel, so the bits are those of the
+/// token-major product on the transposed input.
+pub fn matmul_channels(
+    isa: Isa,
+    weight: &TensorView,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    scratch: &mut MatmulScratch,
+) -> Result<(), MatmulError> {
+    if packs_per_task(isa, weight) {
+        repacking_product(isa, weight, x, n, y, scratch, Layout::Channels)
+    } else {
+        file_layout_product(isa, weight, x, n, y, scratch, Layout::Channels)
+    }
+}
+
+/// Whether `weight` can compute through [`matmul_repacking`] on `isa`: a packed kernel for its
+/// type, rows in whole groups.
+pub fn packs_per_task(isa: Isa, weight: &TensorView<'_>) -> bool {
+    packed_kernel(weight.ty(), isa).is_some() && packable_blocks_per_row(weight).is_some()
+}
+
+/// Working memory, in bytes, that [`matmul_channels`] grows to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkingBytes {
+    /// The quantized columns and their scales, in the caller's [`MatmulScratch`].
+    pub activations: usize,
+    /// One task's packed weight rows, on each worker thread (weights that pack per task).
+    pub packed_rows_per_thread: usize,
+}
+
+impl WorkingBytes {
+    /// For a `[k, m]` weight of type `ty` and n columns on `isa`, with the rayon pool of the
+    /// caller; `None` on overflow or where `ty` has no kernels on `isa`.
+    pub fn of(isa: Isa, ty: TensorType, k: usize, m: usize, n: usize) -> Option<WorkingBytes> {
+        let kernels = Kernels::new(ty, isa)?;
+        let (words, scales) = column_buffers(&kernels, n, k).ok()?;
+        let activations = words.checked_mul(8)?.checked_add(scales.checked_mul(4)?)?;
+        let row_bytes = usize::try_from(ty.row_bytes(k as u64)?).ok()?;
+        let packs = packed_kernel(ty, isa).is_some() && m > 0 && m.is_multiple_of(PACK_ROWS);
+        let packed_rows_per_thread = if packs {
+            let rows = rows_per_task(m, row_bytes, n)
+                .next_multiple_of(PACK_ROWS)
+                .min(m);
+            rows.checked_mul(row_bytes)?
+        } else {
+            0
+        };
+        Some(WorkingBytes {
+            activations,
+            packed_rows_per_thread,
+        })
+    }
+}
+
+/// The product on the weight in the file's layout, through the row kernels of `isa`.
+fn file_layout_product(
+    isa: Isa,
+    weight: &TensorView,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    scratch: &mut MatmulScratch,
+    layout: Layout,
+) -> Result<(), MatmulError> {
     let ty = weight.ty();
     let dims = weight.dims();
     if dims.len() > 2 && dims[2..].iter().any(|&d| d != 1) || dims.is_empty() {
@@ -145,11 +229,11 @@ pub fn matmul_with_isa(
         y.fill(0.0);
         return Ok(());
     }
-    let columns = quantized_columns(&kernels, x, n, k, scratch)?;
+    let columns = quantized_columns(&kernels, x, n, k, layout, scratch)?;
 
     let w = weight.bytes();
     let w_row_bytes = w.len() / m;
-    let out = DisjointOut::new(y);
+    let out = DisjointOut::new(y, layout, m, n);
     let task_rows = rows_per_task(m, w_row_bytes, n);
     let n_tasks = m.div_ceil(task_rows);
     let row_step = if kernels.rows_dot.is_some() {
@@ -181,7 +265,7 @@ pub fn matmul_with_isa(
                 }
                 for (r, results) in tile[..nr].iter().enumerate() {
                     for (c, v) in results[..nc].iter().enumerate() {
-                        out.write((c0 + c) * m + i0 + r, *v);
+                        out.write(i0 + r, c0 + c, *v);
                     }
                 }
             }
@@ -214,31 +298,53 @@ impl<'s> QuantizedColumns<'s> {
     }
 }
 
-/// `x` quantized into `scratch` for `kernels`, with its column scales.
+/// Bytes of one quantized column of k values for `kernels`.
+fn column_bytes(kernels: &Kernels, k: usize) -> Result<usize, MatmulError> {
+    // k is a whole number of weight blocks (the caller checked it), and partner blocks are never
+    // longer than weight blocks, so this is a whole number of partner blocks.
+    kernels
+        .partner
+        .row_bytes(k as u64)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or(MatmulError::ScratchTooLarge { bytes: u128::MAX })
+}
+
+/// The 8-byte words and f32 scales that n quantized columns of k values take in a
+/// [`MatmulScratch`].
+fn column_buffers(kernels: &Kernels, n: usize, k: usize) -> Result<(usize, usize), MatmulError> {
+    let col_bytes = column_bytes(kernels, k)?;
+    let too_large = MatmulError::ScratchTooLarge {
+        bytes: col_bytes as u128 * n as u128,
+    };
+    let total = col_bytes.checked_mul(n).ok_or(too_large)?;
+    let scales = group_scales(kernels, k)
+        .checked_mul(n.div_ceil(MAX_COLS))
+        .ok_or(MatmulError::ScratchTooLarge { bytes: u128::MAX })?;
+    Ok((total.div_ceil(8), scales))
+}
+
+/// The f32 scales of one group of MAX_COLS quantized columns of k values.
+fn group_scales(kernels: &Kernels, k: usize) -> usize {
+    scale_sets(kernels.partner) * (k / kernels.partner.block_size()) * MAX_COLS
+}
+
+/// `x` (in `layout`) quantized into `scratch` for `kernels`, with its column scales.
 fn quantized_columns<'s>(
     kernels: &Kernels,
     x: &[f32],
     n: usize,
     k: usize,
+    layout: Layout,
     scratch: &'s mut MatmulScratch,
 ) -> Result<QuantizedColumns<'s>, MatmulError> {
-    // k is a whole number of weight blocks (the caller checked it), and partner blocks are never
-    // longer than weight blocks, so this is a whole number of partner blocks.
-    let col_bytes = kernels
-        .partner
-        .row_bytes(k as u64)
-        .and_then(|b| usize::try_from(b).ok())
-        .ok_or(MatmulError::ScratchTooLarge { bytes: u128::MAX })?;
-    let total = col_bytes
-        .checked_mul(n)
-        .ok_or(MatmulError::ScratchTooLarge {
-            bytes: col_bytes as u128 * n as u128,
-        })?;
-    let nb = k / kernels.partner.block_size();
-    let group_scales = scale_sets(kernels.partner) * nb * MAX_COLS;
-    let n_groups = n.div_ceil(MAX_COLS);
-    let (cols, scales) = scratch.buffers(total, group_scales * n_groups);
-    quantize_columns(kernels, x, k, cols, col_bytes);
+    let col_bytes = column_bytes(kernels, k)?;
+    let (_, n_scales) = column_buffers(kernels, n, k)?;
+    let group_scales = group_scales(kernels, k);
+    let (cols, scales) = scratch.buffers(col_bytes * n, n_scales);
+    match layout {
+        Layout::Rows => quantize_columns(kernels, x, k, cols, col_bytes),
+        Layout::Channels => quantize_channel_columns(kernels, x, n, k, cols, col_bytes),
+    }
     if group_scales > 0 {
         for (g, out) in scales.chunks_exact_mut(group_scales).enumerate() {
             let c0 = g * MAX_COLS;
@@ -281,23 +387,15 @@ pub fn matmul_packed(
     if n == 0 {
         return Ok(());
     }
-    let columns = quantized_columns(&kernels, x, n, k, scratch)?;
-    let out = DisjointOut::new(y);
+    let columns = quantized_columns(&kernels, x, n, k, Layout::Rows, scratch)?;
+    let out = DisjointOut::new(y, Layout::Rows, m, n);
     let task_rows = rows_per_task(m, packed.held_bytes() / m, n).next_multiple_of(PACK_ROWS);
     let n_tasks = m.div_ceil(task_rows);
     let group_len = packed.group_bytes();
     (0..n_tasks).into_par_iter().for_each(|task| {
         let rows = task * task_rows..((task + 1) * task_rows).min(m);
         let (g0, count) = (rows.start / PACK_ROWS, rows.len() / PACK_ROWS);
-        sweep_packed(
-            dot,
-            packed.groups(g0, count),
-            group_len,
-            g0,
-            &columns,
-            m,
-            &out,
-        );
+        sweep_packed(dot, packed.groups(g0, count), group_len, g0, &columns, &out);
     });
     Ok(())
 }
@@ -324,6 +422,19 @@ pub fn matmul_repacking(
     y: &mut [f32],
     scratch: &mut MatmulScratch,
 ) -> Result<(), MatmulError> {
+    repacking_product(isa, weight, x, n, y, scratch, Layout::Rows)
+}
+
+/// [`matmul_repacking`] in either layout.
+fn repacking_product(
+    isa: Isa,
+    weight: &TensorView,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    scratch: &mut MatmulScratch,
+    layout: Layout,
+) -> Result<(), MatmulError> {
     let blocks_per_row =
         packable_blocks_per_row(weight).ok_or_else(|| MatmulError::NotPackable {
             name: weight.name().into(),
@@ -336,8 +447,8 @@ pub fn matmul_repacking(
     if n == 0 {
         return Ok(());
     }
-    let columns = quantized_columns(&kernels, x, n, k, scratch)?;
-    let out = DisjointOut::new(y);
+    let columns = quantized_columns(&kernels, x, n, k, layout, scratch)?;
+    let out = DisjointOut::new(y, layout, m, n);
     let group_len = blocks_per_row * packed_block_bytes(weight.ty());
     let (w, row_bytes) = (weight.bytes(), weight.bytes().len() / m);
     let task_rows = rows_per_task(m, row_bytes, n).next_multiple_of(PACK_ROWS);
@@ -352,7 +463,7 @@ pub fn matmul_repacking(
             let packed = &mut buffer[..src.len()];
             pack_rows(weight.ty(), src, blocks_per_row, packed);
             let g0 = rows.start / PACK_ROWS;
-            sweep_packed(dot, packed, group_len, g0, &columns, m, &out);
+            sweep_packed(dot, packed, group_len, g0, &columns, &out);
         });
     });
     Ok(())
@@ -375,7 +486,6 @@ fn sweep_packed(
     group_len: usize,
     g0: usize,
     columns: &QuantizedColumns<'_>,
-    m: usize,
     out: &DisjointOut,
 ) {
     let n = columns.count();
@@ -388,7 +498,7 @@ fn sweep_packed(
             let row0 = (g0 + i) * PACK_ROWS;
             for (r, results) in tile.iter().enumerate() {
                 for (c, v) in results[..nc].iter().enumerate() {
-                    out.write((c0 + c) * m + row0 + r, *v);
+                    out.write(row0 + r, c0 + c, *v);
                 }
             }
         }
@@ -410,11 +520,67 @@ fn quantize_columns(kernels: &Kernels, x: &[f32], k: usize, cols: &mut [u8], col
     }
 }
 
+/// Values of one column that [`quantize_channel_columns`] gathers at a time: a whole number of
+/// every partner block (32, 256).
+const GATHER_LEN: usize = 256;
+
+/// Columns that [`quantize_channel_columns`] gathers together: 16 floats are one 64-byte line of
+/// each channel.
+const GATHER_COLUMNS: usize = 16;
+
+/// [`quantize_columns`] for channel-major `x` (k rows of n): each task gathers the
+/// [`GATHER_LEN`]-value pieces of [`GATHER_COLUMNS`] columns on its stack and quantizes them in
+/// place in their columns. Partner blocks are independent of each other (their scale, sum and
+/// values depend on their own values only), so the bytes are those of whole-column quantization.
+fn quantize_channel_columns(
+    kernels: &Kernels,
+    x: &[f32],
+    n: usize,
+    k: usize,
+    cols: &mut [u8],
+    col_bytes: usize,
+) {
+    let quantize = kernels.quantize;
+    let partner = kernels.partner;
+    // Bytes of a whole GATHER_LEN piece (the last piece of a column may be shorter, but still
+    // whole partner blocks).
+    let piece_bytes = |len: usize| partner.row_bytes(len as u64).unwrap_or(0) as usize;
+    let panel = |(p, panel): (usize, &mut [u8])| {
+        let j0 = p * GATHER_COLUMNS;
+        let nj = panel.len() / col_bytes;
+        let mut gathered = [[0f32; GATHER_LEN]; GATHER_COLUMNS];
+        for t0 in (0..k).step_by(GATHER_LEN) {
+            let len = (k - t0).min(GATHER_LEN);
+            for t in 0..len {
+                let channel = &x[(t0 + t) * n + j0..][..nj];
+                for (c, v) in channel.iter().enumerate() {
+                    gathered[c][t] = *v;
+                }
+            }
+            let (start, bytes) = (piece_bytes(t0), piece_bytes(len));
+            for (c, column) in panel.chunks_exact_mut(col_bytes).enumerate() {
+                quantize(&gathered[c][..len], &mut column[start..start + bytes]);
+            }
+        }
+    };
+    let panels = cols.chunks_mut(col_bytes * GATHER_COLUMNS).enumerate();
+    if x.len() < 1 << 16 {
+        panels.for_each(panel);
+    } else {
+        cols.par_chunks_mut(col_bytes * GATHER_COLUMNS)
+            .enumerate()
+            .for_each(panel);
+    }
+}
+
 /// `y`, written from several threads at indices that no two threads share (each task owns a
-/// range of output rows i, and writes only `y[j·m + i]` for its own i).
+/// range of weight rows i, and writes only the products of its own rows).
 struct DisjointOut {
     ptr: *mut f32,
     len: usize,
+    layout: Layout,
+    m: usize,
+    n: usize,
 }
 
 // SAFETY: the pointer comes from a `&mut [f32]` that outlives every use (the rayon scope ends
@@ -423,14 +589,22 @@ unsafe impl Sync for DisjointOut {}
 unsafe impl Send for DisjointOut {}
 
 impl DisjointOut {
-    fn new(y: &mut [f32]) -> Self {
+    fn new(y: &mut [f32], layout: Layout, m: usize, n: usize) -> Self {
         DisjointOut {
             ptr: y.as_mut_ptr(),
             len: y.len(),
+            layout,
+            m,
+            n,
         }
     }
 
-    fn write(&self, i: usize, v: f32) {
+    /// `y_j[row] = v`.
+    fn write(&self, row: usize, j: usize, v: f32) {
+        let i = match self.layout {
+            Layout::Rows => j * self.m + row,
+            Layout::Channels => row * self.n + j,
+        };
         assert!(i < self.len, "output index out of range");
         // SAFETY: in bounds (checked above); no other thread writes index i (see the type doc).
         unsafe { self.ptr.add(i).write(v) }

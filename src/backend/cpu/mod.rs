@@ -7,8 +7,9 @@ pub mod isa;
 pub mod matmul;
 pub mod ops;
 pub mod packed;
+pub mod pointwise;
 mod prefetch;
 
-pub use backend::{CpuBackend, CpuWeight, CPU, CPU_MAPPED};
+pub use backend::{CpuBackend, CpuConvWeight, CpuWeight, CPU, CPU_MAPPED};
 pub use isa::Isa;
-pub use matmul::{matmul, matmul_with_isa, MatmulError, MatmulScratch};
+pub use matmul::{matmul, matmul_channels, matmul_with_isa, MatmulError, MatmulScratch};
