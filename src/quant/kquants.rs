@@ -1,6 +1,7 @@
 //! The K-quant weight formats Q4_K, Q5_K and Q6_K (256-weight super-blocks): reference quantizers
-//! (`quantize_row_q{4,5,6}_K_ref`, no importance matrix) and dequantizers, with the scale searches
-//! they use (`make_qkx2_quants`, `make_qx_quants`), transcribed from `ggml-quants.c`.
+//! (`quantize_row_q{4,5,6}_K_ref`, no importance matrix) and dequantizers, transcribed from
+//! `ggml-quants.c`. Their scale searches (`make_qkx2_quants`, `make_qx_quants`) are in
+//! [`super::kquant_search`], which runs them on a super-block's sub-blocks at once.
 //!
 //! Bit-exactness rests on the same float operations in the same order (`a*b*c` is `(a*b)*c`, an
 //! `int` operand is converted to `float` first, no fused multiply-add) and on [`nearest_int`]. Index
@@ -15,11 +16,9 @@
 
 use super::blocks::{BlockQ4K, BlockQ5K, BlockQ6K, K_SCALE_SIZE};
 use super::float::{f16_to_f32, f32_to_f16};
+use super::kquant_search::{qkx2_row, qx_rmse1_sub_blocks, Qkx2, GROUP_MAX_EPS};
 use super::round::nearest_int;
 use crate::dtype::QK_K;
-
-/// ggml's threshold below which a group counts as all zero (`GROUP_MAX_EPS`).
-const GROUP_MAX_EPS: f32 = 1e-15;
 
 fn check_lengths(what: &str, values: usize, blocks: usize) {
     assert_eq!(
@@ -59,194 +58,24 @@ fn pack_scales_mins(ls: &[u8; 8], lm: &[u8; 8]) -> [u8; K_SCALE_SIZE] {
     scales
 }
 
-/// `make_qkx2_quants`: finds `scale` and `min` (returned as `-min` in `the_min`) so that
-/// `x ≈ scale·L + min` with `L` in `0..=nmax`, minimising the weighted squared (or absolute, with
-/// `use_mad`) error over `nstep + 1` trial scales around `nmax / (max − min)`. `laux` is scratch.
-#[allow(clippy::too_many_arguments)] // ggml's signature, kept to ease comparison
-fn make_qkx2_quants(
-    nmax: i32,
-    x: &[f32; 32],
-    weights: &[f32; 32],
-    l_out: &mut [u8; 32],
-    the_min: &mut f32,
-    laux: &mut [u8; 32],
-    rmin: f32,
-    rdelta: f32,
-    nstep: i32,
-    use_mad: bool,
-) -> f32 {
-    let n = x.len();
-    let mut min = x[0];
-    let mut max = x[0];
-    let mut sum_w = weights[0];
-    let mut sum_x = sum_w * x[0];
-    for i in 1..n {
-        if x[i] < min {
-            min = x[i];
-        }
-        if x[i] > max {
-            max = x[i];
-        }
-        let w = weights[i];
-        sum_w += w;
-        sum_x += w * x[i];
-    }
-    if min > 0.0 {
-        min = 0.0;
-    }
-    if max == min {
-        l_out.fill(0);
-        *the_min = -min;
-        return 0.0;
-    }
-    let mut iscale = nmax as f32 / (max - min);
-    let mut scale = 1.0 / iscale;
-    let mut best_error = 0.0f32;
-    for i in 0..n {
-        let l = nearest_int(iscale * (x[i] - min));
-        l_out[i] = l.min(nmax).max(0) as u8;
-        let mut diff = scale * l_out[i] as f32 + min - x[i];
-        diff = if use_mad { diff.abs() } else { diff * diff };
-        best_error += weights[i] * diff;
-    }
-    if nstep < 1 {
-        *the_min = -min;
-        return scale;
-    }
-    for is in 0..=nstep {
-        iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
-        let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
-        for i in 0..n {
-            let l = nearest_int(iscale * (x[i] - min)).min(nmax).max(0);
-            laux[i] = l as u8;
-            let w = weights[i];
-            let lf = l as f32;
-            sum_l += w * lf;
-            sum_l2 += w * lf * lf;
-            sum_xl += w * lf * x[i];
-        }
-        let det = sum_w * sum_l2 - sum_l * sum_l;
-        if det > 0.0 {
-            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
-            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
-            if this_min > 0.0 {
-                this_min = 0.0;
-                this_scale = sum_xl / sum_l2;
-            }
-            let mut cur_error = 0.0f32;
-            for i in 0..n {
-                let mut diff = this_scale * laux[i] as f32 + this_min - x[i];
-                diff = if use_mad { diff.abs() } else { diff * diff };
-                cur_error += weights[i] * diff;
-            }
-            if cur_error < best_error {
-                *l_out = *laux;
-                best_error = cur_error;
-                scale = this_scale;
-                min = this_min;
-            }
-        }
-    }
-    *the_min = -min;
-    scale
-}
-
-/// `make_qx_quants` with `qw = NULL` and `rmse_type = 1` (weights `x²`), the only way the
-/// reference K-quantizers here call it: finds `scale` so that `x ≈ scale·(L − nmax)`,
-/// `L` in `0..2·nmax`, trying 18 scales around `−nmax / max`.
-fn make_qx_quants_rmse1(nmax: i32, x: &[f32; 16], l_out: &mut [i8; 16]) -> f32 {
-    let n = x.len();
-    let mut max = 0.0f32;
-    let mut amax = 0.0f32;
-    for &v in x {
-        let ax = v.abs();
-        if ax > amax {
-            amax = ax;
-            max = v;
-        }
-    }
-    if amax < GROUP_MAX_EPS {
-        l_out.fill(0);
-        return 0.0;
-    }
-    let mut iscale = -nmax as f32 / max;
-    let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
-    for i in 0..n {
-        let l = nearest_int(iscale * x[i]).min(nmax - 1).max(-nmax);
-        l_out[i] = (l + nmax) as i8;
-        let w = x[i] * x[i];
-        let lf = l as f32;
-        sumlx += w * x[i] * lf;
-        suml2 += w * lf * lf;
-    }
-    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
-    let mut best = scale * sumlx;
-    for is in -9..=9 {
-        if is == 0 {
-            continue;
-        }
-        iscale = -(nmax as f32 + 0.1 * is as f32) / max;
-        sumlx = 0.0;
-        suml2 = 0.0;
-        for i in 0..n {
-            let lf = nearest_int(iscale * x[i]).min(nmax - 1).max(-nmax) as f32;
-            let w = x[i] * x[i];
-            sumlx += w * x[i] * lf;
-            suml2 += w * lf * lf;
-        }
-        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
-            for i in 0..n {
-                let l = nearest_int(iscale * x[i]);
-                l_out[i] = (nmax + l.min(nmax - 1).max(-nmax)) as i8;
-            }
-            scale = sumlx / suml2;
-            best = scale * sumlx;
-        }
-    }
-    scale
-}
-
-/// The sub-block search shared by Q4_K and Q5_K: for each of the 8 sub-blocks of 32, a scale and
-/// min from [`make_qkx2_quants`] with weights `rms(x) + |x|`; then both quantized to 6 bits
-/// against the largest, and the quants recomputed with the rounded scales. Returns
-/// `(d, dmin, packed scales, L)`.
+/// The rest of the sub-block quantization Q4_K and Q5_K share, for the super-block `x` and what
+/// the `make_qkx2_quants` search ([`qkx2_row`], weights `rms(x) + |x|`) found for its 8
+/// sub-blocks: scales and mins quantized to 6 bits against the largest, and the quants
+/// recomputed with the rounded scales. Returns `(d, dmin, packed scales, L)`.
 fn quantize_k_sub_blocks(
     x: &[f32],
+    found: &Qkx2<8>,
     nmax: i32,
-    rmin: f32,
-    nstep: i32,
 ) -> (half::f16, half::f16, [u8; K_SCALE_SIZE], [u8; QK_K]) {
-    // Fixed-size views let the compiler drop the bounds checks of the search loops.
     let xs: &[[f32; 32]] = bytemuck::cast_slice(x);
-    let mut l = [[0u8; 32]; QK_K / 32];
-    let mut laux = [0u8; 32];
-    let mut weights = [0f32; 32];
-    let mut mins = [0f32; QK_K / 32];
-    let mut scales = [0f32; QK_K / 32];
-
+    let Qkx2 {
+        scales,
+        mins,
+        quants: mut l,
+    } = *found;
     let mut max_scale = 0.0f32; // the min is deducted, so scales are never negative
     let mut max_min = 0.0f32;
     for j in 0..QK_K / 32 {
-        let mut sum_x2 = 0.0f32;
-        for &v in &xs[j] {
-            sum_x2 += v * v;
-        }
-        let av_x = (sum_x2 / 32.0).sqrt();
-        for (w, &v) in weights.iter_mut().zip(&xs[j]) {
-            *w = av_x + v.abs();
-        }
-        scales[j] = make_qkx2_quants(
-            nmax,
-            &xs[j],
-            &weights,
-            &mut l[j],
-            &mut mins[j],
-            &mut laux,
-            rmin,
-            0.1,
-            nstep,
-            false,
-        );
         if scales[j] > max_scale {
             max_scale = scales[j];
         }
@@ -290,8 +119,9 @@ fn quantize_k_sub_blocks(
 /// `quantize_row_q4_K_ref`.
 pub fn quantize_row_q4_k(src: &[f32], dst: &mut [BlockQ4K]) {
     check_lengths("quantize_row_q4_k", src.len(), dst.len());
-    for (x, y) in src.chunks_exact(QK_K).zip(dst.iter_mut()) {
-        let (d, dmin, scales, l) = quantize_k_sub_blocks(x, 15, -1.0, 20);
+    qkx2_row(src, 15, -1.0, 0.1, 20, |k, found| {
+        let (x, y) = (&src[k * QK_K..(k + 1) * QK_K], &mut dst[k]);
+        let (d, dmin, scales, l) = quantize_k_sub_blocks(x, found, 15);
         y.d = d;
         y.dmin = dmin;
         y.scales = scales;
@@ -301,14 +131,15 @@ pub fn quantize_row_q4_k(src: &[f32], dst: &mut [BlockQ4K]) {
                 q[i] = l[j + i] | (l[j + i + 32] << 4);
             }
         }
-    }
+    });
 }
 
 /// `quantize_row_q5_K_ref`.
 pub fn quantize_row_q5_k(src: &[f32], dst: &mut [BlockQ5K]) {
     check_lengths("quantize_row_q5_k", src.len(), dst.len());
-    for (x, y) in src.chunks_exact(QK_K).zip(dst.iter_mut()) {
-        let (d, dmin, scales, l) = quantize_k_sub_blocks(x, 31, -0.5, 15);
+    qkx2_row(src, 31, -0.5, 0.1, 15, |k, found| {
+        let (x, y) = (&src[k * QK_K..(k + 1) * QK_K], &mut dst[k]);
+        let (d, dmin, scales, l) = quantize_k_sub_blocks(x, found, 31);
         y.d = d;
         y.dmin = dmin;
         y.scales = scales;
@@ -332,21 +163,20 @@ pub fn quantize_row_q5_k(src: &[f32], dst: &mut [BlockQ5K]) {
             m1 <<= 2;
             m2 <<= 2;
         }
-    }
+    });
 }
 
 /// `quantize_row_q6_K_ref`.
 pub fn quantize_row_q6_k(src: &[f32], dst: &mut [BlockQ6K]) {
     check_lengths("quantize_row_q6_k", src.len(), dst.len());
-    let mut l16 = [[0i8; 16]; QK_K / 16];
-    let mut scales = [0f32; QK_K / 16];
     for (x, y) in src.chunks_exact(QK_K).zip(dst.iter_mut()) {
         let x16: &[[f32; 16]] = bytemuck::cast_slice(x);
+        let block: &[f32; QK_K] = x.try_into().expect("one super-block");
+        let (scales, mut l16) = qx_rmse1_sub_blocks(block, 32);
         let mut max_scale = 0.0f32;
         let mut max_abs_scale = 0.0f32;
         for ib in 0..QK_K / 16 {
-            let scale = make_qx_quants_rmse1(32, &x16[ib], &mut l16[ib]);
-            scales[ib] = scale;
+            let scale = scales[ib];
             let abs_scale = scale.abs();
             if abs_scale > max_abs_scale {
                 max_abs_scale = abs_scale;

@@ -15,7 +15,9 @@
 pub mod activation;
 pub mod blocks;
 pub mod float;
+mod kquant_search;
 pub mod kquants;
+mod lanes;
 pub mod legacy;
 pub mod round;
 
