@@ -327,7 +327,12 @@ fn quantized_pointwise_convolutions_through_the_backend() {
         let partner_block = dot_partner(ty).unwrap().block_size();
         let cin = 2 * ty.block_size().max(32);
         // 24 output channels pack per task (whole groups of 8) where the type packs, 13 never.
-        for (cout, hw, with_bias) in [(24, [17, 19], true), (13, [5, 3], false)] {
+        // 40 × 40 pixels: more than 2^16 input values, so the columns are quantized in parallel.
+        for (cout, hw, with_bias) in [
+            (24, [17, 19], true),
+            (13, [5, 3], false),
+            (16, [40, 40], true),
+        ] {
             let c = Conv2d::same(cin, cout, 1);
             let x = data(cin * hw[0] * hw[1], seed, -1.0, 1.0);
             let values = data(cin * cout, seed + 1, -1.0, 1.0);
