@@ -226,33 +226,14 @@ fn qx_rmse1_lanes(x: &[f32; 256], nmax: i32) -> ([f32; QX_LANES], [[i8; 16]; QX_
         amax = bigger.select(v.abs(), amax);
         max = bigger.select(v, max);
     }
-    let iscale = V::splat(-nmax as f32) / max;
-    let (mut sumlx, mut suml2) = (zero, zero);
     let mut quants = [I32s([0; QX_LANES]); N];
-    for i in 0..N {
-        let v = xt[i];
-        let l = (iscale * v).nearest_int().clamp_to(-nmax, nmax - 1);
-        quants[i] = l;
-        let w = v * v;
-        let lf = l.to_f32();
-        sumlx = sumlx + w * v * lf;
-        suml2 = suml2 + w * lf * lf;
-    }
+    let (sumlx, suml2) = qx_pass(&xt, V::splat(-nmax as f32) / max, nmax, &mut quants);
     let mut scale = suml2.ne(zero).select(sumlx / suml2, zero);
     let mut best = scale * sumlx;
     let mut trial = quants;
     for is in (-9..=9).filter(|&is| is != 0) {
         let iscale = V::splat(-(nmax as f32 + 0.1 * is as f32)) / max;
-        let (mut sumlx, mut suml2) = (zero, zero);
-        for i in 0..N {
-            let v = xt[i];
-            let l = (iscale * v).nearest_int().clamp_to(-nmax, nmax - 1);
-            trial[i] = l;
-            let w = v * v;
-            let lf = l.to_f32();
-            sumlx = sumlx + w * v * lf;
-            suml2 = suml2 + w * lf * lf;
-        }
+        let (sumlx, suml2) = qx_pass(&xt, iscale, nmax, &mut trial);
         let take = suml2.gt(zero).and((sumlx * sumlx).gt(best * suml2));
         scale = take.select(sumlx / suml2, scale);
         best = take.select(scale * sumlx, best);
@@ -274,6 +255,28 @@ fn qx_rmse1_lanes(x: &[f32; 256], nmax: i32) -> ([f32; QX_LANES], [[i8; 16]; QX_
         }
     }
     (scales, out)
+}
+
+/// One pass of `make_qx_quants` at the scales `iscale`: the quants `l` into `quants`, and the
+/// sums `Σ x²·x·l` and `Σ x²·l²`.
+#[inline(always)]
+fn qx_pass(
+    xt: &[F32s<QX_LANES>; 16],
+    iscale: F32s<QX_LANES>,
+    nmax: i32,
+    quants: &mut [I32s<QX_LANES>; 16],
+) -> (F32s<QX_LANES>, F32s<QX_LANES>) {
+    let zero = F32s::splat(0.0);
+    let (mut sumlx, mut suml2) = (zero, zero);
+    for (&v, q) in xt.iter().zip(quants.iter_mut()) {
+        let l = (iscale * v).nearest_int().clamp_to(-nmax, nmax - 1);
+        *q = l;
+        let w = v * v;
+        let lf = l.to_f32();
+        sumlx = sumlx + w * v * lf;
+        suml2 = suml2 + w * lf * lf;
+    }
+    (sumlx, suml2)
 }
 
 #[cfg(test)]
