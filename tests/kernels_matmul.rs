@@ -572,3 +572,70 @@ fn channel_major_shape_errors_are_reported() {
         );
     }
 }
+
+/// Activations past f16's range (a DC-AE decoder's reach 10^8, where Q8_0's f16 block scale ends
+/// near 8·10^6, Q8_1's offset near 2·10^3 and an F16 partner at 65504): the product is linear in x
+/// and a power of two scales f32 and f16 exactly, so `W · (x·2^30)` must be finite and equal
+/// `2^30 · (W · x)` bit for bit, for every type, instruction set and path (file layout, packed at
+/// load, packed per task, channel-major), small and big enough for the parallel range scan. The
+/// values keep |x| ≥ 0.5 (or 0) so that no f16 rounding of the small input is subnormal.
+#[test]
+fn activations_beyond_f16_range_scale_exactly() {
+    use latte::backend::cpu::matmul::{matmul_packed, matmul_repacking, packs_per_task};
+    use latte::backend::cpu::matmul_channels;
+    use latte::backend::cpu::packed::PackedWeight;
+    let mut rng = Rng::new(31);
+    let big = 2f32.powi(30);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for &ty in TensorType::COMPUTABLE.iter() {
+        let block = ty.block_size().max(32);
+        for (k, m, n) in [(2 * block, 16, 3), (block * (1024 / block), 16, 64)] {
+            let w = weight_bytes(ty, k, m, &mut rng);
+            let view = TensorView::new("w", ty, &[k as u64, m as u64], &w).unwrap();
+            let small: Vec<f32> = (0..k * n)
+                .map(|_| match rng.next_u64() % 16 {
+                    0 => 0.0,
+                    _ => {
+                        let u = rng.uniform();
+                        u.signum() * (0.5 + 3.5 * u.abs())
+                    }
+                })
+                .collect();
+            let scaled: Vec<f32> = small.iter().map(|v| v * big).collect();
+            let packed = PackedWeight::pack(&view);
+            for isa in Isa::supported() {
+                let paths = [
+                    "file layout",
+                    "channel-major",
+                    "packed per task",
+                    "packed at load",
+                ];
+                let packs = packs_per_task(isa, &view);
+                for path in paths
+                    .into_iter()
+                    .filter(|p| packs || !p.starts_with("packed"))
+                {
+                    let product = |x: &[f32]| {
+                        let (mut y, scratch) = (vec![f32::NAN; m * n], &mut MatmulScratch::new());
+                        match path {
+                            "file layout" => matmul_with_isa(isa, &view, x, n, &mut y, scratch),
+                            "channel-major" => matmul_channels(isa, &view, x, n, &mut y, scratch),
+                            "packed per task" => {
+                                matmul_repacking(isa, &view, x, n, &mut y, scratch)
+                            }
+                            _ => {
+                                matmul_packed(isa, packed.as_ref().unwrap(), x, n, &mut y, scratch)
+                            }
+                        }
+                        .unwrap();
+                        y
+                    };
+                    let what = format!("{ty} {isa} {path} k={k} m={m} n={n}");
+                    let want: Vec<f32> = product(&small).iter().map(|v| v * big).collect();
+                    assert!(want.iter().all(|v| v.is_finite()), "{what}: small input");
+                    assert_eq!(bits(&product(&scaled)), bits(&want), "{what}");
+                }
+            }
+        }
+    }
+}

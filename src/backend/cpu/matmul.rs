@@ -271,6 +271,7 @@ fn file_layout_product(
             }
         }
     });
+    columns.restore(y);
     Ok(())
 }
 
@@ -280,12 +281,22 @@ struct QuantizedColumns<'s> {
     scales: &'s [f32],
     col_bytes: usize,
     group_scales: usize,
+    /// The columns hold `x·2^-shift` ([`range_shift`]); [`QuantizedColumns::restore`] undoes it.
+    shift: i32,
 }
 
 impl<'s> QuantizedColumns<'s> {
     /// How many columns there are.
     fn count(&self) -> usize {
         self.bytes.len() / self.col_bytes
+    }
+
+    /// Scales the products `y` of these columns back by `2^shift`.
+    fn restore(&self, y: &mut [f32]) {
+        if self.shift != 0 {
+            let scale = power_of_two(self.shift);
+            y.iter_mut().for_each(|v| *v *= scale);
+        }
     }
 
     /// The `nc` columns from `c0` (a multiple of MAX_COLS), as a kernel takes them.
@@ -341,9 +352,11 @@ fn quantized_columns<'s>(
     let (_, n_scales) = column_buffers(kernels, n, k)?;
     let group_scales = group_scales(kernels, k);
     let (cols, scales) = scratch.buffers(col_bytes * n, n_scales);
+    let shift = range_shift(kernels.partner, x);
+    let scale = power_of_two(-shift);
     match layout {
-        Layout::Rows => quantize_columns(kernels, x, k, cols, col_bytes),
-        Layout::Channels => quantize_channel_columns(kernels, x, n, k, cols, col_bytes),
+        Layout::Rows => quantize_columns(kernels, x, k, scale, cols, col_bytes),
+        Layout::Channels => quantize_channel_columns(kernels, x, n, k, scale, cols, col_bytes),
     }
     if group_scales > 0 {
         for (g, out) in scales.chunks_exact_mut(group_scales).enumerate() {
@@ -357,7 +370,51 @@ fn quantized_columns<'s>(
         scales,
         col_bytes,
         group_scales,
+        shift,
     })
+}
+
+/// The largest |x| whose dot-partner form stays finite, with a margin: Q8_0 and Q8_1 hold each
+/// block's scale `d = amax/127` as f16 (Q8_1 also `s = d·Σq`, up to 32·amax), F16 holds the
+/// values themselves; f16 ends at 65504. `None` where the partner has f32's range (F32, BF16, and
+/// Q8_K with its f32 scale). A DC-AE decoder's activations can pass 10^8.
+fn partner_limit(partner: TensorType) -> Option<f32> {
+    match partner {
+        TensorType::Q8_0 => Some(power_of_two(22)), // d ≤ 2^22/127 ≈ 33026
+        TensorType::Q8_1 => Some(power_of_two(10)), // s ≤ 32·2^10 = 32768
+        TensorType::F16 => Some(power_of_two(15)),
+        _ => None,
+    }
+}
+
+/// `e` such that `x·2^-e` lies within the partner's range ([`partner_limit`]); 0 when `x` does
+/// already (nearly always) or holds infinities or NaN (which no scale cures). The product is
+/// linear in `x` and a power of two scales every f32 and f16 exactly (short of subnormals), so
+/// `2^e · (W · x·2^-e)` has the bits that `W · x` would have had if f16 had f32's range.
+fn range_shift(partner: TensorType, x: &[f32]) -> i32 {
+    let Some(limit) = partner_limit(partner) else {
+        return 0;
+    };
+    // Magnitudes ordered as their bit patterns: a max over u32 lanes that vectorises.
+    let magnitude = |chunk: &[f32]| chunk.iter().map(|v| v.to_bits() & 0x7fff_ffff).max();
+    let bits = if x.len() < 1 << 16 {
+        magnitude(x)
+    } else {
+        x.par_chunks(1 << 14).filter_map(magnitude).max()
+    };
+    let amax = f32::from_bits(bits.unwrap_or(0));
+    if amax <= limit || !amax.is_finite() {
+        return 0;
+    }
+    // amax lies in [2^E, 2^(E+1)) with E its unbiased exponent; limit is 2^L.
+    let exponent = |v: f32| (v.to_bits() >> 23) as i32 - 127;
+    exponent(amax) + 1 - exponent(limit)
+}
+
+/// `2^e` for |e| < 127.
+fn power_of_two(e: i32) -> f32 {
+    debug_assert!(e.abs() < 127);
+    f32::from_bits(((127 + e) as u32) << 23)
 }
 
 /// `x` holds n rows of k values and `y` room for n rows of m.
@@ -397,6 +454,7 @@ pub fn matmul_packed(
         let (g0, count) = (rows.start / PACK_ROWS, rows.len() / PACK_ROWS);
         sweep_packed(dot, packed.groups(g0, count), group_len, g0, &columns, &out);
     });
+    columns.restore(y);
     Ok(())
 }
 
@@ -466,6 +524,7 @@ fn repacking_product(
             sweep_packed(dot, packed, group_len, g0, &columns, &out);
         });
     });
+    columns.restore(y);
     Ok(())
 }
 
@@ -505,9 +564,17 @@ fn sweep_packed(
     }
 }
 
-/// Converts the n activation rows into the dot partner type, in parallel for big batches.
-fn quantize_columns(kernels: &Kernels, x: &[f32], k: usize, cols: &mut [u8], col_bytes: usize) {
-    let quantize = kernels.quantize;
+/// Converts the n activation rows, times `scale`, into the dot partner type, in parallel for big
+/// batches.
+fn quantize_columns(
+    kernels: &Kernels,
+    x: &[f32],
+    k: usize,
+    scale: f32,
+    cols: &mut [u8],
+    col_bytes: usize,
+) {
+    let quantize = |xr: &[f32], cr: &mut [u8]| quantize_scaled(kernels, xr, scale, cr);
     // Below ~64K values the rayon hand-off costs more than it saves.
     if x.len() < 1 << 16 {
         for (xr, cr) in x.chunks_exact(k).zip(cols.chunks_exact_mut(col_bytes)) {
@@ -518,6 +585,31 @@ fn quantize_columns(kernels: &Kernels, x: &[f32], k: usize, cols: &mut [u8], col
             .zip(cols.par_chunks_exact_mut(col_bytes))
             .for_each(|(xr, cr)| quantize(xr, cr));
     }
+}
+
+/// One column `x·scale` in the partner type; pieces of [`GATHER_LEN`] values go through the stack
+/// where `scale` is not 1 (partner blocks are independent, so the bytes are the whole column's).
+fn quantize_scaled(kernels: &Kernels, x: &[f32], scale: f32, out: &mut [u8]) {
+    if scale == 1.0 {
+        return (kernels.quantize)(x, out);
+    }
+    let mut piece = [0f32; GATHER_LEN];
+    let mut start = 0;
+    for chunk in x.chunks(GATHER_LEN) {
+        let scaled = &mut piece[..chunk.len()];
+        scaled
+            .iter_mut()
+            .zip(chunk)
+            .for_each(|(s, v)| *s = v * scale);
+        let bytes = partner_bytes(kernels, chunk.len());
+        (kernels.quantize)(scaled, &mut out[start..start + bytes]);
+        start += bytes;
+    }
+}
+
+/// Bytes of `len` values (whole partner blocks) in the partner type.
+fn partner_bytes(kernels: &Kernels, len: usize) -> usize {
+    kernels.partner.row_bytes(len as u64).unwrap_or(0) as usize
 }
 
 /// Values of one column that [`quantize_channel_columns`] gathers at a time: a whole number of
@@ -537,14 +629,14 @@ fn quantize_channel_columns(
     x: &[f32],
     n: usize,
     k: usize,
+    scale: f32,
     cols: &mut [u8],
     col_bytes: usize,
 ) {
     let quantize = kernels.quantize;
-    let partner = kernels.partner;
     // Bytes of a whole GATHER_LEN piece (the last piece of a column may be shorter, but still
     // whole partner blocks).
-    let piece_bytes = |len: usize| partner.row_bytes(len as u64).unwrap_or(0) as usize;
+    let piece_bytes = |len: usize| partner_bytes(kernels, len);
     let panel = |(p, panel): (usize, &mut [u8])| {
         let j0 = p * GATHER_COLUMNS;
         let nj = panel.len() / col_bytes;
@@ -554,7 +646,7 @@ fn quantize_channel_columns(
             for t in 0..len {
                 let channel = &x[(t0 + t) * n + j0..][..nj];
                 for (c, v) in channel.iter().enumerate() {
-                    gathered[c][t] = *v;
+                    gathered[c][t] = v * scale;
                 }
             }
             let (start, bytes) = (piece_bytes(t0), piece_bytes(len));
