@@ -58,8 +58,16 @@ impl Mapping {
     }
 
     /// The output's shape in torch order (outermost first).
+    ///
+    /// A DC-AE 1×1 convolution kernel `[out, in, 1, 1]` is written as the matrix `[out, in]`:
+    /// with its unit axes kept, a ggml row would be one value wide and the kernel could never
+    /// quantize; as a matrix its rows are `in` wide, like any linear layer's. The bytes are the
+    /// same, so only the shape changes.
     pub fn output_shape(&self, source_shape: &[u64]) -> Vec<u64> {
         match self.split {
+            None if self.set == WeightSetId::Autoencoder && is_pointwise_kernel(source_shape) => {
+                source_shape[..2].to_vec()
+            }
             None => source_shape.to_vec(),
             // qkv: rows split in `parts`; Conv3d [E, C, T, P, P]: drop the temporal axis.
             Some(split) if split.outer == 1 => {
@@ -74,6 +82,11 @@ impl Mapping {
             }
         }
     }
+}
+
+/// A convolution kernel `[out, in, 1, 1]` (torch order).
+fn is_pointwise_kernel(shape: &[u64]) -> bool {
+    matches!(shape, [_, _, 1, 1])
 }
 
 /// Qwen2-VL: text model then vision tower, in llama.cpp's names.
@@ -415,6 +428,29 @@ mod tests {
             Ok(None)
         );
         assert_eq!(dcae_name("quant_conv.weight"), Err(()));
+    }
+
+    #[test]
+    fn dcae_pointwise_kernels_become_matrices() {
+        let dcae = Mapping {
+            gguf: "dcae.up_blocks.0.1.conv_out.weight".into(),
+            set: WeightSetId::Autoencoder,
+            source: "decoder.up_blocks.0.1.conv_out.weight".into(),
+            expected: None,
+            split: None,
+            group: None,
+        };
+        assert_eq!(dcae.output_shape(&[2048, 512, 1, 1]), vec![2048, 512]);
+        // 3×3 kernels, vectors and depthwise 5×5 kernels keep their shape.
+        assert_eq!(dcae.output_shape(&[512, 512, 3, 3]), vec![512, 512, 3, 3]);
+        assert_eq!(dcae.output_shape(&[512]), vec![512]);
+        assert_eq!(dcae.output_shape(&[96, 1, 5, 5]), vec![96, 1, 5, 5]);
+        // Only the autoencoder's kernels are reshaped.
+        let vlm = Mapping {
+            set: WeightSetId::Vlm,
+            ..dcae
+        };
+        assert_eq!(vlm.output_shape(&[64, 32, 1, 1]), vec![64, 32, 1, 1]);
     }
 
     #[test]
