@@ -329,12 +329,21 @@ fn matmul_matches_the_cpu_for_every_type() {
     // Subgroup reductions where the device has them, then the workgroup-memory ones.
     for subgroups in [true, false] {
         g.use_subgroups(subgroups);
-        matmul_cases(g, subgroups);
+        matmul_cases(g, subgroups, 2.0);
     }
     g.use_subgroups(true);
 }
 
-fn matmul_cases(g: &WgpuBackend, subgroups: bool) {
+#[test]
+fn matmul_matches_the_cpu_past_f16_range() {
+    let Some(g) = gpu() else { return };
+    // Activations of 2³¹ (a DC-AE decoder passes 10⁸): f16 scales and F16 partners would overflow;
+    // the CPU scales them by a power of two, the GPU rounds to f16's precision without overflow.
+    matmul_cases(g, true, 2.0 * (1u64 << 30) as f32);
+}
+
+/// Every type against the CPU, activations uniform in [-amplitude, amplitude).
+fn matmul_cases(g: &WgpuBackend, subgroups: bool, amplitude: f32) {
     // Σ|w|·|x| per output bounds what reordering a sum can change.
     for ty in TensorType::COMPUTABLE {
         let k = if ty.block_size() == 256 { 512 } else { 96 };
@@ -348,7 +357,7 @@ fn matmul_cases(g: &WgpuBackend, subgroups: bool) {
         let gpu_w = g.weight(view, Placement::Shared).unwrap();
         let gpu_bias = g.upload(&bias).unwrap();
         for n in [1, 3, 5, 67] {
-            let x = Rng(7 + n as u64).vec(n * k, 2.0);
+            let x = Rng(7 + n as u64).vec(n * k, amplitude);
             let mut want = vec![0.0; n * rows];
             CPU.matmul(&cpu_w, x.all(), n, want.all_mut(), Some(bias.all()))
                 .unwrap();

@@ -124,7 +124,10 @@ fn a_guidance_scale_that_overflows_ends_in_a_clear_error_and_no_png() {
     // f16's range instead of overflowing. The alias of sd.cpp is the same flag.
     for flag in ["--cfg", "--cfg-scale"] {
         let run = generate(&[flag, "1e38", "-o", path_str(&out)]);
-        assert_refused(&run, "guidance scale of 1000000000000000000000000000000000000");
+        assert_refused(
+            &run,
+            "guidance scale of 1000000000000000000000000000000000000",
+        );
         assert!(
             stderr(&run).contains("no image is written"),
             "{}",

@@ -1,6 +1,8 @@
 // Activations rounded as the CPU's matmul quantizes them for the weight type's dot partner
 // (ggml's vec_dot_type), written back as the f32 values the integer dot products see: q·d.
 //   q8_0:  blocks of 32, d = amax/127 (stored f16), q = round-half-away(x/d)
+//   (f16 here has f32's exponent range: the CPU scales activations past f16's range by a power of
+//   two before quantizing and scales the products back, which is f16's rounding without overflow)
 //   q8_k:  blocks of 256, d = max/−127 for the signed element of largest magnitude (f32),
 //          q = min(127, round-half-even(x/d))
 //   f16, bf16: round to the format (ties to even)
@@ -24,6 +26,17 @@ fn round_half_away(v: f32) -> f32 {
     return select(t, t + sign(v), abs(v - t) >= 0.5);
 }
 
+// f16's rounding (11 significant bits, ties to even) over f32's exponent range: values past
+// 65504 keep their exponent instead of becoming infinite.
+fn round_f16_wide(v: f32) -> f32 {
+    let bits = bitcast<u32>(v);
+    let a = bits & 0x7fffffffu;
+    if a < 0x477ff000u || a >= 0x7f800000u {
+        return round_f16(v);
+    }
+    return bitcast<f32>((bits & 0x80000000u) | ((a + 0x0fffu + ((a >> 13u) & 1u)) & 0xffffe000u));
+}
+
 @compute @workgroup_size(256)
 fn q8_0(@builtin(workgroup_id) g: vec3<u32>, @builtin(num_workgroups) ng: vec3<u32>, @builtin(local_invocation_index) l: u32) {
     let i = flat_id(g, ng, l, 256u);
@@ -41,7 +54,7 @@ fn q8_0(@builtin(workgroup_id) g: vec3<u32>, @builtin(num_workgroups) ng: vec3<u
     let d = amax[l - l % 32u] / 127.0;
     let id = select(0.0, 1.0 / d, d != 0.0);
     if i < p.n {
-        out[i] = round_half_away(v * id) * round_f16(d);
+        out[i] = round_half_away(v * id) * round_f16_wide(d);
     }
 }
 
@@ -78,7 +91,7 @@ fn q8_k(@builtin(workgroup_id) g: vec3<u32>, @builtin(num_workgroups) ng: vec3<u
 @compute @workgroup_size(256)
 fn f16(@builtin(workgroup_id) g: vec3<u32>, @builtin(num_workgroups) ng: vec3<u32>, @builtin(local_invocation_index) l: u32) {
     let i = flat_id(g, ng, l, 256u);
-    if i < p.n { out[i] = round_f16(x[p.x_off + i]); }
+    if i < p.n { out[i] = round_f16_wide(x[p.x_off + i]); }
 }
 
 @compute @workgroup_size(256)
